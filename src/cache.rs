@@ -1,0 +1,295 @@
+//! The local pacman caches, as peers may see them: which names may be served,
+//! and opening them safely.
+//!
+//! Owns the file-name rules (finished packages and their signatures only), the
+//! classification of the names pacman asks for, and the lookup of a name in the
+//! cache directories with a `stat` per directory (no directory walk). It never
+//! writes to a cache and never follows a symlink out of one; it does not know
+//! about HTTP.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Compression suffixes pacman knows for `*.pkg.tar.<ext>`.
+const PACKAGE_EXTENSIONS: [&str; 8] = ["zst", "xz", "gz", "bz2", "lz4", "lrz", "lzo", "Z"];
+
+/// Longest name accepted (Linux's `NAME_MAX`).
+pub const MAX_NAME: usize = 255;
+
+/// What a requested file name is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// `name-ver-rel-arch.pkg.tar.<ext>`
+    Package,
+    /// A package's detached signature, `<package>.sig`.
+    Signature,
+    /// A sync database or its signature: `<repo>.db`, `.files`, `.db.sig`,
+    /// `.files.sig` (and their `.tar.<ext>` forms). Never served to peers.
+    Database,
+}
+
+/// Why a name is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameError {
+    Empty,
+    TooLong,
+    /// Contains `/` (sub-folders are never served).
+    Slash,
+    /// Contains NUL or another control character.
+    Control,
+    /// Starts with `.` (dot files, `.`, `..`).
+    Hidden,
+    /// Contains `..`.
+    DotDot,
+    /// A download in progress (`*.part`).
+    Partial,
+    /// Not a package, signature or database name.
+    Unknown,
+}
+
+impl std::fmt::Display for NameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NameError::Empty => "empty file name",
+            NameError::TooLong => "file name too long",
+            NameError::Slash => "file name with '/'",
+            NameError::Control => "file name with a control character",
+            NameError::Hidden => "hidden file name",
+            NameError::DotDot => "file name with '..'",
+            NameError::Partial => "download in progress (.part)",
+            NameError::Unknown => "not a package, signature or database name",
+        })
+    }
+}
+
+impl NameError {
+    /// Whether the name is malformed as a request (400) rather than merely not
+    /// a servable file (404).
+    pub fn is_malformed(self) -> bool {
+        matches!(self, NameError::Control)
+    }
+}
+
+/// Classifies a (decoded) file name, refusing anything unsafe. The promise the
+/// fuzz target checks: an accepted name has no `/`, no `..`, no NUL or control
+/// character, does not start with `.`, and does not end in `.part`.
+pub fn classify(name: &str) -> Result<FileKind, NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_NAME {
+        return Err(NameError::TooLong);
+    }
+    if name.contains('/') {
+        return Err(NameError::Slash);
+    }
+    if name.chars().any(char::is_control) {
+        return Err(NameError::Control);
+    }
+    if name.starts_with('.') {
+        return Err(NameError::Hidden);
+    }
+    if name.contains("..") {
+        return Err(NameError::DotDot);
+    }
+    if name.ends_with(".part") {
+        return Err(NameError::Partial);
+    }
+    let (base, signature) = match name.strip_suffix(".sig") {
+        Some(base) => (base, true),
+        None => (name, false),
+    };
+    if is_package(base) {
+        return Ok(if signature {
+            FileKind::Signature
+        } else {
+            FileKind::Package
+        });
+    }
+    if is_database(base) {
+        return Ok(FileKind::Database);
+    }
+    Err(NameError::Unknown)
+}
+
+/// A name peers may fetch: a package or a package signature.
+pub fn check_servable(name: &str) -> Result<FileKind, NameError> {
+    match classify(name)? {
+        FileKind::Database => Err(NameError::Unknown),
+        kind => Ok(kind),
+    }
+}
+
+fn is_package(name: &str) -> bool {
+    let Some((stem, ext)) = name.rsplit_once(".pkg.tar.") else {
+        return false;
+    };
+    // name-ver-rel-arch: at least three dashes, none of the parts empty.
+    let parts: Vec<&str> = stem.rsplitn(4, '-').collect();
+    PACKAGE_EXTENSIONS.contains(&ext) && parts.len() == 4 && parts.iter().all(|p| !p.is_empty())
+}
+
+fn is_database(name: &str) -> bool {
+    let stem = match name.split_once(".db").or_else(|| name.split_once(".files")) {
+        Some((stem, rest)) if rest.is_empty() || rest.starts_with(".tar.") => stem,
+        _ => return false,
+    };
+    !stem.is_empty()
+}
+
+/// An open cache file ready to be sent.
+#[derive(Debug)]
+pub struct CachedFile {
+    pub file: File,
+    pub len: u64,
+    /// Modification time, Unix seconds.
+    pub modified: u64,
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+struct CacheDir {
+    /// As configured (for logs).
+    path: PathBuf,
+    /// Canonical form, against which symlink targets are checked.
+    real: PathBuf,
+}
+
+/// The cache directories this host serves, read-only.
+#[derive(Clone, Debug, Default)]
+pub struct Cache {
+    dirs: Vec<CacheDir>,
+}
+
+impl Cache {
+    /// Directories that cannot be resolved are kept as given (a cache that
+    /// appears later still works) and reported in the returned warnings.
+    pub fn new(dirs: &[PathBuf]) -> (Cache, Vec<String>) {
+        let mut warnings = Vec::new();
+        let dirs = dirs
+            .iter()
+            .map(|path| {
+                let real = path.canonicalize().unwrap_or_else(|e| {
+                    warnings.push(format!("cache directory {}: {e}", path.display()));
+                    path.clone()
+                });
+                CacheDir {
+                    path: path.clone(),
+                    real,
+                }
+            })
+            .collect();
+        (Cache { dirs }, warnings)
+    }
+
+    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
+        self.dirs.iter().map(|d| d.path.as_path())
+    }
+
+    /// The fast check peers' questions are answered with: a `stat` per cache
+    /// directory.
+    pub fn contains(&self, name: &str) -> bool {
+        check_servable(name).is_ok()
+            && self.dirs.iter().any(|dir| {
+                resolve(dir, name)
+                    .and_then(|p| std::fs::metadata(p).ok())
+                    .is_some_and(|m| m.is_file())
+            })
+    }
+
+    /// Opens `name` for reading from the first directory that holds it as a
+    /// regular file. `Ok(None)`: no directory has it.
+    pub fn open(&self, name: &str) -> Result<Option<CachedFile>, NameError> {
+        check_servable(name)?;
+        for dir in &self.dirs {
+            let Some(path) = resolve(dir, name) else {
+                continue;
+            };
+            // O_NOFOLLOW: the path was resolved already; O_NONBLOCK: a FIFO
+            // planted under a package name must not block the loop.
+            let Ok(file) = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&path)
+            else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            return Ok(Some(CachedFile {
+                file,
+                len: meta.len(),
+                modified: u64::try_from(meta.mtime()).unwrap_or(0),
+                path,
+            }));
+        }
+        Ok(None)
+    }
+}
+
+/// The path to open for `name` in `dir`: the entry itself, or, for a symlink,
+/// its target when that is a servable name directly inside the same cache
+/// directory. `None` when absent or refused.
+fn resolve(dir: &CacheDir, name: &str) -> Option<PathBuf> {
+    let path = dir.path.join(name);
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if !meta.file_type().is_symlink() {
+        return Some(path);
+    }
+    let target = path.canonicalize().ok()?;
+    let inside = target.parent() == Some(dir.real.as_path());
+    let target_name = target.file_name()?.to_str()?;
+    (inside && check_servable(target_name).is_ok()).then_some(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_table() {
+        use FileKind::*;
+        use NameError::*;
+        let long = format!("{}-1-1-x86_64.pkg.tar.zst", "a".repeat(250));
+        let cases: Vec<(&str, Result<FileKind, NameError>)> = vec![
+            ("zstd-1.5.6-1-x86_64.pkg.tar.zst", Ok(Package)),
+            ("zstd-1.5.6-1-x86_64.pkg.tar.zst.sig", Ok(Signature)),
+            ("libc++-1:17.0.6-1-x86_64.pkg.tar.xz", Ok(Package)),
+            ("a-1-1-any.pkg.tar.gz", Ok(Package)),
+            ("a-1-1-any.pkg.tar.Z", Ok(Package)),
+            ("core.db", Ok(Database)),
+            ("core.db.sig", Ok(Database)),
+            ("extra.files", Ok(Database)),
+            ("extra.files.sig", Ok(Database)),
+            ("testrepo.db.tar.gz", Ok(Database)),
+            ("", Err(Empty)),
+            (&long, Err(TooLong)),
+            ("../etc/passwd", Err(Slash)),
+            ("sub/a-1-1-any.pkg.tar.zst", Err(Slash)),
+            ("a-1-1-any.pkg.tar.zst\0", Err(Control)),
+            ("a-1-1-any\n.pkg.tar.zst", Err(Control)),
+            (".a-1-1-any.pkg.tar.zst", Err(Hidden)),
+            ("..", Err(Hidden)),
+            ("a..b-1-1-any.pkg.tar.zst", Err(DotDot)),
+            ("a-1-1-any.pkg.tar.zst.part", Err(Partial)),
+            ("a-1-1-any.pkg.tar.zst.sig.part", Err(Partial)),
+            ("a-1-1-any.pkg.tar.exe", Err(Unknown)),
+            ("a-1-any.pkg.tar.zst", Err(Unknown)),
+            ("a--1-any.pkg.tar.zst", Err(Unknown)),
+            ("passwd", Err(Unknown)),
+            ("a-1-1-any.pkg.tar.zst.sig.sig", Err(Unknown)),
+            (".db", Err(Hidden)),
+            ("core.dbx", Err(Unknown)),
+        ];
+        for (name, want) in cases {
+            assert_eq!(classify(name), want, "{name:?}");
+        }
+        assert_eq!(check_servable("core.db"), Err(Unknown));
+        assert!(Control.is_malformed() && !Slash.is_malformed());
+    }
+}

@@ -1,0 +1,14 @@
+//! flocon: share pacman package caches between the Arch Linux hosts of a LAN.
+//!
+//! The library holds every part of the daemon so that integration tests and the
+//! fuzz targets can reach the pure parsers and protocol cores; `main.rs` is only
+//! the command line front.
+
+pub mod cache;
+pub mod config;
+// pub mod discovery;
+pub mod event_loop;
+pub mod http;
+pub mod net;
+pub mod serve;
+pub mod signals;

@@ -1,0 +1,149 @@
+//! Non-blocking socket and file I/O, reduced to small outcomes.
+//!
+//! Owns the system calls that move bytes (`read`, `write`, `send` with
+//! `MSG_MORE`, `sendfile`, `pread`) and turns their results into [`Io`]; it
+//! does not decide what to send or when. `Interrupted` is retried here; every
+//! other error is handed back.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+/// The outcome of one I/O step.
+#[derive(Debug)]
+pub enum Io {
+    /// This many bytes moved (never 0).
+    Done(usize),
+    /// Nothing can move now; wait for readiness.
+    WouldBlock,
+    /// The peer closed (read returned 0), or sendfile hit the file's end.
+    Closed,
+    Error(io::Error),
+}
+
+pub fn read(stream: &mut impl Read, buf: &mut [u8]) -> Io {
+    loop {
+        return match stream.read(buf) {
+            Ok(0) => Io::Closed,
+            Ok(n) => Io::Done(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Io::WouldBlock,
+            Err(e) => Io::Error(e),
+        };
+    }
+}
+
+pub fn write(stream: &mut impl Write, buf: &[u8]) -> Io {
+    loop {
+        return match stream.write(buf) {
+            Ok(0) => Io::Closed,
+            Ok(n) => Io::Done(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Io::WouldBlock,
+            Err(e) => Io::Error(e),
+        };
+    }
+}
+
+/// `send(2)` with `MSG_MORE` when `more` is set, so that a response head and
+/// the first body bytes that follow leave in one segment.
+pub fn send(socket: &impl AsRawFd, buf: &[u8], more: bool) -> Io {
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    loop {
+        // SAFETY: the pointer and length describe `buf`, which outlives the call.
+        let n = unsafe { libc::send(socket.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
+        if n >= 0 {
+            return if n == 0 {
+                Io::Closed
+            } else {
+                Io::Done(n as usize)
+            };
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Io::WouldBlock,
+            _ => return Io::Error(e),
+        }
+    }
+}
+
+/// Largest `sendfile` request; bounded so that one call never holds the loop
+/// long and the count always fits a 32-bit `size_t`.
+pub const SENDFILE_CHUNK: u64 = 1 << 20;
+
+/// Sends up to `count` bytes of `file` from `offset` with `sendfile(2)`, the
+/// large-file variant on glibc so offsets past 2 GiB work on 32-bit targets.
+/// `Error` with `EINVAL`/`ENOSYS` means "use [`pread`] and [`send`] instead".
+pub fn sendfile(socket: &impl AsRawFd, file: &File, offset: u64, count: u64) -> Io {
+    let count = count.min(SENDFILE_CHUNK) as usize;
+    loop {
+        let n = sendfile_raw(socket.as_raw_fd(), file.as_raw_fd(), offset, count);
+        if n > 0 {
+            return Io::Done(n as usize);
+        }
+        if n == 0 {
+            return Io::Closed;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Io::WouldBlock,
+            _ => return Io::Error(e),
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn sendfile_raw(out: i32, input: i32, offset: u64, count: usize) -> isize {
+    let Ok(mut off) = libc::off64_t::try_from(offset) else {
+        return -1;
+    };
+    // SAFETY: both descriptors are open for the duration of the call, and
+    // `off` is a valid, exclusively borrowed off64_t.
+    unsafe { libc::sendfile64(out, input, &mut off, count) }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn sendfile_raw(out: i32, input: i32, offset: u64, count: usize) -> isize {
+    let Ok(mut off) = libc::off_t::try_from(offset) else {
+        return -1;
+    };
+    // SAFETY: both descriptors are open for the duration of the call, and
+    // `off` is a valid, exclusively borrowed off_t.
+    unsafe { libc::sendfile(out, input, &mut off, count) }
+}
+
+/// Whether a `sendfile` error means the descriptors do not support it.
+pub fn sendfile_unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS))
+}
+
+/// Reads up to `buf.len()` bytes of `file` at `offset` (the fallback path).
+pub fn pread(file: &File, buf: &mut [u8], offset: u64) -> Io {
+    loop {
+        return match file.read_at(buf, offset) {
+            Ok(0) => Io::Closed,
+            Ok(n) => Io::Done(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Io::Error(e),
+        };
+    }
+}
+
+/// What a connection state machine wants from the loop after it ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Keep it: wait for these readinesses (at least one is set) until the
+    /// deadline; `again` asks to be run once more without waiting for an
+    /// event (it stopped on its per-turn budget, not on `WouldBlock`).
+    Io {
+        read: bool,
+        write: bool,
+        deadline: Option<std::time::Instant>,
+        again: bool,
+    },
+    /// Finished: drop it (which closes its sockets).
+    Close,
+}

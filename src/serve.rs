@@ -1,0 +1,481 @@
+//! The peer file server: one accepted TCP connection from another flocon host.
+//!
+//! Owns the life of that connection: reading request heads under limits,
+//! answering `GET`/`HEAD` of `/<file name>` from the local cache (ranges,
+//! `If-Modified-Since`, errors), sending bodies with `sendfile` in bounded
+//! chunks, keep-alive, the head, idle and send timeouts, and a lingering close
+//! after errors. It does not accept connections, register sockets or keep
+//! timers: the event loop runs it and acts on the [`Want`] it returns.
+//!
+//! LIFECYCLE: `Head` (reading a request; idle until its first byte) ->
+//! `Send` (head bytes, then the file body) -> back to `Head` (keep-alive) or
+//! `Linger` (our write side shut, draining the client's leftovers briefly) ->
+//! closed. Any timeout or socket error closes.
+
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use log::debug;
+use mio::net::TcpStream;
+
+use crate::cache::{Cache, CachedFile};
+use crate::http::range::{self, RangeRequest};
+use crate::http::request::{self, Limits, Method, RequestHead};
+use crate::http::response::{self, Status};
+use crate::http::{date, percent_decode};
+use crate::net::{self, Io, Want};
+
+/// From the first byte of a request head to its end (then 408).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A kept-alive connection with no request in progress.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A response that makes no progress at all (the client stopped reading).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long leftovers are drained after our write side is shut.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// Requests on one connection before it is closed.
+pub const MAX_REQUESTS: u32 = 1000;
+/// Bytes moved for one connection in one turn of the loop before others run.
+const TURN_BUDGET: usize = 4 << 20;
+/// Read size; also the fallback copy buffer when `sendfile` is refused.
+const READ_CHUNK: usize = 16 * 1024;
+const COPY_CHUNK: usize = 64 * 1024;
+
+/// Totals since start, for the state report.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub connections: u64,
+    pub requests: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub refused_busy: u64,
+}
+
+/// What a run of a connection needs from the daemon.
+pub struct Context<'a> {
+    pub cache: &'a Cache,
+    pub now: Instant,
+    pub counters: &'a mut Counters,
+    /// The daemon is stopping: close when idle, finish transfers in flight.
+    pub stopping: bool,
+}
+
+#[derive(Debug)]
+struct FileBody {
+    file: std::fs::File,
+    offset: u64,
+    /// Exclusive.
+    end: u64,
+    sendfile: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Head,
+    Send,
+    Linger { until: Instant },
+}
+
+pub struct PeerConn {
+    stream: TcpStream,
+    remote: SocketAddr,
+    state: State,
+    /// Received bytes not yet consumed (at most one head and what follows).
+    inbuf: Vec<u8>,
+    /// `inbuf` changed since the last incomplete parse.
+    parse_pending: bool,
+    head_started: Option<Instant>,
+    out: Vec<u8>,
+    out_pos: usize,
+    body: Option<FileBody>,
+    close_after: bool,
+    served: u32,
+    last_progress: Instant,
+    limits: Limits,
+}
+
+impl PeerConn {
+    pub fn new(stream: TcpStream, remote: SocketAddr, now: Instant) -> PeerConn {
+        PeerConn {
+            stream,
+            remote,
+            state: State::Head,
+            inbuf: Vec::new(),
+            parse_pending: false,
+            head_started: None,
+            out: Vec::new(),
+            out_pos: 0,
+            body: None,
+            close_after: false,
+            served: 0,
+            last_progress: now,
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Whether a transfer is in flight (for the state report and shutdown).
+    pub fn is_busy(&self) -> bool {
+        self.state == State::Send || self.head_started.is_some()
+    }
+
+    /// Runs the connection as far as it can go now: after readiness, after its
+    /// deadline passed, or when asked to run again.
+    pub fn run(&mut self, cx: &mut Context) -> Want {
+        if let Some(deadline) = self.deadline() {
+            if cx.now >= deadline {
+                if let Some(want) = self.on_deadline(cx) {
+                    return want;
+                }
+            }
+        }
+        let mut budget = TURN_BUDGET;
+        let mut scratch = [0u8; READ_CHUNK];
+        loop {
+            if budget == 0 {
+                return self.want(true);
+            }
+            match self.state {
+                State::Head => {
+                    if self.parse_pending {
+                        self.parse_pending = false;
+                        match request::parse(&self.inbuf, &self.limits) {
+                            Ok(Some(head)) => {
+                                self.inbuf.drain(..head.len);
+                                budget = budget.saturating_sub(head.len.max(1024));
+                                self.answer(&head, cx);
+                                continue;
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                debug!("peer {}: {e}", self.remote);
+                                cx.counters.errors += 1;
+                                self.inbuf.clear();
+                                self.respond_error(e.status(), false, true);
+                                continue;
+                            }
+                        }
+                    }
+                    if cx.stopping && self.head_started.is_none() {
+                        return Want::Close;
+                    }
+                    match net::read(&mut self.stream, &mut scratch) {
+                        Io::Done(n) => {
+                            self.inbuf.extend_from_slice(&scratch[..n]);
+                            self.parse_pending = true;
+                            self.head_started.get_or_insert(cx.now);
+                            self.last_progress = cx.now;
+                            budget = budget.saturating_sub(n);
+                        }
+                        Io::WouldBlock => return self.want(false),
+                        Io::Closed | Io::Error(_) => return Want::Close,
+                    }
+                }
+                State::Send => match self.send_some(&mut budget, cx) {
+                    Some(want) => return want,
+                    None => self.response_done(cx.now),
+                },
+                State::Linger { .. } => match net::read(&mut self.stream, &mut scratch) {
+                    Io::Done(n) => budget = budget.saturating_sub(n.max(READ_CHUNK)),
+                    Io::WouldBlock => return self.want(false),
+                    Io::Closed | Io::Error(_) => return Want::Close,
+                },
+            }
+        }
+    }
+
+    /// The deadline passed: `Some` to stop, `None` to go on (a 408 was queued).
+    fn on_deadline(&mut self, cx: &mut Context) -> Option<Want> {
+        match self.state {
+            State::Head if self.head_started.is_some() => {
+                debug!("peer {}: request head timed out", self.remote);
+                cx.counters.errors += 1;
+                self.inbuf.clear();
+                self.parse_pending = false;
+                self.respond_error(Status::RequestTimeout, false, true);
+                None
+            }
+            State::Send => {
+                debug!("peer {}: send stalled, closing", self.remote);
+                cx.counters.errors += 1;
+                Some(Want::Close)
+            }
+            State::Head | State::Linger { .. } => Some(Want::Close),
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        Some(match self.state {
+            State::Head => match self.head_started {
+                Some(start) => start + HEAD_TIMEOUT,
+                None => self.last_progress + IDLE_TIMEOUT,
+            },
+            State::Send => self.last_progress + SEND_TIMEOUT,
+            State::Linger { until } => until,
+        })
+    }
+
+    fn want(&self, again: bool) -> Want {
+        let write = self.state == State::Send;
+        Want::Io {
+            read: !write,
+            write,
+            deadline: self.deadline(),
+            again,
+        }
+    }
+
+    /// Writes the pending head, then the body. `None` when the response is
+    /// complete.
+    fn send_some(&mut self, budget: &mut usize, cx: &mut Context) -> Option<Want> {
+        loop {
+            if *budget == 0 {
+                return Some(self.want(true));
+            }
+            if self.out_pos < self.out.len() {
+                let more = self.body.as_ref().is_some_and(|b| b.offset < b.end);
+                match net::send(&self.stream, &self.out[self.out_pos..], more) {
+                    Io::Done(n) => {
+                        self.out_pos += n;
+                        *budget = budget.saturating_sub(n);
+                        self.last_progress = cx.now;
+                        continue;
+                    }
+                    Io::WouldBlock => return Some(self.want(false)),
+                    Io::Closed | Io::Error(_) => return Some(Want::Close),
+                }
+            }
+            self.out.clear();
+            self.out_pos = 0;
+            let body = self.body.as_mut()?;
+            if body.offset >= body.end {
+                self.body = None;
+                return None;
+            }
+            let want = (body.end - body.offset).min(*budget as u64);
+            if body.sendfile {
+                match net::sendfile(&self.stream, &body.file, body.offset, want) {
+                    Io::Done(n) => {
+                        body.offset += n as u64;
+                        cx.counters.bytes += n as u64;
+                        *budget = budget.saturating_sub(n);
+                        self.last_progress = cx.now;
+                    }
+                    Io::WouldBlock => return Some(self.want(false)),
+                    Io::Error(e) if net::sendfile_unsupported(&e) => {
+                        debug!("sendfile refused ({e}), copying instead");
+                        body.sendfile = false;
+                    }
+                    Io::Closed | Io::Error(_) => {
+                        // The file shrank under us or the socket failed: the
+                        // promised length can't be kept, so close.
+                        return Some(Want::Close);
+                    }
+                }
+            } else {
+                let n = (want as usize).min(COPY_CHUNK);
+                self.out.resize(n, 0);
+                match net::pread(&body.file, &mut self.out, body.offset) {
+                    Io::Done(got) => {
+                        self.out.truncate(got);
+                        body.offset += got as u64;
+                        cx.counters.bytes += got as u64;
+                    }
+                    _ => return Some(Want::Close),
+                }
+            }
+        }
+    }
+
+    fn response_done(&mut self, now: Instant) {
+        self.served += 1;
+        self.last_progress = now;
+        if self.close_after || self.served >= MAX_REQUESTS {
+            let _ = self.stream.shutdown(Shutdown::Write);
+            self.state = State::Linger {
+                until: now + LINGER,
+            };
+            return;
+        }
+        self.state = State::Head;
+        self.parse_pending = !self.inbuf.is_empty();
+        self.head_started = self.parse_pending.then_some(now);
+    }
+
+    fn respond_error(&mut self, status: Status, keep_alive: bool, with_body: bool) {
+        self.out.clear();
+        self.out_pos = 0;
+        self.body = None;
+        self.close_after = !keep_alive;
+        response::error_page(&mut self.out, status, keep_alive, with_body);
+        self.state = State::Send;
+    }
+
+    /// Builds the answer to one complete request head.
+    fn answer(&mut self, head: &RequestHead, cx: &mut Context) {
+        cx.counters.requests += 1;
+        let keep_alive = head.keep_alive && !head.has_body && !cx.stopping;
+        let with_body = head.method != Method::Head;
+        let outcome = self.answer_file(head, keep_alive, with_body, cx.cache);
+        match outcome {
+            Ok(status) => debug!(
+                "peer {} {} {} -> {}",
+                self.remote,
+                method_name(head.method),
+                head.target,
+                status.code()
+            ),
+            Err((status, why)) => {
+                debug!(
+                    "peer {} {} {} -> {} ({why})",
+                    self.remote,
+                    method_name(head.method),
+                    head.target,
+                    status.code()
+                );
+                if status != Status::NotFound && status != Status::NotModified {
+                    cx.counters.errors += 1;
+                }
+                self.respond_error(status, keep_alive, with_body);
+            }
+        }
+        if self.state == State::Send && self.body.is_some() {
+            cx.counters.files += 1;
+        }
+        self.head_started = None;
+    }
+
+    /// Queues a file answer, or says which error page to send and why.
+    fn answer_file(
+        &mut self,
+        head: &RequestHead,
+        keep_alive: bool,
+        with_body: bool,
+        cache: &Cache,
+    ) -> Result<Status, (Status, String)> {
+        if head.has_body {
+            return Err((Status::BadRequest, "request with a body".into()));
+        }
+        if head.method == Method::Other {
+            return Err((Status::MethodNotAllowed, "method".into()));
+        }
+        let name = request_file_name(&head.target)?;
+        let file = match cache.open(&name) {
+            Ok(Some(file)) => file,
+            Ok(None) => return Err((Status::NotFound, "not in the cache".into())),
+            Err(e) if e.is_malformed() => return Err((Status::BadRequest, e.to_string())),
+            Err(e) => return Err((Status::NotFound, e.to_string())),
+        };
+        let status = self.queue_file(file, head, keep_alive, with_body);
+        Ok(status)
+    }
+
+    fn queue_file(
+        &mut self,
+        file: CachedFile,
+        head: &RequestHead,
+        keep_alive: bool,
+        with_body: bool,
+    ) -> Status {
+        self.out.clear();
+        self.out_pos = 0;
+        self.close_after = !keep_alive;
+        self.state = State::Send;
+        let last_modified = date::format_unix(file.modified);
+        let not_modified = head
+            .if_modified_since
+            .as_deref()
+            .and_then(date::parse_unix)
+            .is_some_and(|since| file.modified <= since);
+        let (status, range) = if not_modified {
+            (Status::NotModified, None)
+        } else {
+            match range::evaluate(head.range.as_deref(), file.len) {
+                RangeRequest::Whole => (Status::Ok, Some((0, file.len))),
+                RangeRequest::Part(r) => (Status::PartialContent, Some((r.start, r.end + 1))),
+                RangeRequest::Unsatisfiable => (Status::RangeNotSatisfiable, None),
+            }
+        };
+        let out = &mut self.out;
+        response::write_head(out, status);
+        match status {
+            Status::RangeNotSatisfiable => {
+                response::field(out, "Content-Range", format_args!("bytes */{}", file.len));
+                response::field(out, "Content-Length", 0);
+            }
+            Status::NotModified => {}
+            _ => {
+                let (start, end) = range.unwrap_or((0, 0));
+                response::field(out, "Content-Type", "application/octet-stream");
+                response::field(out, "Content-Length", end - start);
+                if status == Status::PartialContent {
+                    response::field(
+                        out,
+                        "Content-Range",
+                        format_args!("bytes {start}-{}/{}", end - 1, file.len),
+                    );
+                }
+            }
+        }
+        response::field(out, "Last-Modified", last_modified);
+        response::field(out, "Accept-Ranges", "bytes");
+        response::finish(out, keep_alive);
+        self.body = match range {
+            Some((start, end)) if with_body && end > start => Some(FileBody {
+                file: file.file,
+                offset: start,
+                end,
+                sendfile: true,
+            }),
+            _ => None,
+        };
+        status
+    }
+}
+
+/// The file name a peer-server request target names: `/<name>`, query
+/// dropped, percent-decoded once.
+pub fn request_file_name(target: &str) -> Result<String, (Status, String)> {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let Some(raw) = path.strip_prefix('/') else {
+        return Err((Status::BadRequest, "target is not an absolute path".into()));
+    };
+    percent_decode(raw).ok_or_else(|| (Status::BadRequest, "bad percent-encoding".into()))
+}
+
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Other => "(other method)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_file_names() {
+        let ok = |t: &str, want: &str| assert_eq!(request_file_name(t).unwrap(), want, "{t}");
+        ok("/a-1-1-any.pkg.tar.zst", "a-1-1-any.pkg.tar.zst");
+        ok(
+            "/a+b-1:2-1-any.pkg.tar.zst?x=1",
+            "a+b-1:2-1-any.pkg.tar.zst",
+        );
+        ok("/a%2Bb", "a+b");
+        ok("/%2e%2e%2fetc", "../etc");
+        ok("/", "");
+        for bad in ["a", "*", "http://x/a", "/%zz", "/%"] {
+            assert_eq!(
+                request_file_name(bad).unwrap_err().0,
+                Status::BadRequest,
+                "{bad}"
+            );
+        }
+    }
+}

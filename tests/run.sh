@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md gives it and .ci/run calls it:
+#   bash tests/run.sh
+# 1. installs what the tests need (Debian packages, as root) when missing,
+# 2. checks formatting and lints,
+# 3. runs every unit and integration test (the multi-host ones need root; with
+#    CI=true they must run, elsewhere they skip with a printed reason),
+# 4. runs the extra checks of the other folders when they exist (fuzz smoke
+#    run, packaging, cross builds), each bounded in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+need_pkgs=()
+for tool in pacman:pacman-package-manager repo-add:pacman-package-manager \
+            bsdtar:libarchive-tools zstd:zstd ip:iproute2 nginx:nginx-light curl:curl; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || need_pkgs+=("${tool#*:}")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    step "installing ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  else
+    echo "missing tools (${need_pkgs[*]}): the tests that need them will skip" >&2
+  fi
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "cargo test"
+cargo test --all-targets 2>&1
+
+for extra in ci/packaging-check.sh ci/cross-check.sh fuzz/run.sh; do
+  if [ -f "$extra" ] && [ "${FLOCON_SKIP_EXTRA:-}" != 1 ]; then
+    step "$extra"
+    case "$extra" in
+      fuzz/run.sh) bash "$extra" "${FLOCON_FUZZ_SECONDS:-30}" ;;
+      *) bash "$extra" ;;
+    esac
+  fi
+done
