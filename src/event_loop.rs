@@ -3,63 +3,68 @@
 //! Owns every socket registration, the token plan, the connection slot table
 //! (with generation numbers so stale timers and events are skipped), the
 //! deadline heap that sets the poll timeout, the per-turn work limits, the
-//! signal pipe, and the clean stop. It does not parse or decide protocol
-//! matters: the state machines in `serve`, `relay` and `discovery` do, and tell
-//! it what they want.
+//! signal pipe, the multicast socket's I/O, the routing of discovery answers
+//! to the connections that asked, the state report, and the clean stop. It does
+//! not parse or decide protocol matters: the state machines in `serve`, `relay`
+//! and `discovery` do, and tell it what they want.
 //!
 //! Token plan: fixed tokens below [`FIRST_SLOT`] for the singletons (signal
 //! pipe, listeners, the multicast socket); a connection in slot `i` owns tokens
-//! `FIRST_SLOT + 2i` (its accepted socket) and `FIRST_SLOT + 2i + 1` (an
+//! `FIRST_SLOT + 2i` (its accepted socket) and `FIRST_SLOT + 2i + 1` (its
 //! outbound socket, for relayed transfers).
+//!
+//! One pass: poll; read the clock once; handle events (signals first);
+//! accept; run connections that asked to run again; join the multicast group
+//! when due; discovery timeouts; route discovery answers; fire connection
+//! deadlines; send queued datagrams; check the stop.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Poll, Token};
 
 use crate::cache::Cache;
+use crate::config::Settings;
+use crate::discovery::{
+    self, Discovery, Event, Identity, MulticastSocket, Params, QuestionId, Transmit,
+};
 use crate::http::response::{self, Status};
 use crate::net::Want;
+use crate::relay::{self, PacmanConn};
 use crate::serve::{self, PeerConn};
 use crate::signals::SignalPipe;
 
 const SIGNALS: Token = Token(0);
 const PEER_LISTENER: Token = Token(1);
+const LOCAL_V4: Token = Token(2);
+const LOCAL_V6: Token = Token(3);
+const DISCOVERY: Token = Token(4);
 /// First connection token; everything below is a singleton.
 pub const FIRST_SLOT: usize = 16;
 
 /// Connections accepted per listener per turn before other work runs.
 const ACCEPTS_PER_TURN: usize = 64;
+/// Datagrams read per turn.
+const DATAGRAMS_PER_TURN: usize = 256;
 /// How long transfers in flight may go on after SIGTERM/SIGINT.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
-
-/// What the daemon needs to start; built by `main` from the settings.
-#[derive(Clone, Debug)]
-pub struct Options {
-    pub cache_dirs: Vec<PathBuf>,
-    /// Peer port, TCP (files) and UDP (announcements).
-    pub port: u16,
-    /// Bind address of the peer server (all IPv4 addresses in production).
-    pub bind: Ipv4Addr,
-    /// Connections per listener; past it new ones get a 503.
-    pub max_connections: usize,
-}
 
 /// A connection in the slot table: a closed set, dispatched by `match`.
 enum Conn {
     Peer(PeerConn),
+    Pacman(Box<PacmanConn>),
 }
 
 impl Conn {
     fn stream_mut(&mut self) -> &mut TcpStream {
         match self {
             Conn::Peer(c) => c.stream_mut(),
+            Conn::Pacman(c) => c.stream_mut(),
         }
     }
 }
@@ -69,6 +74,8 @@ struct Slot {
     conn: Option<Conn>,
     /// Interest currently registered for the accepted socket.
     interest: Option<Interest>,
+    /// The outbound socket registered (by its id), if any.
+    source: Option<u32>,
     /// Earliest deadline of this slot in the heap, if any.
     armed: Option<Instant>,
 }
@@ -78,17 +85,22 @@ struct Slot {
 struct Slots {
     slots: Vec<Slot>,
     free: Vec<usize>,
-    live: usize,
+    peers: usize,
+    pacman: usize,
 }
 
 impl Slots {
     fn insert(&mut self, conn: Conn) -> (usize, u32) {
-        self.live += 1;
+        match conn {
+            Conn::Peer(_) => self.peers += 1,
+            Conn::Pacman(_) => self.pacman += 1,
+        }
         if let Some(i) = self.free.pop() {
             let slot = &mut self.slots[i];
             slot.generation = slot.generation.wrapping_add(1);
             slot.conn = Some(conn);
             slot.interest = None;
+            slot.source = None;
             slot.armed = None;
             return (i, slot.generation);
         }
@@ -96,6 +108,7 @@ impl Slots {
             generation: 0,
             conn: Some(conn),
             interest: None,
+            source: None,
             armed: None,
         });
         (self.slots.len() - 1, 0)
@@ -109,10 +122,28 @@ impl Slots {
 
     fn remove(&mut self, index: usize) -> Option<Conn> {
         let conn = self.slots.get_mut(index)?.conn.take()?;
-        self.live -= 1;
+        match conn {
+            Conn::Peer(_) => self.peers -= 1,
+            Conn::Pacman(_) => self.pacman -= 1,
+        }
         self.free.push(index);
         Some(conn)
     }
+
+    fn live(&self) -> usize {
+        self.peers + self.pacman
+    }
+}
+
+/// The multicast side: the sans-IO core and its socket.
+struct Multicast {
+    core: Discovery,
+    socket: MulticastSocket,
+    interfaces: Vec<String>,
+    /// A datagram that met `WouldBlock`, sent first next time.
+    pending: Option<Transmit>,
+    /// WRITABLE is registered (only while `pending` waits).
+    writable: bool,
 }
 
 /// The running daemon.
@@ -120,15 +151,22 @@ pub struct Daemon {
     poll: Poll,
     signals: SignalPipe,
     peer_listener: Option<TcpListener>,
+    local_listeners: Vec<(Token, TcpListener)>,
     cache: Cache,
-    options: Options,
+    max_connections: usize,
+    multicast: Multicast,
+    relay: relay::Shared,
     slots: Slots,
     /// (deadline, slot, generation); stale entries are skipped when popped.
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     /// Slots to run again without waiting for an event (budget spent).
     again: VecDeque<(usize, u32)>,
+    /// Open discovery questions and the slot that waits on each.
+    questions: HashMap<QuestionId, (usize, u32)>,
     /// Listeners with connections possibly left to accept.
-    accept_pending: bool,
+    accept_pending: [bool; 4],
+    /// The multicast socket may hold more datagrams (a turn's worth was read).
+    again_discovery: bool,
     counters: serve::Counters,
     started: Instant,
     stop_by: Option<Instant>,
@@ -137,12 +175,14 @@ pub struct Daemon {
 impl Daemon {
     /// Binds every socket and installs the signal handlers. Fails (and the
     /// daemon exits 1) when a port is taken.
-    pub fn new(options: Options) -> io::Result<Daemon> {
+    pub fn new(settings: &Settings) -> io::Result<Daemon> {
+        let now = Instant::now();
         let poll = Poll::new()?;
         let mut signals = SignalPipe::install()?;
         poll.registry()
             .register(signals.receiver(), SIGNALS, Interest::READABLE)?;
-        let addr = SocketAddr::V4(SocketAddrV4::new(options.bind, options.port));
+
+        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.port));
         let mut peer_listener = listen(addr).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -151,29 +191,87 @@ impl Daemon {
         })?;
         poll.registry()
             .register(&mut peer_listener, PEER_LISTENER, Interest::READABLE)?;
+        info!("listening on TCP {addr} (peers fetch files here)");
+
+        let mut local_listeners = Vec::new();
+        let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, settings.local_port));
+        let mut listener = listen(v4).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on TCP {v4} (pacman): {e}"))
+        })?;
+        poll.registry()
+            .register(&mut listener, LOCAL_V4, Interest::READABLE)?;
+        info!("listening on TCP {v4} (pacman downloads through here)");
+        local_listeners.push((LOCAL_V4, listener));
+        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, settings.local_port));
+        match listen(v6) {
+            Ok(mut listener) => {
+                poll.registry()
+                    .register(&mut listener, LOCAL_V6, Interest::READABLE)?;
+                info!("listening on TCP {v6} (pacman downloads through here)");
+                local_listeners.push((LOCAL_V6, listener));
+            }
+            Err(e) => debug!("no IPv6 loopback listener ({e})"),
+        }
+
+        let mut socket = MulticastSocket::open(settings.port, settings.group).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open UDP port {} (discovery): {e}", settings.port),
+            )
+        })?;
+        poll.registry()
+            .register(socket.socket_mut(), DISCOVERY, Interest::READABLE)?;
+        let me = Identity {
+            host_id: discovery::random_seed(),
+            tcp_port: settings.port,
+            distro: settings.distro.clone(),
+            arch: settings.architecture.clone(),
+        };
         info!(
-            "listening on TCP {} (peers fetch files here)",
-            peer_listener.local_addr()?
+            "listening on UDP 0.0.0.0:{} (multicast group {}), host id {:016x}, {}/{}",
+            settings.port, settings.group, me.host_id, me.distro, me.arch
         );
-        let (cache, warnings) = Cache::new(&options.cache_dirs);
+        let params = Params {
+            announce_interval: settings.announce_interval,
+            lookup_timeout: settings.lookup_timeout,
+            ..Params::default()
+        };
+        let core = Discovery::new(me, params, now, discovery::random_seed());
+
+        let (cache, warnings) = Cache::new(&settings.cache_dirs);
         for w in warnings {
             warn!("{w}");
         }
         for dir in cache.dirs() {
             info!("serving cache directory {}", dir.display());
         }
+        let upstreams = settings.upstreams.clone();
+        if upstreams.is_empty() {
+            info!("no upstream mirror: files no peer has are answered 404");
+        }
         Ok(Daemon {
             poll,
             signals,
             peer_listener: Some(peer_listener),
+            local_listeners,
             cache,
-            options,
+            max_connections: settings.max_connections,
+            multicast: Multicast {
+                core,
+                socket,
+                interfaces: settings.interfaces.clone(),
+                pending: None,
+                writable: false,
+            },
+            relay: relay::Shared::new(upstreams),
             slots: Slots::default(),
             timers: BinaryHeap::new(),
             again: VecDeque::new(),
-            accept_pending: false,
+            questions: HashMap::new(),
+            accept_pending: [false; 4],
+            again_discovery: false,
             counters: serve::Counters::default(),
-            started: Instant::now(),
+            started: now,
             stop_by: None,
         })
     }
@@ -193,7 +291,12 @@ impl Daemon {
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.on_signals(now),
-                    PEER_LISTENER => self.accept_pending = true,
+                    DISCOVERY => {
+                        if event.is_readable() {
+                            self.receive_datagrams(now);
+                        }
+                    }
+                    Token(t) if t < 4 => self.accept_pending[t] = true,
                     Token(t) if t >= FIRST_SLOT => {
                         let index = (t - FIRST_SLOT) / 2;
                         if let Some(generation) = self.slots.slots.get(index).map(|s| s.generation)
@@ -204,18 +307,18 @@ impl Daemon {
                     Token(_) => {}
                 }
             }
-            if self.accept_pending {
-                self.accept(now);
-            }
+            self.accept(now);
             let again: Vec<_> = self.again.drain(..).collect();
             for (index, generation) in again {
                 self.run_slot(index, generation, now);
             }
+            self.discovery_turn(now);
             self.fire_timers(now);
+            self.flush_datagrams();
             if let Some(stop_by) = self.stop_by {
-                if self.slots.live == 0 || now >= stop_by {
-                    if self.slots.live > 0 {
-                        info!("stopping with {} transfers cut short", self.slots.live);
+                if self.slots.live() == 0 || now >= stop_by {
+                    if self.slots.live() > 0 {
+                        info!("stopping with {} transfers cut short", self.slots.live());
                     }
                     info!("stopped");
                     return Ok(());
@@ -225,15 +328,18 @@ impl Daemon {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.again.is_empty() || self.accept_pending {
+        if !self.again.is_empty() || self.again_discovery || self.accept_pending.iter().any(|&p| p)
+        {
             return Some(Duration::ZERO);
         }
-        let mut earliest = self.timers.peek().map(|Reverse((t, _, _))| *t);
-        if let Some(stop_by) = self.stop_by {
-            earliest = Some(earliest.map_or(stop_by, |t| t.min(stop_by)));
-        }
-        // Round up to the next millisecond: a timeout of 0 ms before a
-        // deadline would spin.
+        let deadlines = [
+            self.timers.peek().map(|Reverse((t, _, _))| *t),
+            self.stop_by,
+            self.multicast.core.poll_timeout(),
+        ];
+        let earliest = deadlines.into_iter().flatten().min();
+        // Round up to the next millisecond: a timeout that rounds down to 0
+        // before a deadline would spin.
         earliest.map(|t| {
             t.saturating_duration_since(now)
                 .checked_add(Duration::from_micros(999))
@@ -244,21 +350,32 @@ impl Daemon {
     fn on_signals(&mut self, now: Instant) {
         let pending = self.signals.take();
         if pending.report {
-            self.report(now);
+            for line in self.status_text(now).lines() {
+                info!("{line}");
+            }
         }
-        if pending.rejoin {
-            info!("SIGUSR2: nothing to rejoin yet");
+        if pending.rejoin && self.stop_by.is_none() {
+            info!("SIGUSR2: rejoining the multicast group");
+            self.join_group(now);
+            self.multicast.core.rejoin(now);
         }
         if pending.stop && self.stop_by.is_none() {
             info!(
                 "stopping: listeners closed, {} connections left",
-                self.slots.live
+                self.slots.live()
             );
             if let Some(mut listener) = self.peer_listener.take() {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
-            self.accept_pending = false;
+            for (_, mut listener) in self.local_listeners.drain(..) {
+                let _ = self.poll.registry().deregister(&mut listener);
+            }
+            self.accept_pending = [false; 4];
+            self.multicast.core.goodbye();
             self.stop_by = Some(now + STOP_GRACE);
+            if let Err(e) = crate::notify::notify("STOPPING=1") {
+                debug!("sd_notify STOPPING=1: {e}");
+            }
             // Let idle connections notice at once.
             for (index, slot) in self.slots.slots.iter().enumerate() {
                 if slot.conn.is_some() {
@@ -268,47 +385,223 @@ impl Daemon {
         }
     }
 
-    /// SIGUSR1: one block of state in the log.
-    fn report(&self, now: Instant) {
-        let c = &self.counters;
-        info!(
-            "state: up {}s, {} peer connections, served {} requests, {} files, {} bytes, {} errors, {} refused (busy)",
-            now.duration_since(self.started).as_secs(),
-            self.slots.live,
-            c.requests,
-            c.files,
-            c.bytes,
-            c.errors,
-            c.refused_busy
+    /// The status page, also logged on SIGUSR1.
+    fn status_text(&self, now: Instant) -> String {
+        let mut text = format!(
+            "flocon {}: up {} s\n",
+            env!("CARGO_PKG_VERSION"),
+            now.duration_since(self.started).as_secs()
         );
-        info!("peers: none known (discovery not running)");
+        for line in self.multicast.core.describe_peers(now) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let transfers: Vec<String> = self
+            .slots
+            .slots
+            .iter()
+            .filter_map(|s| match &s.conn {
+                Some(Conn::Pacman(c)) => c.describe(),
+                _ => None,
+            })
+            .collect();
+        text.push_str(&format!("{} transfers in flight\n", transfers.len()));
+        for t in transfers {
+            text.push_str(&format!("  {t}\n"));
+        }
+        let r = &self.relay.counters;
+        text.push_str(&format!(
+            "relay: {} requests, {} files ({} bytes) from peers, {} files ({} bytes) from upstream, {} redirects, {} not found, {} failures, {} failovers\n",
+            r.requests,
+            r.from_peers,
+            r.bytes_from_peers,
+            r.from_upstream,
+            r.bytes_from_upstream,
+            r.redirects,
+            r.not_found,
+            r.failures,
+            r.failovers
+        ));
+        let c = &self.counters;
+        text.push_str(&format!(
+            "peer server: {} connections now, {} since start, {} requests, {} files, {} bytes sent, {} errors, {} refused (busy)\n",
+            self.slots.peers, c.connections, c.requests, c.files, c.bytes, c.errors, c.refused_busy
+        ));
+        text
     }
 
+    // ---- discovery ---------------------------------------------------------
+
+    fn join_group(&mut self, now: Instant) {
+        let report = self.multicast.socket.join(&self.multicast.interfaces);
+        if report.is_success() {
+            info!(
+                "multicast group {} joined on {}",
+                self.multicast.socket.group(),
+                report.joined.join(", ")
+            );
+        }
+        self.multicast.core.handle_join(now, &report);
+    }
+
+    fn receive_datagrams(&mut self, now: Instant) {
+        let mut buf = [0u8; 512];
+        let cache = &self.cache;
+        for _ in 0..DATAGRAMS_PER_TURN {
+            match self.multicast.socket.recv(&mut buf) {
+                Ok((n, from)) => {
+                    self.multicast
+                        .core
+                        .handle_datagram(from, &buf[..n], now, &mut |name| cache.contains(name))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("discovery receive: {e}");
+                    return;
+                }
+            }
+        }
+        // More may be waiting: edge-triggered, so come back soon.
+        self.again_discovery = true;
+    }
+
+    /// Joins when due, runs the core's timers and routes its answers.
+    fn discovery_turn(&mut self, now: Instant) {
+        if self.again_discovery {
+            self.again_discovery = false;
+            self.receive_datagrams(now);
+        }
+        if self.multicast.core.poll_join(now) && self.stop_by.is_none() {
+            self.join_group(now);
+        }
+        self.multicast.core.handle_timeout(now);
+        // Answers can lead to new questions that are answered at once (no
+        // compatible peer): a few rounds, bounded.
+        for _ in 0..8 {
+            let mut any = false;
+            while let Some(event) = self.multicast.core.poll_event() {
+                if let Event::Answer { question, peer } = event {
+                    any = true;
+                    if let Some((index, generation)) = self.questions.remove(&question) {
+                        self.answer_slot(index, generation, peer, now);
+                    }
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
+    fn answer_slot(
+        &mut self,
+        index: usize,
+        generation: u32,
+        peer: Option<discovery::PeerRef>,
+        now: Instant,
+    ) {
+        let stopping = self.stop_by.is_some();
+        let mut asked = Vec::new();
+        let Some(slot) = self.slots.get(index, generation) else {
+            return;
+        };
+        let Some(Conn::Pacman(conn)) = slot.conn.as_mut() else {
+            return;
+        };
+        let mut cx = relay::Context {
+            now,
+            shared: &mut self.relay,
+            discovery: &mut self.multicast.core,
+            asked: &mut asked,
+            stopping,
+        };
+        conn.answered(peer, &mut cx);
+        let want = conn.run(&mut cx);
+        for q in asked {
+            self.questions.insert(q, (index, generation));
+        }
+        self.apply(index, generation, want);
+    }
+
+    fn flush_datagrams(&mut self) {
+        let m = &mut self.multicast;
+        while let Some(t) = m.pending.take().or_else(|| m.core.poll_transmit()) {
+            match m.socket.send(&t) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    m.pending = Some(t);
+                    break;
+                }
+                Err(e) => debug!("discovery send to {:?}: {e}", t.dest),
+            }
+        }
+        let want_writable = m.pending.is_some();
+        if want_writable != m.writable {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(m.socket.socket_mut(), DISCOVERY, interest)
+                .is_ok()
+            {
+                m.writable = want_writable;
+            }
+        }
+    }
+
+    // ---- connections -------------------------------------------------------
+
     fn accept(&mut self, now: Instant) {
+        if self.accept_pending[PEER_LISTENER.0] {
+            self.accept_pending[PEER_LISTENER.0] = self.accept_from(PEER_LISTENER, now);
+        }
+        for token in [LOCAL_V4, LOCAL_V6] {
+            if self.accept_pending[token.0] {
+                self.accept_pending[token.0] = self.accept_from(token, now);
+            }
+        }
+    }
+
+    /// Accepts up to a turn's worth; true when more may be waiting.
+    fn accept_from(&mut self, token: Token, now: Instant) -> bool {
         for _ in 0..ACCEPTS_PER_TURN {
-            let Some(listener) = self.peer_listener.as_mut() else {
-                self.accept_pending = false;
-                return;
+            let listener = if token == PEER_LISTENER {
+                self.peer_listener.as_ref()
+            } else {
+                self.local_listeners
+                    .iter()
+                    .find(|(t, _)| *t == token)
+                    .map(|(_, l)| l)
+            };
+            let Some(listener) = listener else {
+                return false;
             };
             let (stream, remote) = match listener.accept() {
                 Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_pending = false;
-                    return;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and friends: leave the rest in the backlog for
                     // now rather than spinning on them.
-                    warn!("accept on the peer port failed: {e}");
-                    self.accept_pending = false;
-                    return;
+                    warn!("accept failed: {e}");
+                    return false;
                 }
             };
-            self.counters.connections += 1;
-            if self.slots.live >= self.options.max_connections {
+            let peer_side = token == PEER_LISTENER;
+            let busy = if peer_side {
+                self.counters.connections += 1;
+                self.slots.peers >= self.max_connections
+            } else {
+                self.slots.pacman >= self.max_connections
+            };
+            if busy {
                 self.counters.refused_busy += 1;
-                debug!("peer {remote}: connection limit reached, 503");
+                debug!("{remote}: connection limit reached, 503");
                 let mut page = Vec::new();
                 response::error_page(&mut page, Status::ServiceUnavailable, false, true);
                 let _ = crate::net::send(&stream, &page, false);
@@ -316,16 +609,29 @@ impl Daemon {
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            let (index, generation) = self
-                .slots
-                .insert(Conn::Peer(PeerConn::new(stream, remote, now)));
+            let conn = if peer_side {
+                Conn::Peer(PeerConn::new(stream, remote, now))
+            } else {
+                Conn::Pacman(Box::new(PacmanConn::new(stream, remote, now)))
+            };
+            let (index, generation) = self.slots.insert(conn);
             self.run_slot(index, generation, now);
         }
+        true
     }
 
     /// Runs the connection of a slot and applies what it wants.
     fn run_slot(&mut self, index: usize, generation: u32, now: Instant) {
         let stopping = self.stop_by.is_some();
+        let status = match self
+            .slots
+            .get(index, generation)
+            .and_then(|s| s.conn.as_ref())
+        {
+            Some(Conn::Pacman(c)) if c.wants_status() => Some(self.status_text(now)),
+            _ => None,
+        };
+        let mut asked = Vec::new();
         let Some(slot) = self.slots.get(index, generation) else {
             return;
         };
@@ -336,8 +642,23 @@ impl Daemon {
                 counters: &mut self.counters,
                 stopping,
             }),
+            Some(Conn::Pacman(conn)) => {
+                if let Some(text) = status {
+                    conn.set_status(text);
+                }
+                conn.run(&mut relay::Context {
+                    now,
+                    shared: &mut self.relay,
+                    discovery: &mut self.multicast.core,
+                    asked: &mut asked,
+                    stopping,
+                })
+            }
             None => return,
         };
+        for q in asked {
+            self.questions.insert(q, (index, generation));
+        }
         self.apply(index, generation, want);
     }
 
@@ -350,6 +671,15 @@ impl Daemon {
             Want::Close => {
                 if let Some(conn) = slot.conn.as_mut() {
                     let _ = registry.deregister(conn.stream_mut());
+                    if let Conn::Pacman(c) = conn {
+                        if let Some(q) = c.question() {
+                            self.multicast.core.cancel(q);
+                            self.questions.remove(&q);
+                        }
+                        if let Some((_, source)) = c.source_mut() {
+                            let _ = registry.deregister(source);
+                        }
+                    }
                 }
                 self.slots.remove(index);
             }
@@ -358,28 +688,43 @@ impl Daemon {
                 write,
                 deadline,
                 again,
+                source,
             } => {
                 let interest = match (read, write) {
-                    (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
-                    (false, true) => Some(Interest::WRITABLE),
-                    _ => Some(Interest::READABLE),
+                    (true, true) => Interest::READABLE | Interest::WRITABLE,
+                    (false, true) => Interest::WRITABLE,
+                    _ => Interest::READABLE,
                 };
-                if slot.interest != interest {
-                    let token = Token(FIRST_SLOT + index * 2);
-                    if let (Some(conn), Some(i)) = (slot.conn.as_mut(), interest) {
-                        if let Err(e) = update_registration(
-                            registry,
-                            conn.stream_mut(),
-                            token,
-                            slot.interest,
-                            i,
-                        ) {
-                            warn!("cannot register a connection: {e}");
-                            self.slots.remove(index);
-                            return;
+                let token = Token(FIRST_SLOT + index * 2);
+                let mut failed = None;
+                if slot.interest != Some(interest) {
+                    if let Some(conn) = slot.conn.as_mut() {
+                        let r = match slot.interest {
+                            None => registry.register(conn.stream_mut(), token, interest),
+                            Some(_) => registry.reregister(conn.stream_mut(), token, interest),
+                        };
+                        match r {
+                            Ok(()) => slot.interest = Some(interest),
+                            Err(e) => failed = Some(e),
                         }
                     }
-                    slot.interest = interest;
+                }
+                if source.is_some() && slot.source != source {
+                    // A new outbound socket (the old one was closed, which
+                    // removed it from epoll).
+                    if let Some(Conn::Pacman(c)) = slot.conn.as_mut() {
+                        if let Some((id, stream)) = c.source_mut() {
+                            let both = Interest::READABLE | Interest::WRITABLE;
+                            match registry.register(stream, Token(token.0 + 1), both) {
+                                Ok(()) => slot.source = Some(id),
+                                Err(e) => failed = Some(e),
+                            }
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    warn!("cannot register a connection: {e}");
+                    return self.apply(index, generation, Want::Close);
                 }
                 if let Some(deadline) = deadline {
                     if slot.armed.is_none_or(|armed| deadline < armed) {
@@ -412,19 +757,6 @@ impl Daemon {
             slot.armed = None;
             self.run_slot(index, generation, now);
         }
-    }
-}
-
-fn update_registration(
-    registry: &Registry,
-    stream: &mut TcpStream,
-    token: Token,
-    old: Option<Interest>,
-    new: Interest,
-) -> io::Result<()> {
-    match old {
-        None => registry.register(stream, token, new),
-        Some(_) => registry.reregister(stream, token, new),
     }
 }
 

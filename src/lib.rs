@@ -6,9 +6,11 @@
 
 pub mod cache;
 pub mod config;
-// pub mod discovery;
+pub mod discovery;
 pub mod event_loop;
 pub mod http;
 pub mod net;
+pub mod notify;
+pub mod relay;
 pub mod serve;
 pub mod signals;

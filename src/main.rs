@@ -7,7 +7,8 @@
 use std::process::ExitCode;
 
 use flocon::config::{self, Invocation, Settings};
-use flocon::event_loop::{Daemon, Options};
+use flocon::event_loop::Daemon;
+use flocon::notify;
 use log::{error, info, warn};
 
 fn main() -> ExitCode {
@@ -55,19 +56,17 @@ fn run(settings: Settings) -> ExitCode {
     for w in &settings.warnings {
         warn!("{w}");
     }
-    let options = Options {
-        cache_dirs: settings.cache_dirs.clone(),
-        port: settings.port,
-        bind: std::net::Ipv4Addr::UNSPECIFIED,
-        max_connections: settings.max_connections,
-    };
-    let mut daemon = match Daemon::new(options) {
+    let mut daemon = match Daemon::new(&settings) {
         Ok(daemon) => daemon,
         Err(e) => {
             error!("{e}");
             return ExitCode::from(1);
         }
     };
+    // Every socket is bound: tell systemd (Type=notify), if it asked.
+    if let Err(e) = notify::notify("READY=1") {
+        warn!("sd_notify READY=1: {e}");
+    }
     match daemon.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -77,9 +76,57 @@ fn run(settings: Settings) -> ExitCode {
     }
 }
 
+/// `flocon query FILE`: asks the daemon running on this host which peer has
+/// FILE. Exit status 0 when a peer has it, 1 when none has or the daemon
+/// cannot be reached.
 fn query(file: &str, settings: &Settings) -> ExitCode {
-    init_logging(settings.debug);
-    let _ = file;
-    error!("query: the local daemon does not answer questions yet");
-    ExitCode::from(1)
+    match ask_local_daemon(file, settings.local_port) {
+        Ok((code, body)) => {
+            print!("{body}");
+            if code == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "flocon: cannot ask the local daemon on 127.0.0.1:{}: {e}",
+                settings.local_port
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn ask_local_daemon(file: &str, port: u16) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut encoded = String::new();
+    for b in file.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:+@".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    write!(
+        stream,
+        "GET /query/{encoded} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer");
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((code, body.to_owned()))
 }

@@ -143,6 +143,9 @@ pub enum Want {
         write: bool,
         deadline: Option<std::time::Instant>,
         again: bool,
+        /// The connection's outbound socket to register (by its id; a new id
+        /// is a new socket), if it has one.
+        source: Option<u32>,
     },
     /// Finished: drop it (which closes its sockets).
     Close,

@@ -226,6 +226,7 @@ impl PeerConn {
             write,
             deadline: self.deadline(),
             again,
+            source: None,
         }
     }
 

@@ -411,10 +411,10 @@ fn sigusr1_logs_state_and_sigterm_stops_cleanly() {
     s.daemon.signal(libc::SIGUSR1);
     let line = s
         .daemon
-        .wait_for_line_containing("state:", Duration::from_secs(5));
-    assert!(line.contains("1 files"), "{line}");
+        .wait_for_line_containing("peer server:", Duration::from_secs(5));
+    assert!(line.contains("1 requests, 1 files, 2 bytes sent"), "{line}");
     s.daemon
-        .wait_for_line_containing("peers:", Duration::from_secs(5));
+        .wait_for_line_containing("0 peers", Duration::from_secs(5));
     s.daemon.signal(libc::SIGTERM);
     let status = s.daemon.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));

@@ -11,6 +11,7 @@ pub mod date;
 pub mod range;
 pub mod request;
 pub mod response;
+pub mod url;
 
 pub use range::{ByteRange, RangeRequest};
 pub use request::{HeadError, Limits, Method, RequestHead};

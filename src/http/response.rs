@@ -83,6 +83,28 @@ pub fn write_head(out: &mut Vec<u8>, status: Status) {
     );
 }
 
+/// Like [`write_head`] for a status code relayed from another server.
+pub fn write_head_code(out: &mut Vec<u8>, code: u16) {
+    let reason = match code {
+        200 => "OK",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        404 => "Not Found",
+        416 => "Range Not Satisfiable",
+        _ => "Status",
+    };
+    let _ = write!(
+        Text(out),
+        "HTTP/1.1 {code} {reason}\r\nServer: flocon/{}\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
 pub fn field(out: &mut Vec<u8>, name: &str, value: impl Display) {
     let _ = write!(Text(out), "{name}: {value}\r\n");
 }
@@ -203,7 +225,8 @@ pub fn parse_response(
                 return Err(HeadError::Malformed);
             }
         } else if name.eq_ignore_ascii_case("content-range") {
-            head.content_range = Some(parse_content_range(value).ok_or(HeadError::Malformed)?);
+            // Only a 206 must carry a usable one (a 416 says `bytes */len`).
+            head.content_range = parse_content_range(value);
         } else if name.eq_ignore_ascii_case("last-modified") {
             head.last_modified = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("location") {

@@ -4,7 +4,7 @@
 //! `fd66:<a>:<b>::<i+1>/64` with a per-lab subnet, `lo` up, and a route for IPv4 multicast.
 //! These addresses exist only inside the lab's namespaces.
 //!
-//! Names are `flt<pid>-<n>-sw` / `flt<pid>-<n>-h<i>`, unique per lab so tests run in parallel.
+//! Names are `flab<pid>-<n>-sw` / `flab<pid>-<n>-h<i>`, unique per lab so tests run in parallel.
 //! Dropping a [`Lab`] kills whatever still runs in its namespaces and deletes them (their links
 //! go with them), also after a panic; creating the first lab of a process sweeps namespaces left
 //! by dead test processes. It does not touch the host's own namespace or any other name.
@@ -23,7 +23,7 @@ use super::{
 };
 
 /// Prefix of every namespace a lab makes.
-const PREFIX: &str = "flt";
+const PREFIX: &str = "flab";
 /// Bound for one `ip` command.
 const IP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default bound for [`Lab::exec`].

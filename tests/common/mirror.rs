@@ -275,7 +275,12 @@ http {{
         super::wait_until(
             &format!("the log barrier {path} in the access log of the mirror at {addr}"),
             Duration::from_secs(5),
-            || self.raw_lines().iter().any(|l| l.contains(&path)).then_some(()),
+            || {
+                self.raw_lines()
+                    .iter()
+                    .any(|l| l.contains(&path))
+                    .then_some(())
+            },
             || self.raw_lines().join("\n"),
         );
     }

@@ -4,6 +4,8 @@
 //! client that never touches the host (its own root, dbpath, cachedir, gpgdir and config).
 //!
 //! Facts found by experiment with pacman 6.0.2 (Debian `pacman-package-manager`):
+//! - `-Sy` and `-Sw` refuse to run unless root ("you cannot perform this operation unless you
+//!   are root"), even with private dirs: see [`require_pacman`].
 //! - `--root` and `--dbpath` must exist ("failed to initialize alpm library ... could not find
 //!   or read directory"); the cache dir is created with a warning; the gpgdir is not needed
 //!   with `SigLevel = Never`. `-Sy` writes `<dbpath>/sync/<repo>.db` and `<dbpath>/local/`.
@@ -42,6 +44,15 @@ const BUILD_DATE: u64 = 1_700_000_000;
 pub const PACMAN_TIMEOUT: Duration = Duration::from_secs(90);
 /// Bound for bsdtar / repo-add / gpg.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Decide whether a test that runs pacman (as a client, with packages and a repository made
+/// here) runs: needs root and pacman, repo-add, bsdtar, zstd. Prints why and returns false when
+/// not, or panics when `CI=true`.
+#[track_caller]
+pub fn require_pacman(test: &str) -> bool {
+    super::require_root(test)
+        && super::require_tools(test, &["pacman", "repo-add", "bsdtar", "zstd"])
+}
 
 /// What to build: `name-version-rel-arch.pkg.tar.zst`.
 #[derive(Debug, Clone)]
@@ -279,14 +290,17 @@ impl Repo {
                 panic!("not a package path: {}", p.display());
             };
             let dest = self.dir.join(file_name);
-            if p != &dest {
-                if let Err(e) = fs::rename(p, &dest).or_else(|_| fs::copy(p, &dest).map(|_| ())) {
-                    panic!(
-                        "cannot place {} in {}: {e}",
-                        p.display(),
-                        self.dir.display()
-                    );
-                }
+            let moved = if p == &dest {
+                Ok(())
+            } else {
+                fs::rename(p, &dest).or_else(|_| fs::copy(p, &dest).map(|_| ()))
+            };
+            if let Err(e) = moved {
+                panic!(
+                    "cannot place {} in {}: {e}",
+                    p.display(),
+                    self.dir.display()
+                );
             }
             placed.push(dest);
         }

@@ -1,0 +1,469 @@
+//! The discovery socket: one non-blocking UDP socket on the peer port that joins the multicast
+//! group on the chosen interfaces, sends the core's datagrams and receives everyone's.
+//!
+//! This is the thin I/O shell around `protocol.rs`. It owns the socket and the list of joined
+//! interfaces; it makes no protocol decision and never registers with or polls a `mio::Poll`:
+//! the event loop registers `socket_mut()` under its own token and calls `recv` / `send` when
+//! told to. Built with socket2: SO_REUSEADDR, non-blocking, close-on-exec, multicast TTL 1,
+//! IP_MULTICAST_LOOP off, IP_MULTICAST_ALL off (only groups joined on this socket are
+//! delivered to it).
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockRef, Socket, Type};
+
+use super::join_schedule::JoinReport;
+use super::protocol::{Dest, Transmit};
+
+/// Most interfaces looked at in one `join` (getifaddrs entries beyond this are ignored).
+const MAX_IFADDRS: usize = 4096;
+
+/// One network interface as `join` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    pub name: String,
+    /// `IFF_*` flags.
+    pub flags: u32,
+    /// Its first IPv4 address, if it has one.
+    pub ipv4: Option<Ipv4Addr>,
+}
+
+impl InterfaceInfo {
+    fn has(&self, flag: libc::c_int) -> bool {
+        self.flags & (flag as u32) != 0
+    }
+
+    /// Why this interface cannot carry the group, or `None` if it can. Loopback interfaces are
+    /// refused unless `named` (the user asked for this one by name).
+    fn unfit(&self, named: bool) -> Option<&'static str> {
+        if !self.has(libc::IFF_UP) {
+            Some("interface is down")
+        } else if !self.has(libc::IFF_MULTICAST) {
+            Some("interface is not multicast-capable")
+        } else if !named && self.has(libc::IFF_LOOPBACK) {
+            Some("loopback interface")
+        } else if self.ipv4.is_none() {
+            Some("interface has no IPv4 address")
+        } else {
+            None
+        }
+    }
+}
+
+/// The interfaces to join among `all`: every up, multicast-capable, non-loopback interface with
+/// an IPv4 address when `wanted` is empty, otherwise the named ones (each must exist, be up,
+/// multicast-capable and have an IPv4 address). Unfit named interfaces are reported as errors.
+pub fn select_interfaces(
+    all: &[InterfaceInfo],
+    wanted: &[String],
+) -> (Vec<InterfaceInfo>, Vec<(String, io::Error)>) {
+    let mut chosen = Vec::new();
+    let mut errors = Vec::new();
+    if wanted.is_empty() {
+        chosen.extend(all.iter().filter(|i| i.unfit(false).is_none()).cloned());
+        return (chosen, errors);
+    }
+    for (n, name) in wanted.iter().enumerate() {
+        if wanted[..n].contains(name) {
+            continue;
+        }
+        match all.iter().find(|i| &i.name == name) {
+            None => errors.push((
+                name.clone(),
+                io::Error::new(io::ErrorKind::NotFound, "no such interface"),
+            )),
+            Some(i) => match i.unfit(true) {
+                Some(why) => errors.push((name.clone(), io::Error::other(why))),
+                None => chosen.push(i.clone()),
+            },
+        }
+    }
+    (chosen, errors)
+}
+
+/// The host's interfaces from getifaddrs(3), one entry per name, with the first IPv4 address.
+pub fn list_interfaces() -> io::Result<Vec<InterfaceInfo>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a pointer to a list it allocates into `head`; we pass a valid
+    // pointer to our local and free the list with freeifaddrs below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out: Vec<InterfaceInfo> = Vec::new();
+    let mut cur = head;
+    let mut seen = 0;
+    while !cur.is_null() && seen < MAX_IFADDRS {
+        seen += 1;
+        // SAFETY: `cur` is a non-null node of the list returned by getifaddrs, which stays
+        // valid until freeifaddrs; we only read it.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a non-null, NUL-terminated string owned by the list.
+        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        let mut ipv4 = None;
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr is non-null and points to a sockaddr whose sa_family says
+            // which struct it is; we read the family first.
+            let family = unsafe { (*ifa.ifa_addr).sa_family };
+            if i32::from(family) == libc::AF_INET {
+                // SAFETY: the family is AF_INET, so the sockaddr is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                ipv4 = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+        }
+        match out.iter_mut().find(|i| i.name == name) {
+            Some(i) => {
+                i.flags |= ifa.ifa_flags;
+                if i.ipv4.is_none() {
+                    i.ipv4 = ipv4;
+                }
+            }
+            None => out.push(InterfaceInfo {
+                name,
+                flags: ifa.ifa_flags,
+                ipv4,
+            }),
+        }
+    }
+    // SAFETY: `head` came from a successful getifaddrs and is freed exactly once; no reference
+    // into the list outlives this point (names were copied).
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+fn interface_index(name: &str) -> io::Result<u32> {
+    let c = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+    // SAFETY: `c` is a valid NUL-terminated string that lives across the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(index)
+    }
+}
+
+/// An interface the group is joined on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Joined {
+    name: String,
+    index: u32,
+}
+
+/// The discovery socket. See the module documentation.
+#[derive(Debug)]
+pub struct MulticastSocket {
+    socket: mio::net::UdpSocket,
+    group: Ipv4Addr,
+    port: u16,
+    joined: Vec<Joined>,
+    /// A group send that stopped at an interface with WouldBlock: its payload and the index in
+    /// `joined` to go on from, so a retry does not repeat the interfaces already done.
+    resume: Option<(Vec<u8>, usize)>,
+}
+
+impl MulticastSocket {
+    /// A socket bound to `0.0.0.0:port` for multicast `group`, not yet joined anywhere.
+    /// `port` 0 binds an ephemeral port (tests); the group is then sent to that port too.
+    pub fn open(port: u16, group: Ipv4Addr) -> io::Result<Self> {
+        if !group.is_multicast() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{group} is not an IPv4 multicast address"),
+            ));
+        }
+        // socket2 creates it with SOCK_CLOEXEC.
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.set_multicast_loop_v4(false)?;
+        socket.set_multicast_ttl_v4(1)?;
+        socket.set_multicast_all_v4(false)?;
+        socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+        let std_socket: std::net::UdpSocket = socket.into();
+        let port = std_socket.local_addr()?.port();
+        Ok(MulticastSocket {
+            socket: mio::net::UdpSocket::from_std(std_socket),
+            group,
+            port,
+            joined: Vec::new(),
+            resume: None,
+        })
+    }
+
+    /// The group this socket joins.
+    pub fn group(&self) -> Ipv4Addr {
+        self.group
+    }
+
+    /// The local port (the peer port).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Names of the interfaces the group is joined on.
+    pub fn joined(&self) -> Vec<String> {
+        self.joined.iter().map(|j| j.name.clone()).collect()
+    }
+
+    /// (Re)join the group: leave it everywhere first, then join it on each interface chosen by
+    /// `select_interfaces(list_interfaces(), interfaces)`. Report it to `Discovery::handle_join`;
+    /// a report with no joined interface is a failure to retry.
+    pub fn join(&mut self, interfaces: &[String]) -> JoinReport {
+        let sock = SockRef::from(&self.socket);
+        for j in self.joined.drain(..) {
+            // The interface may be gone (ENODEV); the membership went with it then.
+            let _ =
+                sock.leave_multicast_v4_n(&self.group, &InterfaceIndexOrAddress::Index(j.index));
+        }
+        self.resume = None;
+        let mut report = JoinReport::default();
+        let all = match list_interfaces() {
+            Ok(all) => all,
+            Err(e) => {
+                report.errors.push(("getifaddrs".to_owned(), e));
+                return report;
+            }
+        };
+        let (chosen, errors) = select_interfaces(&all, interfaces);
+        report.errors = errors;
+        for iface in chosen {
+            let result = interface_index(&iface.name).and_then(|index| {
+                match sock.join_multicast_v4_n(&self.group, &InterfaceIndexOrAddress::Index(index))
+                {
+                    Ok(()) => Ok(index),
+                    // Still a member from before (a leave that failed): that is joined too.
+                    Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Ok(index),
+                    Err(e) => Err(e),
+                }
+            });
+            match result {
+                Ok(index) => {
+                    report.joined.push(iface.name.clone());
+                    self.joined.push(Joined {
+                        name: iface.name,
+                        index,
+                    });
+                }
+                Err(e) => report.errors.push((iface.name, e)),
+            }
+        }
+        report
+    }
+
+    /// Send one datagram. `Dest::Group` goes out once per joined interface (nothing is sent
+    /// when none is joined); `Dest::Peer` is a unicast `sendto`. Errors come back unchanged:
+    /// on `WouldBlock` keep the `Transmit` and call again later (a group send goes on with the
+    /// interfaces not done yet); any other error is the first one met, after every interface
+    /// was tried.
+    pub fn send(&mut self, t: &Transmit) -> io::Result<()> {
+        match t.dest {
+            Dest::Peer(addr) => self.socket.send_to(&t.payload, addr).map(|_| ()),
+            Dest::Group => {
+                let start = match self.resume.take() {
+                    Some((payload, at)) if payload == t.payload => at,
+                    _ => 0,
+                };
+                let to = SocketAddr::V4(SocketAddrV4::new(self.group, self.port));
+                let mut first_error = None;
+                for at in start..self.joined.len() {
+                    let index = self.joined[at].index;
+                    let sent = set_multicast_if_index(&self.socket, index)
+                        .and_then(|()| self.socket.send_to(&t.payload, to));
+                    match sent {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.resume = Some((t.payload.clone(), at));
+                            return Err(e);
+                        }
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                first_error.map_or(Ok(()), Err)
+            }
+        }
+    }
+
+    /// Receive one datagram (non-blocking: `WouldBlock` when there is none). A datagram longer
+    /// than `buf` is cut; use a buffer of at least `wire::MAX_DATAGRAM + 1` bytes so that such
+    /// datagrams fail to parse instead of being cut to a valid length.
+    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.socket.recv_from(buf)
+    }
+
+    /// The socket, for the event loop to register (readable, and writable while transmits
+    /// wait).
+    pub fn socket_mut(&mut self) -> &mut mio::net::UdpSocket {
+        &mut self.socket
+    }
+}
+
+/// IP_MULTICAST_IF by interface index (an `ip_mreqn`), so the choice holds even when two
+/// interfaces share an address or the address changes.
+fn set_multicast_if_index(socket: &mio::net::UdpSocket, index: u32) -> io::Result<()> {
+    let mreqn = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: libc::c_int::try_from(index)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index"))?,
+    };
+    // SAFETY: the fd is the open socket borrowed for the call; the pointer and length describe
+    // a live, fully initialised ip_mreqn, which Linux accepts for IP_MULTICAST_IF.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            (&mreqn as *const libc::ip_mreqn).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::ip_mreqn>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn iface(name: &str, flags: libc::c_int, ipv4: Option<[u8; 4]>) -> InterfaceInfo {
+        InterfaceInfo {
+            name: name.into(),
+            flags: flags as u32,
+            ipv4: ipv4.map(Ipv4Addr::from),
+        }
+    }
+
+    fn host() -> Vec<InterfaceInfo> {
+        let ok = libc::IFF_UP | libc::IFF_MULTICAST;
+        vec![
+            iface(
+                "lo",
+                libc::IFF_UP | libc::IFF_LOOPBACK,
+                Some([127, 0, 0, 1]),
+            ),
+            iface("eth0", ok, Some([192, 168, 1, 2])),
+            iface("eth1", libc::IFF_MULTICAST, Some([10, 0, 0, 2])),
+            iface("wg0", libc::IFF_UP, Some([10, 9, 0, 1])),
+            iface("br0", ok, None),
+            iface("wlan0", ok, Some([192, 168, 2, 3])),
+            iface("lomc", ok | libc::IFF_LOOPBACK, Some([127, 0, 0, 1])),
+        ]
+    }
+
+    fn names(v: &[InterfaceInfo]) -> Vec<&str> {
+        v.iter().map(|i| i.name.as_str()).collect()
+    }
+
+    #[test]
+    fn all_fit_interfaces_by_default() {
+        let (chosen, errors) = select_interfaces(&host(), &[]);
+        assert_eq!(names(&chosen), vec!["eth0", "wlan0"]);
+        assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn named_interfaces_only_and_why_not() {
+        let wanted: Vec<String> = ["wlan0", "eth1", "wg0", "br0", "nope", "lomc", "wlan0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (chosen, errors) = select_interfaces(&host(), &wanted);
+        assert_eq!(names(&chosen), vec!["wlan0", "lomc"]);
+        let errs: Vec<(String, String)> = errors
+            .into_iter()
+            .map(|(n, e)| (n, e.to_string()))
+            .collect();
+        assert_eq!(
+            errs,
+            vec![
+                ("eth1".into(), "interface is down".into()),
+                ("wg0".into(), "interface is not multicast-capable".into()),
+                ("br0".into(), "interface has no IPv4 address".into()),
+                ("nope".into(), "no such interface".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn lists_real_interfaces() {
+        let all = list_interfaces().expect("getifaddrs");
+        // Every Linux host has a loopback interface.
+        assert!(all.iter().any(|i| i.has(libc::IFF_LOOPBACK)));
+        assert!(interface_index("lo").is_ok());
+        assert!(interface_index("no-such-if0").is_err());
+        assert!(interface_index("a\0b").is_err());
+    }
+
+    #[test]
+    fn open_refuses_a_unicast_group() {
+        let e = MulticastSocket::open(0, Ipv4Addr::new(10, 0, 0, 1)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn socket_options_and_unicast_round_trip() {
+        let group = Ipv4Addr::new(239, 255, 19, 32);
+        let mut a = MulticastSocket::open(0, group).expect("open a");
+        let mut b = MulticastSocket::open(0, group).expect("open b");
+        {
+            let s = SockRef::from(&*a.socket_mut());
+            assert!(s.reuse_address().unwrap());
+            assert!(!s.multicast_loop_v4().unwrap());
+            assert_eq!(s.multicast_ttl_v4().unwrap(), 1);
+            assert!(!s.multicast_all_v4().unwrap());
+        }
+        // Nothing joined: a group send is a no-op, not an error.
+        let to_group = Transmit {
+            dest: Dest::Group,
+            payload: b"x".to_vec(),
+        };
+        assert!(a.send(&to_group).is_ok());
+        let to_b = Transmit {
+            dest: Dest::Peer(SocketAddr::from((Ipv4Addr::LOCALHOST, b.port()))),
+            payload: b"FLOC hello".to_vec(),
+        };
+        a.send(&to_b).expect("unicast send");
+        let mut buf = [0u8; 512];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (n, from) = loop {
+            match b.recv(&mut buf) {
+                Ok(got) => break got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("recv: {e}"),
+            }
+        };
+        assert_eq!(&buf[..n], b"FLOC hello");
+        assert_eq!(from.port(), a.port());
+        // Non-blocking: nothing more to read.
+        assert_eq!(
+            b.recv(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+    }
+
+    #[test]
+    fn joining_unfit_or_missing_interfaces_fails() {
+        let mut s = MulticastSocket::open(0, Ipv4Addr::new(239, 255, 19, 32)).expect("open");
+        let report = s.join(&["no-such-if0".to_string()]);
+        assert!(!report.is_success());
+        assert_eq!(report.errors.len(), 1);
+        assert!(s.joined().is_empty());
+    }
+}

@@ -1,0 +1,280 @@
+//! The table of hosts heard on the group: who they are, where their file server is, whether
+//! they can serve us (same distribution and architecture), and when they were last heard.
+//!
+//! Pure: every method takes `now` and nothing here sends, logs or reads the clock. The table
+//! is bounded (`max_peers`); the protocol core decides what to log and which events to emit
+//! from the outcomes returned here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::wire::Announcement;
+
+/// One host heard on the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its random per-start host id.
+    pub host_id: u64,
+    /// Its file server: the source IP of its announcements and the TCP port it announced.
+    pub addr: SocketAddr,
+    /// Where its discovery datagrams come from (IP and UDP port): unicast answers go there.
+    pub udp: SocketAddr,
+    /// Its distribution id.
+    pub distro: String,
+    /// Its architecture.
+    pub arch: String,
+    /// When its last ANNOUNCE or HELLO arrived.
+    pub last_heard: Instant,
+    /// Same distribution and architecture as this host: only such peers are asked for files.
+    pub compatible: bool,
+}
+
+impl Peer {
+    /// The small copyable handle given out in events and answers.
+    pub fn peer_ref(&self) -> PeerRef {
+        PeerRef {
+            host_id: self.host_id,
+            addr: self.addr,
+        }
+    }
+}
+
+/// A peer as named in events and answers: its id and its file server address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerRef {
+    pub host_id: u64,
+    /// Source IP of its announcements + the TCP port it announced.
+    pub addr: SocketAddr,
+}
+
+/// Why a peer left the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoneReason {
+    /// Not heard for 3 announce intervals.
+    Silent,
+    /// It said GOODBYE.
+    Goodbye,
+    /// A new host id announced from the same address and TCP port (the daemon restarted).
+    Replaced,
+}
+
+/// What an announcement did to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// A host not in the table was added.
+    New(PeerRef),
+    /// A known host was refreshed (its address or labels may have changed).
+    Refreshed,
+    /// A new host id from the address of an old entry: the old one was removed, the new added.
+    Replaced { old: PeerRef, new: PeerRef },
+    /// The table is full: the new host was not added.
+    TableFull,
+}
+
+/// The bounded table of peers, keyed by host id (iterated in host id order).
+#[derive(Debug)]
+pub struct PeerTable {
+    peers: BTreeMap<u64, Peer>,
+    max_peers: usize,
+    expiry: Duration,
+    my_distro: String,
+    my_arch: String,
+}
+
+impl PeerTable {
+    /// An empty table holding at most `max_peers`, forgetting peers silent for `expiry`, and
+    /// judging compatibility against this host's distribution and architecture.
+    pub fn new(max_peers: usize, expiry: Duration, my_distro: &str, my_arch: &str) -> Self {
+        PeerTable {
+            peers: BTreeMap::new(),
+            max_peers,
+            expiry,
+            my_distro: my_distro.to_owned(),
+            my_arch: my_arch.to_owned(),
+        }
+    }
+
+    /// Record an ANNOUNCE or HELLO from `host_id`, received from `from`.
+    pub fn heard(
+        &mut self,
+        host_id: u64,
+        from: SocketAddr,
+        ann: &Announcement,
+        now: Instant,
+    ) -> Heard {
+        let addr = SocketAddr::new(from.ip(), ann.tcp_port);
+        let compatible = ann.distro == self.my_distro && ann.arch == self.my_arch;
+        if let Some(peer) = self.peers.get_mut(&host_id) {
+            peer.addr = addr;
+            peer.udp = from;
+            peer.last_heard = now;
+            peer.compatible = compatible;
+            if peer.distro != ann.distro {
+                peer.distro.clone_from(&ann.distro);
+            }
+            if peer.arch != ann.arch {
+                peer.arch.clone_from(&ann.arch);
+            }
+            return Heard::Refreshed;
+        }
+        let old = self
+            .peers
+            .values()
+            .find(|p| p.addr == addr)
+            .map(Peer::peer_ref);
+        if let Some(old) = old {
+            self.peers.remove(&old.host_id);
+        } else if self.peers.len() >= self.max_peers {
+            return Heard::TableFull;
+        }
+        let peer = Peer {
+            host_id,
+            addr,
+            udp: from,
+            distro: ann.distro.clone(),
+            arch: ann.arch.clone(),
+            last_heard: now,
+            compatible,
+        };
+        let new = peer.peer_ref();
+        self.peers.insert(host_id, peer);
+        match old {
+            Some(old) => Heard::Replaced { old, new },
+            None => Heard::New(new),
+        }
+    }
+
+    /// Forget `host_id` (it said GOODBYE); returns what was removed.
+    pub fn remove(&mut self, host_id: u64) -> Option<PeerRef> {
+        self.peers.remove(&host_id).map(|p| p.peer_ref())
+    }
+
+    /// Forget every peer silent for the expiry time or longer, appending them to `gone`.
+    pub fn expire(&mut self, now: Instant, gone: &mut Vec<PeerRef>) {
+        let expiry = self.expiry;
+        self.peers.retain(|_, p| {
+            let keep = now.saturating_duration_since(p.last_heard) < expiry;
+            if !keep {
+                gone.push(p.peer_ref());
+            }
+            keep
+        });
+    }
+
+    /// When the next peer will be forgotten if nothing is heard from it.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .map(|p| p.last_heard + self.expiry)
+            .min()
+    }
+
+    pub fn get(&self, host_id: u64) -> Option<&Peer> {
+        self.peers.get(&host_id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(port: u16, distro: &str, arch: &str) -> Announcement {
+        Announcement {
+            tcp_port: port,
+            distro: distro.into(),
+            arch: arch.into(),
+        }
+    }
+
+    fn from(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), 19432)
+    }
+
+    #[test]
+    fn add_refresh_expire() {
+        let t0 = Instant::now();
+        let mut t = PeerTable::new(10, Duration::from_secs(180), "arch", "x86_64");
+        let a = ann(8080, "arch", "x86_64");
+        let new = t.heard(1, from("10.0.0.1"), &a, t0);
+        assert_eq!(
+            new,
+            Heard::New(PeerRef {
+                host_id: 1,
+                addr: "10.0.0.1:8080".parse().unwrap()
+            })
+        );
+        assert!(t.get(1).unwrap().compatible);
+        assert_eq!(t.get(1).unwrap().udp, from("10.0.0.1"));
+        let t1 = t0 + Duration::from_secs(100);
+        assert_eq!(t.heard(1, from("10.0.0.1"), &a, t1), Heard::Refreshed);
+        assert_eq!(t.next_expiry(), Some(t1 + Duration::from_secs(180)));
+        let mut gone = Vec::new();
+        t.expire(t1 + Duration::from_secs(179), &mut gone);
+        assert!(gone.is_empty());
+        t.expire(t1 + Duration::from_secs(180), &mut gone);
+        assert_eq!(gone.len(), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn incompatible_peers_are_listed() {
+        let t0 = Instant::now();
+        let mut t = PeerTable::new(10, Duration::from_secs(180), "arch", "x86_64");
+        t.heard(1, from("10.0.0.1"), &ann(1, "archarm", "x86_64"), t0);
+        t.heard(2, from("10.0.0.2"), &ann(1, "arch", "aarch64"), t0);
+        assert_eq!(t.len(), 2);
+        assert!(t.iter().all(|p| !p.compatible));
+        // A peer that changes its labels is re-judged.
+        t.heard(2, from("10.0.0.2"), &ann(1, "arch", "x86_64"), t0);
+        assert!(t.get(2).unwrap().compatible);
+        assert_eq!(t.get(2).unwrap().arch, "x86_64");
+    }
+
+    #[test]
+    fn new_id_from_same_address_replaces() {
+        let t0 = Instant::now();
+        let mut t = PeerTable::new(1, Duration::from_secs(180), "arch", "x86_64");
+        let a = ann(8080, "arch", "x86_64");
+        t.heard(1, from("10.0.0.1"), &a, t0);
+        // Full table, but the replacement frees its own slot.
+        match t.heard(2, from("10.0.0.1"), &a, t0) {
+            Heard::Replaced { old, new } => {
+                assert_eq!((old.host_id, new.host_id), (1, 2));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(t.get(1).is_none());
+        // Another port on the same IP is another daemon: it does not replace, and it does not fit.
+        assert_eq!(
+            t.heard(3, from("10.0.0.1"), &ann(8081, "arch", "x86_64"), t0),
+            Heard::TableFull
+        );
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn moved_peer_keeps_its_entry() {
+        let t0 = Instant::now();
+        let mut t = PeerTable::new(4, Duration::from_secs(180), "arch", "x86_64");
+        let a = ann(8080, "arch", "x86_64");
+        t.heard(1, from("10.0.0.1"), &a, t0);
+        assert_eq!(t.heard(1, from("10.0.0.9"), &a, t0), Heard::Refreshed);
+        assert_eq!(t.get(1).unwrap().addr, "10.0.0.9:8080".parse().unwrap());
+        assert_eq!(t.remove(1).map(|p| p.host_id), Some(1));
+        assert_eq!(t.remove(1), None);
+    }
+}

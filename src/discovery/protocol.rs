@@ -1,0 +1,1579 @@
+//! The sans-IO discovery core: announcements, the peer table, "who has file X" questions and
+//! the join schedule, driven by datagrams and `now`.
+//!
+//! It owns every protocol decision and every deadline of discovery, and nothing else: it never
+//! touches a socket or reads the clock. Datagrams and time go in through `handle_*`, `ask`,
+//! `rejoin`; what it wants done comes out of `poll_transmit`, `poll_event`, `poll_timeout` and
+//! `poll_join`. It logs (peers coming and going, join trouble, rate-limited warnings), which is
+//! its only side effect.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use super::identity::{Identity, Params};
+use super::jitter::Xorshift64;
+use super::join_schedule::{JoinNote, JoinReport, JoinSchedule};
+use super::peer_table::{GoneReason, Heard, Peer, PeerRef, PeerTable};
+use super::questions::{OpenQuestions, Outcome, QuestionId};
+use super::wire::{self, Announcement, Body, Message};
+
+/// Most datagrams waiting in `poll_transmit`; past that new ones are dropped (with a
+/// rate-limited warning) and the protocol copes as with a lost datagram. GOODBYE is always
+/// queued.
+pub const TRANSMIT_QUEUE_LIMIT: usize = 4096;
+/// Most `PeerUp`/`PeerGone` events waiting in `poll_event`; past that they are dropped (the
+/// table itself is always right). Answers are never dropped: there is one per `ask`.
+pub const PEER_EVENT_LIMIT: usize = 4096;
+/// A peer is forgotten after this many announce intervals of silence.
+pub const EXPIRY_INTERVALS: u32 = 3;
+/// Announce intervals are jittered by this many percent either way.
+pub const JITTER_PERCENT: u64 = 10;
+/// Rate-limited warnings are logged at most once per this period.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Where a datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    /// The multicast group, once on each joined interface.
+    Group,
+    /// One host (its discovery address: source IP and UDP port of its datagrams).
+    Peer(SocketAddr),
+}
+
+/// A datagram the core wants sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub dest: Dest,
+    pub payload: Vec<u8>,
+}
+
+/// What the core tells the rest of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The end of question `question`: the first peer that has the file, or `None` for nobody.
+    /// Exactly one per `ask` (none after `cancel`).
+    Answer {
+        question: QuestionId,
+        peer: Option<PeerRef>,
+    },
+    /// A host joined the table (compatible or not: see `Discovery::peer`).
+    PeerUp(PeerRef),
+    /// A host left the table.
+    PeerGone(PeerRef, GoneReason),
+}
+
+/// Logs at most once per `WARN_EVERY`, counting what it held back.
+#[derive(Debug, Default)]
+struct RateLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// `Some(number held back since the last line)` when a line may be logged now.
+    fn check(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < WARN_EVERY => {
+                self.suppressed = self.suppressed.saturating_add(1);
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// The discovery protocol core. See the module documentation of `discovery` for how the event
+/// loop drives it.
+#[derive(Debug)]
+pub struct Discovery {
+    me: Identity,
+    params: Params,
+    rng: Xorshift64,
+    peers: PeerTable,
+    questions: OpenQuestions,
+    join: JoinSchedule,
+    next_announce: Instant,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    announce_payload: Vec<u8>,
+    hello_payload: Vec<u8>,
+    /// The latest `now` seen, for rate-limited warnings from methods that take no `now`.
+    clock: Instant,
+    table_full: RateLimit,
+    queue_full: RateLimit,
+    too_many_questions: RateLimit,
+    bad_datagrams: RateLimit,
+}
+
+impl Discovery {
+    /// A core for this host, started at `now`. `seed` drives the announce jitter and the first
+    /// question id (use `host::random_seed()`). HELLO and ANNOUNCE to the group are queued, and
+    /// a join is due at once (`poll_join`).
+    ///
+    /// Labels of `me` that cannot go on the wire are cleaned (see `sanitize_label`), with a
+    /// warning; `params` are raised to their minimums (see `Params::clamped`).
+    pub fn new(me: Identity, params: Params, now: Instant, seed: u64) -> Self {
+        let clean = me.sanitized();
+        if clean != me {
+            warn!(
+                "discovery: announcing distribution {:?} and architecture {:?} (cleaned from {:?} and {:?})",
+                clean.distro, clean.arch, me.distro, me.arch
+            );
+        }
+        let me = clean;
+        let params = params.clamped();
+        let mut rng = Xorshift64::new(seed);
+        let first_question = rng.next_u64() as u32;
+        let ann = Announcement {
+            tcp_port: me.tcp_port,
+            distro: me.distro.clone(),
+            arch: me.arch.clone(),
+        };
+        let mut announce_payload = Vec::with_capacity(wire::MAX_DATAGRAM);
+        wire::emit(
+            &Message {
+                host_id: me.host_id,
+                body: Body::Announce(ann.clone()),
+            },
+            &mut announce_payload,
+        );
+        let mut hello_payload = Vec::with_capacity(wire::MAX_DATAGRAM);
+        wire::emit(
+            &Message {
+                host_id: me.host_id,
+                body: Body::Hello(ann),
+            },
+            &mut hello_payload,
+        );
+        let expiry = params.announce_interval.saturating_mul(EXPIRY_INTERVALS);
+        let first_interval = rng.jitter(params.announce_interval, JITTER_PERCENT);
+        let mut core = Discovery {
+            peers: PeerTable::new(params.max_peers, expiry, &me.distro, &me.arch),
+            me,
+            params,
+            rng,
+            questions: OpenQuestions::new(first_question),
+            join: JoinSchedule::new(now),
+            next_announce: now + first_interval,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            announce_payload,
+            hello_payload,
+            clock: now,
+            table_full: RateLimit::default(),
+            queue_full: RateLimit::default(),
+            too_many_questions: RateLimit::default(),
+            bad_datagrams: RateLimit::default(),
+        };
+        core.queue_hello_and_announce();
+        core
+    }
+
+    /// This host's identity as announced (labels cleaned).
+    pub fn identity(&self) -> &Identity {
+        &self.me
+    }
+
+    /// The parameters in use (clamped).
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// One datagram received on the discovery socket from `from`. `has_file` answers WHO_HAS:
+    /// it is called only with a checked name (non-empty UTF-8, at most 255 bytes, no `/`, no
+    /// NUL, not `.`/`..`); other names are answered HAVE_NOT without calling it.
+    pub fn handle_datagram(
+        &mut self,
+        from: SocketAddr,
+        bytes: &[u8],
+        now: Instant,
+        has_file: &mut dyn FnMut(&str) -> bool,
+    ) {
+        self.clock = now;
+        let msg = match wire::parse(bytes) {
+            Ok(msg) => msg,
+            Err(e) => {
+                if let Some(held) = self.bad_datagrams.check(now) {
+                    debug!(
+                        "discovery: dropped a {}-byte datagram from {from}: {e} ({held} more dropped since the last note)",
+                        bytes.len()
+                    );
+                }
+                return;
+            }
+        };
+        if msg.host_id == self.me.host_id {
+            return; // our own, looped back by some interface or bridge
+        }
+        match msg.body {
+            Body::Announce(ann) => self.heard(msg.host_id, from, &ann, now),
+            Body::Hello(ann) => {
+                self.heard(msg.host_id, from, &ann, now);
+                let payload = self.announce_payload.clone();
+                self.queue_unique(Transmit {
+                    dest: Dest::Peer(from),
+                    payload,
+                });
+            }
+            Body::Goodbye => {
+                if let Some(peer) = self.peers.remove(msg.host_id) {
+                    self.peer_gone(peer, GoneReason::Goodbye);
+                }
+            }
+            Body::WhoHas { question, name } => {
+                let have = wire::file_name(&name).is_some_and(&mut *has_file);
+                let body = if have {
+                    Body::Have { question }
+                } else {
+                    Body::HaveNot { question }
+                };
+                self.queue_message(Dest::Peer(from), body);
+            }
+            Body::Have { question } => self.answered(QuestionId(question), msg.host_id, true),
+            Body::HaveNot { question } => self.answered(QuestionId(question), msg.host_id, false),
+        }
+    }
+
+    /// Let time pass: announce when due, forget silent peers, re-send and close questions.
+    /// Calling it early or often is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = now;
+        if now >= self.next_announce {
+            let payload = self.announce_payload.clone();
+            self.queue_unique(Transmit {
+                dest: Dest::Group,
+                payload,
+            });
+            self.next_announce = now
+                + self
+                    .rng
+                    .jitter(self.params.announce_interval, JITTER_PERCENT);
+        }
+
+        let mut gone = Vec::new();
+        self.peers.expire(now, &mut gone);
+        for peer in gone {
+            self.peer_gone(peer, GoneReason::Silent);
+        }
+
+        let mut timed_out = Vec::new();
+        let mut resend = Vec::new();
+        self.questions.expire(now, &mut timed_out, &mut resend);
+        for question in timed_out {
+            self.events.push_back(Event::Answer {
+                question,
+                peer: None,
+            });
+        }
+        for r in resend {
+            let mut payload = Vec::with_capacity(wire::MAX_DATAGRAM);
+            wire::emit(
+                &Message {
+                    host_id: self.me.host_id,
+                    body: Body::WhoHas {
+                        question: r.id.0,
+                        name: r.name.into_bytes(),
+                    },
+                },
+                &mut payload,
+            );
+            for host in r.pending {
+                if let Some(udp) = self.peers.get(host).map(|p| p.udp) {
+                    self.queue(Transmit {
+                        dest: Dest::Peer(udp),
+                        payload: payload.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The earliest instant at which `handle_timeout` (or a join, see `poll_join`) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            Some(self.next_announce),
+            self.peers.next_expiry(),
+            self.questions.next_deadline(),
+            self.join.next_try(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The next datagram to send. Call until `None`; if sending would block, keep the
+    /// `Transmit` and send it later.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event. Call until `None`.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Ask the compatible peers, except those in `exclude`, who has `file`. The answer comes as
+    /// one `Event::Answer` with the returned id: the first peer that says HAVE, or `None` once
+    /// every asked peer said no or left, or when `lookup_timeout` has passed. The WHO_HAS is
+    /// sent again at half the timeout to the peers that have not answered. With nobody to ask,
+    /// an unfit name, or too many open questions, the answer `None` is queued at once.
+    pub fn ask(&mut self, file: &str, exclude: &[u64], now: Instant) -> QuestionId {
+        self.clock = now;
+        let id = self.questions.allocate();
+        if !wire::is_valid_file_name(file) {
+            debug!("discovery: not asking about unfit file name {file:?}");
+            self.answer_nobody(id);
+            return id;
+        }
+        if self.questions.is_full() {
+            if let Some(held) = self.too_many_questions.check(now) {
+                warn!(
+                    "discovery: {} questions open, answering nobody ({held} more since the last warning)",
+                    self.questions.len()
+                );
+            }
+            self.answer_nobody(id);
+            return id;
+        }
+        let targets: Vec<(u64, SocketAddr)> = self
+            .peers
+            .iter()
+            .filter(|p| p.compatible && !exclude.contains(&p.host_id))
+            .map(|p| (p.host_id, p.udp))
+            .collect();
+        if targets.is_empty() {
+            self.answer_nobody(id);
+            return id;
+        }
+        let mut payload = Vec::with_capacity(wire::MAX_DATAGRAM);
+        wire::emit(
+            &Message {
+                host_id: self.me.host_id,
+                body: Body::WhoHas {
+                    question: id.0,
+                    name: file.as_bytes().to_vec(),
+                },
+            },
+            &mut payload,
+        );
+        for &(_, udp) in &targets {
+            self.queue(Transmit {
+                dest: Dest::Peer(udp),
+                payload: payload.clone(),
+            });
+        }
+        let hosts = targets.into_iter().map(|(h, _)| h).collect();
+        self.questions
+            .open(id, file, hosts, now, self.params.lookup_timeout);
+        id
+    }
+
+    /// Forget question `q`: no answer will come for it (a queued one is removed).
+    pub fn cancel(&mut self, q: QuestionId) {
+        self.questions.cancel(q);
+        self.events
+            .retain(|e| !matches!(e, Event::Answer { question, .. } if *question == q));
+    }
+
+    /// Number of questions still waiting for answers.
+    pub fn open_questions(&self) -> usize {
+        self.questions.len()
+    }
+
+    /// Every peer in the table, in host id order, compatible or not.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.iter()
+    }
+
+    /// The peer with this host id.
+    pub fn peer(&self, host_id: u64) -> Option<&Peer> {
+        self.peers.get(host_id)
+    }
+
+    /// SIGUSR2: a join is due at once (`poll_join`), and HELLO + ANNOUNCE are queued. The
+    /// event loop does the join before it sends, so they go out on the new membership.
+    pub fn rejoin(&mut self, now: Instant) {
+        self.clock = now;
+        info!("discovery: rejoining the multicast group");
+        self.join.rejoin(now);
+        self.queue_hello_and_announce();
+    }
+
+    /// Clean shutdown: queue GOODBYE to the group (even past the queue limit).
+    pub fn goodbye(&mut self) {
+        let mut payload = Vec::with_capacity(wire::HEADER_LEN);
+        wire::emit(
+            &Message {
+                host_id: self.me.host_id,
+                body: Body::Goodbye,
+            },
+            &mut payload,
+        );
+        self.transmits.push_back(Transmit {
+            dest: Dest::Group,
+            payload,
+        });
+    }
+
+    /// Whether the last join attempt succeeded (and no rejoin is pending).
+    pub fn is_joined(&self) -> bool {
+        self.join.is_joined()
+    }
+
+    /// Whether the event loop should call `MulticastSocket::join` now and report the result
+    /// with `handle_join`.
+    pub fn poll_join(&self, now: Instant) -> bool {
+        self.join.is_due(now)
+    }
+
+    /// The result of a join attempt made at `now`. Logs as the schedule says (first failure,
+    /// then at most once a minute, then "giving up, SIGUSR2 retries"); after a failed series a
+    /// success queues HELLO + ANNOUNCE again.
+    pub fn handle_join(&mut self, now: Instant, report: &JoinReport) -> JoinNote {
+        self.clock = now;
+        if report.is_success() {
+            for (name, e) in &report.errors {
+                warn!("discovery: could not join the group on {name}: {e}");
+            }
+            let note = self.join.succeeded();
+            let after = if note
+                == (JoinNote::Joined {
+                    after_failure: true,
+                }) {
+                self.queue_hello_and_announce();
+                " after retrying"
+            } else {
+                ""
+            };
+            info!(
+                "discovery: joined the group on {}{after}",
+                report.joined.join(", ")
+            );
+            return note;
+        }
+        let note = self.join.failed(now);
+        let why = report.summary();
+        match note {
+            JoinNote::FirstFailure => warn!(
+                "discovery: could not join the multicast group ({why}); retrying every {} s for {} min",
+                super::join_schedule::JOIN_RETRY_EVERY.as_secs(),
+                super::join_schedule::JOIN_RETRY_FOR.as_secs() / 60
+            ),
+            JoinNote::StillFailing { log: true } => {
+                warn!("discovery: still cannot join the multicast group ({why}); retrying")
+            }
+            JoinNote::GaveUp => warn!(
+                "discovery: gave up joining the multicast group ({why}); send SIGUSR2 to retry"
+            ),
+            JoinNote::StillFailing { log: false } | JoinNote::Joined { .. } => {}
+        }
+        note
+    }
+
+    /// One line per peer for SIGUSR1, in host id order, then a count line:
+    /// `peer 0123456789abcdef 192.168.1.5 port 8080 arch/x86_64 heard 12 s ago`
+    /// (`, incompatible` appended for peers that are never asked).
+    pub fn describe_peers(&self, now: Instant) -> Vec<String> {
+        let mut lines = Vec::with_capacity(self.peers.len() + 1);
+        let mut compatible = 0usize;
+        for p in self.peers.iter() {
+            let mut line = format!(
+                "peer {:016x} {} port {} {}/{} heard {} s ago",
+                p.host_id,
+                p.addr.ip(),
+                p.addr.port(),
+                p.distro,
+                p.arch,
+                now.saturating_duration_since(p.last_heard).as_secs()
+            );
+            if p.compatible {
+                compatible += 1;
+            } else {
+                line.push_str(", incompatible");
+            }
+            lines.push(line);
+        }
+        let mut count = String::new();
+        let _ = write!(
+            count,
+            "{} peer{}, {compatible} compatible (this host {:016x}, {}/{})",
+            self.peers.len(),
+            if self.peers.len() == 1 { "" } else { "s" },
+            self.me.host_id,
+            self.me.distro,
+            self.me.arch
+        );
+        lines.push(count);
+        lines
+    }
+
+    fn heard(&mut self, host_id: u64, from: SocketAddr, ann: &Announcement, now: Instant) {
+        match self.peers.heard(host_id, from, ann, now) {
+            Heard::Refreshed => {}
+            Heard::New(peer) => {
+                info!(
+                    "discovery: peer {host_id:016x} up at {} ({}/{}{})",
+                    peer.addr,
+                    ann.distro,
+                    ann.arch,
+                    if self.peers.get(host_id).is_some_and(|p| p.compatible) {
+                        ""
+                    } else {
+                        ", incompatible"
+                    }
+                );
+                self.push_peer_event(Event::PeerUp(peer));
+            }
+            Heard::Replaced { old, new } => {
+                self.peer_gone(old, GoneReason::Replaced);
+                info!(
+                    "discovery: peer {host_id:016x} up at {} ({}/{})",
+                    new.addr, ann.distro, ann.arch
+                );
+                self.push_peer_event(Event::PeerUp(new));
+            }
+            Heard::TableFull => {
+                if let Some(held) = self.table_full.check(now) {
+                    warn!(
+                        "discovery: peer table full ({} peers), ignoring {from} ({held} more ignored since the last warning)",
+                        self.peers.len()
+                    );
+                }
+            }
+        }
+    }
+
+    fn peer_gone(&mut self, peer: PeerRef, reason: GoneReason) {
+        let why = match reason {
+            GoneReason::Silent => "silent",
+            GoneReason::Goodbye => "said goodbye",
+            GoneReason::Replaced => "restarted",
+        };
+        info!(
+            "discovery: peer {:016x} at {} gone ({why})",
+            peer.host_id, peer.addr
+        );
+        self.push_peer_event(Event::PeerGone(peer, reason));
+        let mut closed = Vec::new();
+        self.questions.forget_peer(peer.host_id, &mut closed);
+        for q in closed {
+            self.answer_nobody(q);
+        }
+    }
+
+    fn answered(&mut self, q: QuestionId, host: u64, have: bool) {
+        match self.questions.answer(q, host, have) {
+            Some(Outcome::Found(h)) => {
+                let peer = self.peers.get(h).map(Peer::peer_ref);
+                self.events.push_back(Event::Answer { question: q, peer });
+            }
+            Some(Outcome::Nobody) => self.answer_nobody(q),
+            None => {}
+        }
+    }
+
+    fn answer_nobody(&mut self, question: QuestionId) {
+        self.events.push_back(Event::Answer {
+            question,
+            peer: None,
+        });
+    }
+
+    fn push_peer_event(&mut self, e: Event) {
+        if self.events.len() < PEER_EVENT_LIMIT {
+            self.events.push_back(e);
+        }
+    }
+
+    fn queue_hello_and_announce(&mut self) {
+        let hello = self.hello_payload.clone();
+        let announce = self.announce_payload.clone();
+        self.queue_unique(Transmit {
+            dest: Dest::Group,
+            payload: hello,
+        });
+        self.queue_unique(Transmit {
+            dest: Dest::Group,
+            payload: announce,
+        });
+    }
+
+    fn queue_message(&mut self, dest: Dest, body: Body) {
+        let mut payload = Vec::with_capacity(wire::MAX_DATAGRAM);
+        wire::emit(
+            &Message {
+                host_id: self.me.host_id,
+                body,
+            },
+            &mut payload,
+        );
+        self.queue(Transmit { dest, payload });
+    }
+
+    /// Queue `t` unless the same datagram to the same place is already waiting.
+    fn queue_unique(&mut self, t: Transmit) {
+        if !self.transmits.contains(&t) {
+            self.queue(t);
+        }
+    }
+
+    fn queue(&mut self, t: Transmit) {
+        if self.transmits.len() >= TRANSMIT_QUEUE_LIMIT {
+            if let Some(held) = self.queue_full.check(self.clock) {
+                warn!(
+                    "discovery: {TRANSMIT_QUEUE_LIMIT} datagrams waiting to be sent, dropping ({held} more dropped since the last warning)"
+                );
+            }
+            return;
+        }
+        self.transmits.push_back(t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::wire::{emit, parse};
+
+    const ME: u64 = 0xAAAA_0000_0000_0001;
+    const SEED: u64 = 12345;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn me() -> Identity {
+        Identity {
+            host_id: ME,
+            tcp_port: 19433,
+            distro: "arch".into(),
+            arch: "x86_64".into(),
+        }
+    }
+
+    fn params() -> Params {
+        Params::default()
+    }
+
+    fn addr(last: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, last], 19432))
+    }
+
+    fn datagram(host_id: u64, body: Body) -> Vec<u8> {
+        let mut out = Vec::new();
+        emit(&Message { host_id, body }, &mut out);
+        out
+    }
+
+    fn announce(host_id: u64, port: u16, distro: &str, arch: &str) -> Vec<u8> {
+        datagram(
+            host_id,
+            Body::Announce(Announcement {
+                tcp_port: port,
+                distro: distro.into(),
+                arch: arch.into(),
+            }),
+        )
+    }
+
+    fn no_files(_: &str) -> bool {
+        false
+    }
+
+    /// A started core with its start-up transmits and join handled.
+    fn started(t0: Instant) -> Discovery {
+        let mut d = Discovery::new(me(), params(), t0, SEED);
+        d.handle_join(
+            t0,
+            &JoinReport {
+                joined: vec!["eth0".into()],
+                errors: Vec::new(),
+            },
+        );
+        drain_transmits(&mut d);
+        d
+    }
+
+    fn drain_transmits(d: &mut Discovery) -> Vec<(Dest, Message)> {
+        std::iter::from_fn(|| d.poll_transmit())
+            .map(|t| {
+                (
+                    t.dest,
+                    parse(&t.payload).expect("core emits valid datagrams"),
+                )
+            })
+            .collect()
+    }
+
+    fn drain_events(d: &mut Discovery) -> Vec<Event> {
+        std::iter::from_fn(|| d.poll_event()).collect()
+    }
+
+    /// Add peer `n` at 10.0.0.n with TCP port 8000+n.
+    fn add_peer(d: &mut Discovery, n: u8, distro: &str, arch: &str, now: Instant) {
+        let bytes = announce(u64::from(n), 8000 + u16::from(n), distro, arch);
+        d.handle_datagram(addr(n), &bytes, now, &mut no_files);
+    }
+
+    fn who_has_targets(sent: &[(Dest, Message)]) -> Vec<(SocketAddr, u32)> {
+        sent.iter()
+            .filter_map(|(dest, m)| match (dest, &m.body) {
+                (Dest::Peer(a), Body::WhoHas { question, .. }) => Some((*a, *question)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn start_queues_hello_then_announce_and_a_join() {
+        let t0 = Instant::now();
+        let mut d = Discovery::new(me(), params(), t0, SEED);
+        assert!(d.poll_join(t0));
+        assert_eq!(d.poll_timeout(), Some(t0));
+        let sent = drain_transmits(&mut d);
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].0, Dest::Group);
+        assert!(
+            matches!(&sent[0].1.body, Body::Hello(a) if a.tcp_port == 19433 && a.distro == "arch")
+        );
+        assert!(matches!(&sent[1].1.body, Body::Announce(a) if a.arch == "x86_64"));
+        assert!(sent.iter().all(|(_, m)| m.host_id == ME));
+        let note = d.handle_join(
+            t0,
+            &JoinReport {
+                joined: vec!["eth0".into()],
+                errors: vec![],
+            },
+        );
+        assert_eq!(
+            note,
+            JoinNote::Joined {
+                after_failure: false
+            }
+        );
+        assert!(!d.poll_join(t0));
+        assert!(
+            drain_transmits(&mut d).is_empty(),
+            "no second HELLO after a first-try join"
+        );
+    }
+
+    #[test]
+    fn hello_is_answered_with_a_unicast_announce_and_adds_the_sender() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        let hello = datagram(
+            7,
+            Body::Hello(Announcement {
+                tcp_port: 9000,
+                distro: "arch".into(),
+                arch: "x86_64".into(),
+            }),
+        );
+        d.handle_datagram(addr(7), &hello, t0, &mut no_files);
+        // A duplicated HELLO before the answer went out is answered once.
+        d.handle_datagram(addr(7), &hello, t0, &mut no_files);
+        let sent = drain_transmits(&mut d);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, Dest::Peer(addr(7)));
+        assert!(matches!(&sent[0].1.body, Body::Announce(a) if a.tcp_port == 19433));
+        let p = d.peer(7).unwrap();
+        assert_eq!(p.addr, "10.0.0.7:9000".parse().unwrap());
+        assert_eq!(p.udp, addr(7));
+        assert_eq!(
+            drain_events(&mut d),
+            vec![Event::PeerUp(PeerRef {
+                host_id: 7,
+                addr: "10.0.0.7:9000".parse().unwrap()
+            })]
+        );
+    }
+
+    #[test]
+    fn own_datagrams_are_ignored() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        let hello = datagram(
+            ME,
+            Body::Hello(Announcement {
+                tcp_port: 1,
+                distro: "arch".into(),
+                arch: "x86_64".into(),
+            }),
+        );
+        d.handle_datagram(addr(1), &hello, t0, &mut no_files);
+        d.handle_datagram(
+            addr(1),
+            &announce(ME, 1, "arch", "x86_64"),
+            t0,
+            &mut no_files,
+        );
+        let mut called = false;
+        d.handle_datagram(
+            addr(1),
+            &datagram(
+                ME,
+                Body::WhoHas {
+                    question: 1,
+                    name: b"f".to_vec(),
+                },
+            ),
+            t0,
+            &mut |_| {
+                called = true;
+                true
+            },
+        );
+        assert!(!called);
+        assert_eq!(d.peers().count(), 0);
+        assert!(drain_transmits(&mut d).is_empty());
+        assert!(drain_events(&mut d).is_empty());
+    }
+
+    #[test]
+    fn garbage_is_dropped() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        let mut s = 99u64;
+        for len in 0..400usize {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    s as u8
+                })
+                .collect();
+            d.handle_datagram(addr(1), &bytes, t0, &mut no_files);
+        }
+        assert_eq!(d.peers().count(), 0);
+        assert!(drain_transmits(&mut d).is_empty());
+    }
+
+    #[test]
+    fn announces_periodically_with_jitter_within_ten_percent() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        let mut now = t0;
+        let mut last = t0;
+        let mut gaps = Vec::new();
+        for _ in 0..500 {
+            let next = d.poll_timeout().unwrap();
+            assert!(next > now);
+            now = next;
+            d.handle_timeout(now);
+            let sent = drain_transmits(&mut d);
+            assert_eq!(sent.len(), 1);
+            assert_eq!(sent[0].0, Dest::Group);
+            assert!(matches!(sent[0].1.body, Body::Announce(_)));
+            gaps.push(now - last);
+            last = now;
+        }
+        assert!(
+            gaps.iter().all(|g| *g >= secs(54) && *g <= secs(66)),
+            "{gaps:?}"
+        );
+        let min = gaps.iter().min().unwrap();
+        let max = gaps.iter().max().unwrap();
+        assert!(
+            *min < secs(56) && *max > secs(64),
+            "jitter spreads: {min:?}..{max:?}"
+        );
+        // Not before its time.
+        let next = d.poll_timeout().unwrap();
+        d.handle_timeout(next - ms(1));
+        assert!(drain_transmits(&mut d).is_empty());
+    }
+
+    #[test]
+    fn different_seeds_spread_announcements() {
+        let t0 = Instant::now();
+        // poll_timeout is "join now" at first; compare the announce times.
+        let a = Discovery::new(me(), params(), t0, 1).next_announce;
+        let b = Discovery::new(me(), params(), t0, 2).next_announce;
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn peers_expire_after_three_silent_intervals() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        add_peer(&mut d, 1, "arch", "x86_64", t0);
+        add_peer(&mut d, 2, "arch", "x86_64", t0);
+        drain_events(&mut d);
+        // Peer 2 keeps announcing, peer 1 falls silent.
+        for n in 1..=3 {
+            let now = t0 + secs(60 * n);
+            add_peer(&mut d, 2, "arch", "x86_64", now);
+            d.handle_timeout(now - ms(1));
+            assert!(d.peer(1).is_some(), "still there before 3 intervals");
+        }
+        d.handle_timeout(t0 + secs(180) - ms(1));
+        assert!(d.peer(1).is_some());
+        // The expiry of peer 1 is one of the core's deadlines.
+        assert_eq!(d.peers.next_expiry(), Some(t0 + secs(180)));
+        assert!(d.poll_timeout().unwrap() <= t0 + secs(180));
+        d.handle_timeout(t0 + secs(180));
+        assert!(d.peer(1).is_none());
+        assert!(d.peer(2).is_some());
+        let gone: Vec<Event> = drain_events(&mut d);
+        assert_eq!(
+            gone,
+            vec![Event::PeerGone(
+                PeerRef {
+                    host_id: 1,
+                    addr: "10.0.0.1:8001".parse().unwrap()
+                },
+                GoneReason::Silent
+            )]
+        );
+        assert!(d.poll_timeout().unwrap() <= t0 + secs(360));
+    }
+
+    #[test]
+    fn goodbye_removes_at_once_and_goodbye_is_sent() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        add_peer(&mut d, 1, "arch", "x86_64", t0);
+        drain_events(&mut d);
+        d.handle_datagram(addr(1), &datagram(1, Body::Goodbye), t0, &mut no_files);
+        assert_eq!(d.peers().count(), 0);
+        assert!(matches!(
+            drain_events(&mut d)[..],
+            [Event::PeerGone(_, GoneReason::Goodbye)]
+        ));
+        // A goodbye from an unknown host changes nothing.
+        d.handle_datagram(addr(3), &datagram(3, Body::Goodbye), t0, &mut no_files);
+        assert!(drain_events(&mut d).is_empty());
+        d.goodbye();
+        let sent = drain_transmits(&mut d);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            sent[0],
+            (
+                Dest::Group,
+                Message {
+                    host_id: ME,
+                    body: Body::Goodbye
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn restarted_host_replaces_its_old_entry() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        d.handle_datagram(
+            addr(1),
+            &announce(100, 8080, "arch", "x86_64"),
+            t0,
+            &mut no_files,
+        );
+        d.handle_datagram(
+            addr(1),
+            &announce(200, 8080, "arch", "x86_64"),
+            t0,
+            &mut no_files,
+        );
+        let ids: Vec<u64> = d.peers().map(|p| p.host_id).collect();
+        assert_eq!(ids, vec![200]);
+        let ev = drain_events(&mut d);
+        assert_eq!(ev.len(), 3);
+        assert!(matches!(
+            ev[1],
+            Event::PeerGone(PeerRef { host_id: 100, .. }, GoneReason::Replaced)
+        ));
+        assert!(matches!(ev[2], Event::PeerUp(PeerRef { host_id: 200, .. })));
+    }
+
+    #[test]
+    fn table_is_bounded() {
+        let t0 = Instant::now();
+        let p = Params {
+            max_peers: 3,
+            ..params()
+        };
+        let mut d = Discovery::new(me(), p, t0, SEED);
+        for n in 1..=10 {
+            add_peer(&mut d, n, "arch", "x86_64", t0);
+        }
+        assert_eq!(d.peers().count(), 3);
+        // Known peers are still refreshed when the table is full.
+        add_peer(&mut d, 2, "arch", "x86_64", t0 + secs(10));
+        assert_eq!(d.peer(2).unwrap().last_heard, t0 + secs(10));
+
+        let mut d = Discovery::new(me(), Params::default(), t0, SEED);
+        for n in 0..1100u32 {
+            let from = SocketAddr::from(([10, 1, (n >> 8) as u8, n as u8], 19432));
+            d.handle_datagram(
+                from,
+                &announce(1000 + u64::from(n), 1, "arch", "x86_64"),
+                t0,
+                &mut no_files,
+            );
+        }
+        assert_eq!(d.peers().count(), 1024);
+    }
+
+    #[test]
+    fn incompatible_peers_are_listed_but_never_asked() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        add_peer(&mut d, 1, "archarm", "aarch64", t0);
+        add_peer(&mut d, 2, "arch", "aarch64", t0);
+        add_peer(&mut d, 3, "manjaro", "x86_64", t0);
+        assert_eq!(d.peers().count(), 3);
+        assert!(d.peers().all(|p| !p.compatible));
+        drain_events(&mut d);
+        let q = d.ask("f.pkg.tar.zst", &[], t0);
+        assert!(drain_transmits(&mut d).is_empty());
+        assert_eq!(
+            drain_events(&mut d),
+            vec![Event::Answer {
+                question: q,
+                peer: None
+            }]
+        );
+        add_peer(&mut d, 4, "arch", "x86_64", t0);
+        let q = d.ask("f.pkg.tar.zst", &[], t0);
+        let sent = drain_transmits(&mut d);
+        assert_eq!(who_has_targets(&sent), vec![(addr(4), q.0)]);
+        let lines = d.describe_peers(t0 + secs(5));
+        assert_eq!(lines.len(), 5);
+        assert_eq!(
+            lines[0],
+            "peer 0000000000000001 10.0.0.1 port 8001 archarm/aarch64 heard 5 s ago, incompatible"
+        );
+        assert_eq!(
+            lines[3],
+            "peer 0000000000000004 10.0.0.4 port 8004 arch/x86_64 heard 5 s ago"
+        );
+        assert!(
+            lines[4].starts_with("4 peers, 1 compatible"),
+            "{}",
+            lines[4]
+        );
+    }
+
+    #[test]
+    fn first_have_answers_the_question() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        for n in 1..=3 {
+            add_peer(&mut d, n, "arch", "x86_64", t0);
+        }
+        drain_events(&mut d);
+        let q = d.ask("zstd-1.5.6-1-x86_64.pkg.tar.zst", &[], t0);
+        let sent = drain_transmits(&mut d);
+        let targets = who_has_targets(&sent);
+        assert_eq!(targets.len(), 3);
+        assert!(targets.iter().all(|(_, id)| *id == q.0));
+        assert!(sent.iter().all(|(_, m)| matches!(&m.body, Body::WhoHas { name, .. } if name == b"zstd-1.5.6-1-x86_64.pkg.tar.zst")));
+        d.handle_datagram(
+            addr(1),
+            &datagram(1, Body::HaveNot { question: q.0 }),
+            t0 + ms(5),
+            &mut no_files,
+        );
+        assert!(drain_events(&mut d).is_empty());
+        d.handle_datagram(
+            addr(3),
+            &datagram(3, Body::Have { question: q.0 }),
+            t0 + ms(6),
+            &mut no_files,
+        );
+        assert_eq!(
+            drain_events(&mut d),
+            vec![Event::Answer {
+                question: q,
+                peer: Some(PeerRef {
+                    host_id: 3,
+                    addr: "10.0.0.3:8003".parse().unwrap()
+                })
+            }]
+        );
+        // A later HAVE for the closed question is dropped.
+        d.handle_datagram(
+            addr(2),
+            &datagram(2, Body::Have { question: q.0 }),
+            t0 + ms(7),
+            &mut no_files,
+        );
+        assert!(drain_events(&mut d).is_empty());
+        assert_eq!(d.open_questions(), 0);
+    }
+
+    #[test]
+    fn all_no_answers_nobody_at_once() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        add_peer(&mut d, 1, "arch", "x86_64", t0);
+        add_peer(&mut d, 2, "arch", "x86_64", t0);
+        drain_events(&mut d);
+        let q = d.ask("f", &[], t0);
+        drain_transmits(&mut d);
+        d.handle_datagram(
+            addr(1),
+            &datagram(1, Body::HaveNot { question: q.0 }),
+            t0 + ms(1),
+            &mut no_files,
+        );
+        d.handle_datagram(
+            addr(2),
+            &datagram(2, Body::HaveNot { question: q.0 }),
+            t0 + ms(2),
+            &mut no_files,
+        );
+        assert_eq!(
+            drain_events(&mut d),
+            vec![Event::Answer {
+                question: q,
+                peer: None
+            }]
+        );
+        // Nothing else happens at the re-send time or the deadline.
+        d.handle_timeout(t0 + secs(1));
+        assert!(drain_events(&mut d).is_empty());
+        assert!(
+            drain_transmits(&mut d)
+                .iter()
+                .all(|(_, m)| !matches!(m.body, Body::WhoHas { .. }))
+        );
+    }
+
+    #[test]
+    fn lost_answers_resend_once_at_half_then_deadline() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        add_peer(&mut d, 1, "arch", "x86_64", t0);
+        add_peer(&mut d, 2, "arch", "x86_64", t0);
+        drain_events(&mut d);
+        let q = d.ask("f", &[], t0);
+        drain_transmits(&mut d);
+        assert_eq!(d.poll_timeout(), Some(t0 + ms(125)));
+        d.handle_datagram(
+            addr(1),
+            &datagram(1, Body::HaveNot { question: q.0 }),
+            t0 + ms(10),
+            &mut no_files,
+        );
+        d.handle_timeout(t0 + ms(124));
+        assert!(drain_transmits(&mut d).is_empty());
+        d.handle_timeout(t0 + ms(125));
+        let sent = drain_transmits(&mut d);
+        assert_eq!(
+            who_has_targets(&sent),
+            vec![(addr(2), q.0)],
+            "only the silent peer"
+        );
+        assert_eq!(d.poll_timeout(), Some(t0 + ms(250)));
+        d.handle_timeout(t0 + ms(249));
+        assert!(drain_transmits(&mut d).is_empty());
+        assert!(drain_events(&mut d).is_empty());
+        d.handle_timeout(t0 + ms(250));
+        assert_eq!(
+            drain_events(&mut d),
+            vec![Event::Answer {
+                question: q,
+                peer: None
+            }]
+        );
+        // A late answer after the deadline is dropped.
+        d.handle_datagram(
+            addr(2),
+            &datagram(2, Body::Have { question: q.0 }),
+            t0 + ms(300),
+            &mut no_files,
+        );
+        assert!(drain_events(&mut d).is_empty());
+    }
+
+    #[test]
+    fn answer_after_the_resend_still_counts() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        add_peer(&mut d, 1, "arch", "x86_64", t0);
+        let q = d.ask("f", &[], t0);
+        d.handle_timeout(t0 + ms(125));
+        drain_events(&mut d);
+        d.handle_datagram(
+            addr(1),
+            &datagram(1, Body::Have { question: q.0 }),
+            t0 + ms(200),
+            &mut no_files,
+        );
+        assert!(matches!(
+            drain_events(&mut d)[..],
+            [Event::Answer {
+                peer: Some(PeerRef { host_id: 1, .. }),
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn answers_from_unasked_hosts_or_to_unknown_questions_are_dropped() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        add_peer(&mut d, 1, "arch", "x86_64", t0);
+        add_peer(&mut d, 2, "archarm", "aarch64", t0);
+        drain_events(&mut d);
+        let q = d.ask("f", &[], t0);
+        // Incompatible peer 2 was not asked; stranger 9 is not even known.
+        d.handle_datagram(
+            addr(2),
+            &datagram(2, Body::Have { question: q.0 }),
+            t0,
+            &mut no_files,
+        );
+        d.handle_datagram(
+            addr(9),
+            &datagram(9, Body::Have { question: q.0 }),
+            t0,
+            &mut no_files,
+        );
+        d.handle_datagram(
+            addr(1),
+            &datagram(
+                1,
+                Body::Have {
+                    question: q.0.wrapping_add(1),
+                },
+            ),
+            t0,
+            &mut no_files,
+        );
+        assert!(drain_events(&mut d).is_empty());
+        assert_eq!(d.open_questions(), 1);
+    }
+
+    #[test]
+    fn exclusion_list_is_honoured() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        add_peer(&mut d, 1, "arch", "x86_64", t0);
+        add_peer(&mut d, 2, "arch", "x86_64", t0);
+        drain_events(&mut d);
+        let q = d.ask("f", &[1], t0);
+        assert_eq!(
+            who_has_targets(&drain_transmits(&mut d)),
+            vec![(addr(2), q.0)]
+        );
+        d.handle_datagram(
+            addr(1),
+            &datagram(1, Body::Have { question: q.0 }),
+            t0,
+            &mut no_files,
+        );
+        assert!(
+            drain_events(&mut d).is_empty(),
+            "excluded peer was not asked"
+        );
+        let q2 = d.ask("f", &[1, 2], t0);
+        assert!(drain_transmits(&mut d).is_empty());
+        assert_eq!(
+            drain_events(&mut d),
+            vec![Event::Answer {
+                question: q2,
+                peer: None
+            }]
+        );
+        assert_ne!(q, q2);
+    }
+
+    #[test]
+    fn no_peers_or_bad_name_answers_nobody_on_next_poll() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        let q = d.ask("f", &[], t0);
+        assert_eq!(
+            d.poll_event(),
+            Some(Event::Answer {
+                question: q,
+                peer: None
+            })
+        );
+        add_peer(&mut d, 1, "arch", "x86_64", t0);
+        drain_events(&mut d);
+        for bad in ["", "a/b", "a\0b", "..", &"n".repeat(256)] {
+            let q = d.ask(bad, &[], t0);
+            assert_eq!(
+                d.poll_event(),
+                Some(Event::Answer {
+                    question: q,
+                    peer: None
+                }),
+                "{bad:?}"
+            );
+        }
+        assert!(drain_transmits(&mut d).is_empty());
+    }
+
+    #[test]
+    fn cancel_drops_the_question_and_its_queued_answer() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        add_peer(&mut d, 1, "arch", "x86_64", t0);
+        drain_events(&mut d);
+        let q = d.ask("f", &[], t0);
+        d.cancel(q);
+        d.handle_datagram(
+            addr(1),
+            &datagram(1, Body::Have { question: q.0 }),
+            t0,
+            &mut no_files,
+        );
+        d.handle_timeout(t0 + secs(1));
+        assert!(drain_events(&mut d).is_empty());
+        let q = d.ask("", &[], t0);
+        d.cancel(q);
+        assert!(drain_events(&mut d).is_empty());
+    }
+
+    #[test]
+    fn peer_leaving_mid_question_counts_as_no() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        add_peer(&mut d, 1, "arch", "x86_64", t0);
+        drain_events(&mut d);
+        let q = d.ask("f", &[], t0);
+        d.handle_datagram(
+            addr(1),
+            &datagram(1, Body::Goodbye),
+            t0 + ms(3),
+            &mut no_files,
+        );
+        let ev = drain_events(&mut d);
+        assert_eq!(ev.len(), 2);
+        assert_eq!(
+            ev[1],
+            Event::Answer {
+                question: q,
+                peer: None
+            }
+        );
+    }
+
+    #[test]
+    fn open_questions_are_bounded() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        add_peer(&mut d, 1, "arch", "x86_64", t0);
+        drain_events(&mut d);
+        for _ in 0..crate::discovery::questions::MAX_OPEN_QUESTIONS {
+            d.ask("f", &[], t0);
+            d.poll_transmit();
+        }
+        assert!(drain_events(&mut d).is_empty());
+        let q = d.ask("f", &[], t0);
+        assert_eq!(
+            drain_events(&mut d),
+            vec![Event::Answer {
+                question: q,
+                peer: None
+            }]
+        );
+        assert_eq!(
+            d.open_questions(),
+            crate::discovery::questions::MAX_OPEN_QUESTIONS
+        );
+    }
+
+    #[test]
+    fn who_has_is_answered_for_anyone_with_checked_names() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        let mut asked = Vec::new();
+        let mut has = |name: &str| {
+            asked.push(name.to_owned());
+            name == "yes.pkg.tar.zst"
+        };
+        // The asker is not in the table and is of unknown distribution: still answered.
+        for (q, name) in [
+            (1u32, &b"yes.pkg.tar.zst"[..]),
+            (2, b"no.pkg.tar.zst"),
+            (3, b"../etc/passwd"),
+            (4, b""),
+            (5, &[0xff, 0xfe]),
+            (6, b"a\0b"),
+        ] {
+            d.handle_datagram(
+                addr(9),
+                &datagram(
+                    9,
+                    Body::WhoHas {
+                        question: q,
+                        name: name.to_vec(),
+                    },
+                ),
+                t0,
+                &mut has,
+            );
+        }
+        assert_eq!(asked, vec!["yes.pkg.tar.zst", "no.pkg.tar.zst"]);
+        let sent = drain_transmits(&mut d);
+        let bodies: Vec<Body> = sent
+            .into_iter()
+            .map(|(dest, m)| {
+                assert_eq!(dest, Dest::Peer(addr(9)));
+                assert_eq!(m.host_id, ME);
+                m.body
+            })
+            .collect();
+        assert_eq!(
+            bodies,
+            vec![
+                Body::Have { question: 1 },
+                Body::HaveNot { question: 2 },
+                Body::HaveNot { question: 3 },
+                Body::HaveNot { question: 4 },
+                Body::HaveNot { question: 5 },
+                Body::HaveNot { question: 6 },
+            ]
+        );
+    }
+
+    #[test]
+    fn transmit_queue_is_bounded_but_goodbye_always_fits() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        for q in 0..(TRANSMIT_QUEUE_LIMIT as u32 + 100) {
+            d.handle_datagram(
+                addr(9),
+                &datagram(
+                    9,
+                    Body::WhoHas {
+                        question: q,
+                        name: b"f".to_vec(),
+                    },
+                ),
+                t0,
+                &mut no_files,
+            );
+        }
+        d.goodbye();
+        let sent = drain_transmits(&mut d);
+        assert_eq!(sent.len(), TRANSMIT_QUEUE_LIMIT + 1);
+        assert_eq!(sent.last().unwrap().1.body, Body::Goodbye);
+    }
+
+    #[test]
+    fn rejoin_queues_hello_and_announce_and_a_join() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        let t1 = t0 + secs(30);
+        d.rejoin(t1);
+        assert!(d.poll_join(t1));
+        assert_eq!(d.poll_timeout(), Some(t1));
+        let sent = drain_transmits(&mut d);
+        assert_eq!(sent.len(), 2);
+        assert!(matches!(
+            sent[0],
+            (
+                Dest::Group,
+                Message {
+                    body: Body::Hello(_),
+                    ..
+                }
+            )
+        ));
+        assert!(matches!(
+            sent[1],
+            (
+                Dest::Group,
+                Message {
+                    body: Body::Announce(_),
+                    ..
+                }
+            )
+        ));
+    }
+
+    #[test]
+    fn failed_joins_retry_and_success_sends_hello_again() {
+        let t0 = Instant::now();
+        let mut d = Discovery::new(me(), params(), t0, SEED);
+        drain_transmits(&mut d);
+        let fail = JoinReport::default();
+        assert_eq!(d.handle_join(t0, &fail), JoinNote::FirstFailure);
+        assert!(!d.poll_join(t0 + secs(4)));
+        assert_eq!(d.poll_timeout(), Some(t0 + secs(5)));
+        assert!(d.poll_join(t0 + secs(5)));
+        assert_eq!(
+            d.handle_join(t0 + secs(5), &fail),
+            JoinNote::StillFailing { log: false }
+        );
+        let ok = JoinReport {
+            joined: vec!["eth0".into()],
+            errors: Vec::new(),
+        };
+        assert_eq!(
+            d.handle_join(t0 + secs(10), &ok),
+            JoinNote::Joined {
+                after_failure: true
+            }
+        );
+        let sent = drain_transmits(&mut d);
+        assert_eq!(sent.len(), 2);
+        assert!(matches!(sent[0].1.body, Body::Hello(_)));
+        assert!(!d.poll_join(t0 + secs(3600)));
+    }
+
+    #[test]
+    fn join_gives_up_after_15_minutes_until_rejoin() {
+        let t0 = Instant::now();
+        let mut d = Discovery::new(me(), params(), t0, SEED);
+        let fail = JoinReport::default();
+        let mut now = t0;
+        let mut tries = 0;
+        let mut last = None;
+        while d.poll_join(now) || now < t0 + secs(1000) {
+            if d.poll_join(now) {
+                tries += 1;
+                last = Some(d.handle_join(now, &fail));
+            }
+            now += secs(1);
+        }
+        assert_eq!(tries, 181);
+        assert_eq!(last, Some(JoinNote::GaveUp));
+        // Announcing still has a deadline; joining has none.
+        assert!(d.poll_timeout().is_some());
+        assert!(!d.poll_join(now + secs(86_400)));
+        d.rejoin(now);
+        assert!(d.poll_join(now));
+    }
+
+    #[test]
+    fn rate_limit() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::default();
+        assert_eq!(r.check(t0), Some(0));
+        assert_eq!(r.check(t0 + secs(1)), None);
+        assert_eq!(r.check(t0 + secs(2)), None);
+        assert_eq!(r.check(t0 + secs(60)), Some(2));
+    }
+
+    #[test]
+    fn identity_is_cleaned() {
+        let t0 = Instant::now();
+        let mut weird = me();
+        weird.distro = "Arch Linux".into();
+        weird.arch = String::new();
+        let mut d = Discovery::new(weird, params(), t0, SEED);
+        assert_eq!(d.identity().distro, "ArchLinux");
+        assert_eq!(d.identity().arch, "unknown");
+        assert!(drain_transmits(&mut d).len() == 2);
+    }
+}

@@ -1,0 +1,620 @@
+//! The discovery datagram format: a pure, bounded, total parser and its emitter.
+//!
+//! This module owns the byte layout described in `docs/protocol.md` and nothing else: it never
+//! touches a socket or a clock, and it does not decide what a message means (that is
+//! `protocol.rs`). `parse` never panics, whatever the bytes; every message it accepts is
+//! re-emitted byte for byte by `emit` (the encoding is canonical).
+
+use std::fmt;
+
+/// The four bytes every flocon datagram starts with.
+pub const MAGIC: [u8; 4] = *b"FLOC";
+/// The only version this build speaks.
+pub const VERSION: u8 = 1;
+/// Size of the common header: magic, version, kind, sender host id.
+pub const HEADER_LEN: usize = 14;
+/// Longest distribution id or architecture name on the wire.
+pub const MAX_LABEL_LEN: usize = 64;
+/// Longest file name a WHO_HAS can carry.
+pub const MAX_NAME_LEN: usize = 255;
+/// Largest datagram a version 1 host ever sends (a WHO_HAS with a 255-byte name).
+pub const MAX_DATAGRAM: usize = HEADER_LEN + 4 + 1 + MAX_NAME_LEN;
+
+/// The kind byte at offset 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Announce = 1,
+    Hello = 2,
+    Goodbye = 3,
+    WhoHas = 4,
+    Have = 5,
+    HaveNot = 6,
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::Announce),
+            2 => Some(Kind::Hello),
+            3 => Some(Kind::Goodbye),
+            4 => Some(Kind::WhoHas),
+            5 => Some(Kind::Have),
+            6 => Some(Kind::HaveNot),
+            _ => None,
+        }
+    }
+}
+
+/// What a host says about itself in ANNOUNCE and HELLO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    /// The TCP port its peer file server listens on (never 0).
+    pub tcp_port: u16,
+    /// `ID` of its `/etc/os-release`; see [`is_valid_label`].
+    pub distro: String,
+    /// Its architecture, e.g. `x86_64`; see [`is_valid_label`].
+    pub arch: String,
+}
+
+/// The body of a datagram, one variant per kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// Periodic "I am here" to the group, or a unicast answer to a HELLO.
+    Announce(Announcement),
+    /// "Who is there?": carries the sender's announcement; everyone answers with a unicast ANNOUNCE.
+    Hello(Announcement),
+    /// Clean shutdown: forget me now.
+    Goodbye,
+    /// "Do you have this file?" The name is raw bytes here: the parser only bounds its length,
+    /// the receiver checks it (see [`file_name`]) and answers HAVE_NOT when it is unfit.
+    WhoHas { question: u32, name: Vec<u8> },
+    /// "Yes" to the WHO_HAS with this question id.
+    Have { question: u32 },
+    /// "No" to the WHO_HAS with this question id.
+    HaveNot { question: u32 },
+}
+
+impl Body {
+    /// The kind byte this body is sent with.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Body::Announce(_) => Kind::Announce,
+            Body::Hello(_) => Kind::Hello,
+            Body::Goodbye => Kind::Goodbye,
+            Body::WhoHas { .. } => Kind::WhoHas,
+            Body::Have { .. } => Kind::Have,
+            Body::HaveNot { .. } => Kind::HaveNot,
+        }
+    }
+}
+
+/// One datagram: who sent it and what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The sender's random per-start host id.
+    pub host_id: u64,
+    pub body: Body,
+}
+
+/// Why a datagram was not accepted. All of them mean "drop it".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireError {
+    /// Shorter than the header.
+    TooShort,
+    /// Not a flocon datagram.
+    BadMagic,
+    /// A flocon datagram of a version this build does not speak.
+    UnsupportedVersion(u8),
+    /// A kind this build does not know (perhaps from a newer minor revision).
+    UnknownKind(u8),
+    /// The body ends before its fields do.
+    Truncated,
+    /// Bytes after the last field.
+    TrailingBytes,
+    /// Announced TCP port 0.
+    ZeroPort,
+    /// A distribution id or architecture that is empty, too long or has characters outside
+    /// `[A-Za-z0-9._-]`.
+    BadLabel,
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::TooShort => write!(f, "shorter than the {HEADER_LEN}-byte header"),
+            WireError::BadMagic => write!(f, "bad magic"),
+            WireError::UnsupportedVersion(v) => write!(f, "unsupported version {v}"),
+            WireError::UnknownKind(k) => write!(f, "unknown kind {k}"),
+            WireError::Truncated => write!(f, "truncated body"),
+            WireError::TrailingBytes => write!(f, "trailing bytes"),
+            WireError::ZeroPort => write!(f, "announced TCP port 0"),
+            WireError::BadLabel => write!(f, "bad distribution or architecture label"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// True for a distribution id or architecture name that can go on the wire: 1 to 64 bytes of
+/// ASCII letters, digits, `.`, `_` and `-` (what os-release allows for `ID`, and every pacman
+/// architecture name). Such labels are also safe to print in logs.
+pub fn is_valid_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_LABEL_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// True for a file name a WHO_HAS may ask about and a host may look up: 1 to 255 bytes of
+/// UTF-8 without `/` or NUL. (`.` and `..` are refused as well: they are never package files.)
+pub fn is_valid_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name != "."
+        && name != ".."
+        && !name.bytes().any(|b| b == b'/' || b == 0)
+}
+
+/// The checked file name of a WHO_HAS name field, or `None` if it must be answered HAVE_NOT.
+pub fn file_name(raw: &[u8]) -> Option<&str> {
+    std::str::from_utf8(raw)
+        .ok()
+        .filter(|name| is_valid_file_name(name))
+}
+
+/// A bounds-checked reader over a datagram body. Every read returns `Truncated` past the end.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self.at.checked_add(n).ok_or(WireError::Truncated)?;
+        let slice = self.bytes.get(self.at..end).ok_or(WireError::Truncated)?;
+        self.at = end;
+        Ok(slice)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        self.take(N)?.try_into().map_err(|_| WireError::Truncated)
+    }
+
+    fn u8(&mut self) -> Result<u8, WireError> {
+        self.array::<1>().map(u8::from_be_bytes)
+    }
+
+    fn u16(&mut self) -> Result<u16, WireError> {
+        self.array().map(u16::from_be_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, WireError> {
+        self.array().map(u32::from_be_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, WireError> {
+        self.array().map(u64::from_be_bytes)
+    }
+
+    fn label(&mut self) -> Result<String, WireError> {
+        let len = usize::from(self.u8()?);
+        let raw = self.take(len)?;
+        let s = std::str::from_utf8(raw).map_err(|_| WireError::BadLabel)?;
+        if !is_valid_label(s) {
+            return Err(WireError::BadLabel);
+        }
+        Ok(s.to_owned())
+    }
+
+    fn announcement(&mut self) -> Result<Announcement, WireError> {
+        let tcp_port = self.u16()?;
+        let distro = self.label()?;
+        let arch = self.label()?;
+        if tcp_port == 0 {
+            return Err(WireError::ZeroPort);
+        }
+        Ok(Announcement {
+            tcp_port,
+            distro,
+            arch,
+        })
+    }
+
+    fn finish(&self) -> Result<(), WireError> {
+        if self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(WireError::TrailingBytes)
+        }
+    }
+}
+
+/// Parse one datagram. Pure and total: any bytes give `Ok` or a `WireError`, never a panic;
+/// it allocates at most the two labels or the 255-byte name.
+pub fn parse(bytes: &[u8]) -> Result<Message, WireError> {
+    if bytes.len() < HEADER_LEN {
+        // Say BadMagic for short foreign datagrams too, so callers can count "not ours".
+        let n = bytes.len().min(MAGIC.len());
+        if bytes[..n] != MAGIC[..n] {
+            return Err(WireError::BadMagic);
+        }
+        return Err(WireError::TooShort);
+    }
+    let mut r = Reader { bytes, at: 0 };
+    if r.take(4)? != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(WireError::UnsupportedVersion(version));
+    }
+    let kind_byte = r.u8()?;
+    let kind = Kind::from_byte(kind_byte).ok_or(WireError::UnknownKind(kind_byte))?;
+    let host_id = r.u64()?;
+    let body = match kind {
+        Kind::Announce => Body::Announce(r.announcement()?),
+        Kind::Hello => Body::Hello(r.announcement()?),
+        Kind::Goodbye => Body::Goodbye,
+        Kind::WhoHas => {
+            let question = r.u32()?;
+            let len = usize::from(r.u8()?);
+            let name = r.take(len)?.to_vec();
+            Body::WhoHas { question, name }
+        }
+        Kind::Have => Body::Have { question: r.u32()? },
+        Kind::HaveNot => Body::HaveNot { question: r.u32()? },
+    };
+    r.finish()?;
+    Ok(Message { host_id, body })
+}
+
+/// Append the datagram for `msg` to `out` (which is not cleared first).
+///
+/// For every message `parse` returned, `parse(emit(m)) == m` and the bytes are the same as the
+/// parsed ones. A message built by hand with fields the parser would refuse (a label longer
+/// than 64 bytes, a name longer than 255) is written with those fields cut to their limits so
+/// the output stays well-formed; the protocol core never builds such messages.
+pub fn emit(msg: &Message, out: &mut Vec<u8>) {
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(msg.body.kind() as u8);
+    out.extend_from_slice(&msg.host_id.to_be_bytes());
+    match &msg.body {
+        Body::Announce(a) | Body::Hello(a) => {
+            out.extend_from_slice(&a.tcp_port.to_be_bytes());
+            put_bytes(out, a.distro.as_bytes(), MAX_LABEL_LEN);
+            put_bytes(out, a.arch.as_bytes(), MAX_LABEL_LEN);
+        }
+        Body::Goodbye => {}
+        Body::WhoHas { question, name } => {
+            out.extend_from_slice(&question.to_be_bytes());
+            put_bytes(out, name, MAX_NAME_LEN);
+        }
+        Body::Have { question } | Body::HaveNot { question } => {
+            out.extend_from_slice(&question.to_be_bytes());
+        }
+    }
+}
+
+/// A length byte and up to `max` (at most 255) bytes.
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8], max: usize) {
+    let n = bytes.len().min(max).min(usize::from(u8::MAX));
+    out.push(n as u8);
+    out.extend_from_slice(&bytes[..n]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(port: u16, distro: &str, arch: &str) -> Announcement {
+        Announcement {
+            tcp_port: port,
+            distro: distro.to_owned(),
+            arch: arch.to_owned(),
+        }
+    }
+
+    fn samples() -> Vec<Message> {
+        let id = 0x0123_4567_89ab_cdef;
+        vec![
+            Message {
+                host_id: id,
+                body: Body::Announce(ann(19432, "arch", "x86_64")),
+            },
+            Message {
+                host_id: u64::MAX,
+                body: Body::Hello(ann(1, "archarm", "aarch64")),
+            },
+            Message {
+                host_id: 0,
+                body: Body::Goodbye,
+            },
+            Message {
+                host_id: id,
+                body: Body::WhoHas {
+                    question: 7,
+                    name: b"zstd-1.5.6-1-x86_64.pkg.tar.zst".to_vec(),
+                },
+            },
+            Message {
+                host_id: id,
+                body: Body::WhoHas {
+                    question: u32::MAX,
+                    name: vec![b'a'; MAX_NAME_LEN],
+                },
+            },
+            Message {
+                host_id: id,
+                body: Body::WhoHas {
+                    question: 0,
+                    name: Vec::new(),
+                },
+            },
+            Message {
+                host_id: id,
+                body: Body::Have { question: 42 },
+            },
+            Message {
+                host_id: id,
+                body: Body::HaveNot { question: 43 },
+            },
+            Message {
+                host_id: id,
+                body: Body::Announce(ann(
+                    u16::MAX,
+                    &"d".repeat(MAX_LABEL_LEN),
+                    &"a".repeat(MAX_LABEL_LEN),
+                )),
+            },
+        ]
+    }
+
+    fn bytes_of(msg: &Message) -> Vec<u8> {
+        let mut out = Vec::new();
+        emit(msg, &mut out);
+        out
+    }
+
+    #[test]
+    fn announce_layout_byte_by_byte() {
+        let msg = Message {
+            host_id: 0x0102_0304_0506_0708,
+            body: Body::Announce(ann(0x4BE8, "arch", "x86_64")),
+        };
+        let expected: Vec<u8> = [
+            &b"FLOC"[..],
+            &[1, 1],
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+            &[0x4B, 0xE8],
+            &[4],
+            b"arch",
+            &[6],
+            b"x86_64",
+        ]
+        .concat();
+        assert_eq!(bytes_of(&msg), expected);
+    }
+
+    #[test]
+    fn who_has_and_answers_layout() {
+        let who = Message {
+            host_id: 9,
+            body: Body::WhoHas {
+                question: 0x0A0B_0C0D,
+                name: b"x.sig".to_vec(),
+            },
+        };
+        let expected: Vec<u8> = [
+            &b"FLOC"[..],
+            &[1, 4],
+            &[0, 0, 0, 0, 0, 0, 0, 9],
+            &[0x0A, 0x0B, 0x0C, 0x0D],
+            &[5],
+            b"x.sig",
+        ]
+        .concat();
+        assert_eq!(bytes_of(&who), expected);
+        let have = bytes_of(&Message {
+            host_id: 9,
+            body: Body::Have { question: 1 },
+        });
+        assert_eq!(&have[4..6], &[1, 5]);
+        assert_eq!(&have[14..], &[0, 0, 0, 1]);
+        let not = bytes_of(&Message {
+            host_id: 9,
+            body: Body::HaveNot { question: 1 },
+        });
+        assert_eq!(&not[4..6], &[1, 6]);
+        let bye = bytes_of(&Message {
+            host_id: 9,
+            body: Body::Goodbye,
+        });
+        assert_eq!(bye.len(), HEADER_LEN);
+        assert_eq!(bye[5], 3);
+    }
+
+    #[test]
+    fn round_trip_every_kind() {
+        for msg in samples() {
+            let bytes = bytes_of(&msg);
+            assert!(bytes.len() <= MAX_DATAGRAM);
+            assert_eq!(parse(&bytes), Ok(msg.clone()), "{bytes:?}");
+            // Canonical: parse then emit gives the same bytes back.
+            assert_eq!(bytes_of(&parse(&bytes).unwrap()), bytes);
+        }
+    }
+
+    #[test]
+    fn emit_appends() {
+        let mut out = vec![0xEE];
+        emit(&samples()[2], &mut out);
+        assert_eq!(out[0], 0xEE);
+        assert_eq!(parse(&out[1..]), Ok(samples()[2].clone()));
+    }
+
+    #[test]
+    fn every_truncation_is_refused() {
+        for msg in samples() {
+            let bytes = bytes_of(&msg);
+            for len in 0..bytes.len() {
+                let got = parse(&bytes[..len]);
+                let want_short = if len < HEADER_LEN {
+                    WireError::TooShort
+                } else {
+                    WireError::Truncated
+                };
+                assert_eq!(got, Err(want_short), "{msg:?} cut at {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        for msg in samples() {
+            let mut bytes = bytes_of(&msg);
+            bytes.push(0);
+            assert_eq!(parse(&bytes), Err(WireError::TrailingBytes));
+        }
+    }
+
+    #[test]
+    fn bad_magic_and_foreign_data() {
+        let mut bytes = bytes_of(&samples()[0]);
+        bytes[0] = b'X';
+        assert_eq!(parse(&bytes), Err(WireError::BadMagic));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), Err(WireError::BadMagic));
+        assert_eq!(parse(b"xy"), Err(WireError::BadMagic));
+        assert_eq!(parse(b""), Err(WireError::TooShort));
+        assert_eq!(parse(b"FLO"), Err(WireError::TooShort));
+    }
+
+    #[test]
+    fn future_version_and_unknown_kind() {
+        let mut bytes = bytes_of(&samples()[0]);
+        bytes[4] = 2;
+        assert_eq!(parse(&bytes), Err(WireError::UnsupportedVersion(2)));
+        bytes[4] = 0;
+        assert_eq!(parse(&bytes), Err(WireError::UnsupportedVersion(0)));
+        let mut bytes = bytes_of(&samples()[2]);
+        for k in [0u8, 7, 200, 255] {
+            bytes[5] = k;
+            assert_eq!(parse(&bytes), Err(WireError::UnknownKind(k)));
+        }
+    }
+
+    #[test]
+    fn bad_labels_and_port() {
+        let good = bytes_of(&samples()[0]);
+        // port 0
+        let mut b = good.clone();
+        b[14] = 0;
+        b[15] = 0;
+        assert_eq!(parse(&b), Err(WireError::ZeroPort));
+        // empty distro
+        let b = [&good[..16], &[0u8][..], &[6], b"x86_64"].concat();
+        assert_eq!(parse(&b), Err(WireError::BadLabel));
+        // space, slash, non-ASCII, control character
+        for bad in [
+            &b"ar h"[..],
+            b"ar/h",
+            "är".as_bytes(),
+            b"a\nb",
+            &[0xff, 0xfe],
+        ] {
+            let b = [&good[..16], &[bad.len() as u8][..], bad, &[6], b"x86_64"].concat();
+            assert_eq!(parse(&b), Err(WireError::BadLabel), "{bad:?}");
+        }
+        // oversized label
+        let long = vec![b'a'; MAX_LABEL_LEN + 1];
+        let b = [&good[..16], &[long.len() as u8][..], &long, &[6], b"x86_64"].concat();
+        assert_eq!(parse(&b), Err(WireError::BadLabel));
+    }
+
+    #[test]
+    fn oversized_names_are_cut_by_emit_and_cannot_be_expressed() {
+        let msg = Message {
+            host_id: 1,
+            body: Body::WhoHas {
+                question: 1,
+                name: vec![b'n'; 300],
+            },
+        };
+        let bytes = bytes_of(&msg);
+        assert_eq!(bytes.len(), MAX_DATAGRAM);
+        match parse(&bytes) {
+            Ok(Message {
+                body: Body::WhoHas { name, .. },
+                ..
+            }) => assert_eq!(name.len(), MAX_NAME_LEN),
+            other => panic!("{other:?}"),
+        }
+        // A length byte of 255 with 256 bytes behind it: trailing byte.
+        let b = [&bytes[..], b"n"].concat();
+        assert_eq!(parse(&b), Err(WireError::TrailingBytes));
+    }
+
+    #[test]
+    fn file_name_checks() {
+        assert_eq!(
+            file_name(b"a-1-1-any.pkg.tar.zst"),
+            Some("a-1-1-any.pkg.tar.zst")
+        );
+        assert!(file_name(b"gcc-libs-1:14.1-1-x86_64.pkg.tar.zst.sig").is_some());
+        assert!(file_name("ü-1-1-any.pkg.tar.zst".as_bytes()).is_some());
+        for bad in [&b""[..], b"a/b", b"/", b"a\0b", b".", b"..", &[0xC3, 0x28]] {
+            assert_eq!(file_name(bad), None, "{bad:?}");
+        }
+        assert!(!is_valid_file_name(&"n".repeat(256)));
+    }
+
+    /// A tiny xorshift so the test needs no crate; deterministic.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        let mut buf = Vec::new();
+        for round in 0..200_000 {
+            buf.clear();
+            let len = (next(&mut s) % 300) as usize;
+            for _ in 0..len {
+                buf.push(next(&mut s) as u8);
+            }
+            // Half the rounds get a valid header so the body parsers are exercised too.
+            if round % 2 == 0 && buf.len() >= HEADER_LEN {
+                buf[..4].copy_from_slice(&MAGIC);
+                buf[4] = VERSION;
+                buf[5] = 1 + (buf[5] % 6);
+            }
+            if let Ok(msg) = parse(&buf) {
+                assert_eq!(bytes_of(&msg), buf);
+            }
+        }
+    }
+
+    #[test]
+    fn mutations_of_valid_messages_never_panic() {
+        let mut s = 0xDEAD_BEEF_u64;
+        for msg in samples() {
+            let bytes = bytes_of(&msg);
+            for _ in 0..5_000 {
+                let mut b = bytes.clone();
+                let flips = 1 + next(&mut s) % 3;
+                for _ in 0..flips {
+                    let i = (next(&mut s) as usize) % b.len();
+                    b[i] = next(&mut s) as u8;
+                }
+                if let Ok(m) = parse(&b) {
+                    assert_eq!(bytes_of(&m), b);
+                }
+            }
+        }
+    }
+}

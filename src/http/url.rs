@@ -1,0 +1,172 @@
+//! The few URLs flocon fetches itself: `http://host[:port]/path`.
+//!
+//! Owns splitting an upstream mirror URL into what a request needs (host to
+//! connect to, port, `Host` header, path) and joining a file name onto it. It
+//! does not resolve names and does not speak TLS: `https://` URLs are only
+//! recognised, so that the relay can redirect pacman to them.
+
+/// A parsed absolute URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Url {
+    pub https: bool,
+    /// Host as written, without brackets for IPv6 literals.
+    pub host: String,
+    pub port: u16,
+    /// `Host` header value (host plus a non-default port).
+    pub authority: String,
+    /// Starts with `/`; no query or fragment kept.
+    pub path: String,
+}
+
+/// Longest URL accepted.
+pub const MAX_URL: usize = 2048;
+
+/// Parses `http://` and `https://` URLs; `None` for anything else (other
+/// schemes, user info, bad ports, empty hosts, spaces or control characters).
+pub fn parse(url: &str) -> Option<Url> {
+    if url.len() > MAX_URL || url.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return None;
+    }
+    let (https, rest) = if let Some(rest) = strip_prefix_ignore_case(url, "http://") {
+        (false, rest)
+    } else {
+        (true, strip_prefix_ignore_case(url, "https://")?)
+    };
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        host.parse::<std::net::Ipv6Addr>().ok()?;
+        match after {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let port = match port {
+        None => {
+            if https {
+                443
+            } else {
+                80
+            }
+        }
+        Some(p) => {
+            if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            match p.parse::<u16>() {
+                Ok(0) | Err(_) => return None,
+                Ok(p) => p,
+            }
+        }
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let path = if path.is_empty() { "/" } else { path };
+    Some(Url {
+        https,
+        host: host.to_owned(),
+        port,
+        authority: authority.to_owned(),
+        path: path.to_owned(),
+    })
+}
+
+impl Url {
+    /// The URL of `file` inside this directory URL.
+    pub fn join(&self, file: &str) -> Url {
+        let mut url = self.clone();
+        if !url.path.ends_with('/') {
+            url.path.push('/');
+        }
+        url.path.push_str(file);
+        url
+    }
+
+    pub fn to_text(&self) -> String {
+        format!(
+            "{}://{}{}",
+            if self.https { "https" } else { "http" },
+            self.authority,
+            self.path
+        )
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_table() {
+        let u = parse("http://mirror.example:8080/arch/core/os/x86_64").unwrap();
+        assert_eq!(
+            (
+                u.https,
+                u.host.as_str(),
+                u.port,
+                u.authority.as_str(),
+                u.path.as_str()
+            ),
+            (
+                false,
+                "mirror.example",
+                8080,
+                "mirror.example:8080",
+                "/arch/core/os/x86_64"
+            )
+        );
+        let u = parse("https://m.example").unwrap();
+        assert_eq!((u.https, u.port, u.path.as_str()), (true, 443, "/"));
+        let u = parse("HTTP://[::1]:19433/x?y#z").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("::1", 19433, "/x")
+        );
+        assert_eq!(
+            u.join("a-1-1-any.pkg.tar.zst").path,
+            "/x/a-1-1-any.pkg.tar.zst"
+        );
+        assert_eq!(
+            parse("http://h/d/").unwrap().join("f").to_text(),
+            "http://h/d/f"
+        );
+        for bad in [
+            "ftp://h/",
+            "http://",
+            "http:///x",
+            "http://u@h/",
+            "http://h:0/",
+            "http://h:99999/",
+            "http://h:/",
+            "http://h:1a/",
+            "http://[::1/",
+            "http://[zz]/",
+            "http://[::1]x/",
+            "http://h/a b",
+            "http://h/\n",
+            "file:///etc",
+            "",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,1504 @@
+//! The pacman-facing relay: one loopback connection from pacman, and for each
+//! of its requests, the source the answer streams from.
+//!
+//! Owns what happens to a request for `/$repo/os/$arch/<file>`: packages and
+//! signatures are asked of the LAN peers first (a discovery question), then of
+//! the upstream mirrors; databases only come from one upstream that stays the
+//! same while it works. It streams the answer through one bounded buffer with
+//! back-pressure, fails over before and in the middle of a body (a `Range`
+//! request to the next source), redirects pacman to `https://` mirrors, and
+//! answers the status page and `flocon query`. It does not poll, register
+//! sockets, own timers or speak multicast: the event loop runs it, and the
+//! discovery core answers its questions.
+//!
+//! LIFECYCLE of a connection: `Head` (reading a request) -> `Lookup` (a
+//! question is open) and/or `Fetch` (a source socket: connecting, request,
+//! response head, body) -> `Reply` (a locally made answer) -> back to `Head`
+//! (keep-alive) or `Linger` -> closed. A source that fails moves the request
+//! on to the next source, not the connection on to another state.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::TcpStream;
+
+use crate::cache::{self, FileKind};
+use crate::config::{Upstreams, expand};
+use crate::discovery::{Discovery, PeerRef, QuestionId};
+use crate::http::range::ContentRange;
+use crate::http::request::{self, Limits, Method, RequestHead};
+use crate::http::response::{self, Framing, ResponseHead, Status};
+use crate::http::url::{self, Url};
+use crate::http::{date, percent_decode};
+use crate::net::{self, Io, Want};
+use crate::serve::{HEAD_TIMEOUT, IDLE_TIMEOUT, LINGER, MAX_REQUESTS};
+
+/// The buffer each transfer streams through.
+pub const BUFFER: usize = 64 * 1024;
+/// Connecting to a LAN peer.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connecting to an upstream mirror.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
+/// A source that sends nothing for this long while we wait for it has
+/// failed: well before pacman's own 10 s low-speed limit.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(4);
+/// pacman not reading what we have for it.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Peers tried for one request before going upstream.
+const MAX_PEER_TRIES: u32 = 3;
+/// How long a failing peer is skipped.
+pub const PEER_BACKOFF: Duration = Duration::from_secs(60);
+/// Remembered package origins (for choosing where their `.sig` comes from).
+const ORIGINS: usize = 512;
+/// Resolved upstream host names are kept this long.
+const DNS_TTL: Duration = Duration::from_secs(300);
+const TURN_BUDGET: usize = 4 << 20;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Totals since start, for the status page and SIGUSR1.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub requests: u64,
+    pub from_peers: u64,
+    pub bytes_from_peers: u64,
+    pub from_upstream: u64,
+    pub bytes_from_upstream: u64,
+    pub redirects: u64,
+    pub not_found: u64,
+    pub failures: u64,
+    pub failovers: u64,
+}
+
+/// Where a file came from, remembered so its signature comes from the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    Peer(u64),
+    Upstream,
+}
+
+/// Relay state shared by every pacman connection.
+pub struct Shared {
+    pub upstreams: Upstreams,
+    pub counters: Counters,
+    /// repo -> index of the upstream databases come from while it works.
+    db_mirror: HashMap<String, usize>,
+    /// peer host id -> skipped until.
+    backoff: HashMap<u64, Instant>,
+    origins: VecDeque<(String, Origin)>,
+    dns: HashMap<(String, u16), (SocketAddr, Instant)>,
+}
+
+impl Shared {
+    pub fn new(upstreams: Upstreams) -> Shared {
+        Shared {
+            upstreams,
+            counters: Counters::default(),
+            db_mirror: HashMap::new(),
+            backoff: HashMap::new(),
+            origins: VecDeque::new(),
+            dns: HashMap::new(),
+        }
+    }
+
+    fn origin_of(&self, package: &str) -> Option<Origin> {
+        self.origins
+            .iter()
+            .rev()
+            .find(|(name, _)| name == package)
+            .map(|&(_, o)| o)
+    }
+
+    fn remember_origin(&mut self, package: &str, origin: Origin) {
+        if self.origins.len() >= ORIGINS {
+            self.origins.pop_front();
+        }
+        self.origins.push_back((package.to_owned(), origin));
+    }
+
+    fn backed_off(&mut self, now: Instant) -> Vec<u64> {
+        self.backoff.retain(|_, until| *until > now);
+        self.backoff.keys().copied().collect()
+    }
+
+    fn penalize(&mut self, peer: &PeerRef, now: Instant, why: &str) {
+        self.counters.failures += 1;
+        if self.backoff.len() < 1024 {
+            self.backoff.insert(peer.host_id, now + PEER_BACKOFF);
+        }
+        info!(
+            "peer {:016x} at {} failed ({why}): skipped for {}s",
+            peer.host_id,
+            peer.addr,
+            PEER_BACKOFF.as_secs()
+        );
+    }
+
+    /// Resolves an upstream host. Literal addresses need no lookup; names are
+    /// looked up (blocking, as the system resolver is) and cached.
+    fn resolve(&mut self, host: &str, port: u16, now: Instant) -> Option<SocketAddr> {
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Some(SocketAddr::new(ip, port));
+        }
+        let key = (host.to_owned(), port);
+        if let Some(&(addr, at)) = self.dns.get(&key) {
+            if now.duration_since(at) < DNS_TTL {
+                return Some(addr);
+            }
+        }
+        let addr = (host, port).to_socket_addrs().ok()?.next()?;
+        if self.dns.len() >= 64 {
+            self.dns.clear();
+        }
+        self.dns.insert(key, (addr, now));
+        Some(addr)
+    }
+}
+
+/// What a run of a pacman connection needs from the daemon.
+pub struct Context<'a> {
+    pub now: Instant,
+    pub shared: &'a mut Shared,
+    pub discovery: &'a mut Discovery,
+    /// Questions this run opened, for the loop to route their answers here.
+    pub asked: &'a mut Vec<QuestionId>,
+    pub stopping: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Head,
+    Lookup {
+        question: QuestionId,
+        since: Instant,
+    },
+    Fetch,
+    Reply,
+    /// Waiting for the loop to hand in the status page.
+    Status,
+    Linger {
+        until: Instant,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Relay,
+    Query,
+}
+
+/// The part of the representation pacman gets: `start..end` of `complete`.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    start: u64,
+    end: u64,
+}
+
+/// One request from pacman being answered.
+#[derive(Debug)]
+struct Job {
+    purpose: Purpose,
+    file: String,
+    repo: String,
+    arch: String,
+    kind: FileKind,
+    head_only: bool,
+    range: Option<String>,
+    if_modified_since: Option<String>,
+    keep_alive: bool,
+    tried_peers: Vec<u64>,
+    peer_tries: u32,
+    /// No more peers to ask for this request.
+    peers_done: bool,
+    upstream_tries: usize,
+    upstream_not_found: bool,
+    /// The response head went to pacman: from now on only continuations.
+    head_sent: bool,
+    /// What the body delivers; `None` until a head was accepted or when the
+    /// body is delimited by the source closing.
+    span: Option<Span>,
+    /// Body bytes taken from sources so far.
+    received: u64,
+    origin: Option<Origin>,
+    started: Instant,
+}
+
+#[derive(Clone, Debug)]
+enum SourceKind {
+    Peer(PeerRef),
+    Upstream { index: usize, url: Url },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SourcePhase {
+    Connecting,
+    Request,
+    Head,
+    Body,
+}
+
+struct Source {
+    id: u32,
+    kind: SourceKind,
+    stream: TcpStream,
+    phase: SourcePhase,
+    request: Vec<u8>,
+    request_pos: usize,
+    head_buf: Vec<u8>,
+    /// Body bytes still expected; `None`: until the source closes.
+    remaining: Option<u64>,
+    /// Connect deadline, then stall deadline (pushed on every byte).
+    deadline: Instant,
+    bytes: u64,
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match &self.kind {
+            SourceKind::Peer(p) => format!("peer {:016x} at {}", p.host_id, p.addr),
+            SourceKind::Upstream { url, .. } => format!("upstream {}", url.to_text()),
+        }
+    }
+}
+
+/// The bounded byte queue between a source and pacman.
+struct Pipe {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Pipe {
+    fn new() -> Pipe {
+        Pipe {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Free space before [`BUFFER`] bytes are queued, compacting first if
+    /// that makes room.
+    fn space(&mut self) -> &mut [u8] {
+        if self.buf.len() < BUFFER {
+            self.buf.resize(BUFFER, 0);
+        }
+        if self.end >= BUFFER && self.start > 0 {
+            self.compact();
+        }
+        let end = self.end.max(BUFFER);
+        &mut self.buf[self.end..end]
+    }
+
+    /// Appends bytes that arrived with a response head, even past [`BUFFER`]
+    /// (at most one socket read more).
+    fn push(&mut self, data: &[u8]) {
+        self.compact();
+        if self.buf.len() < self.end + data.len() {
+            self.buf.resize((self.end + data.len()).max(BUFFER), 0);
+        }
+        self.buf[self.end..self.end + data.len()].copy_from_slice(data);
+        self.end += data.len();
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Gives the memory back between transfers.
+    fn release(&mut self) {
+        self.clear();
+        self.buf = Vec::new();
+    }
+}
+
+/// The outcome of one step of a source.
+enum SourceStep {
+    /// Made progress; run again.
+    Progress,
+    /// Waiting for the socket (or for room in the pipe).
+    Blocked,
+    /// The body is complete.
+    Done,
+    Failed {
+        why: String,
+        penalize: bool,
+    },
+}
+
+pub struct PacmanConn {
+    stream: TcpStream,
+    remote: SocketAddr,
+    state: State,
+    inbuf: Vec<u8>,
+    parse_pending: bool,
+    head_started: Option<Instant>,
+    out: Vec<u8>,
+    out_pos: usize,
+    pipe: Pipe,
+    close_after: bool,
+    served: u32,
+    last_progress: Instant,
+    job: Option<Job>,
+    source: Option<Source>,
+    next_source_id: u32,
+    status_text: Option<String>,
+    limits: Limits,
+}
+
+impl PacmanConn {
+    pub fn new(stream: TcpStream, remote: SocketAddr, now: Instant) -> PacmanConn {
+        PacmanConn {
+            stream,
+            remote,
+            state: State::Head,
+            inbuf: Vec::new(),
+            parse_pending: false,
+            head_started: None,
+            out: Vec::new(),
+            out_pos: 0,
+            pipe: Pipe::new(),
+            close_after: false,
+            served: 0,
+            last_progress: now,
+            job: None,
+            source: None,
+            next_source_id: 0,
+            status_text: None,
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    pub fn source_mut(&mut self) -> Option<(u32, &mut TcpStream)> {
+        self.source.as_mut().map(|s| (s.id, &mut s.stream))
+    }
+
+    /// Whether the loop must hand in the status page ([`Self::set_status`]).
+    pub fn wants_status(&self) -> bool {
+        self.state == State::Status && self.status_text.is_none()
+    }
+
+    pub fn set_status(&mut self, text: String) {
+        self.status_text = Some(text);
+    }
+
+    /// The question this connection waits on, if any.
+    pub fn question(&self) -> Option<QuestionId> {
+        match self.state {
+            State::Lookup { question, .. } => Some(question),
+            _ => None,
+        }
+    }
+
+    /// One line for the status page when a transfer is in flight.
+    pub fn describe(&self) -> Option<String> {
+        let job = self.job.as_ref().filter(|j| j.purpose == Purpose::Relay)?;
+        let source = self
+            .source
+            .as_ref()
+            .map_or_else(|| "looking up peers".to_owned(), Source::describe);
+        let total = job
+            .span
+            .map_or_else(|| "?".to_owned(), |s| (s.end - s.start).to_string());
+        Some(format!(
+            "{} from {source}: {}/{total} bytes",
+            job.file, job.received
+        ))
+    }
+
+    /// The answer to this connection's question arrived.
+    pub fn answered(&mut self, peer: Option<PeerRef>, cx: &mut Context) {
+        let State::Lookup { since, .. } = self.state else {
+            return;
+        };
+        let Some(job) = self.job.as_mut() else {
+            return;
+        };
+        let waited = cx.now.duration_since(since);
+        if job.purpose == Purpose::Query {
+            let (status, text) = match peer {
+                Some(p) => (
+                    Status::Ok,
+                    format!(
+                        "{}: peer {:016x} at {} has it ({} ms)\n",
+                        job.file,
+                        p.host_id,
+                        p.addr,
+                        waited.as_millis()
+                    ),
+                ),
+                None => (
+                    Status::NotFound,
+                    format!("{}: no peer has it ({} ms)\n", job.file, waited.as_millis()),
+                ),
+            };
+            let keep_alive = job.keep_alive;
+            self.reply_text(status, &text, keep_alive, true);
+            return;
+        }
+        debug!(
+            "{}: lookup answered in {} ms: {}",
+            job.file,
+            waited.as_millis(),
+            peer.map_or_else(|| "nobody".to_owned(), |p| p.addr.to_string())
+        );
+        self.state = State::Fetch;
+        match peer {
+            Some(p) => self.connect_peer(p, cx),
+            None => {
+                job.peers_done = true;
+                self.next_source(cx);
+            }
+        }
+    }
+
+    pub fn run(&mut self, cx: &mut Context) -> Want {
+        if let Some(deadline) = self.deadline() {
+            if cx.now >= deadline {
+                if let Some(want) = self.on_deadline(cx) {
+                    return want;
+                }
+            }
+        }
+        let mut budget = TURN_BUDGET;
+        let mut scratch = [0u8; READ_CHUNK];
+        loop {
+            if budget == 0 {
+                return self.want(true);
+            }
+            match self.state {
+                State::Head => {
+                    if self.parse_pending {
+                        self.parse_pending = false;
+                        match request::parse(&self.inbuf, &self.limits) {
+                            Ok(Some(head)) => {
+                                self.inbuf.drain(..head.len);
+                                budget = budget.saturating_sub(head.len.max(1024));
+                                self.head_started = None;
+                                self.start(&head, cx);
+                                continue;
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                debug!("pacman {}: {e}", self.remote);
+                                self.inbuf.clear();
+                                self.reply_error(e.status(), false, true);
+                                continue;
+                            }
+                        }
+                    }
+                    if cx.stopping && self.head_started.is_none() {
+                        return Want::Close;
+                    }
+                    match net::read(&mut self.stream, &mut scratch) {
+                        Io::Done(n) => {
+                            if self.inbuf.len() + n > self.limits.max_head + READ_CHUNK {
+                                self.inbuf.clear();
+                                self.reply_error(Status::HeaderFieldsTooLarge, false, true);
+                                continue;
+                            }
+                            self.inbuf.extend_from_slice(&scratch[..n]);
+                            self.parse_pending = true;
+                            self.head_started.get_or_insert(cx.now);
+                            self.last_progress = cx.now;
+                            budget = budget.saturating_sub(n);
+                        }
+                        Io::WouldBlock => return self.want(false),
+                        Io::Closed | Io::Error(_) => return Want::Close,
+                    }
+                }
+                State::Lookup { .. } => return self.want(false),
+                State::Status => match self.status_text.take() {
+                    Some(text) => {
+                        let keep_alive = self.job.as_ref().is_some_and(|j| j.keep_alive);
+                        let head_only = self.job.as_ref().is_some_and(|j| j.head_only);
+                        self.reply_text(Status::Ok, &text, keep_alive, !head_only);
+                    }
+                    None => return self.want(true),
+                },
+                State::Reply => match self.flush_out(&mut budget, cx.now) {
+                    Some(want) => return want,
+                    None => self.response_done(cx),
+                },
+                State::Fetch => match self.pump(&mut budget, cx) {
+                    Some(want) => return want,
+                    None => self.response_done(cx),
+                },
+                State::Linger { .. } => match net::read(&mut self.stream, &mut scratch) {
+                    Io::Done(n) => budget = budget.saturating_sub(n.max(READ_CHUNK)),
+                    Io::WouldBlock => return self.want(false),
+                    Io::Closed | Io::Error(_) => return Want::Close,
+                },
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Head => Some(match self.head_started {
+                Some(start) => start + HEAD_TIMEOUT,
+                None => self.last_progress + IDLE_TIMEOUT,
+            }),
+            // The question has its own deadline; this is only a safety net.
+            State::Lookup { since, .. } => Some(since + Duration::from_secs(5)),
+            State::Status => None,
+            State::Reply => Some(self.last_progress + CLIENT_TIMEOUT),
+            State::Fetch => {
+                let client = self.last_progress + CLIENT_TIMEOUT;
+                match &self.source {
+                    Some(s) => Some(s.deadline.min(client)),
+                    None => Some(client),
+                }
+            }
+            State::Linger { until } => Some(until),
+        }
+    }
+
+    /// A deadline passed. `Some` to stop here, `None` to go on running.
+    fn on_deadline(&mut self, cx: &mut Context) -> Option<Want> {
+        match self.state {
+            State::Head if self.head_started.is_some() => {
+                debug!("pacman {}: request head timed out", self.remote);
+                self.inbuf.clear();
+                self.parse_pending = false;
+                self.reply_error(Status::RequestTimeout, false, true);
+                None
+            }
+            State::Head | State::Linger { .. } => Some(Want::Close),
+            State::Lookup { question, .. } => {
+                cx.discovery.cancel(question);
+                self.state = State::Fetch;
+                if let Some(job) = self.job.as_mut() {
+                    job.peers_done = true;
+                }
+                self.next_source(cx);
+                None
+            }
+            State::Status => None,
+            State::Reply => Some(Want::Close),
+            State::Fetch => {
+                let source_due = self.source.as_ref().is_some_and(|s| cx.now >= s.deadline);
+                if source_due {
+                    let connecting = self
+                        .source
+                        .as_ref()
+                        .is_some_and(|s| s.phase == SourcePhase::Connecting);
+                    let why = if connecting {
+                        "connect timed out"
+                    } else {
+                        "stalled"
+                    };
+                    self.source_failed(why.to_owned(), true, cx);
+                    None
+                } else if cx.now >= self.last_progress + CLIENT_TIMEOUT {
+                    debug!("pacman {}: not reading, closing", self.remote);
+                    Some(Want::Close)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    fn want(&self, again: bool) -> Want {
+        let (read, write) = match self.state {
+            State::Head | State::Linger { .. } | State::Lookup { .. } | State::Status => {
+                (true, false)
+            }
+            State::Reply | State::Fetch => (true, true),
+        };
+        Want::Io {
+            read,
+            write,
+            deadline: self.deadline(),
+            again,
+            source: self.source.as_ref().map(|s| s.id),
+        }
+    }
+
+    // ---- requests ----------------------------------------------------------
+
+    /// Starts answering one complete request head.
+    fn start(&mut self, head: &RequestHead, cx: &mut Context) {
+        let keep_alive = head.keep_alive && !head.has_body && !cx.stopping;
+        let with_body = head.method != Method::Head;
+        if head.has_body {
+            return self.reply_error(Status::BadRequest, false, with_body);
+        }
+        if head.method == Method::Other {
+            return self.reply_error(Status::MethodNotAllowed, keep_alive, with_body);
+        }
+        let path = head
+            .target
+            .split_once('?')
+            .map_or(head.target.as_str(), |(p, _)| p);
+        let new_job = |purpose, file: String, repo: &str, arch: &str, kind| Job {
+            purpose,
+            file,
+            repo: repo.to_owned(),
+            arch: arch.to_owned(),
+            kind,
+            head_only: !with_body,
+            range: head.range.clone(),
+            if_modified_since: head.if_modified_since.clone(),
+            keep_alive,
+            tried_peers: Vec::new(),
+            peer_tries: 0,
+            peers_done: false,
+            upstream_tries: 0,
+            upstream_not_found: false,
+            head_sent: false,
+            span: None,
+            received: 0,
+            origin: None,
+            started: cx.now,
+        };
+        if path == "/" || path == "/status" {
+            self.job = Some(new_job(
+                Purpose::Query,
+                String::new(),
+                "",
+                "",
+                FileKind::Package,
+            ));
+            self.state = State::Status;
+            return;
+        }
+        if let Some(raw) = path.strip_prefix("/query/") {
+            let Some(file) = percent_decode(raw) else {
+                return self.reply_error(Status::BadRequest, keep_alive, with_body);
+            };
+            if cache::check_servable(&file).is_err() {
+                return self.reply_error(Status::BadRequest, keep_alive, with_body);
+            }
+            let question = cx.discovery.ask(&file, &[], cx.now);
+            cx.asked.push(question);
+            self.job = Some(new_job(Purpose::Query, file, "", "", FileKind::Package));
+            self.state = State::Lookup {
+                question,
+                since: cx.now,
+            };
+            return;
+        }
+        let Some((repo, arch, file)) = split_repo_path(path) else {
+            debug!(
+                "pacman {}: {} is not /$repo/os/$arch/<file>",
+                self.remote, head.target
+            );
+            return self.reply_error(Status::NotFound, keep_alive, with_body);
+        };
+        let kind = match cache::classify(&file) {
+            Ok(kind) => kind,
+            Err(e) => {
+                debug!("pacman {}: {file:?} refused: {e}", self.remote);
+                let status = if e.is_malformed() {
+                    Status::BadRequest
+                } else {
+                    Status::NotFound
+                };
+                return self.reply_error(status, keep_alive, with_body);
+            }
+        };
+        cx.shared.counters.requests += 1;
+        debug!("pacman {} GET {repo}/{arch}/{file}", self.remote);
+        let mut job = new_job(Purpose::Relay, file, repo, arch, kind);
+        if kind == FileKind::Database || cx.stopping {
+            job.peers_done = true;
+        }
+        if kind == FileKind::Signature {
+            let package = job.file.trim_end_matches(".sig");
+            match cx.shared.origin_of(package) {
+                Some(Origin::Upstream) => job.peers_done = true,
+                Some(Origin::Peer(id)) => {
+                    // Only the peer that gave the package, then upstream.
+                    job.peers_done = true;
+                    let alive = cx.discovery.peer(id).map(crate::discovery::Peer::peer_ref);
+                    let backed_off = cx.shared.backed_off(cx.now).contains(&id);
+                    if let (Some(peer), false) = (alive, backed_off) {
+                        self.job = Some(job);
+                        self.state = State::Fetch;
+                        return self.connect_peer(peer, cx);
+                    }
+                }
+                None => {}
+            }
+        }
+        self.job = Some(job);
+        self.state = State::Fetch;
+        self.next_source(cx);
+    }
+
+    /// Picks the next source for the current job: a peer question, a peer, an
+    /// upstream (or a redirect to it), or the final error.
+    fn next_source(&mut self, cx: &mut Context) {
+        self.source = None;
+        let Some(job) = self.job.as_mut() else {
+            return;
+        };
+        if !job.peers_done && job.peer_tries < MAX_PEER_TRIES {
+            let mut exclude = cx.shared.backed_off(cx.now);
+            exclude.extend_from_slice(&job.tried_peers);
+            let question = cx.discovery.ask(&job.file, &exclude, cx.now);
+            cx.asked.push(question);
+            self.state = State::Lookup {
+                question,
+                since: cx.now,
+            };
+            return;
+        }
+        let count = cx.shared.upstreams.templates_for(&job.repo).len();
+        let sticky = match job.kind {
+            FileKind::Database => cx.shared.db_mirror.get(&job.repo).copied().unwrap_or(0),
+            _ => 0,
+        };
+        while job.upstream_tries < count {
+            let index = (sticky + job.upstream_tries) % count;
+            job.upstream_tries += 1;
+            let text = expand(
+                &cx.shared.upstreams.templates_for(&job.repo)[index],
+                &job.repo,
+                &job.arch,
+            );
+            let Some(base) = url::parse(&text) else {
+                warn!("upstream {text:?} is not an http(s) URL, skipped");
+                continue;
+            };
+            let url = base.join(&job.file);
+            if url.https {
+                if job.head_sent {
+                    // Can't continue a body through a redirect.
+                    continue;
+                }
+                cx.shared.counters.redirects += 1;
+                debug!("{}: redirecting pacman to {}", job.file, url.to_text());
+                let keep_alive = job.keep_alive;
+                let with_body = !job.head_only;
+                return self.reply_redirect(&url.to_text(), keep_alive, with_body);
+            }
+            let Some(addr) = cx.shared.resolve(&url.host, url.port, cx.now) else {
+                warn!("upstream host {} does not resolve, skipped", url.host);
+                continue;
+            };
+            return self.connect(SourceKind::Upstream { index, url }, addr, cx);
+        }
+        // Nothing left.
+        let (head_sent, not_found, keep_alive, head_only) = (
+            job.head_sent,
+            job.upstream_not_found,
+            job.keep_alive,
+            job.head_only,
+        );
+        let file = job.file.clone();
+        if head_sent {
+            info!("{file}: no source left to continue from: closing so pacman moves on");
+            self.close_after = true;
+            self.state = State::Linger {
+                until: cx.now + LINGER,
+            };
+            let _ = self.stream.shutdown(Shutdown::Both);
+            return;
+        }
+        if count == 0 || not_found {
+            cx.shared.counters.not_found += 1;
+            debug!("{file}: not found on peers or upstream");
+            self.reply_error(Status::NotFound, keep_alive, !head_only);
+        } else {
+            cx.shared.counters.failures += 1;
+            info!("{file}: every upstream failed");
+            self.reply_error(Status::BadGateway, keep_alive, !head_only);
+        }
+    }
+
+    fn connect_peer(&mut self, peer: PeerRef, cx: &mut Context) {
+        if let Some(job) = self.job.as_mut() {
+            job.peer_tries += 1;
+            job.tried_peers.push(peer.host_id);
+        }
+        self.connect(SourceKind::Peer(peer), peer.addr, cx);
+    }
+
+    /// Opens the source socket and queues its request.
+    fn connect(&mut self, kind: SourceKind, addr: SocketAddr, cx: &mut Context) {
+        let Some(job) = self.job.as_ref() else {
+            return;
+        };
+        let stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                let penalize = matches!(kind, SourceKind::Peer(_));
+                return self.fail_kind(kind, format!("connect to {addr}: {e}"), penalize, cx);
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (path, authority, timeout) = match &kind {
+            SourceKind::Peer(p) => (
+                format!("/{}", job.file),
+                p.addr.to_string(),
+                PEER_CONNECT_TIMEOUT,
+            ),
+            SourceKind::Upstream { url, .. } => (
+                url.path.clone(),
+                url.authority.clone(),
+                UPSTREAM_CONNECT_TIMEOUT,
+            ),
+        };
+        let mut request = Vec::with_capacity(256);
+        let method = if job.head_only { "HEAD" } else { "GET" };
+        let _ = write!(
+            Text(&mut request),
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: flocon/{}\r\nAccept: */*\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        if job.head_sent {
+            // A continuation: exactly the bytes pacman has not had yet.
+            if let Some(span) = job.span {
+                let _ = write!(
+                    Text(&mut request),
+                    "Range: bytes={}-{}\r\n",
+                    span.start + job.received,
+                    span.end - 1
+                );
+            }
+        } else {
+            if let Some(range) = &job.range {
+                let _ = write!(Text(&mut request), "Range: {range}\r\n");
+            }
+            if let Some(ims) = &job.if_modified_since {
+                let _ = write!(Text(&mut request), "If-Modified-Since: {ims}\r\n");
+            }
+        }
+        request.extend_from_slice(b"Connection: close\r\n\r\n");
+        self.next_source_id = self.next_source_id.wrapping_add(1);
+        debug!("{}: fetching from {}", job.file, describe_kind(&kind));
+        self.source = Some(Source {
+            id: self.next_source_id,
+            kind,
+            stream,
+            phase: SourcePhase::Connecting,
+            request,
+            request_pos: 0,
+            head_buf: Vec::new(),
+            remaining: None,
+            deadline: cx.now + timeout,
+            bytes: 0,
+        });
+        self.state = State::Fetch;
+    }
+
+    fn fail_kind(&mut self, kind: SourceKind, why: String, penalize: bool, cx: &mut Context) {
+        self.note_failure(&kind, &why, penalize, cx);
+        self.next_source(cx);
+    }
+
+    fn source_failed(&mut self, why: String, penalize: bool, cx: &mut Context) {
+        let Some(source) = self.source.take() else {
+            return;
+        };
+        self.note_failure(&source.kind, &why, penalize, cx);
+        if let Some(job) = self.job.as_mut() {
+            if job.head_sent {
+                cx.shared.counters.failovers += 1;
+                info!(
+                    "{}: {} failed after {} bytes ({why}): continuing from the next source",
+                    job.file,
+                    source.describe(),
+                    job.received
+                );
+                if job.span.is_none() {
+                    // A body delimited by close can't be continued.
+                    job.upstream_tries = usize::MAX / 2;
+                    job.peers_done = true;
+                }
+            }
+        }
+        self.next_source(cx);
+    }
+
+    fn note_failure(&mut self, kind: &SourceKind, why: &str, penalize: bool, cx: &mut Context) {
+        match kind {
+            SourceKind::Peer(p) if penalize => cx.shared.penalize(p, cx.now, why),
+            SourceKind::Peer(p) => debug!("peer {} did not serve it: {why}", p.addr),
+            SourceKind::Upstream { url, .. } => {
+                if penalize {
+                    cx.shared.counters.failures += 1;
+                    info!("upstream {} failed: {why}", url.to_text());
+                } else {
+                    debug!("upstream {}: {why}", url.to_text());
+                }
+            }
+        }
+    }
+
+    // ---- moving bytes ------------------------------------------------------
+
+    /// Moves bytes between the source, the pipe and pacman until everything
+    /// blocks. `None` when the response is complete.
+    fn pump(&mut self, budget: &mut usize, cx: &mut Context) -> Option<Want> {
+        loop {
+            if *budget == 0 {
+                return Some(self.want(true));
+            }
+            if self.state != State::Fetch {
+                // A failure turned into a local reply, a lookup or a close.
+                return match self.state {
+                    State::Reply => self.flush_out(budget, cx.now),
+                    State::Linger { .. } => Some(self.want(true)),
+                    _ => Some(self.want(false)),
+                };
+            }
+            let mut progress = false;
+            let mut client_blocked = false;
+            // 1. To pacman: the head, then body bytes.
+            if self.out_pos < self.out.len() {
+                match net::send(
+                    &self.stream,
+                    &self.out[self.out_pos..],
+                    !self.pipe.is_empty(),
+                ) {
+                    Io::Done(n) => {
+                        self.out_pos += n;
+                        progress = true;
+                        self.last_progress = cx.now;
+                        if self.out_pos == self.out.len() {
+                            self.out.clear();
+                            self.out_pos = 0;
+                        }
+                    }
+                    Io::WouldBlock => client_blocked = true,
+                    Io::Closed | Io::Error(_) => return Some(Want::Close),
+                }
+            } else if !self.pipe.is_empty() {
+                match net::write(&mut self.stream, self.pipe.data()) {
+                    Io::Done(n) => {
+                        self.pipe.consume(n);
+                        *budget = budget.saturating_sub(n);
+                        progress = true;
+                        self.last_progress = cx.now;
+                    }
+                    Io::WouldBlock => client_blocked = true,
+                    Io::Closed | Io::Error(_) => return Some(Want::Close),
+                }
+            }
+            // 2. From the source.
+            if self.source.is_some() {
+                match self.source_step(budget, cx) {
+                    SourceStep::Progress => progress = true,
+                    SourceStep::Blocked => {}
+                    SourceStep::Done => {
+                        self.source_done(cx);
+                        progress = true;
+                    }
+                    SourceStep::Failed { why, penalize } => {
+                        self.source_failed(why, penalize, cx);
+                        continue;
+                    }
+                }
+            }
+            // 3. Finished?
+            if self.source.is_none()
+                && self.state == State::Fetch
+                && self.pipe.is_empty()
+                && self.out_pos >= self.out.len()
+            {
+                return None;
+            }
+            if !progress || (client_blocked && self.source_waits_on_pipe()) {
+                return Some(self.want(false));
+            }
+        }
+    }
+
+    fn source_waits_on_pipe(&self) -> bool {
+        self.source
+            .as_ref()
+            .is_some_and(|s| s.phase == SourcePhase::Body)
+            && self.pipe.end - self.pipe.start >= BUFFER
+    }
+
+    fn source_step(&mut self, budget: &mut usize, cx: &mut Context) -> SourceStep {
+        let Some(source) = self.source.as_mut() else {
+            return SourceStep::Blocked;
+        };
+        match source.phase {
+            SourcePhase::Connecting => match source.stream.take_error() {
+                Ok(Some(e)) | Err(e) => SourceStep::Failed {
+                    why: format!("connect: {e}"),
+                    penalize: true,
+                },
+                Ok(None) => match source.stream.peer_addr() {
+                    Ok(_) => {
+                        source.phase = SourcePhase::Request;
+                        source.deadline = cx.now + STALL_TIMEOUT;
+                        SourceStep::Progress
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotConnected => SourceStep::Blocked,
+                    Err(e) => SourceStep::Failed {
+                        why: format!("connect: {e}"),
+                        penalize: true,
+                    },
+                },
+            },
+            SourcePhase::Request => {
+                match net::write(&mut source.stream, &source.request[source.request_pos..]) {
+                    Io::Done(n) => {
+                        source.request_pos += n;
+                        if source.request_pos == source.request.len() {
+                            source.phase = SourcePhase::Head;
+                            source.request = Vec::new();
+                        }
+                        SourceStep::Progress
+                    }
+                    Io::WouldBlock => SourceStep::Blocked,
+                    Io::Closed | Io::Error(_) => SourceStep::Failed {
+                        why: "connection lost while sending the request".into(),
+                        penalize: true,
+                    },
+                }
+            }
+            SourcePhase::Head => {
+                let mut scratch = [0u8; 4096];
+                match net::read(&mut source.stream, &mut scratch) {
+                    Io::Done(n) => {
+                        source.head_buf.extend_from_slice(&scratch[..n]);
+                        source.deadline = cx.now + STALL_TIMEOUT;
+                        let head_only = self.job.as_ref().is_some_and(|j| j.head_only);
+                        match response::parse_response(&source.head_buf, &self.limits, head_only) {
+                            Ok(Some(head)) => self.source_head(head, cx),
+                            Ok(None) => SourceStep::Progress,
+                            Err(e) => SourceStep::Failed {
+                                why: format!("bad response: {e}"),
+                                penalize: true,
+                            },
+                        }
+                    }
+                    Io::WouldBlock => SourceStep::Blocked,
+                    Io::Closed | Io::Error(_) => SourceStep::Failed {
+                        why: "closed before answering".into(),
+                        penalize: true,
+                    },
+                }
+            }
+            SourcePhase::Body => {
+                if source.remaining == Some(0) {
+                    return SourceStep::Done;
+                }
+                let space = self.pipe.space();
+                if space.is_empty() {
+                    return SourceStep::Blocked;
+                }
+                let want = match source.remaining {
+                    Some(r) => space.len().min(usize::try_from(r).unwrap_or(usize::MAX)),
+                    None => space.len(),
+                };
+                match net::read(&mut source.stream, &mut space[..want]) {
+                    Io::Done(n) => {
+                        self.pipe.commit(n);
+                        *budget = budget.saturating_sub(n);
+                        source.deadline = cx.now + STALL_TIMEOUT;
+                        source.bytes += n as u64;
+                        if let Some(r) = source.remaining.as_mut() {
+                            *r -= n as u64;
+                        }
+                        let from_peer = matches!(source.kind, SourceKind::Peer(_));
+                        if let Some(job) = self.job.as_mut() {
+                            job.received += n as u64;
+                        }
+                        if from_peer {
+                            cx.shared.counters.bytes_from_peers += n as u64;
+                        } else {
+                            cx.shared.counters.bytes_from_upstream += n as u64;
+                        }
+                        if source.remaining == Some(0) {
+                            SourceStep::Done
+                        } else {
+                            SourceStep::Progress
+                        }
+                    }
+                    Io::WouldBlock => SourceStep::Blocked,
+                    Io::Closed if source.remaining.is_none() => SourceStep::Done,
+                    Io::Closed | Io::Error(_) => SourceStep::Failed {
+                        why: format!("connection lost after {} body bytes", source.bytes),
+                        penalize: true,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Judges a source's response head: accept it (queue pacman's head), pass
+    /// a redirect or final status on, or fail over.
+    fn source_head(&mut self, head: ResponseHead, cx: &mut Context) -> SourceStep {
+        let (Some(job), Some(source)) = (self.job.as_mut(), self.source.as_mut()) else {
+            return SourceStep::Blocked;
+        };
+        let is_peer = matches!(source.kind, SourceKind::Peer(_));
+        let leftover = source.head_buf.split_off(head.len);
+        source.head_buf = Vec::new();
+        if head.framing == Framing::Chunked {
+            return SourceStep::Failed {
+                why: "chunked bodies are not relayed".into(),
+                penalize: false,
+            };
+        }
+        let length = match head.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Empty => Some(0),
+            _ => None,
+        };
+        if job.head_sent {
+            // A continuation must be exactly the rest of the span.
+            let span = job.span;
+            let ok = match (head.code, head.content_range, span) {
+                (206, Some(cr), Some(span)) => {
+                    cr.range.start == span.start + job.received && cr.range.end + 1 == span.end
+                }
+                _ => false,
+            };
+            if !ok {
+                return SourceStep::Failed {
+                    why: format!("answered the continuation with {}", head.code),
+                    penalize: false,
+                };
+            }
+            source.remaining = length;
+            source.phase = SourcePhase::Body;
+            self.take_leftover(leftover);
+            return SourceStep::Progress;
+        }
+        match head.code {
+            200 | 206 | 304 | 416 => {}
+            301 | 302 | 303 | 307 | 308 if !is_peer && head.location.is_some() => {
+                let location = head.location.unwrap_or_default();
+                cx.shared.counters.redirects += 1;
+                let (keep_alive, with_body) = (job.keep_alive, !job.head_only);
+                self.source = None;
+                self.reply_redirect(&location, keep_alive, with_body);
+                return SourceStep::Progress;
+            }
+            404 | 410 => {
+                if !is_peer {
+                    job.upstream_not_found = true;
+                }
+                return SourceStep::Failed {
+                    why: format!("answered {}", head.code),
+                    penalize: false,
+                };
+            }
+            code => {
+                return SourceStep::Failed {
+                    why: format!("answered {code}"),
+                    penalize: code >= 500 || is_peer,
+                };
+            }
+        }
+        // Accepted: what pacman gets is what this source said.
+        job.span = match (head.code, head.content_range, length) {
+            (206, Some(ContentRange { range, .. }), _) => Some(Span {
+                start: range.start,
+                end: range.end + 1,
+            }),
+            (200, _, Some(n)) => Some(Span { start: 0, end: n }),
+            _ => None,
+        };
+        if job.head_only || head.code == 304 || head.code == 416 {
+            job.span = None;
+        }
+        job.head_sent = true;
+        job.origin = Some(match source.kind {
+            SourceKind::Peer(p) => Origin::Peer(p.host_id),
+            SourceKind::Upstream { .. } => Origin::Upstream,
+        });
+        if let (FileKind::Database, SourceKind::Upstream { index, .. }) = (job.kind, &source.kind) {
+            if matches!(head.code, 200 | 206 | 304) {
+                cx.shared.db_mirror.insert(job.repo.clone(), *index);
+            }
+        }
+        let keep_alive = job.keep_alive && length.is_some();
+        self.close_after = !keep_alive;
+        self.out.clear();
+        self.out_pos = 0;
+        let out = &mut self.out;
+        response::write_head_code(out, head.code);
+        match head.framing {
+            Framing::Length(n) => response::field(out, "Content-Length", n),
+            Framing::Empty if head.code != 304 && !job.head_only => {
+                response::field(out, "Content-Length", 0)
+            }
+            _ => {}
+        }
+        if let (206, Some(cr)) = (head.code, head.content_range) {
+            let complete = cr
+                .complete_len
+                .map_or_else(|| "*".to_owned(), |n| n.to_string());
+            response::field(
+                out,
+                "Content-Range",
+                format_args!("bytes {}-{}/{complete}", cr.range.start, cr.range.end),
+            );
+        }
+        if let Some(lm) = &head.last_modified {
+            if date::parse_unix(lm).is_some() {
+                response::field(out, "Last-Modified", lm);
+            }
+        }
+        response::field(out, "Accept-Ranges", "bytes");
+        response::finish(out, keep_alive);
+        source.remaining = length;
+        source.phase = SourcePhase::Body;
+        self.take_leftover(leftover);
+        SourceStep::Progress
+    }
+
+    fn take_leftover(&mut self, mut leftover: Vec<u8>) {
+        let Some(source) = self.source.as_mut() else {
+            return;
+        };
+        if let Some(r) = source.remaining {
+            leftover.truncate(usize::try_from(r).unwrap_or(usize::MAX));
+        }
+        let n = leftover.len();
+        if n == 0 {
+            return;
+        }
+        self.pipe.push(&leftover);
+        source.bytes += n as u64;
+        if let Some(r) = source.remaining.as_mut() {
+            *r -= n as u64;
+        }
+        if let Some(job) = self.job.as_mut() {
+            job.received += n as u64;
+        }
+    }
+
+    fn source_done(&mut self, cx: &mut Context) {
+        let Some(source) = self.source.take() else {
+            return;
+        };
+        let Some(job) = self.job.as_mut() else {
+            return;
+        };
+        if let Some(span) = job.span {
+            if job.received < span.end - span.start {
+                // Should not happen (remaining counts down to the span), but
+                // never promise bytes we don't have.
+                self.source = Some(source);
+                return self.source_failed("body ended early".into(), true, cx);
+            }
+        }
+        match source.kind {
+            SourceKind::Peer(_) => cx.shared.counters.from_peers += 1,
+            SourceKind::Upstream { .. } => cx.shared.counters.from_upstream += 1,
+        }
+        if job.kind == FileKind::Package {
+            if let Some(origin) = job.origin {
+                cx.shared.remember_origin(&job.file, origin);
+            }
+        }
+        debug!(
+            "{}: {} bytes from {} in {} ms",
+            job.file,
+            job.received,
+            source.describe(),
+            cx.now.duration_since(job.started).as_millis()
+        );
+    }
+
+    fn flush_out(&mut self, budget: &mut usize, now: Instant) -> Option<Want> {
+        while self.out_pos < self.out.len() {
+            match net::send(&self.stream, &self.out[self.out_pos..], false) {
+                Io::Done(n) => {
+                    self.out_pos += n;
+                    *budget = budget.saturating_sub(n);
+                    self.last_progress = now;
+                }
+                Io::WouldBlock => return Some(self.want(false)),
+                Io::Closed | Io::Error(_) => return Some(Want::Close),
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        None
+    }
+
+    fn response_done(&mut self, cx: &mut Context) {
+        self.served += 1;
+        self.last_progress = cx.now;
+        self.source = None;
+        self.pipe.release();
+        self.job = None;
+        if self.close_after || self.served >= MAX_REQUESTS || cx.stopping {
+            let _ = self.stream.shutdown(Shutdown::Write);
+            self.state = State::Linger {
+                until: cx.now + LINGER,
+            };
+            return;
+        }
+        self.close_after = false;
+        self.state = State::Head;
+        self.parse_pending = !self.inbuf.is_empty();
+        self.head_started = self.parse_pending.then_some(cx.now);
+    }
+
+    // ---- local answers -----------------------------------------------------
+
+    fn reply_error(&mut self, status: Status, keep_alive: bool, with_body: bool) {
+        self.out.clear();
+        self.out_pos = 0;
+        self.source = None;
+        self.pipe.clear();
+        self.close_after = !keep_alive;
+        response::error_page(&mut self.out, status, keep_alive, with_body);
+        self.state = State::Reply;
+    }
+
+    fn reply_redirect(&mut self, location: &str, keep_alive: bool, with_body: bool) {
+        self.out.clear();
+        self.out_pos = 0;
+        self.source = None;
+        self.close_after = !keep_alive;
+        let body = format!("302 Found: {location}\n");
+        response::write_head(&mut self.out, Status::Found);
+        response::field(&mut self.out, "Location", location);
+        response::field(&mut self.out, "Content-Type", "text/plain");
+        response::field(&mut self.out, "Content-Length", body.len());
+        response::finish(&mut self.out, keep_alive);
+        if with_body {
+            self.out.extend_from_slice(body.as_bytes());
+        }
+        self.state = State::Reply;
+    }
+
+    fn reply_text(&mut self, status: Status, text: &str, keep_alive: bool, with_body: bool) {
+        self.out.clear();
+        self.out_pos = 0;
+        self.close_after = !keep_alive;
+        response::write_head(&mut self.out, status);
+        response::field(&mut self.out, "Content-Type", "text/plain; charset=utf-8");
+        response::field(&mut self.out, "Content-Length", text.len());
+        response::field(&mut self.out, "Cache-Control", "no-store");
+        response::finish(&mut self.out, keep_alive);
+        if with_body {
+            self.out.extend_from_slice(text.as_bytes());
+        }
+        self.state = State::Reply;
+    }
+}
+
+fn describe_kind(kind: &SourceKind) -> String {
+    match kind {
+        SourceKind::Peer(p) => format!("peer {:016x} at {}", p.host_id, p.addr),
+        SourceKind::Upstream { url, .. } => format!("upstream {}", url.to_text()),
+    }
+}
+
+/// Splits `/$repo/os/$arch/<file>`; the file name is percent-decoded once.
+/// Repository and architecture must be plain tokens.
+pub fn split_repo_path(path: &str) -> Option<(&str, &str, String)> {
+    let mut parts = path.strip_prefix('/')?.splitn(4, '/');
+    let (repo, os, arch, raw) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && !s.starts_with('.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
+    };
+    if os != "os" || !token(repo) || !token(arch) {
+        return None;
+    }
+    Some((repo, arch, percent_decode(raw)?))
+}
+
+/// `fmt::Write` over a byte vector.
+struct Text<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Text<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_paths() {
+        assert_eq!(
+            split_repo_path("/core/os/x86_64/a+b-1:2-1-x86_64.pkg.tar.zst"),
+            Some(("core", "x86_64", "a+b-1:2-1-x86_64.pkg.tar.zst".to_owned()))
+        );
+        assert_eq!(
+            split_repo_path("/extra/os/aarch64/x%3Ay"),
+            Some(("extra", "aarch64", "x:y".to_owned()))
+        );
+        assert_eq!(
+            split_repo_path("/core/os/x86_64/sub/file"),
+            Some(("core", "x86_64", "sub/file".to_owned()))
+        );
+        for bad in [
+            "/core/x86_64/f",
+            "/core/os/x86_64",
+            "/../os/x86_64/f",
+            "/core/os/x86 64/f",
+            "//os/x86_64/f",
+            "core/os/x86_64/f",
+            "/core/os/x86_64/%zz",
+        ] {
+            assert_eq!(split_repo_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn pipe_compacts_and_bounds() {
+        let mut pipe = Pipe::new();
+        let space = pipe.space().len();
+        assert_eq!(space, BUFFER);
+        pipe.commit(BUFFER);
+        assert!(pipe.space().is_empty());
+        pipe.consume(10);
+        assert_eq!(pipe.space().len(), 10);
+        assert_eq!(pipe.data().len(), BUFFER - 10);
+        pipe.consume(BUFFER - 10);
+        assert!(pipe.is_empty());
+        assert_eq!(pipe.space().len(), BUFFER);
+        pipe.release();
+        assert_eq!(pipe.buf.capacity(), 0);
+    }
+}
