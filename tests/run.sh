@@ -14,7 +14,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 need_pkgs=()
 for tool in pacman:pacman-package-manager repo-add:pacman-package-manager \
-            bsdtar:libarchive-tools zstd:zstd ip:iproute2 nginx:nginx-light curl:curl; do
+            bsdtar:libarchive-tools zstd:zstd ip:iproute2 nginx:nginx-light curl:curl \
+            gpg:gnupg gpg-agent:gpg-agent; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_pkgs+=("${tool#*:}")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -37,12 +38,20 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "cargo test"
 cargo test --all-targets 2>&1
 
-for extra in ci/packaging-check.sh ci/cross-check.sh fuzz/run.sh; do
-  if [ -f "$extra" ] && [ "${FLOCON_SKIP_EXTRA:-}" != 1 ]; then
-    step "$extra"
-    case "$extra" in
-      fuzz/run.sh) bash "$extra" "${FLOCON_FUZZ_SECONDS:-30}" ;;
-      *) bash "$extra" ;;
-    esac
+# The built binary is checked as packaged (the systemd unit runs it under a
+# real systemd when root), cross-built for ARM and run under qemu, and every
+# parser is fuzzed briefly.
+if [ "${FLOCON_SKIP_EXTRA:-}" != 1 ]; then
+  step "ci/packaging-check.sh"
+  if [ "$(id -u)" = 0 ]; then
+    bash ci/packaging-check.sh --boot target/debug/flocon
+  else
+    bash ci/packaging-check.sh target/debug/flocon
   fi
-done
+  step "ci/cross-check.sh"
+  bash ci/cross-check.sh
+  if [ -f fuzz/run.sh ]; then
+    step "fuzz/run.sh ${FLOCON_FUZZ_SECONDS:-30}"
+    bash fuzz/run.sh "${FLOCON_FUZZ_SECONDS:-30}"
+  fi
+fi

@@ -85,20 +85,6 @@ pub fn sanitize_label(s: &str) -> String {
     }
 }
 
-/// The `ID=` value of an os-release file's text (quotes removed), or `None` if there is none.
-/// os-release(5) says a missing `ID` means `linux`; the caller decides whether to apply that.
-pub fn os_release_id(text: &str) -> Option<String> {
-    text.lines().take(1000).find_map(|line| {
-        let value = line.trim().strip_prefix("ID=")?.trim();
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-            .unwrap_or(value);
-        (!value.is_empty()).then(|| value.to_owned())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,20 +112,6 @@ mod tests {
         let s = me.sanitized();
         assert_eq!((s.host_id, s.tcp_port), (5, 7));
         assert_eq!((s.distro.as_str(), s.arch.as_str()), ("ab", "unknown"));
-    }
-
-    #[test]
-    fn os_release() {
-        let arch = "NAME=\"Arch Linux\"\nPRETTY_NAME=\"Arch Linux\"\nID=arch\nBUILD_ID=rolling\n";
-        assert_eq!(os_release_id(arch).as_deref(), Some("arch"));
-        assert_eq!(
-            os_release_id("ID=\"archarm\"\n").as_deref(),
-            Some("archarm")
-        );
-        assert_eq!(os_release_id("ID='manjaro'").as_deref(), Some("manjaro"));
-        assert_eq!(os_release_id("ID_LIKE=arch\nVERSION_ID=1\n"), None);
-        assert_eq!(os_release_id("ID=\n"), None);
-        assert_eq!(os_release_id(""), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! # Wiring it into the event loop
 //! ```text
 //! start:
-//!   let me = Identity { host_id: random_seed(), tcp_port, distro: distro_id(), arch: machine_arch() };
+//!   let me = Identity { host_id: random_seed(), tcp_port, distro: settings.distro, arch: settings.architecture };
 //!   let mut disc = Discovery::new(me, params, now, random_seed());
 //!   let mut sock = MulticastSocket::open(peer_port, group)?;          // fatal if it fails
 //!   poll.registry().register(sock.socket_mut(), DISCOVERY, Interest::READABLE)?;
@@ -58,8 +58,8 @@ mod protocol;
 mod questions;
 pub mod wire;
 
-pub use host::{distro_id, machine_arch, random_seed};
-pub use identity::{Identity, Params, os_release_id, sanitize_label};
+pub use host::random_seed;
+pub use identity::{Identity, Params, sanitize_label};
 pub use join_schedule::{JOIN_LOG_EVERY, JOIN_RETRY_EVERY, JOIN_RETRY_FOR, JoinNote, JoinReport};
 pub use multicast::{InterfaceInfo, MulticastSocket, list_interfaces, select_interfaces};
 pub use peer_table::{GoneReason, Peer, PeerRef};

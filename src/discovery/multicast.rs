@@ -186,7 +186,12 @@ impl MulticastSocket {
         socket.set_nonblocking(true)?;
         socket.set_multicast_loop_v4(false)?;
         socket.set_multicast_ttl_v4(1)?;
-        socket.set_multicast_all_v4(false)?;
+        // A refinement only (other sockets' groups are also filtered by the
+        // datagrams' magic): kernels or emulators without it (qemu-user
+        // answers ENOPROTOOPT) still work.
+        if let Err(e) = socket.set_multicast_all_v4(false) {
+            log::debug!("IP_MULTICAST_ALL off not supported here: {e}");
+        }
         socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
         let std_socket: std::net::UdpSocket = socket.into();
         let port = std_socket.local_addr()?.port();

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Cross-builds flocon for the Raspberry Pi's Arch Linux ARM architectures
+# (aarch64, armv7h) and runs the binaries under qemu user emulation.
+#
+#   ci/cross-check.sh                   build the crate for both targets (dev
+#                                       profile: much faster than release's LTO)
+#                                       and run "flocon --version" and
+#                                       "flocon --help" of each under qemu
+#   ci/cross-check.sh --toolchain-only  the same with a hello-world crate: checks
+#                                       the linkers, sysroots and qemu alone
+#
+# Missing Debian packages are installed with apt-get when running as root or
+# with CI=true; missing rustup targets are added.
+set -euo pipefail
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$top"
+
+toolchain_only=0
+case ${1-} in
+  --toolchain-only) toolchain_only=1 ;;
+  -h | --help)
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+    exit 0
+    ;;
+  '') ;;
+  *)
+    echo "usage: ci/cross-check.sh [--toolchain-only]" >&2
+    exit 2
+    ;;
+esac
+
+# rust target | C cross compiler (the linker) | qemu | sysroot for qemu -L
+targets=(
+  "aarch64-unknown-linux-gnu aarch64-linux-gnu-gcc qemu-aarch64 /usr/aarch64-linux-gnu"
+  "armv7-unknown-linux-gnueabihf arm-linux-gnueabihf-gcc qemu-arm /usr/arm-linux-gnueabihf"
+)
+
+# --- tools ------------------------------------------------------------------
+packages=()
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || packages+=(gcc-aarch64-linux-gnu)
+command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || packages+=(gcc-arm-linux-gnueabihf)
+command -v qemu-aarch64 >/dev/null 2>&1 && command -v qemu-arm >/dev/null 2>&1 || packages+=(qemu-user)
+[[ -e /usr/aarch64-linux-gnu/lib/libc.so.6 ]] || packages+=(libc6-dev-arm64-cross)
+[[ -e /usr/arm-linux-gnueabihf/lib/libc.so.6 ]] || packages+=(libc6-dev-armhf-cross)
+if ((${#packages[@]})); then
+  if [[ ${CI-} != true && $EUID -ne 0 ]]; then
+    echo "missing Debian packages: ${packages[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+installed=$(rustup target list --installed)
+for entry in "${targets[@]}"; do
+  read -r triple _ <<<"$entry"
+  grep -qx "$triple" <<<"$installed" || rustup target add "$triple"
+done
+
+# --- build and run -------------------------------------------------------------
+if ((toolchain_only)); then
+  crate=$(mktemp -d)
+  trap 'rm -rf "$crate"' EXIT
+  mkdir "$crate/src"
+  printf '[package]\nname = "flocon"\nversion = "0.0.0"\nedition = "2024"\n' >"$crate/Cargo.toml"
+  cat >"$crate/src/main.rs" <<'EOF'
+fn main() {
+    let arg = std::env::args().nth(1).unwrap_or_default();
+    let sock = std::os::unix::net::UnixDatagram::unbound().map(|_| "ok");
+    println!("flocon 0.0.0 {arg} {} {sock:?}", std::env::consts::ARCH);
+}
+EOF
+  cd "$crate"
+  want_version=0.0.0
+  locked=()
+else
+  want_version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+  locked=()
+  [[ -f Cargo.lock ]] && locked=(--locked)
+fi
+
+# Without a network when root, should a binary not know --version and serve.
+no_net=()
+((EUID == 0)) && no_net=(unshare --net --)
+
+# The ARM daemon under qemu, on loopback only (--interface lo: no multicast
+# leaves the machine): its peer server serves a 300 MiB file (offsets past
+# 2^31 would break a 32-bit off_t; past 2^28 a careless usize), and its relay,
+# with that same peer port as its upstream, streams it again.
+smoke() {
+  local triple=$1 qemu=$2 sysroot=$3 binary=$4
+  local dir port local_port pid ok=0 name=smoke-1.0-1-any.pkg.tar.zst
+  dir=$(mktemp -d)
+  port=$((20000 + RANDOM % 20000))
+  local_port=$((port + 1))
+  # Sparse, with known bytes near the end.
+  truncate -s 300M "$dir/$name"
+  printf 'flocon-tail-marker' | dd of="$dir/$name" bs=1 seek=$((300 * 1024 * 1024 - 18)) conv=notrunc status=none
+  "$qemu" -L "$sysroot" "$binary" -c /dev/null --pacman-conf /nonexistent --interface lo \
+    --cache-dir "$dir" --port "$port" --local-port "$local_port" \
+    --upstream "http://127.0.0.1:$port" >"$dir/log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$local_port/status" && break
+    sleep 0.1
+  done
+  local tail_peer tail_relay size
+  tail_peer=$(curl -s -r -18 "http://127.0.0.1:$port/$name")
+  tail_relay=$(curl -s -H 'Range: bytes=314572782-' "http://127.0.0.1:$local_port/core/os/x86_64/$name")
+  size=$(curl -s -o /dev/null -w '%{size_download}' "http://127.0.0.1:$local_port/core/os/x86_64/$name")
+  if [[ $tail_peer == flocon-tail-marker && $tail_relay == flocon-tail-marker && $size == 314572800 ]]; then
+    ok=1
+  else
+    echo "$triple: peer tail '$tail_peer', relay tail '$tail_relay', relayed size $size" >&2
+    cat "$dir/log" >&2
+  fi
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  rm -rf "$dir"
+  ((ok))
+}
+
+failures=0
+for entry in "${targets[@]}"; do
+  read -r triple linker qemu sysroot <<<"$entry"
+  env_name=$(tr 'a-z-' 'A-Z_' <<<"$triple")
+  export "CARGO_TARGET_${env_name}_LINKER=$linker"
+  start=$SECONDS
+  cargo build --quiet "${locked[@]}" --target "$triple" --bin flocon
+  binary=${CARGO_TARGET_DIR:-target}/$triple/debug/flocon
+  file -b "$binary" 2>/dev/null | sed "s/^/$triple: /" || true
+  if version=$("${no_net[@]}" timeout 10 "$qemu" -L "$sysroot" "$binary" --version 2>&1) && [[ $version == *"$want_version"* ]]; then
+    echo "$triple: flocon --version: $version"
+  else
+    echo "FAIL: $triple: flocon --version printed '$version', not version $want_version" >&2
+    failures=$((failures + 1))
+  fi
+  if help=$("${no_net[@]}" timeout 10 "$qemu" -L "$sysroot" "$binary" --help 2>&1) && [[ -n $help ]]; then
+    echo "$triple: flocon --help: $(wc -l <<<"$help") lines"
+  else
+    echo "FAIL: $triple: flocon --help failed or printed nothing: $help" >&2
+    failures=$((failures + 1))
+  fi
+  if smoke "$triple" "$qemu" "$sysroot" "$binary"; then
+    echo "$triple: serve and relay smoke test passed"
+  else
+    echo "FAIL: $triple: serve and relay smoke test" >&2
+    failures=$((failures + 1))
+  fi
+  echo "$triple: $((SECONDS - start)) s"
+done
+
+if ((failures)); then
+  echo "cross check: $failures failure(s)" >&2
+  exit 1
+fi
+echo "cross check: all passed"
