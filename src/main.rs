@@ -106,14 +106,7 @@ fn ask_local_daemon(file: &str, port: u16) -> std::io::Result<(u16, String)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut encoded = String::new();
-    for b in file.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:+@".contains(&b) {
-            encoded.push(b as char);
-        } else {
-            encoded.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let encoded = flocon::relay::encode_path_segment(file);
     write!(
         stream,
         "GET /query/{encoded} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"

@@ -581,8 +581,9 @@ impl PacmanConn {
             State::Fetch => {
                 let client = self.last_progress + CLIENT_TIMEOUT;
                 match &self.source {
-                    Some(s) => Some(s.deadline.min(client)),
-                    None => Some(client),
+                    // A full pipe means pacman is slow, not the source.
+                    Some(s) if !self.source_waits_on_pipe() => Some(s.deadline.min(client)),
+                    _ => Some(client),
                 }
             }
             State::Linger { until } => Some(until),
@@ -612,7 +613,8 @@ impl PacmanConn {
             State::Status => None,
             State::Reply => Some(Want::Close),
             State::Fetch => {
-                let source_due = self.source.as_ref().is_some_and(|s| cx.now >= s.deadline);
+                let source_due = !self.source_waits_on_pipe()
+                    && self.source.as_ref().is_some_and(|s| cx.now >= s.deadline);
                 if source_due {
                     let connecting = self
                         .source
@@ -798,7 +800,7 @@ impl PacmanConn {
                 warn!("upstream {text:?} is not an http(s) URL, skipped");
                 continue;
             };
-            let url = base.join(&job.file);
+            let url = base.join(&encode_path_segment(&job.file));
             if url.https {
                 if job.head_sent {
                     // Can't continue a body through a redirect.
@@ -867,7 +869,7 @@ impl PacmanConn {
         let _ = stream.set_nodelay(true);
         let (path, authority, timeout) = match &kind {
             SourceKind::Peer(p) => (
-                format!("/{}", job.file),
+                format!("/{}", encode_path_segment(&job.file)),
                 p.addr.to_string(),
                 PEER_CONNECT_TIMEOUT,
             ),
@@ -1009,6 +1011,13 @@ impl PacmanConn {
                         *budget = budget.saturating_sub(n);
                         progress = true;
                         self.last_progress = cx.now;
+                        if let Some(source) = self.source.as_mut() {
+                            // The source's silence while the pipe was full
+                            // was ours: its stall clock starts now.
+                            if source.phase == SourcePhase::Body {
+                                source.deadline = source.deadline.max(cx.now + STALL_TIMEOUT);
+                            }
+                        }
                     }
                     Io::WouldBlock => client_blocked = true,
                     Io::Closed | Io::Error(_) => return Some(Want::Close),
@@ -1444,6 +1453,21 @@ pub fn split_repo_path(path: &str) -> Option<(&str, &str, String)> {
     Some((repo, arch, percent_decode(raw)?))
 }
 
+/// Percent-encodes a file name for a request line: everything but the
+/// characters a path segment may hold as they are (so `:` and `+` stay, as
+/// pacman sends them).
+pub fn encode_path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 /// `fmt::Write` over a byte vector.
 struct Text<'a>(&'a mut Vec<u8>);
 
@@ -1482,6 +1506,21 @@ mod tests {
             "/core/os/x86_64/%zz",
         ] {
             assert_eq!(split_repo_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_segments_are_encoded_once() {
+        assert_eq!(
+            encode_path_segment("libc++-1:17.0-1-x86_64.pkg.tar.zst"),
+            "libc++-1:17.0-1-x86_64.pkg.tar.zst"
+        );
+        assert_eq!(encode_path_segment("a b%c/d?"), "a%20b%25c%2Fd%3F");
+        for name in ["a b", "x%y", "ü-1-1-any.pkg.tar.zst"] {
+            assert_eq!(
+                percent_decode(&encode_path_segment(name)).as_deref(),
+                Some(name)
+            );
         }
     }
 
