@@ -55,6 +55,8 @@ pub const PEER_BACKOFF: Duration = Duration::from_secs(60);
 const ORIGINS: usize = 512;
 /// Resolved upstream host names are kept this long.
 const DNS_TTL: Duration = Duration::from_secs(300);
+/// A name that did not resolve is not tried again (blocking the loop) for this long.
+const DNS_FAILURE_TTL: Duration = Duration::from_secs(30);
 const TURN_BUDGET: usize = 4 << 20;
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -88,7 +90,8 @@ pub struct Shared {
     /// peer host id -> skipped until.
     backoff: HashMap<u64, Instant>,
     origins: VecDeque<(String, Origin)>,
-    dns: HashMap<(String, u16), (SocketAddr, Instant)>,
+    /// Resolved upstream names, and names that failed (`None`), with when.
+    dns: HashMap<(String, u16), (Option<SocketAddr>, Instant)>,
 }
 
 impl Shared {
@@ -144,16 +147,24 @@ impl Shared {
         }
         let key = (host.to_owned(), port);
         if let Some(&(addr, at)) = self.dns.get(&key) {
-            if now.duration_since(at) < DNS_TTL {
-                return Some(addr);
+            let ttl = if addr.is_some() {
+                DNS_TTL
+            } else {
+                DNS_FAILURE_TTL
+            };
+            if now.duration_since(at) < ttl {
+                return addr;
             }
         }
-        let addr = (host, port).to_socket_addrs().ok()?.next()?;
+        let addr = (host, port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next());
         if self.dns.len() >= 64 {
             self.dns.clear();
         }
         self.dns.insert(key, (addr, now));
-        Some(addr)
+        addr
     }
 }
 

@@ -13,6 +13,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod daemon;
+pub mod fake_peer;
 pub mod http;
 pub mod lab;
 pub mod mirror;
