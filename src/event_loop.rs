@@ -522,6 +522,17 @@ impl Daemon {
             self.questions.insert(q, (index, generation));
         }
         self.apply(index, generation, want);
+        self.park_retired(now);
+    }
+
+    /// Source connections a transfer is done with go to the relay's idle pool,
+    /// out of the poll set until one is taken again.
+    fn park_retired(&mut self, now: Instant) {
+        while let Some((addr, mut stream)) = self.relay.retired.pop() {
+            if self.poll.registry().deregister(&mut stream).is_ok() {
+                self.relay.park(addr, stream, now);
+            }
+        }
     }
 
     fn flush_datagrams(&mut self) {
@@ -660,6 +671,7 @@ impl Daemon {
             self.questions.insert(q, (index, generation));
         }
         self.apply(index, generation, want);
+        self.park_retired(now);
     }
 
     fn apply(&mut self, index: usize, generation: u32, want: Want) {

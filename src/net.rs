@@ -132,6 +132,23 @@ pub fn pread(file: &File, buf: &mut [u8], offset: u64) -> Io {
     }
 }
 
+/// Whether a kept-alive connection nobody reads from is still open and quiet:
+/// a peek that would block. End of stream, an error or unexpected bytes all
+/// mean it must not carry another request.
+pub fn is_idle_open(socket: &impl AsRawFd) -> bool {
+    let mut byte = [0u8; 1];
+    // SAFETY: the buffer is one valid, writable byte that outlives the call.
+    let n = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            byte.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
 /// What a connection state machine wants from the loop after it ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Want {

@@ -53,6 +53,9 @@ const MAX_PEER_TRIES: u32 = 3;
 pub const PEER_BACKOFF: Duration = Duration::from_secs(60);
 /// Remembered package origins (for choosing where their `.sig` comes from).
 const ORIGINS: usize = 512;
+/// Kept-alive source connections: how many, and for how long.
+const MAX_IDLE: usize = 32;
+const IDLE_REUSE: Duration = Duration::from_secs(10);
 /// Resolved upstream host names are kept this long.
 const DNS_TTL: Duration = Duration::from_secs(300);
 /// A name that did not resolve is not tried again (blocking the loop) for this long.
@@ -92,6 +95,18 @@ pub struct Shared {
     origins: VecDeque<(String, Origin)>,
     /// Resolved upstream names, and names that failed (`None`), with when.
     dns: HashMap<(String, u16), (Option<SocketAddr>, Instant)>,
+    /// Kept-alive source connections, not registered with the loop.
+    idle: VecDeque<IdleSource>,
+    /// Source connections done with a response and fit for another, still
+    /// registered: the loop deregisters them and parks them in `idle`.
+    pub retired: Vec<(SocketAddr, TcpStream)>,
+}
+
+/// A kept-alive connection to a peer or a mirror, waiting for a request.
+struct IdleSource {
+    addr: SocketAddr,
+    stream: TcpStream,
+    since: Instant,
 }
 
 impl Shared {
@@ -103,7 +118,40 @@ impl Shared {
             backoff: HashMap::new(),
             origins: VecDeque::new(),
             dns: HashMap::new(),
+            idle: VecDeque::new(),
+            retired: Vec::new(),
         }
+    }
+
+    /// Parks a connection the loop has just deregistered.
+    pub fn park(&mut self, addr: SocketAddr, stream: TcpStream, now: Instant) {
+        self.idle
+            .retain(|i| now.duration_since(i.since) < IDLE_REUSE);
+        if self.idle.len() >= MAX_IDLE {
+            self.idle.pop_front();
+        }
+        self.idle.push_back(IdleSource {
+            addr,
+            stream,
+            since: now,
+        });
+    }
+
+    /// A parked connection to `addr` that still looks open, newest first.
+    fn take_idle(&mut self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
+        self.idle
+            .retain(|i| now.duration_since(i.since) < IDLE_REUSE);
+        while let Some(at) = self.idle.iter().rposition(|i| i.addr == addr) {
+            let idle = self.idle.remove(at)?;
+            if net::is_idle_open(&idle.stream) {
+                return Some(idle.stream);
+            }
+        }
+        None
+    }
+
+    pub fn idle_connections(&self) -> usize {
+        self.idle.len()
     }
 
     fn origin_of(&self, package: &str) -> Option<Origin> {
@@ -253,7 +301,13 @@ enum SourcePhase {
 struct Source {
     id: u32,
     kind: SourceKind,
+    addr: SocketAddr,
     stream: TcpStream,
+    /// Taken from the idle pool: a failure before any answer byte may just
+    /// mean the other side closed it meanwhile, so it is retried fresh.
+    reused: bool,
+    /// The response allows another request on this connection.
+    keep_alive: bool,
     phase: SourcePhase,
     request: Vec<u8>,
     request_pos: usize,
@@ -266,6 +320,19 @@ struct Source {
 }
 
 impl Source {
+    /// Body bytes that arrived from this source.
+    fn count(&mut self, n: usize, counters: &mut Counters) {
+        let n = n as u64;
+        self.bytes += n;
+        if let Some(r) = self.remaining.as_mut() {
+            *r -= n;
+        }
+        match self.kind {
+            SourceKind::Peer(_) => counters.bytes_from_peers += n,
+            SourceKind::Upstream { .. } => counters.bytes_from_upstream += n,
+        }
+    }
+
     fn describe(&self) -> String {
         match &self.kind {
             SourceKind::Peer(p) => format!("peer {:016x} at {}", p.host_id, p.addr),
@@ -668,7 +735,8 @@ impl PacmanConn {
 
     /// Starts answering one complete request head.
     fn start(&mut self, head: &RequestHead, cx: &mut Context) {
-        let keep_alive = head.keep_alive && !head.has_body && !cx.stopping;
+        let keep_alive =
+            head.keep_alive && !head.has_body && !cx.stopping && self.served + 1 < MAX_REQUESTS;
         let with_body = head.method != Method::Head;
         if head.has_body {
             return self.reply_error(Status::BadRequest, false, with_body);
@@ -867,10 +935,22 @@ impl PacmanConn {
 
     /// Opens the source socket and queues its request.
     fn connect(&mut self, kind: SourceKind, addr: SocketAddr, cx: &mut Context) {
+        self.connect_with(kind, addr, true, cx);
+    }
+
+    /// Opens (or, with `reuse`, takes a kept-alive) source connection and
+    /// queues its request.
+    fn connect_with(&mut self, kind: SourceKind, addr: SocketAddr, reuse: bool, cx: &mut Context) {
         let Some(job) = self.job.as_ref() else {
             return;
         };
-        let stream = match TcpStream::connect(addr) {
+        let idle = if reuse {
+            cx.shared.take_idle(addr, cx.now)
+        } else {
+            None
+        };
+        let reused = idle.is_some();
+        let stream = match idle.map_or_else(|| TcpStream::connect(addr), Ok) {
             Ok(s) => s,
             Err(e) => {
                 let penalize = matches!(kind, SourceKind::Peer(_));
@@ -915,14 +995,21 @@ impl PacmanConn {
                 let _ = write!(Text(&mut request), "If-Modified-Since: {ims}\r\n");
             }
         }
-        request.extend_from_slice(b"Connection: close\r\n\r\n");
+        request.extend_from_slice(b"\r\n");
         self.next_source_id = self.next_source_id.wrapping_add(1);
         debug!("{}: fetching from {}", job.file, describe_kind(&kind));
         self.source = Some(Source {
             id: self.next_source_id,
             kind,
+            addr,
             stream,
-            phase: SourcePhase::Connecting,
+            reused,
+            keep_alive: false,
+            phase: if reused {
+                SourcePhase::Request
+            } else {
+                SourcePhase::Connecting
+            },
             request,
             request_pos: 0,
             head_buf: Vec::new(),
@@ -942,6 +1029,15 @@ impl PacmanConn {
         let Some(source) = self.source.take() else {
             return;
         };
+        let unanswered = matches!(source.phase, SourcePhase::Request | SourcePhase::Head)
+            && source.head_buf.is_empty();
+        if source.reused && unanswered {
+            debug!(
+                "kept-alive connection to {} was closed: reconnecting",
+                source.addr
+            );
+            return self.connect_with(source.kind, source.addr, false, cx);
+        }
         self.note_failure(&source.kind, &why, penalize, cx);
         if let Some(job) = self.job.as_mut() {
             if job.head_sent {
@@ -1150,18 +1246,9 @@ impl PacmanConn {
                         self.pipe.commit(n);
                         *budget = budget.saturating_sub(n);
                         source.deadline = cx.now + STALL_TIMEOUT;
-                        source.bytes += n as u64;
-                        if let Some(r) = source.remaining.as_mut() {
-                            *r -= n as u64;
-                        }
-                        let from_peer = matches!(source.kind, SourceKind::Peer(_));
+                        source.count(n, &mut cx.shared.counters);
                         if let Some(job) = self.job.as_mut() {
                             job.received += n as u64;
-                        }
-                        if from_peer {
-                            cx.shared.counters.bytes_from_peers += n as u64;
-                        } else {
-                            cx.shared.counters.bytes_from_upstream += n as u64;
                         }
                         if source.remaining == Some(0) {
                             SourceStep::Done
@@ -1216,8 +1303,9 @@ impl PacmanConn {
                 };
             }
             source.remaining = length;
+            source.keep_alive = head.keep_alive && length.is_some();
             source.phase = SourcePhase::Body;
-            self.take_leftover(leftover);
+            self.take_leftover(leftover, &mut cx.shared.counters);
             return SourceStep::Progress;
         }
         match head.code {
@@ -1299,12 +1387,13 @@ impl PacmanConn {
         response::field(out, "Accept-Ranges", "bytes");
         response::finish(out, keep_alive);
         source.remaining = length;
+        source.keep_alive = head.keep_alive && length.is_some();
         source.phase = SourcePhase::Body;
-        self.take_leftover(leftover);
+        self.take_leftover(leftover, &mut cx.shared.counters);
         SourceStep::Progress
     }
 
-    fn take_leftover(&mut self, mut leftover: Vec<u8>) {
+    fn take_leftover(&mut self, mut leftover: Vec<u8>, counters: &mut Counters) {
         let Some(source) = self.source.as_mut() else {
             return;
         };
@@ -1316,10 +1405,7 @@ impl PacmanConn {
             return;
         }
         self.pipe.push(&leftover);
-        source.bytes += n as u64;
-        if let Some(r) = source.remaining.as_mut() {
-            *r -= n as u64;
-        }
+        source.count(n, counters);
         if let Some(job) = self.job.as_mut() {
             job.received += n as u64;
         }
@@ -1344,6 +1430,10 @@ impl PacmanConn {
             SourceKind::Peer(_) => cx.shared.counters.from_peers += 1,
             SourceKind::Upstream { .. } => cx.shared.counters.from_upstream += 1,
         }
+        let describe = source.describe();
+        if source.keep_alive && source.remaining == Some(0) {
+            cx.shared.retired.push((source.addr, source.stream));
+        }
         if job.kind == FileKind::Package {
             if let Some(origin) = job.origin {
                 cx.shared.remember_origin(&job.file, origin);
@@ -1353,7 +1443,7 @@ impl PacmanConn {
             "{}: {} bytes from {} in {} ms",
             job.file,
             job.received,
-            source.describe(),
+            describe,
             cx.now.duration_since(job.started).as_millis()
         );
     }

@@ -319,7 +319,9 @@ impl PeerConn {
     /// Builds the answer to one complete request head.
     fn answer(&mut self, head: &RequestHead, cx: &mut Context) {
         cx.counters.requests += 1;
-        let keep_alive = head.keep_alive && !head.has_body && !cx.stopping;
+        // The last request a connection may carry says so in its answer.
+        let keep_alive =
+            head.keep_alive && !head.has_body && !cx.stopping && self.served + 1 < MAX_REQUESTS;
         let with_body = head.method != Method::Head;
         let outcome = self.answer_file(head, keep_alive, with_body, cx.cache);
         match outcome {

@@ -53,11 +53,7 @@ fn ready_after_listeners_and_stopping_on_sigterm() {
         )
         .unwrap_or_else(|e| panic!("port {p} not accepting after READY=1: {e}"));
     }
-    assert!(
-        daemon
-            .find_line(|l| l.contains("listening on UDP"))
-            .is_some()
-    );
+    daemon.wait_for_line_containing("listening on UDP", Duration::from_secs(5));
 
     daemon.signal(libc::SIGTERM);
     assert_eq!(receive(&socket), "STOPPING=1");
