@@ -203,17 +203,21 @@ impl Cache {
     pub fn open(&self, name: &str) -> Result<Option<CachedFile>, NameError> {
         check_servable(name)?;
         for dir in &self.dirs {
-            let Some(path) = resolve(dir, name) else {
-                continue;
-            };
-            // O_NOFOLLOW: the path was resolved already; O_NONBLOCK: a FIFO
-            // planted under a package name must not block the loop.
-            let Ok(file) = OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-                .open(&path)
-            else {
-                continue;
+            let mut path = dir.path.join(name);
+            let file = match open_no_follow(&path) {
+                Ok(file) => file,
+                // A symlink: opened only when its target passes the checks.
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    let Some(target) = symlink_target(dir, &path) else {
+                        continue;
+                    };
+                    path = target;
+                    match open_no_follow(&path) {
+                        Ok(file) => file,
+                        Err(_) => continue,
+                    }
+                }
+                Err(_) => continue,
             };
             let Ok(meta) = file.metadata() else {
                 continue;
@@ -232,6 +236,16 @@ impl Cache {
     }
 }
 
+/// Opens for reading without following a symlink in the last component
+/// (`ELOOP` then), and with `O_NONBLOCK` so that a FIFO planted under a
+/// package name cannot block the loop.
+fn open_no_follow(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
 /// The path to open for `name` in `dir`: the entry itself, or, for a symlink,
 /// its target when that is a servable name directly inside the same cache
 /// directory. `None` when absent or refused.
@@ -241,6 +255,12 @@ fn resolve(dir: &CacheDir, name: &str) -> Option<PathBuf> {
     if !meta.file_type().is_symlink() {
         return Some(path);
     }
+    symlink_target(dir, &path)
+}
+
+/// The target of the symlink at `path` when it is a servable name directly
+/// inside `dir`.
+fn symlink_target(dir: &CacheDir, path: &Path) -> Option<PathBuf> {
     let target = path.canonicalize().ok()?;
     let inside = target.parent() == Some(dir.real.as_path());
     let target_name = target.file_name()?.to_str()?;

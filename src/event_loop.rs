@@ -165,6 +165,8 @@ pub struct Daemon {
     questions: HashMap<QuestionId, (usize, u32)>,
     /// Listeners with connections possibly left to accept.
     accept_pending: [bool; 4],
+    /// The one read buffer, lent to each connection run.
+    scratch: Vec<u8>,
     /// The multicast socket may hold more datagrams (a turn's worth was read).
     again_discovery: bool,
     counters: serve::Counters,
@@ -270,6 +272,7 @@ impl Daemon {
             questions: HashMap::new(),
             accept_pending: [false; 4],
             again_discovery: false,
+            scratch: vec![0; serve::READ_CHUNK],
             counters: serve::Counters::default(),
             started: now,
             stop_by: None,
@@ -308,9 +311,11 @@ impl Daemon {
                 }
             }
             self.accept(now);
-            let again: Vec<_> = self.again.drain(..).collect();
-            for (index, generation) in again {
-                self.run_slot(index, generation, now);
+            // Slots queued while these run wait for the next pass.
+            for _ in 0..self.again.len() {
+                if let Some((index, generation)) = self.again.pop_front() {
+                    self.run_slot(index, generation, now);
+                }
             }
             self.discovery_turn(now);
             self.fire_timers(now);
@@ -515,6 +520,7 @@ impl Daemon {
             discovery: &mut self.multicast.core,
             asked: &mut asked,
             stopping,
+            scratch: &mut self.scratch,
         };
         conn.answered(peer, &mut cx);
         let want = conn.run(&mut cx);
@@ -649,6 +655,7 @@ impl Daemon {
         let want = match slot.conn.as_mut() {
             Some(Conn::Peer(conn)) => conn.run(&mut serve::Context {
                 cache: &self.cache,
+                scratch: &mut self.scratch,
                 now,
                 counters: &mut self.counters,
                 stopping,
@@ -663,6 +670,7 @@ impl Daemon {
                     discovery: &mut self.multicast.core,
                     asked: &mut asked,
                     stopping,
+                    scratch: &mut self.scratch,
                 })
             }
             None => return,

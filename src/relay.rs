@@ -53,6 +53,8 @@ const MAX_PEER_TRIES: u32 = 3;
 pub const PEER_BACKOFF: Duration = Duration::from_secs(60);
 /// Remembered package origins (for choosing where their `.sig` comes from).
 const ORIGINS: usize = 512;
+/// Transfer buffers kept for reuse between transfers (each [`BUFFER`] bytes).
+const SPARE_BUFFERS: usize = 16;
 /// Kept-alive source connections: how many, and for how long.
 const MAX_IDLE: usize = 32;
 const IDLE_REUSE: Duration = Duration::from_secs(10);
@@ -61,7 +63,7 @@ const DNS_TTL: Duration = Duration::from_secs(300);
 /// A name that did not resolve is not tried again (blocking the loop) for this long.
 const DNS_FAILURE_TTL: Duration = Duration::from_secs(30);
 const TURN_BUDGET: usize = 4 << 20;
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = crate::serve::READ_CHUNK;
 
 /// Totals since start, for the status page and SIGUSR1.
 #[derive(Clone, Copy, Debug, Default)]
@@ -100,6 +102,8 @@ pub struct Shared {
     /// Source connections done with a response and fit for another, still
     /// registered: the loop deregisters them and parks them in `idle`.
     pub retired: Vec<(SocketAddr, TcpStream)>,
+    /// Transfer buffers between transfers (allocated once, reused).
+    spare_buffers: Vec<Vec<u8>>,
 }
 
 /// A kept-alive connection to a peer or a mirror, waiting for a request.
@@ -120,6 +124,19 @@ impl Shared {
             dns: HashMap::new(),
             idle: VecDeque::new(),
             retired: Vec::new(),
+            spare_buffers: Vec::new(),
+        }
+    }
+
+    /// A transfer buffer: a spare one, else a new one.
+    fn take_buffer(&mut self) -> Vec<u8> {
+        self.spare_buffers.pop().unwrap_or_else(|| vec![0; BUFFER])
+    }
+
+    fn give_buffer(&mut self, mut buf: Vec<u8>) {
+        if buf.len() >= BUFFER && self.spare_buffers.len() < SPARE_BUFFERS {
+            buf.truncate(BUFFER);
+            self.spare_buffers.push(buf);
         }
     }
 
@@ -224,6 +241,8 @@ pub struct Context<'a> {
     /// Questions this run opened, for the loop to route their answers here.
     pub asked: &'a mut Vec<QuestionId>,
     pub stopping: bool,
+    /// The loop's one read buffer, lent for this run.
+    pub scratch: &'a mut [u8],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -409,15 +428,22 @@ impl Pipe {
         self.end += n;
     }
 
+    /// Gives the pipe a buffer before a body streams through it.
+    fn provide(&mut self, shared: &mut Shared) {
+        if self.buf.is_empty() {
+            self.buf = shared.take_buffer();
+        }
+    }
+
     fn clear(&mut self) {
         self.start = 0;
         self.end = 0;
     }
 
-    /// Gives the memory back between transfers.
-    fn release(&mut self) {
+    /// Takes the buffer out, to give it back between transfers.
+    fn release(&mut self) -> Vec<u8> {
         self.clear();
-        self.buf = Vec::new();
+        std::mem::take(&mut self.buf)
     }
 }
 
@@ -574,7 +600,6 @@ impl PacmanConn {
             }
         }
         let mut budget = TURN_BUDGET;
-        let mut scratch = [0u8; READ_CHUNK];
         loop {
             if budget == 0 {
                 return self.want(true);
@@ -603,14 +628,14 @@ impl PacmanConn {
                     if cx.stopping && self.head_started.is_none() {
                         return Want::Close;
                     }
-                    match net::read(&mut self.stream, &mut scratch) {
+                    match net::read(&mut self.stream, cx.scratch) {
                         Io::Done(n) => {
                             if self.inbuf.len() + n > self.limits.max_head + READ_CHUNK {
                                 self.inbuf.clear();
                                 self.reply_error(Status::HeaderFieldsTooLarge, false, true);
                                 continue;
                             }
-                            self.inbuf.extend_from_slice(&scratch[..n]);
+                            self.inbuf.extend_from_slice(&cx.scratch[..n]);
                             self.parse_pending = true;
                             self.head_started.get_or_insert(cx.now);
                             self.last_progress = cx.now;
@@ -637,7 +662,7 @@ impl PacmanConn {
                     Some(want) => return want,
                     None => self.response_done(cx),
                 },
-                State::Linger { .. } => match net::read(&mut self.stream, &mut scratch) {
+                State::Linger { .. } => match net::read(&mut self.stream, cx.scratch) {
                     Io::Done(n) => budget = budget.saturating_sub(n.max(READ_CHUNK)),
                     Io::WouldBlock => return self.want(false),
                     Io::Closed | Io::Error(_) => return Want::Close,
@@ -1207,8 +1232,8 @@ impl PacmanConn {
                 }
             }
             SourcePhase::Head => {
-                let mut scratch = [0u8; 4096];
-                match net::read(&mut source.stream, &mut scratch) {
+                let scratch = &mut cx.scratch[..4096];
+                match net::read(&mut source.stream, scratch) {
                     Io::Done(n) => {
                         source.head_buf.extend_from_slice(&scratch[..n]);
                         source.deadline = cx.now + STALL_TIMEOUT;
@@ -1305,6 +1330,7 @@ impl PacmanConn {
             source.remaining = length;
             source.keep_alive = head.keep_alive && length.is_some();
             source.phase = SourcePhase::Body;
+            self.pipe.provide(cx.shared);
             self.take_leftover(leftover, &mut cx.shared.counters);
             return SourceStep::Progress;
         }
@@ -1389,6 +1415,7 @@ impl PacmanConn {
         source.remaining = length;
         source.keep_alive = head.keep_alive && length.is_some();
         source.phase = SourcePhase::Body;
+        self.pipe.provide(cx.shared);
         self.take_leftover(leftover, &mut cx.shared.counters);
         SourceStep::Progress
     }
@@ -1469,7 +1496,7 @@ impl PacmanConn {
         self.served += 1;
         self.last_progress = cx.now;
         self.source = None;
-        self.pipe.release();
+        cx.shared.give_buffer(self.pipe.release());
         self.job = None;
         if self.close_after || self.served >= MAX_REQUESTS || cx.stopping {
             let _ = self.stream.shutdown(Shutdown::Write);
@@ -1638,7 +1665,7 @@ mod tests {
         pipe.consume(BUFFER - 10);
         assert!(pipe.is_empty());
         assert_eq!(pipe.space().len(), BUFFER);
-        pipe.release();
-        assert_eq!(pipe.buf.capacity(), 0);
+        assert_eq!(pipe.release().len(), BUFFER);
+        assert!(pipe.buf.is_empty());
     }
 }

@@ -37,8 +37,11 @@ pub const LINGER: Duration = Duration::from_secs(2);
 pub const MAX_REQUESTS: u32 = 1000;
 /// Bytes moved for one connection in one turn of the loop before others run.
 const TURN_BUDGET: usize = 4 << 20;
-/// Read size; also the fallback copy buffer when `sendfile` is refused.
-const READ_CHUNK: usize = 16 * 1024;
+/// Size of the loop's read buffer ([`Context::scratch`]).
+pub const READ_CHUNK: usize = 16 * 1024;
+/// Bodies up to this size go out in the same send as their head.
+const INLINE_BODY: usize = 16 * 1024;
+/// The copy buffer when `sendfile` is refused.
 const COPY_CHUNK: usize = 64 * 1024;
 
 /// Totals since start, for the state report.
@@ -55,6 +58,8 @@ pub struct Counters {
 /// What a run of a connection needs from the daemon.
 pub struct Context<'a> {
     pub cache: &'a Cache,
+    /// The loop's one read buffer, lent for this run.
+    pub scratch: &'a mut [u8],
     pub now: Instant,
     pub counters: &'a mut Counters,
     /// The daemon is stopping: close when idle, finish transfers in flight.
@@ -134,7 +139,6 @@ impl PeerConn {
             }
         }
         let mut budget = TURN_BUDGET;
-        let mut scratch = [0u8; READ_CHUNK];
         loop {
             if budget == 0 {
                 return self.want(true);
@@ -163,9 +167,9 @@ impl PeerConn {
                     if cx.stopping && self.head_started.is_none() {
                         return Want::Close;
                     }
-                    match net::read(&mut self.stream, &mut scratch) {
+                    match net::read(&mut self.stream, cx.scratch) {
                         Io::Done(n) => {
-                            self.inbuf.extend_from_slice(&scratch[..n]);
+                            self.inbuf.extend_from_slice(&cx.scratch[..n]);
                             self.parse_pending = true;
                             self.head_started.get_or_insert(cx.now);
                             self.last_progress = cx.now;
@@ -179,7 +183,7 @@ impl PeerConn {
                     Some(want) => return want,
                     None => self.response_done(cx.now),
                 },
-                State::Linger { .. } => match net::read(&mut self.stream, &mut scratch) {
+                State::Linger { .. } => match net::read(&mut self.stream, cx.scratch) {
                     Io::Done(n) => budget = budget.saturating_sub(n.max(READ_CHUNK)),
                     Io::WouldBlock => return self.want(false),
                     Io::Closed | Io::Error(_) => return Want::Close,
@@ -323,7 +327,7 @@ impl PeerConn {
         let keep_alive =
             head.keep_alive && !head.has_body && !cx.stopping && self.served + 1 < MAX_REQUESTS;
         let with_body = head.method != Method::Head;
-        let outcome = self.answer_file(head, keep_alive, with_body, cx.cache);
+        let outcome = self.answer_file(head, keep_alive, with_body, cx);
         match outcome {
             Ok(status) => debug!(
                 "peer {} {} {} -> {}",
@@ -358,7 +362,7 @@ impl PeerConn {
         head: &RequestHead,
         keep_alive: bool,
         with_body: bool,
-        cache: &Cache,
+        cx: &mut Context,
     ) -> Result<Status, (Status, String)> {
         if head.has_body {
             return Err((Status::BadRequest, "request with a body".into()));
@@ -367,13 +371,13 @@ impl PeerConn {
             return Err((Status::MethodNotAllowed, "method".into()));
         }
         let name = request_file_name(&head.target)?;
-        let file = match cache.open(&name) {
+        let file = match cx.cache.open(&name) {
             Ok(Some(file)) => file,
             Ok(None) => return Err((Status::NotFound, "not in the cache".into())),
             Err(e) if e.is_malformed() => return Err((Status::BadRequest, e.to_string())),
             Err(e) => return Err((Status::NotFound, e.to_string())),
         };
-        let status = self.queue_file(file, head, keep_alive, with_body);
+        let status = self.queue_file(file, head, keep_alive, with_body, cx.counters);
         Ok(status)
     }
 
@@ -383,6 +387,7 @@ impl PeerConn {
         head: &RequestHead,
         keep_alive: bool,
         with_body: bool,
+        counters: &mut Counters,
     ) -> Status {
         self.out.clear();
         self.out_pos = 0;
@@ -436,6 +441,26 @@ impl PeerConn {
             }),
             _ => None,
         };
+        // A small body (a signature, a tiny package) leaves with its head in
+        // one send: cheaper than a sendfile call for a few kilobytes.
+        if let Some(body) = self.body.as_mut() {
+            let len = body.end - body.offset;
+            if len <= INLINE_BODY as u64 {
+                let head_len = self.out.len();
+                self.out.resize(head_len + len as usize, 0);
+                if let Io::Done(n) = net::pread(&body.file, &mut self.out[head_len..], body.offset)
+                {
+                    // A short read (the file shrank) leaves the rest to the
+                    // copy path, which then fails and closes.
+                    self.out.truncate(head_len + n);
+                    body.offset += n as u64;
+                    counters.bytes += n as u64;
+                    body.sendfile = false;
+                } else {
+                    self.out.truncate(head_len);
+                }
+            }
+        }
         status
     }
 }
