@@ -28,7 +28,7 @@ use mio::net::TcpStream;
 use crate::cache::{self, FileKind};
 use crate::config::{Upstreams, expand};
 use crate::discovery::{Discovery, PeerRef, QuestionId};
-use crate::http::range::ContentRange;
+use crate::http::range::{self, ContentRange, RangeRequest};
 use crate::http::request::{self, Limits, Method, RequestHead};
 use crate::http::response::{self, Framing, ResponseHead, Status};
 use crate::http::url::{self, Url};
@@ -333,12 +333,22 @@ struct Source {
     head_buf: Vec<u8>,
     /// Body bytes still expected; `None`: until the source closes.
     remaining: Option<u64>,
+    /// Leading body bytes to drop: the source ignored pacman's `Range` and
+    /// sent the whole file, so flocon cuts the range out itself.
+    skip: u64,
     /// Connect deadline, then stall deadline (pushed on every byte).
     deadline: Instant,
     bytes: u64,
 }
 
 impl Source {
+    /// How many of `n` bytes just read fall in the part to drop.
+    fn take_skip(&mut self, n: usize) -> usize {
+        let dropped = usize::try_from(self.skip).unwrap_or(usize::MAX).min(n);
+        self.skip -= dropped as u64;
+        dropped
+    }
+
     /// Body bytes that arrived from this source.
     fn count(&mut self, n: usize, counters: &mut Counters) {
         let n = n as u64;
@@ -1039,6 +1049,7 @@ impl PacmanConn {
             request_pos: 0,
             head_buf: Vec::new(),
             remaining: None,
+            skip: 0,
             deadline: cx.now + timeout,
             bytes: 0,
         });
@@ -1268,12 +1279,14 @@ impl PacmanConn {
                 };
                 match net::read(&mut source.stream, &mut space[..want]) {
                     Io::Done(n) => {
-                        self.pipe.commit(n);
+                        let dropped = source.take_skip(n);
+                        space.copy_within(dropped..n, 0);
+                        self.pipe.commit(n - dropped);
                         *budget = budget.saturating_sub(n);
                         source.deadline = cx.now + STALL_TIMEOUT;
                         source.count(n, &mut cx.shared.counters);
                         if let Some(job) = self.job.as_mut() {
-                            job.received += n as u64;
+                            job.received += (n - dropped) as u64;
                         }
                         if source.remaining == Some(0) {
                             SourceStep::Done
@@ -1360,8 +1373,36 @@ impl PacmanConn {
                 };
             }
         }
-        // Accepted: what pacman gets is what this source said.
-        job.span = match (head.code, head.content_range, length) {
+        // Accepted: what pacman gets is what this source said, except that a
+        // whole file sent to a ranged request is cut to the range here
+        // (pacman can't resume from a 200).
+        let mut code = head.code;
+        let mut content_range = head.content_range;
+        let mut framing = head.framing;
+        if let (200, Some(asked), Framing::Length(n), false) =
+            (code, job.range.as_deref(), head.framing, job.head_only)
+        {
+            match range::evaluate(Some(asked), n) {
+                RangeRequest::Whole => {}
+                RangeRequest::Part(r) => {
+                    debug!("{}: source ignored Range, cutting {asked} out", job.file);
+                    code = 206;
+                    content_range = Some(ContentRange {
+                        range: r,
+                        complete_len: Some(n),
+                    });
+                    framing = Framing::Length(r.len());
+                    source.skip = r.start;
+                }
+                RangeRequest::Unsatisfiable => {
+                    let keep_alive = job.keep_alive;
+                    self.source = None;
+                    self.reply_unsatisfiable(n, keep_alive);
+                    return SourceStep::Progress;
+                }
+            }
+        }
+        job.span = match (code, content_range, length) {
             (206, Some(ContentRange { range, .. }), _) => Some(Span {
                 start: range.start,
                 end: range.end + 1,
@@ -1387,15 +1428,15 @@ impl PacmanConn {
         self.out.clear();
         self.out_pos = 0;
         let out = &mut self.out;
-        response::write_head_code(out, head.code);
-        match head.framing {
+        response::write_head_code(out, code);
+        match framing {
             Framing::Length(n) => response::field(out, "Content-Length", n),
-            Framing::Empty if head.code != 304 && !job.head_only => {
+            Framing::Empty if code != 304 && !job.head_only => {
                 response::field(out, "Content-Length", 0)
             }
             _ => {}
         }
-        if let (206, Some(cr)) = (head.code, head.content_range) {
+        if let (206, Some(cr)) = (code, content_range) {
             let complete = cr
                 .complete_len
                 .map_or_else(|| "*".to_owned(), |n| n.to_string());
@@ -1412,8 +1453,13 @@ impl PacmanConn {
         }
         response::field(out, "Accept-Ranges", "bytes");
         response::finish(out, keep_alive);
-        source.remaining = length;
-        source.keep_alive = head.keep_alive && length.is_some();
+        // Read up to the end of what pacman gets; only a source read to its
+        // end may carry another request.
+        source.remaining = match (framing, length) {
+            (Framing::Length(n), Some(_)) => Some(source.skip + n),
+            _ => length,
+        };
+        source.keep_alive = head.keep_alive && length.is_some() && source.remaining == length;
         source.phase = SourcePhase::Body;
         self.pipe.provide(cx.shared);
         self.take_leftover(leftover, &mut cx.shared.counters);
@@ -1431,10 +1477,11 @@ impl PacmanConn {
         if n == 0 {
             return;
         }
-        self.pipe.push(&leftover);
+        let dropped = source.take_skip(n);
+        self.pipe.push(&leftover[dropped..]);
         source.count(n, counters);
         if let Some(job) = self.job.as_mut() {
-            job.received += n as u64;
+            job.received += (n - dropped) as u64;
         }
     }
 
@@ -1520,6 +1567,22 @@ impl PacmanConn {
         self.pipe.clear();
         self.close_after = !keep_alive;
         response::error_page(&mut self.out, status, keep_alive, with_body);
+        self.state = State::Reply;
+    }
+
+    /// 416 for a range past the end of a file whose source ignored ranges.
+    fn reply_unsatisfiable(&mut self, len: u64, keep_alive: bool) {
+        self.out.clear();
+        self.out_pos = 0;
+        self.close_after = !keep_alive;
+        response::write_head(&mut self.out, Status::RangeNotSatisfiable);
+        response::field(
+            &mut self.out,
+            "Content-Range",
+            format_args!("bytes */{len}"),
+        );
+        response::field(&mut self.out, "Content-Length", 0);
+        response::finish(&mut self.out, keep_alive);
         self.state = State::Reply;
     }
 

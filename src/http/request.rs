@@ -84,10 +84,10 @@ impl HeadError {
 impl std::fmt::Display for HeadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            HeadError::TooLarge => "request head too large",
+            HeadError::TooLarge => "HTTP head too large",
             HeadError::TooManyHeaders => "too many header fields",
             HeadError::TargetTooLong => "request target too long",
-            HeadError::Malformed => "malformed request head",
+            HeadError::Malformed => "malformed HTTP head",
         })
     }
 }
