@@ -14,6 +14,8 @@
 
 pub mod daemon;
 pub mod fake_peer;
+pub mod fake_server;
+pub mod flocon;
 pub mod http;
 pub mod lab;
 pub mod mirror;

@@ -1,0 +1,1113 @@
+//! Issue 4, the relay, across hosts with the real pacman 6.0.2: a lab of network namespaces
+//! with an nginx mirror (host 0) and three flocon hosts A, B and C (hosts 1 to 3), each with
+//! its own pacman root, database and cache (the cache flocon shares), `ParallelDownloads = 5`
+//! and `Server = http://127.0.0.1:19433/$repo/os/$arch` (its own relay). Extra lab hosts run
+//! fake peers when a test needs one that misbehaves.
+//!
+//! What is checked: packages a peer has come from that peer (the mirror sees only the
+//! databases), the others from the mirror; a `.part` is resumed with `Range`; a peer killed in
+//! the middle of a 200 MB transfer is continued from the mirror with a `Range`; peers that
+//! stall or answer garbage are skipped (and one of another distribution is never asked) and the
+//! download completes from the mirror; a peer that ignores the `Range` of a resume is not passed
+//! on to pacman; without an upstream the relay answers 404, with an `https://` one a 302; a
+//! signature comes from the peer that gave its package, or from the mirror when that peer lacks
+//! it. Every download is compared byte for byte with the mirror's file. One test measures: 20 packages through flocon against straight from the mirror, and
+//! the daemons' peak memory during five parallel 200 MB transfers.
+
+mod common;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::fake_peer::{Behaviour, Claims, FakePeer};
+use common::http::{Response, build_request, request};
+use common::mirror::AccessLogEntry;
+use common::pacman::{
+    ARCH, PackageSpec, PacmanClient, PacmanConf, Repo, Signatures, TEST_REPO, TestKey,
+    make_package_spec, make_repo_signed, require_pacman, same_bytes,
+};
+use common::{Daemon, Lab, Mirror, TempDir, wait_until};
+
+const MIRROR: usize = 0;
+const A: usize = 1;
+const B: usize = 2;
+const C: usize = 3;
+const FLOCON_HOSTS: [usize; 3] = [A, B, C];
+/// pacman's `Server =` line for the relay on its own host.
+const RELAY_SERVER: &str = "http://127.0.0.1:19433/$repo/os/$arch";
+const DISTRO: &str = "arch";
+const KB: u64 = 1000;
+const MB: u64 = 1 << 20;
+const START: Duration = Duration::from_secs(20);
+
+fn relay_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 19433))
+}
+
+/// What a flocon host is given as its upstream.
+#[derive(Clone)]
+enum Upstream {
+    /// `--upstream http://<mirror>/$repo/os/$arch`.
+    Mirror,
+    /// Neither `--upstream` nor a pacman.conf.
+    Nothing,
+    /// `--upstream <this>`.
+    Url(String),
+}
+
+/// One package of a test repository.
+#[derive(Clone, Debug)]
+struct Pkg {
+    name: String,
+    file: String,
+}
+
+/// The lab, the mirror, the repository and the three flocon hosts' pacman clients.
+/// Fields drop in order: daemons first, the lab (and whatever still runs in it) later.
+struct Lan {
+    daemons: Vec<Option<Daemon>>,
+    mirror: Mirror,
+    clients: Vec<Option<PacmanClient>>,
+    repo: Repo,
+    pkgs: Vec<Pkg>,
+    lab: Lab,
+    _host_dirs: Vec<TempDir>,
+    _work: TempDir,
+}
+
+impl Lan {
+    /// A lab of 4 + `extra_hosts` hosts, a repository of `packages` (name, payload size; a
+    /// name may carry `@version`) signed by `key` if given, the mirror on host 0, and pacman
+    /// clients for A, B and C. No flocon runs yet. `None` when the test is skipped.
+    fn new(
+        test: &str,
+        extra_hosts: usize,
+        packages: &[(&str, u64)],
+        key: Option<&TestKey>,
+    ) -> Option<Lan> {
+        if !require_pacman(test) {
+            return None;
+        }
+        let lab = Lab::new(4 + extra_hosts)?;
+        let work = TempDir::new("lan");
+        let build = work.mkdir("build");
+        let specs: Vec<PackageSpec> = packages
+            .iter()
+            .map(|&(name, size)| match name.split_once('@') {
+                Some((n, v)) => PackageSpec::new(n, v, size),
+                None => PackageSpec::new(name, "1.0", size),
+            })
+            .collect();
+        let paths = build_packages(&build, &specs);
+        let sigs = match key {
+            Some(k) => Signatures::Gpg(k),
+            None => Signatures::None,
+        };
+        let repo = make_repo_signed(&work.mkdir("mirror"), TEST_REPO, &paths, sigs);
+        let mirror = Mirror::start(
+            &repo.root,
+            Some(lab.host(MIRROR).ns()),
+            lab.host(MIRROR).addr(80),
+        );
+        let mut conf = PacmanConf::new(&[RELAY_SERVER.to_string()]);
+        conf.parallel_downloads = 5;
+        if key.is_some() {
+            conf = conf.require_package_signatures();
+        }
+        let mut clients = vec![None; lab.len()];
+        let mut host_dirs = Vec::new();
+        for h in FLOCON_HOSTS {
+            let dir = TempDir::new(&format!("host{h}"));
+            let client = PacmanClient::new(dir.path(), &conf);
+            if let Some(k) = key {
+                client.import_key(k);
+            }
+            clients[h] = Some(client);
+            host_dirs.push(dir);
+        }
+        let pkgs = specs
+            .iter()
+            .map(|s| Pkg {
+                name: s.name.clone(),
+                file: s.file_name(),
+            })
+            .collect();
+        Some(Lan {
+            daemons: (0..lab.len()).map(|_| None).collect(),
+            mirror,
+            clients,
+            repo,
+            pkgs,
+            lab,
+            _host_dirs: host_dirs,
+            _work: work,
+        })
+    }
+
+    fn ns(&self, host: usize) -> &str {
+        self.lab.host(host).ns()
+    }
+
+    fn client(&self, host: usize) -> &PacmanClient {
+        self.clients[host].as_ref().expect("a flocon host")
+    }
+
+    fn daemon(&self, host: usize) -> &Daemon {
+        self.daemons[host].as_ref().expect("flocon runs there")
+    }
+
+    fn pkg(&self, name: &str) -> &Pkg {
+        self.pkgs
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no package {name}"))
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.pkg(name).file.clone()
+    }
+
+    /// The mirror's copy of a file.
+    fn mirror_file(&self, file: &str) -> PathBuf {
+        self.repo.file(file)
+    }
+
+    /// Put the mirror's packages (and signatures, if any) into `host`'s cache as if its
+    /// pacman had downloaded them (hard links where possible: no extra disk).
+    fn seed_cache(&self, host: usize, names: &[&str]) {
+        self.seed_cache_files(host, names, true);
+    }
+
+    /// Like [`Lan::seed_cache`], leaving the signatures out unless `with_sigs`.
+    fn seed_cache_files(&self, host: usize, names: &[&str], with_sigs: bool) {
+        let cache = &self.client(host).cachedir;
+        for name in names {
+            let file = self.file(name);
+            let mut files = vec![file.clone()];
+            if with_sigs {
+                files.push(format!("{file}.sig"));
+            }
+            for f in files {
+                let src = self.mirror_file(&f);
+                if !src.exists() {
+                    continue;
+                }
+                let dst = cache.join(&f);
+                if fs::hard_link(&src, &dst).is_err() {
+                    fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+                }
+            }
+        }
+    }
+
+    /// Start flocon on `host` as the test setup describes; waits until it listens.
+    fn start_flocon(&mut self, host: usize, upstream: &Upstream) {
+        let cache = self.client(host).cachedir.display().to_string();
+        let mut args: Vec<String> = [
+            "-c",
+            "/dev/null",
+            "--pacman-conf",
+            "/nonexistent",
+            "--cache-dir",
+            &cache,
+            "--interface",
+            "eth0",
+            "--distro",
+            DISTRO,
+            "--architecture",
+            ARCH,
+            "-d",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        match upstream {
+            Upstream::Mirror => {
+                args.push("--upstream".into());
+                args.push(self.mirror.server_url());
+            }
+            Upstream::Nothing => {}
+            Upstream::Url(u) => {
+                args.push("--upstream".into());
+                args.push(u.clone());
+            }
+        }
+        let name = format!("flocon {}", host_letter(host));
+        let daemon = self
+            .lab
+            .spawn_named(host, &name, env!("CARGO_BIN_EXE_flocon"), &args);
+        daemon.wait_for_line_containing("pacman downloads through here", START);
+        self.daemons[host] = Some(daemon);
+    }
+
+    /// Start A, B and C with the mirror as upstream and wait until each knows the others.
+    fn start_all(&mut self) {
+        for h in FLOCON_HOSTS {
+            self.start_flocon(h, &Upstream::Mirror);
+        }
+        self.wait_peers(&FLOCON_HOSTS, 2);
+    }
+
+    /// Wait until each of `hosts` lists `n` compatible peers on its status page.
+    fn wait_peers(&self, hosts: &[usize], n: usize) {
+        self.wait_peers_compatible(hosts, n, n);
+    }
+
+    /// Wait until each of `hosts` lists `n` peers of which `compatible` are compatible.
+    fn wait_peers_compatible(&self, hosts: &[usize], n: usize, compatible: usize) {
+        for &h in hosts {
+            wait_until(
+                &format!(
+                    "flocon {} to know {n} peers ({compatible} compatible)",
+                    host_letter(h)
+                ),
+                START,
+                || {
+                    self.try_status(h)
+                        .and_then(|s| peer_counts(&s))
+                        .filter(|&counts| counts == (n, compatible))
+                },
+                || self.try_status(h).unwrap_or_else(|| "<no status>".into()),
+            );
+        }
+    }
+
+    fn try_status(&self, host: usize) -> Option<String> {
+        self.lab
+            .run_in(host, || {
+                request(
+                    relay_addr(),
+                    &build_request("GET", "localhost", "/status", &[]),
+                )
+            })
+            .ok()
+            .filter(|r| r.status == 200)
+            .map(|r| r.text())
+    }
+
+    fn status(&self, host: usize) -> String {
+        self.try_status(host)
+            .unwrap_or_else(|| panic!("no status page from flocon {}", host_letter(host)))
+    }
+
+    /// A GET (or HEAD) to `host`'s relay, from inside that host.
+    fn relay_request(&self, host: usize, method: &str, path: &str) -> Response {
+        let raw = build_request(method, "localhost:19433", path, &[]);
+        self.lab
+            .run_in(host, || request(relay_addr(), &raw))
+            .unwrap_or_else(|e| panic!("{method} {path} on {}'s relay: {e}", host_letter(host)))
+    }
+
+    fn sync(&self, host: usize) {
+        self.client(host).sync_db(Some(self.ns(host)));
+    }
+
+    /// `pacman -Sw names` on `host`; returns how long it took.
+    fn download(&self, host: usize, names: &[&str]) -> Duration {
+        let t = Instant::now();
+        self.client(host).download(Some(self.ns(host)), names);
+        t.elapsed()
+    }
+
+    /// Each package (and its signature when `with_sigs`) is in `host`'s cache, byte for byte
+    /// the mirror's.
+    #[track_caller]
+    fn assert_cached(&self, host: usize, names: &[&str], with_sigs: bool) {
+        for name in names {
+            let file = self.file(name);
+            let mut files = vec![file.clone()];
+            if with_sigs {
+                files.push(format!("{file}.sig"));
+            }
+            for f in files {
+                let got = self.client(host).cached(&f);
+                assert!(
+                    got.exists(),
+                    "{} is not in {}'s cache",
+                    f,
+                    host_letter(host)
+                );
+                assert!(
+                    same_bytes(&got, &self.mirror_file(&f)),
+                    "{f} in {}'s cache differs from the mirror's",
+                    host_letter(host)
+                );
+            }
+        }
+    }
+
+    /// Mirror access-log entries for one file (packages, signatures or databases).
+    fn mirror_requests(&self, log: &[AccessLogEntry], file: &str) -> Vec<AccessLogEntry> {
+        let path = self.repo.url_path(file);
+        log.iter().filter(|e| e.uri == path).cloned().collect()
+    }
+}
+
+fn host_letter(host: usize) -> String {
+    match host {
+        A => "A".into(),
+        B => "B".into(),
+        C => "C".into(),
+        h => format!("h{h}"),
+    }
+}
+
+/// Build packages, a few at a time.
+fn build_packages(dir: &Path, specs: &[PackageSpec]) -> Vec<PathBuf> {
+    let mut out = vec![PathBuf::new(); specs.len()];
+    for (chunk_specs, chunk_out) in specs.chunks(3).zip(out.chunks_mut(3)) {
+        thread::scope(|s| {
+            let handles: Vec<_> = chunk_specs
+                .iter()
+                .map(|spec| s.spawn(move || make_package_spec(dir, spec)))
+                .collect();
+            for (h, slot) in handles.into_iter().zip(chunk_out.iter_mut()) {
+                *slot = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            }
+        });
+    }
+    out
+}
+
+/// `(peers, compatible)` from a status page's `N peers, M compatible (this host ...)` line.
+fn peer_counts(status: &str) -> Option<(usize, usize)> {
+    let line = status
+        .lines()
+        .find(|l| l.contains(" compatible (this host"))?;
+    let mut words = line.split_whitespace();
+    let all = words.next()?.parse().ok()?;
+    let _ = words.next()?;
+    let ok = words.next()?.parse().ok()?;
+    Some((all, ok))
+}
+
+/// The `relay: ...` counters of a status page by name, e.g. `from peers` is the number
+/// before "files (... bytes) from peers".
+fn relay_counter(status: &str, what: &str) -> u64 {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("relay: "))
+        .unwrap_or_else(|| panic!("no relay line in status:\n{status}"));
+    let words: Vec<&str> = line.trim_start_matches("relay: ").split(", ").collect();
+    for w in words {
+        let (n, rest) = w.split_once(' ').unwrap_or((w, ""));
+        let rest = match rest.split_once(") ") {
+            Some((_, after)) => after,
+            None => rest,
+        };
+        let rest = rest.trim_start_matches("files ");
+        if rest == what {
+            return n.parse().unwrap_or_else(|_| panic!("bad number in {line}"));
+        }
+    }
+    panic!("no counter {what:?} in {line}")
+}
+
+/// The start offset of a `bytes=N-...` range, if that is what it is.
+fn range_start(range: &str) -> Option<u64> {
+    range
+        .strip_prefix("bytes=")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn decode_percent(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(v) if b[i] == b'%' => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `VmHWM` (peak resident set) of a process, in KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
+}
+
+/// User + system CPU time of a process so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = text.rsplit_once(") ").map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / hz as f64
+}
+
+/// Log lines of a daemon that are not debug lines and mention `needle`.
+fn loud_lines(daemon: &Daemon, needle: &str) -> Vec<String> {
+    daemon
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(needle) && !l.contains("DEBUG"))
+        .collect()
+}
+
+// ---- the tests -------------------------------------------------------------------------------
+
+#[test]
+fn packages_come_from_the_peer_that_has_them_and_the_rest_from_the_mirror() {
+    let packages = [
+        ("alpha", 300 * KB),
+        ("beta", 2 * MB),
+        ("gamma", 64 * KB),
+        ("delta", MB),
+        ("epsilon", 150 * KB),
+    ];
+    let Some(mut lan) = Lan::new("pacman_lan::peer_and_mirror", 0, &packages, None) else {
+        return;
+    };
+    lan.start_all();
+    let shared = ["alpha", "beta", "gamma"];
+    let mirror_only = ["delta", "epsilon"];
+
+    // A downloads the shared packages first: nobody has them, so from the mirror.
+    lan.sync(A);
+    lan.download(A, &shared);
+    lan.assert_cached(A, &shared, false);
+    let log = lan.mirror.access_log();
+    for name in shared {
+        let reqs = lan.mirror_requests(&log, &lan.file(name));
+        assert_eq!(reqs.len(), 1, "{name} from the mirror once for A: {log:?}");
+        assert!(reqs[0].user_agent.starts_with("flocon/"), "{:?}", reqs[0]);
+        assert_eq!(reqs[0].client, lan.lab.host(A).ip().to_string());
+    }
+    lan.mirror.clear_access_log();
+
+    // B downloads all five: three from A, two from the mirror.
+    lan.sync(B);
+    let mut all: Vec<&str> = shared.to_vec();
+    all.extend_from_slice(&mirror_only);
+    let mut args = vec!["-Sw"];
+    args.extend_from_slice(&all);
+    let out = lan.client(B).run_expect_ok(Some(lan.ns(B)), &args);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("checking package integrity"),
+        "pacman checked the sha256 sums from the database"
+    );
+    lan.assert_cached(B, &all, false);
+    let log = lan.mirror.access_log();
+    let db = format!("{TEST_REPO}.db");
+    assert!(
+        !lan.mirror_requests(&log, &db).is_empty(),
+        "B's database from the mirror: {log:?}"
+    );
+    for name in shared {
+        assert!(
+            lan.mirror_requests(&log, &lan.file(name)).is_empty(),
+            "{name} was asked of the mirror although A has it: {log:?}"
+        );
+        let f = lan.file(name);
+        let a_served = lan.daemon(A).count_lines(|l| {
+            l.contains(&format!("GET /{f} -> 200")) && l.contains(&lan.lab.host(B).ip().to_string())
+        });
+        assert_eq!(a_served, 1, "A's peer server sent {f} to B once");
+    }
+    for name in mirror_only {
+        let reqs = lan.mirror_requests(&log, &lan.file(name));
+        assert_eq!(reqs.len(), 1, "{name} from the mirror once: {log:?}");
+        assert_eq!(
+            (reqs[0].status, reqs[0].client.clone()),
+            (200, lan.lab.host(B).ip().to_string())
+        );
+    }
+    let status = lan.status(B);
+    assert_eq!(relay_counter(&status, "from peers"), 3, "{status}");
+    assert_eq!(
+        relay_counter(&status, "from upstream"),
+        3,
+        "db + 2 packages: {status}"
+    );
+    assert_eq!(relay_counter(&status, "failures"), 0, "{status}");
+}
+
+#[test]
+fn a_part_file_is_resumed_with_a_range_from_the_peer_or_the_mirror() {
+    let packages = [("resume-peer", 3 * MB), ("resume-mirror", 3 * MB)];
+    let Some(mut lan) = Lan::new("pacman_lan::resume", 0, &packages, None) else {
+        return;
+    };
+    lan.seed_cache(A, &["resume-peer"]);
+    lan.start_all();
+    let cut = MB;
+    for name in ["resume-peer", "resume-mirror"] {
+        let file = lan.file(name);
+        let bytes = fs::read(lan.mirror_file(&file)).expect("mirror file");
+        let part = lan.client(B).cached(&format!("{file}.part"));
+        fs::write(&part, &bytes[..cut as usize]).expect("write .part");
+    }
+    lan.sync(B);
+    lan.mirror.clear_access_log();
+    lan.download(B, &["resume-peer", "resume-mirror"]);
+    lan.assert_cached(B, &["resume-peer", "resume-mirror"], false);
+
+    // From the peer: A's server answered pacman's range with 206.
+    let peer_file = lan.file("resume-peer");
+    let b_ip = lan.lab.host(B).ip().to_string();
+    lan.daemon(A).wait_for_line(
+        |l| l.contains(&format!("GET /{peer_file} -> 206")) && l.contains(&b_ip),
+        Duration::from_secs(5),
+    );
+    let log = lan.mirror.access_log();
+    assert!(lan.mirror_requests(&log, &peer_file).is_empty(), "{log:?}");
+    // From the mirror: the range went through.
+    let reqs = lan.mirror_requests(&log, &lan.file("resume-mirror"));
+    assert_eq!(reqs.len(), 1, "{log:?}");
+    assert_eq!(reqs[0].status, 206, "{:?}", reqs[0]);
+    assert_eq!(range_start(&reqs[0].range), Some(cut), "{:?}", reqs[0]);
+}
+
+#[test]
+fn a_peer_killed_in_the_middle_of_200_mb_is_continued_from_the_mirror() {
+    let Some(mut lan) = Lan::new("pacman_lan::peer_killed", 0, &[("huge", 200 * MB)], None) else {
+        return;
+    };
+    lan.seed_cache(A, &["huge"]);
+    lan.start_all();
+    lan.sync(B);
+    lan.mirror.clear_access_log();
+    let file = lan.file("huge");
+    let size = fs::metadata(lan.mirror_file(&file))
+        .expect("mirror file")
+        .len();
+    let part = lan.client(B).cached(&format!("{file}.part"));
+    let mut pacman = Daemon::spawn_command(
+        "pacman B -Sw huge",
+        lan.client(B).command(Some(lan.ns(B)), &["-Sw", "huge"]),
+    );
+    // Kill A when B has more than 50 MB of it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let len = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if len >= 50 * MB {
+            break len;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's .part never grew past 50 MB (now {len})"
+        );
+        assert!(
+            pacman.is_running(),
+            "pacman ended before 50 MB: {:?}",
+            pacman.lines()
+        );
+        thread::sleep(Duration::from_micros(500));
+    };
+    lan.daemons[A].as_mut().expect("A").kill();
+    eprintln!("killed A's flocon when B's .part had {seen} of {size} bytes");
+    let status = pacman.wait_exit(Duration::from_secs(90));
+    assert!(status.success(), "pacman failed: {:?}", pacman.lines());
+    lan.assert_cached(B, &["huge"], false);
+
+    let log = lan.mirror.access_log();
+    let reqs = lan.mirror_requests(&log, &file);
+    assert_eq!(reqs.len(), 1, "one continuation from the mirror: {log:?}");
+    let start = range_start(&reqs[0].range).unwrap_or(0);
+    assert!(
+        reqs[0].status == 206 && start > 0 && start < size,
+        "the mirror was asked for the rest with a range: {:?}",
+        reqs[0]
+    );
+    assert_eq!(reqs[0].body_bytes, size - start);
+    let b = lan.daemon(B);
+    b.wait_for_line(
+        |l| l.contains(&file) && l.contains("continuing from the next source"),
+        Duration::from_secs(1),
+    );
+    let status = lan.status(B);
+    assert_eq!(relay_counter(&status, "failovers"), 1, "{status}");
+}
+
+#[test]
+fn peers_that_stall_or_answer_garbage_are_skipped_and_the_mirror_serves() {
+    let packages = [
+        ("by-silent", 400 * KB),
+        ("by-stopper", 2 * MB),
+        ("by-garbage", 300 * KB),
+        ("later", 100 * KB),
+    ];
+    let Some(mut lan) = Lan::new("pacman_lan::bad_peers", 4, &packages, None) else {
+        return;
+    };
+    let claims = |name: &str| Claims::Only(vec![lan.file(name), lan.file("later")]);
+    let silent = FakePeer::start(
+        &lan.lab,
+        4,
+        DISTRO,
+        ARCH,
+        claims("by-silent"),
+        Behaviour::Silent,
+    );
+    let prefix = 100_000;
+    let stopper = FakePeer::start(
+        &lan.lab,
+        5,
+        DISTRO,
+        ARCH,
+        claims("by-stopper"),
+        Behaviour::HeadThenStall {
+            dir: lan.repo.dir.clone(),
+            prefix,
+        },
+    );
+    let garbage = FakePeer::start(
+        &lan.lab,
+        6,
+        DISTRO,
+        ARCH,
+        claims("by-garbage"),
+        Behaviour::Raw(b"SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02 not HTTP at all\r\n\r\n".to_vec()),
+    );
+    // Same file names, other distribution: never to be asked (its bytes would differ).
+    let foreign = FakePeer::start(
+        &lan.lab,
+        7,
+        "archarm",
+        "aarch64",
+        Claims::All,
+        Behaviour::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\narm".to_vec()),
+    );
+    lan.start_all_with_extra_peers_compatible(4, 3);
+    lan.sync(B);
+    lan.mirror.clear_access_log();
+    let first = ["by-silent", "by-stopper", "by-garbage"];
+    let took = lan.download(B, &first);
+    eprintln!("pacman -Sw past three bad peers took {took:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    lan.assert_cached(B, &first, false);
+
+    let b = lan.daemon(B);
+    for (fake, name) in [
+        (&silent, "by-silent"),
+        (&stopper, "by-stopper"),
+        (&garbage, "by-garbage"),
+    ] {
+        let file = lan.file(name);
+        assert!(
+            fake.requests().iter().any(|r| r.contains(&file)),
+            "{} was never asked for {file}: {:?}",
+            fake.name(),
+            fake.requests()
+        );
+        let id = format!("peer {:016x} at {} failed (", fake.host_id(), fake.addr());
+        let line = b
+            .find_line(|l| l.contains(&id))
+            .unwrap_or_else(|| panic!("B never reported {} as failed", fake.name()));
+        eprintln!("B on {}: {line}", fake.name());
+    }
+    let log = lan.mirror.access_log();
+    for name in first {
+        assert_eq!(
+            lan.mirror_requests(&log, &lan.file(name)).len(),
+            1,
+            "{name}: {log:?}"
+        );
+    }
+    // The peer that sent a head and part of the body: the rest came with a range.
+    let cont = &lan.mirror_requests(&log, &lan.file("by-stopper"))[0];
+    assert_eq!(cont.status, 206, "{cont:?}");
+    assert_eq!(range_start(&cont.range), Some(prefix), "{cont:?}");
+
+    // The three are skipped now: "later" (which each claims) comes from the mirror at once.
+    lan.mirror.clear_access_log();
+    let took = lan.download(B, &["later"]);
+    lan.assert_cached(B, &["later"], false);
+    let later = lan.file("later");
+    for fake in [&silent, &stopper, &garbage] {
+        assert!(
+            !fake.requests().iter().any(|r| r.contains(&later)),
+            "{} was asked for {later} although it failed a moment ago",
+            fake.name()
+        );
+    }
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(
+        lan.mirror_requests(&lan.mirror.access_log(), &later).len(),
+        1
+    );
+    assert!(
+        foreign.who_has().is_empty() && foreign.requests().is_empty(),
+        "the archarm/aarch64 peer was asked: {:?} {:?}",
+        foreign.who_has(),
+        foreign.requests()
+    );
+}
+
+impl Lan {
+    /// Start A, B and C and wait until each knows the other two plus `extra` fake peers.
+    fn start_all_with_extra_peers(&mut self, extra: usize) {
+        self.start_all_with_extra_peers_compatible(extra, extra);
+    }
+
+    /// Start A, B and C and wait until each knows the other two plus `extra` fake peers, of
+    /// which `compatible` are compatible.
+    fn start_all_with_extra_peers_compatible(&mut self, extra: usize, compatible: usize) {
+        for h in FLOCON_HOSTS {
+            self.start_flocon(h, &Upstream::Mirror);
+        }
+        self.wait_peers_compatible(&FLOCON_HOSTS, 2 + extra, 2 + compatible);
+    }
+}
+
+#[test]
+fn without_an_upstream_what_no_peer_has_is_a_quiet_404() {
+    let packages = [("shared", 500 * KB), ("nowhere", 200 * KB)];
+    let Some(mut lan) = Lan::new("pacman_lan::no_upstream", 0, &packages, None) else {
+        return;
+    };
+    lan.seed_cache(A, &["shared"]);
+    lan.start_flocon(A, &Upstream::Mirror);
+    lan.start_flocon(B, &Upstream::Nothing);
+    lan.start_flocon(C, &Upstream::Mirror);
+    lan.wait_peers(&FLOCON_HOSTS, 2);
+    lan.daemon(B)
+        .wait_for_line_containing("no upstream mirror", Duration::from_secs(1));
+    let (shared, nowhere) = (lan.file("shared"), lan.file("nowhere"));
+
+    // Plain HTTP against B's relay.
+    let r = lan.relay_request(B, "GET", &lan.repo.url_path(&nowhere));
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = lan.relay_request(B, "GET", &lan.repo.url_path(&format!("{TEST_REPO}.db")));
+    assert_eq!(r.status, 404, "databases come only from upstreams: {r:?}");
+    let r = lan.relay_request(B, "GET", &lan.repo.url_path(&shared));
+    assert_eq!(r.status, 200);
+    assert!(r.body == fs::read(lan.mirror_file(&shared)).expect("mirror file"));
+
+    // The real pacman with the relay first and the mirror second: the 404s are reported by
+    // pacman, which goes on to the mirror for those.
+    let mut conf = PacmanConf::new(&[RELAY_SERVER.to_string(), lan.mirror.server_url()]);
+    conf.parallel_downloads = 5;
+    lan.client(B).write_conf(&conf);
+    lan.sync(B);
+    lan.mirror.clear_access_log();
+    let out = lan
+        .client(B)
+        .run_expect_ok(Some(lan.ns(B)), &["-Sw", "shared", "nowhere"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "failed retrieving file '{nowhere}' from 127.0.0.1:19433"
+        )) && text.contains("404"),
+        "pacman reports the relay's 404:\n{text}"
+    );
+    lan.assert_cached(B, &["shared", "nowhere"], false);
+    let log = lan.mirror.access_log();
+    assert!(lan.mirror_requests(&log, &shared).is_empty(), "{log:?}");
+    let reqs = lan.mirror_requests(&log, &nowhere);
+    assert_eq!(reqs.len(), 1, "{log:?}");
+    assert!(
+        reqs[0].user_agent.starts_with("pacman/"),
+        "straight from pacman: {:?}",
+        reqs[0]
+    );
+    let loud = loud_lines(lan.daemon(B), &nowhere);
+    assert!(
+        loud.is_empty(),
+        "a 404 is not worth more than a debug line: {loud:?}"
+    );
+    let status = lan.status(B);
+    assert!(relay_counter(&status, "not found") >= 2, "{status}");
+}
+
+#[test]
+fn an_https_upstream_is_a_redirect_for_what_no_peer_has() {
+    let packages = [
+        ("shared", 200 * KB),
+        ("nowhere", 100 * KB),
+        ("lib+plus@1:2.0", 50 * KB),
+    ];
+    let Some(mut lan) = Lan::new("pacman_lan::https", 0, &packages, None) else {
+        return;
+    };
+    lan.seed_cache(A, &["shared"]);
+    let upstream = "https://mirror.example.org/archlinux/$repo/os/$arch";
+    lan.start_flocon(A, &Upstream::Mirror);
+    lan.start_flocon(B, &Upstream::Url(upstream.into()));
+    lan.start_flocon(C, &Upstream::Mirror);
+    lan.wait_peers(&FLOCON_HOSTS, 2);
+    let base = format!("https://mirror.example.org/archlinux/{TEST_REPO}/os/{ARCH}");
+    for file in [
+        lan.file("nowhere"),
+        lan.file("lib+plus"),
+        format!("{TEST_REPO}.db"),
+    ] {
+        for method in ["GET", "HEAD"] {
+            let r = lan.relay_request(B, method, &lan.repo.url_path(&file));
+            assert_eq!(r.status, 302, "{method} {file}: {r:?}");
+            let location = r.header("location").unwrap_or_default();
+            assert_eq!(
+                decode_percent(location),
+                format!("{base}/{file}"),
+                "{method} {file}: {r:?}"
+            );
+        }
+    }
+    let shared = lan.file("shared");
+    let r = lan.relay_request(B, "GET", &lan.repo.url_path(&shared));
+    assert_eq!(r.status, 200, "a peer's file needs no redirect");
+    assert!(r.body == fs::read(lan.mirror_file(&shared)).expect("mirror file"));
+    let status = lan.status(B);
+    assert_eq!(relay_counter(&status, "redirects"), 6, "{status}");
+}
+
+#[test]
+fn a_signature_comes_from_the_peer_that_gave_the_package() {
+    if !require_pacman("pacman_lan::signatures") {
+        return;
+    }
+    let key = TestKey::generate();
+    let packages = [
+        ("signed-one", 500 * KB),
+        ("signed-two", 1200 * KB),
+        ("sigless", 300 * KB),
+    ];
+    let Some(mut lan) = Lan::new("pacman_lan::signatures", 0, &packages, Some(&key)) else {
+        return;
+    };
+    // A peer that has a package but not its signature (a known trap of LAN caches).
+    lan.seed_cache_files(A, &["sigless"], false);
+    lan.start_all();
+    let names = ["signed-one", "signed-two"];
+    lan.sync(A);
+    lan.download(A, &names);
+    lan.assert_cached(A, &names, true);
+    lan.mirror.clear_access_log();
+
+    lan.sync(B);
+    let out = lan.client(B).run_expect_ok(
+        Some(lan.ns(B)),
+        &["-Sw", "signed-one", "signed-two", "sigless"],
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("error"), "{text}");
+    assert!(text.contains("checking package integrity"), "{text}");
+    lan.assert_cached(B, &["signed-one", "signed-two", "sigless"], true);
+    let log = lan.mirror.access_log();
+    let b_ip = lan.lab.host(B).ip().to_string();
+    let a = lan.daemon(A);
+    let a_served =
+        |f: &str| a.count_lines(|l| l.contains(&format!("GET /{f} -> 200")) && l.contains(&b_ip));
+    for name in names {
+        let file = lan.file(name);
+        assert!(lan.mirror_requests(&log, &file).is_empty(), "{log:?}");
+        assert!(
+            lan.mirror_requests(&log, &format!("{file}.sig")).is_empty(),
+            "{log:?}"
+        );
+        for f in [file.clone(), format!("{file}.sig")] {
+            assert_eq!(a_served(&f), 1, "A served {f} to B");
+        }
+    }
+    // The package from A, its signature (which A lacks) from the mirror.
+    let sigless = lan.file("sigless");
+    assert_eq!(a_served(&sigless), 1, "A served {sigless} to B");
+    assert!(lan.mirror_requests(&log, &sigless).is_empty(), "{log:?}");
+    let sig_reqs = lan.mirror_requests(&log, &format!("{sigless}.sig"));
+    assert_eq!(sig_reqs.len(), 1, "{log:?}");
+    assert!(
+        sig_reqs[0].user_agent.starts_with("flocon/"),
+        "{:?}",
+        sig_reqs[0]
+    );
+    // A package whose signature went bad in B's cache would not pass: pacman really checked.
+    let one = lan.file("signed-one");
+    let sig = lan.client(B).cached(&format!("{one}.sig"));
+    let mut bad = fs::read(&sig).expect("sig");
+    let last = bad.len() - 1;
+    bad[last] ^= 0x55;
+    fs::write(&sig, bad).expect("write sig");
+    let out = lan.client(B).run(Some(lan.ns(B)), &["-Sw", "signed-one"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("signature") && text.contains("is invalid"),
+        "a broken signature must fail verification: {text}"
+    );
+}
+
+#[test]
+fn measure_time_through_flocon_and_peak_memory() {
+    let mut packages: Vec<(String, u64)> = (0..20)
+        .map(|i| {
+            (
+                format!("small{i:02}"),
+                100 * KB + i * (5 * MB - 100 * KB) / 19,
+            )
+        })
+        .collect();
+    packages.extend((0..5).map(|i| (format!("big{i}"), 200 * MB)));
+    let specs: Vec<(&str, u64)> = packages.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    let Some(mut lan) = Lan::new("pacman_lan::measure", 0, &specs, None) else {
+        return;
+    };
+    let small: Vec<&str> = packages[..20].iter().map(|(n, _)| n.as_str()).collect();
+    let big: Vec<&str> = packages[20..].iter().map(|(n, _)| n.as_str()).collect();
+    let all: Vec<&str> = packages.iter().map(|(n, _)| n.as_str()).collect();
+    lan.seed_cache(A, &all);
+    lan.start_all();
+    lan.sync(B);
+    lan.mirror.clear_access_log();
+
+    let through = lan.download(B, &small);
+    lan.assert_cached(B, &small, false);
+    let log = lan.mirror.access_log();
+    assert!(
+        small
+            .iter()
+            .all(|n| lan.mirror_requests(&log, &lan.file(n)).is_empty()),
+        "all from peer A: {log:?}"
+    );
+    for n in &small {
+        fs::remove_file(lan.client(B).cached(&lan.file(n))).expect("remove");
+    }
+    let mut direct_conf = PacmanConf::new(&[lan.mirror.server_url()]);
+    direct_conf.parallel_downloads = 5;
+    lan.client(B).write_conf(&direct_conf);
+    let direct = lan.download(B, &small);
+    lan.assert_cached(B, &small, false);
+    let total: u64 = small
+        .iter()
+        .map(|n| {
+            fs::metadata(lan.mirror_file(&lan.file(n)))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum();
+    eprintln!(
+        "MEASURE 20 packages, {:.1} MB: through flocon (from peer A) {:?}, straight from the mirror {:?} ({:.2}x)",
+        total as f64 / 1e6,
+        through,
+        direct,
+        through.as_secs_f64() / direct.as_secs_f64()
+    );
+    assert!(
+        through < direct * 3 + Duration::from_secs(1),
+        "through flocon {through:?} vs direct {direct:?}"
+    );
+
+    let mut relay_conf = PacmanConf::new(&[RELAY_SERVER.to_string()]);
+    relay_conf.parallel_downloads = 5;
+    lan.client(B).write_conf(&relay_conf);
+    lan.mirror.clear_access_log();
+    let (pid_a, pid_b) = (lan.daemon(A).pid(), lan.daemon(B).pid());
+    let before = (vm_hwm_kib(pid_a), vm_hwm_kib(pid_b));
+    let cpu_before = (cpu_seconds(pid_a), cpu_seconds(pid_b));
+    let through = lan.download(B, &big);
+    let after = (vm_hwm_kib(pid_a), vm_hwm_kib(pid_b));
+    let cpu = (
+        cpu_seconds(pid_a) - cpu_before.0,
+        cpu_seconds(pid_b) - cpu_before.1,
+    );
+    let log = lan.mirror.access_log();
+    assert!(
+        big.iter()
+            .all(|n| lan.mirror_requests(&log, &lan.file(n)).is_empty()),
+        "all from peer A: {log:?}"
+    );
+    lan.assert_cached(B, &big, false);
+    for n in &big {
+        let _ = fs::remove_file(lan.client(B).cached(&lan.file(n)));
+    }
+    lan.client(B).write_conf(&direct_conf);
+    let direct = lan.download(B, &big);
+    lan.assert_cached(B, &big, false);
+    for n in &big {
+        let _ = fs::remove_file(lan.client(B).cached(&lan.file(n)));
+    }
+    eprintln!(
+        "MEASURE 5 x 200 MB in parallel (pacman -Sw, sha256 check included): through flocon \
+         (from peer A) {through:?}, straight from the mirror {direct:?} ({:.2}x); \
+         VmHWM of A (serving) {} -> {} KiB, of B (relay) {} -> {} KiB; \
+         CPU during the transfer: A {:.2} s, B {:.2} s",
+        through.as_secs_f64() / direct.as_secs_f64(),
+        before.0,
+        after.0,
+        before.1,
+        after.1,
+        cpu.0,
+        cpu.1
+    );
+    assert!(
+        through < direct * 3 + Duration::from_secs(2),
+        "through flocon {through:?} vs direct {direct:?}"
+    );
+    assert!(
+        after.0 < 64 * 1024,
+        "serving peer's peak RSS {} KiB",
+        after.0
+    );
+    assert!(after.1 < 64 * 1024, "relay's peak RSS {} KiB", after.1);
+}
+
+#[test]
+fn a_peer_that_ignores_the_range_of_a_resume_is_not_passed_on() {
+    let Some(mut lan) = Lan::new("pacman_lan::ignores_range", 1, &[("resumed", 3 * MB)], None)
+    else {
+        return;
+    };
+    let file = lan.file("resumed");
+    // A peer that always sends the whole file with 200, whatever Range asked for.
+    let whole = FakePeer::start(
+        &lan.lab,
+        4,
+        DISTRO,
+        ARCH,
+        Claims::Only(vec![file.clone()]),
+        Behaviour::HeadThenStall {
+            dir: lan.repo.dir.clone(),
+            prefix: u64::MAX,
+        },
+    );
+    lan.start_all_with_extra_peers(1);
+    let bytes = fs::read(lan.mirror_file(&file)).expect("mirror file");
+    fs::write(
+        lan.client(B).cached(&format!("{file}.part")),
+        &bytes[..MB as usize],
+    )
+    .expect("part");
+    lan.sync(B);
+    let out = lan.client(B).run(Some(lan.ns(B)), &["-Sw", "resumed"]);
+    assert!(
+        whole.requests().iter().any(|r| r.contains("Range: bytes=")),
+        "the fake peer was asked for a range: {:?}",
+        whole.requests()
+    );
+    assert!(
+        out.status.success(),
+        "pacman failed: the relay passed a 200 on to a resume"
+    );
+    lan.assert_cached(B, &["resumed"], false);
+}
