@@ -56,7 +56,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// A connection in the slot table: a closed set, dispatched by `match`.
 enum Conn {
-    Peer(PeerConn),
+    Peer(Box<PeerConn>),
     Pacman(Box<PacmanConn>),
 }
 
@@ -627,7 +627,7 @@ impl Daemon {
             }
             let _ = stream.set_nodelay(true);
             let conn = if peer_side {
-                Conn::Peer(PeerConn::new(stream, remote, now))
+                Conn::Peer(Box::new(PeerConn::new(stream, remote, now)))
             } else {
                 Conn::Pacman(Box::new(PacmanConn::new(stream, remote, now)))
             };

@@ -9,6 +9,7 @@ pub mod config;
 pub mod discovery;
 pub mod event_loop;
 pub mod http;
+pub mod inbound;
 pub mod net;
 pub mod notify;
 pub mod relay;

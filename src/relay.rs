@@ -29,10 +29,11 @@ use crate::cache::{self, FileKind};
 use crate::config::{Upstreams, expand};
 use crate::discovery::{Discovery, PeerRef, QuestionId};
 use crate::http::range::{self, ContentRange, RangeRequest};
-use crate::http::request::{self, Limits, Method, RequestHead};
+use crate::http::request::{Limits, Method, RequestHead};
 use crate::http::response::{self, Framing, ResponseHead, Status};
 use crate::http::url::{self, Url};
 use crate::http::{date, percent_decode};
+use crate::inbound::{Drain, HeadStep, RequestReader, drain};
 use crate::net::{self, Io, Want};
 use crate::serve::{HEAD_TIMEOUT, IDLE_TIMEOUT, LINGER, MAX_REQUESTS};
 
@@ -63,7 +64,6 @@ const DNS_TTL: Duration = Duration::from_secs(300);
 /// A name that did not resolve is not tried again (blocking the loop) for this long.
 const DNS_FAILURE_TTL: Duration = Duration::from_secs(30);
 const TURN_BUDGET: usize = 4 << 20;
-const READ_CHUNK: usize = crate::serve::READ_CHUNK;
 
 /// Totals since start, for the status page and SIGUSR1.
 #[derive(Clone, Copy, Debug, Default)]
@@ -475,9 +475,7 @@ pub struct PacmanConn {
     stream: TcpStream,
     remote: SocketAddr,
     state: State,
-    inbuf: Vec<u8>,
-    parse_pending: bool,
-    head_started: Option<Instant>,
+    reader: RequestReader,
     out: Vec<u8>,
     out_pos: usize,
     pipe: Pipe,
@@ -497,9 +495,7 @@ impl PacmanConn {
             stream,
             remote,
             state: State::Head,
-            inbuf: Vec::new(),
-            parse_pending: false,
-            head_started: None,
+            reader: RequestReader::default(),
             out: Vec::new(),
             out_pos: 0,
             pipe: Pipe::new(),
@@ -616,43 +612,22 @@ impl PacmanConn {
             }
             match self.state {
                 State::Head => {
-                    if self.parse_pending {
-                        self.parse_pending = false;
-                        match request::parse(&self.inbuf, &self.limits) {
-                            Ok(Some(head)) => {
-                                self.inbuf.drain(..head.len);
-                                budget = budget.saturating_sub(head.len.max(1024));
-                                self.head_started = None;
-                                self.start(&head, cx);
-                                continue;
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                debug!("pacman {}: {e}", self.remote);
-                                self.inbuf.clear();
-                                self.reply_error(e.status(), false, true);
-                                continue;
-                            }
+                    let step = self.reader.next(
+                        &mut self.stream,
+                        cx.scratch,
+                        cx.now,
+                        &mut budget,
+                        cx.stopping,
+                    );
+                    match step {
+                        HeadStep::Head(head) => self.start(&head, cx),
+                        HeadStep::Refused(e) => {
+                            debug!("pacman {}: {e}", self.remote);
+                            self.reply_error(e.status(), false, true);
                         }
-                    }
-                    if cx.stopping && self.head_started.is_none() {
-                        return Want::Close;
-                    }
-                    match net::read(&mut self.stream, cx.scratch) {
-                        Io::Done(n) => {
-                            if self.inbuf.len() + n > self.limits.max_head + READ_CHUNK {
-                                self.inbuf.clear();
-                                self.reply_error(Status::HeaderFieldsTooLarge, false, true);
-                                continue;
-                            }
-                            self.inbuf.extend_from_slice(&cx.scratch[..n]);
-                            self.parse_pending = true;
-                            self.head_started.get_or_insert(cx.now);
-                            self.last_progress = cx.now;
-                            budget = budget.saturating_sub(n);
-                        }
-                        Io::WouldBlock => return self.want(false),
-                        Io::Closed | Io::Error(_) => return Want::Close,
+                        HeadStep::Blocked => return self.want(false),
+                        HeadStep::Yield => return self.want(true),
+                        HeadStep::Closed => return Want::Close,
                     }
                 }
                 State::Lookup { .. } => return self.want(false),
@@ -672,10 +647,10 @@ impl PacmanConn {
                     Some(want) => return want,
                     None => self.response_done(cx),
                 },
-                State::Linger { .. } => match net::read(&mut self.stream, cx.scratch) {
-                    Io::Done(n) => budget = budget.saturating_sub(n.max(READ_CHUNK)),
-                    Io::WouldBlock => return self.want(false),
-                    Io::Closed | Io::Error(_) => return Want::Close,
+                State::Linger { .. } => match drain(&mut self.stream, cx.scratch, &mut budget) {
+                    Drain::More => {}
+                    Drain::Blocked => return self.want(false),
+                    Drain::Closed => return Want::Close,
                 },
             }
         }
@@ -683,7 +658,7 @@ impl PacmanConn {
 
     fn deadline(&self) -> Option<Instant> {
         match self.state {
-            State::Head => Some(match self.head_started {
+            State::Head => Some(match self.reader.started() {
                 Some(start) => start + HEAD_TIMEOUT,
                 None => self.last_progress + IDLE_TIMEOUT,
             }),
@@ -706,10 +681,9 @@ impl PacmanConn {
     /// A deadline passed. `Some` to stop here, `None` to go on running.
     fn on_deadline(&mut self, cx: &mut Context) -> Option<Want> {
         match self.state {
-            State::Head if self.head_started.is_some() => {
+            State::Head if self.reader.started().is_some() => {
                 debug!("pacman {}: request head timed out", self.remote);
-                self.inbuf.clear();
-                self.parse_pending = false;
+                self.reader.discard();
                 self.reply_error(Status::RequestTimeout, false, true);
                 None
             }
@@ -1554,8 +1528,7 @@ impl PacmanConn {
         }
         self.close_after = false;
         self.state = State::Head;
-        self.parse_pending = !self.inbuf.is_empty();
-        self.head_started = self.parse_pending.then_some(cx.now);
+        self.reader.response_done(cx.now);
     }
 
     // ---- local answers -----------------------------------------------------

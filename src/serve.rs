@@ -20,9 +20,10 @@ use mio::net::TcpStream;
 
 use crate::cache::{Cache, CachedFile};
 use crate::http::range::{self, RangeRequest};
-use crate::http::request::{self, Limits, Method, RequestHead};
+use crate::http::request::{Method, RequestHead};
 use crate::http::response::{self, Status};
 use crate::http::{date, percent_decode};
+use crate::inbound::{Drain, HeadStep, RequestReader, drain};
 use crate::net::{self, Io, Want};
 
 /// From the first byte of a request head to its end (then 408).
@@ -86,18 +87,13 @@ pub struct PeerConn {
     stream: TcpStream,
     remote: SocketAddr,
     state: State,
-    /// Received bytes not yet consumed (at most one head and what follows).
-    inbuf: Vec<u8>,
-    /// `inbuf` changed since the last incomplete parse.
-    parse_pending: bool,
-    head_started: Option<Instant>,
+    reader: RequestReader,
     out: Vec<u8>,
     out_pos: usize,
     body: Option<FileBody>,
     close_after: bool,
     served: u32,
     last_progress: Instant,
-    limits: Limits,
 }
 
 impl PeerConn {
@@ -106,16 +102,13 @@ impl PeerConn {
             stream,
             remote,
             state: State::Head,
-            inbuf: Vec::new(),
-            parse_pending: false,
-            head_started: None,
+            reader: RequestReader::default(),
             out: Vec::new(),
             out_pos: 0,
             body: None,
             close_after: false,
             served: 0,
             last_progress: now,
-            limits: Limits::default(),
         }
     }
 
@@ -125,7 +118,7 @@ impl PeerConn {
 
     /// Whether a transfer is in flight (for the state report and shutdown).
     pub fn is_busy(&self) -> bool {
-        self.state == State::Send || self.head_started.is_some()
+        self.state == State::Send || self.reader.started().is_some()
     }
 
     /// Runs the connection as far as it can go now: after readiness, after its
@@ -145,48 +138,33 @@ impl PeerConn {
             }
             match self.state {
                 State::Head => {
-                    if self.parse_pending {
-                        self.parse_pending = false;
-                        match request::parse(&self.inbuf, &self.limits) {
-                            Ok(Some(head)) => {
-                                self.inbuf.drain(..head.len);
-                                budget = budget.saturating_sub(head.len.max(1024));
-                                self.answer(&head, cx);
-                                continue;
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                debug!("peer {}: {e}", self.remote);
-                                cx.counters.errors += 1;
-                                self.inbuf.clear();
-                                self.respond_error(e.status(), false, true);
-                                continue;
-                            }
+                    let step = self.reader.next(
+                        &mut self.stream,
+                        cx.scratch,
+                        cx.now,
+                        &mut budget,
+                        cx.stopping,
+                    );
+                    match step {
+                        HeadStep::Head(head) => self.answer(&head, cx),
+                        HeadStep::Refused(e) => {
+                            debug!("peer {}: {e}", self.remote);
+                            cx.counters.errors += 1;
+                            self.respond_error(e.status(), false, true);
                         }
-                    }
-                    if cx.stopping && self.head_started.is_none() {
-                        return Want::Close;
-                    }
-                    match net::read(&mut self.stream, cx.scratch) {
-                        Io::Done(n) => {
-                            self.inbuf.extend_from_slice(&cx.scratch[..n]);
-                            self.parse_pending = true;
-                            self.head_started.get_or_insert(cx.now);
-                            self.last_progress = cx.now;
-                            budget = budget.saturating_sub(n);
-                        }
-                        Io::WouldBlock => return self.want(false),
-                        Io::Closed | Io::Error(_) => return Want::Close,
+                        HeadStep::Blocked => return self.want(false),
+                        HeadStep::Yield => return self.want(true),
+                        HeadStep::Closed => return Want::Close,
                     }
                 }
                 State::Send => match self.send_some(&mut budget, cx) {
                     Some(want) => return want,
                     None => self.response_done(cx.now),
                 },
-                State::Linger { .. } => match net::read(&mut self.stream, cx.scratch) {
-                    Io::Done(n) => budget = budget.saturating_sub(n.max(READ_CHUNK)),
-                    Io::WouldBlock => return self.want(false),
-                    Io::Closed | Io::Error(_) => return Want::Close,
+                State::Linger { .. } => match drain(&mut self.stream, cx.scratch, &mut budget) {
+                    Drain::More => {}
+                    Drain::Blocked => return self.want(false),
+                    Drain::Closed => return Want::Close,
                 },
             }
         }
@@ -195,11 +173,10 @@ impl PeerConn {
     /// The deadline passed: `Some` to stop, `None` to go on (a 408 was queued).
     fn on_deadline(&mut self, cx: &mut Context) -> Option<Want> {
         match self.state {
-            State::Head if self.head_started.is_some() => {
+            State::Head if self.reader.started().is_some() => {
                 debug!("peer {}: request head timed out", self.remote);
                 cx.counters.errors += 1;
-                self.inbuf.clear();
-                self.parse_pending = false;
+                self.reader.discard();
                 self.respond_error(Status::RequestTimeout, false, true);
                 None
             }
@@ -214,7 +191,7 @@ impl PeerConn {
 
     fn deadline(&self) -> Option<Instant> {
         Some(match self.state {
-            State::Head => match self.head_started {
+            State::Head => match self.reader.started() {
                 Some(start) => start + HEAD_TIMEOUT,
                 None => self.last_progress + IDLE_TIMEOUT,
             },
@@ -307,8 +284,7 @@ impl PeerConn {
             return;
         }
         self.state = State::Head;
-        self.parse_pending = !self.inbuf.is_empty();
-        self.head_started = self.parse_pending.then_some(now);
+        self.reader.response_done(now);
     }
 
     fn respond_error(&mut self, status: Status, keep_alive: bool, with_body: bool) {
@@ -353,7 +329,6 @@ impl PeerConn {
         if self.state == State::Send && self.body.is_some() {
             cx.counters.files += 1;
         }
-        self.head_started = None;
     }
 
     /// Queues a file answer, or says which error page to send and why.
