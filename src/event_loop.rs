@@ -499,6 +499,7 @@ impl Daemon {
         }
     }
 
+    /// Hands a discovery answer to the connection that asked, and runs it.
     fn answer_slot(
         &mut self,
         index: usize,
@@ -506,38 +507,24 @@ impl Daemon {
         peer: Option<discovery::PeerRef>,
         now: Instant,
     ) {
-        let stopping = self.stop_by.is_some();
-        let mut asked = Vec::new();
-        let Some(slot) = self.slots.get(index, generation) else {
-            return;
-        };
-        let Some(Conn::Pacman(conn)) = slot.conn.as_mut() else {
-            return;
-        };
-        let mut cx = relay::Context {
-            now,
-            shared: &mut self.relay,
-            discovery: &mut self.multicast.core,
-            asked: &mut asked,
-            stopping,
-            scratch: &mut self.scratch,
-        };
-        conn.answered(peer, &mut cx);
-        let want = conn.run(&mut cx);
-        for q in asked {
-            self.questions.insert(q, (index, generation));
+        if let Some(Conn::Pacman(conn)) = self
+            .slots
+            .get(index, generation)
+            .and_then(|s| s.conn.as_mut())
+        {
+            conn.deliver_answer(peer);
+            self.run_slot(index, generation, now);
         }
-        self.apply(index, generation, want);
-        self.park_retired(now);
     }
 
     /// Source connections a transfer is done with go to the relay's idle pool,
     /// out of the poll set until one is taken again.
     fn park_retired(&mut self, now: Instant) {
         while let Some((addr, mut stream)) = self.relay.retired.pop() {
-            if self.poll.registry().deregister(&mut stream).is_ok() {
-                self.relay.park(addr, stream, now);
-            }
+            // A transfer that finished within one run never had its socket
+            // registered: nothing to take out then.
+            let _ = self.poll.registry().deregister(&mut stream);
+            self.relay.park(addr, stream, now);
         }
     }
 

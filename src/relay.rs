@@ -486,6 +486,8 @@ pub struct PacmanConn {
     source: Option<Source>,
     next_source_id: u32,
     status_text: Option<String>,
+    /// A discovery answer delivered, not yet acted on.
+    answer: Option<Option<PeerRef>>,
     limits: Limits,
 }
 
@@ -506,6 +508,7 @@ impl PacmanConn {
             source: None,
             next_source_id: 0,
             status_text: None,
+            answer: None,
             limits: Limits::default(),
         }
     }
@@ -551,8 +554,13 @@ impl PacmanConn {
         ))
     }
 
-    /// The answer to this connection's question arrived.
-    pub fn answered(&mut self, peer: Option<PeerRef>, cx: &mut Context) {
+    /// The answer to this connection's question; it is acted on in the next
+    /// [`Self::run`].
+    pub fn deliver_answer(&mut self, peer: Option<PeerRef>) {
+        self.answer = Some(peer);
+    }
+
+    fn answered(&mut self, peer: Option<PeerRef>, cx: &mut Context) {
         let State::Lookup { since, .. } = self.state else {
             return;
         };
@@ -598,6 +606,9 @@ impl PacmanConn {
     }
 
     pub fn run(&mut self, cx: &mut Context) -> Want {
+        if let Some(peer) = self.answer.take() {
+            self.answered(peer, cx);
+        }
         if let Some(deadline) = self.deadline() {
             if cx.now >= deadline {
                 if let Some(want) = self.on_deadline(cx) {
@@ -928,7 +939,6 @@ impl PacmanConn {
             debug!("{file}: not found on peers or upstream");
             self.reply_error(Status::NotFound, keep_alive, !head_only);
         } else {
-            cx.shared.counters.failures += 1;
             info!("{file}: every upstream failed");
             self.reply_error(Status::BadGateway, keep_alive, !head_only);
         }
@@ -1405,9 +1415,12 @@ impl PacmanConn {
         response::write_head_code(out, code);
         match framing {
             Framing::Length(n) => response::field(out, "Content-Length", n),
-            Framing::Empty if code != 304 && !job.head_only => {
-                response::field(out, "Content-Length", 0)
+            Framing::Empty if job.head_only => {
+                if let Some(n) = head.content_length.filter(|_| code != 304) {
+                    response::field(out, "Content-Length", n);
+                }
             }
+            Framing::Empty if code != 304 => response::field(out, "Content-Length", 0),
             _ => {}
         }
         if let (206, Some(cr)) = (code, content_range) {

@@ -159,6 +159,9 @@ pub enum Framing {
 pub struct ResponseHead {
     pub code: u16,
     pub framing: Framing,
+    /// The `Content-Length` field as sent (for a HEAD answer it describes
+    /// the body a GET would get).
+    pub content_length: Option<u64>,
     pub content_range: Option<ContentRange>,
     pub last_modified: Option<String>,
     pub location: Option<String>,
@@ -197,6 +200,7 @@ pub fn parse_response(
     let mut head = ResponseHead {
         code,
         framing: Framing::UntilClose,
+        content_length: None,
         content_range: None,
         last_modified: None,
         location: None,
@@ -241,6 +245,7 @@ pub fn parse_response(
             }
         }
     }
+    head.content_length = length;
     head.framing = if method_was_head || (100..200).contains(&code) || code == 204 || code == 304 {
         Framing::Empty
     } else if chunked {
