@@ -360,6 +360,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             "HTTP/1.1 206 OK\r\nContent-Length: 3\r\n\r\n",
             "HTTP/1.1 206 OK\r\nContent-Range: bytes 0-9/10\r\nContent-Length: 3\r\n\r\n",
+            // Found by the http_response fuzz target: used to overflow.
+            "HTTP/1.1 206 OK\r\nContent-Range: bytes 0-18446744073709551615/*\r\n\r\n",
             "garbage\r\n\r\n",
         ] {
             assert_eq!(p(bad, false), Err(HeadError::Malformed), "{bad}");
