@@ -30,12 +30,11 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::discovery::{
-    self, Discovery, Event, Identity, MulticastSocket, Params, QuestionId, Transmit,
-};
+use crate::discovery::{self, Discovery, Event, Identity, MulticastSocket, Params, Transmit};
+use crate::dns::Resolver;
 use crate::http::response::{self, Status};
 use crate::net::Want;
-use crate::relay::{self, PacmanConn};
+use crate::relay::{self, PacmanConn, Wait};
 use crate::serve::{self, PeerConn};
 use crate::signals::SignalPipe;
 
@@ -44,6 +43,8 @@ const PEER_LISTENER: Token = Token(1);
 const LOCAL_V4: Token = Token(2);
 const LOCAL_V6: Token = Token(3);
 const DISCOVERY: Token = Token(4);
+const DNS_V4: Token = Token(5);
+const DNS_V6: Token = Token(6);
 /// First connection token; everything below is a singleton.
 pub const FIRST_SLOT: usize = 16;
 
@@ -146,6 +147,14 @@ struct Multicast {
     writable: bool,
 }
 
+/// Name resolution for upstream mirrors: the sans-IO resolver and its UDP
+/// sockets (IPv6 only opened when a nameserver needs it).
+struct Dns {
+    core: Resolver,
+    v4: mio::net::UdpSocket,
+    v6: Option<mio::net::UdpSocket>,
+}
+
 /// The running daemon.
 pub struct Daemon {
     poll: Poll,
@@ -161,8 +170,9 @@ pub struct Daemon {
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     /// Slots to run again without waiting for an event (budget spent).
     again: VecDeque<(usize, u32)>,
-    /// Open discovery questions and the slot that waits on each.
-    questions: HashMap<QuestionId, (usize, u32)>,
+    dns: Dns,
+    /// Open discovery questions and name lookups, and the slot waiting on each.
+    waits: HashMap<Wait, (usize, u32)>,
     /// Listeners with connections possibly left to accept.
     accept_pending: [bool; 4],
     /// The one read buffer, lent to each connection run.
@@ -240,6 +250,16 @@ impl Daemon {
         };
         let core = Discovery::new(me, params, now, discovery::random_seed());
 
+        let (nameservers, hosts) = read_resolver_files();
+        let mut v4 = mio::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
+        poll.registry()
+            .register(&mut v4, DNS_V4, Interest::READABLE)?;
+        let dns = Dns {
+            core: Resolver::new(nameservers, hosts, discovery::random_seed()),
+            v4,
+            v6: None,
+        };
+
         let (cache, warnings) = Cache::new(&settings.cache_dirs);
         for w in warnings {
             warn!("{w}");
@@ -269,7 +289,8 @@ impl Daemon {
             slots: Slots::default(),
             timers: BinaryHeap::new(),
             again: VecDeque::new(),
-            questions: HashMap::new(),
+            dns,
+            waits: HashMap::new(),
             accept_pending: [false; 4],
             again_discovery: false,
             scratch: vec![0; serve::READ_CHUNK],
@@ -299,6 +320,7 @@ impl Daemon {
                             self.receive_datagrams(now);
                         }
                     }
+                    DNS_V4 | DNS_V6 => self.receive_dns(event.token(), now),
                     Token(t) if t < 4 => self.accept_pending[t] = true,
                     Token(t) if t >= FIRST_SLOT => {
                         let index = (t - FIRST_SLOT) / 2;
@@ -318,6 +340,7 @@ impl Daemon {
                 }
             }
             self.discovery_turn(now);
+            self.dns_turn(now);
             self.fire_timers(now);
             self.flush_datagrams();
             if let Some(stop_by) = self.stop_by {
@@ -341,6 +364,7 @@ impl Daemon {
             self.timers.peek().map(|Reverse((t, _, _))| *t),
             self.stop_by,
             self.multicast.core.poll_timeout(),
+            self.dns.core.poll_timeout(),
         ];
         let earliest = deadlines.into_iter().flatten().min();
         // Round up to the next millisecond: a timeout that rounds down to 0
@@ -360,7 +384,9 @@ impl Daemon {
             }
         }
         if pending.rejoin && self.stop_by.is_none() {
-            info!("SIGUSR2: rejoining the multicast group");
+            info!("SIGUSR2: rejoining the multicast group, re-reading /etc/resolv.conf");
+            let (nameservers, hosts) = read_resolver_files();
+            self.dns.core.set_nameservers(nameservers, hosts);
             self.join_group(now);
             self.multicast.core.rejoin(now);
         }
@@ -488,7 +514,8 @@ impl Daemon {
             while let Some(event) = self.multicast.core.poll_event() {
                 if let Event::Answer { question, peer } = event {
                     any = true;
-                    if let Some((index, generation)) = self.questions.remove(&question) {
+                    if let Some((index, generation)) = self.waits.remove(&Wait::Question(question))
+                    {
                         self.answer_slot(index, generation, peer, now);
                     }
                 }
@@ -554,6 +581,62 @@ impl Daemon {
                 .is_ok()
             {
                 m.writable = want_writable;
+            }
+        }
+    }
+
+    // ---- name resolution ---------------------------------------------------
+
+    fn receive_dns(&mut self, token: Token, now: Instant) {
+        let mut buf = [0u8; 1500];
+        let socket = match token {
+            DNS_V6 => self.dns.v6.as_ref(),
+            _ => Some(&self.dns.v4),
+        };
+        let Some(socket) = socket else {
+            return;
+        };
+        // Answers are few (one per lookup): reading until empty is bounded.
+        for _ in 0..DATAGRAMS_PER_TURN {
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => self.dns.core.handle_datagram(from, &buf[..n], now),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Runs the resolver's timers, routes its answers, sends its queries.
+    fn dns_turn(&mut self, now: Instant) {
+        self.dns.core.handle_timeout(now);
+        while let Some((lookup, address)) = self.dns.core.poll_event() {
+            if let Some((index, generation)) = self.waits.remove(&Wait::Lookup(lookup)) {
+                if let Some(Conn::Pacman(conn)) = self
+                    .slots
+                    .get(index, generation)
+                    .and_then(|s| s.conn.as_mut())
+                {
+                    conn.deliver_address(address);
+                    self.run_slot(index, generation, now);
+                }
+            }
+        }
+        while let Some((to, query)) = self.dns.core.poll_transmit() {
+            if to.is_ipv6() && self.dns.v6.is_none() {
+                match open_dns_v6(self.poll.registry()) {
+                    Ok(socket) => self.dns.v6 = Some(socket),
+                    Err(e) => debug!("no IPv6 socket for DNS: {e}"),
+                }
+            }
+            let socket = if to.is_ipv6() {
+                self.dns.v6.as_ref()
+            } else {
+                Some(&self.dns.v4)
+            };
+            // A query that can't go out now (a full socket buffer) is lost
+            // like a dropped datagram: the resolver retries it in a second.
+            if let Some(Err(e)) = socket.map(|s| s.send_to(&query, to)) {
+                debug!("DNS query to {to}: {e}");
             }
         }
     }
@@ -639,6 +722,7 @@ impl Daemon {
         let Some(slot) = self.slots.get(index, generation) else {
             return;
         };
+        let resolver = &mut self.dns.core;
         let want = match slot.conn.as_mut() {
             Some(Conn::Peer(conn)) => conn.run(&mut serve::Context {
                 cache: &self.cache,
@@ -655,6 +739,7 @@ impl Daemon {
                     now,
                     shared: &mut self.relay,
                     discovery: &mut self.multicast.core,
+                    resolver,
                     asked: &mut asked,
                     stopping,
                     scratch: &mut self.scratch,
@@ -662,8 +747,8 @@ impl Daemon {
             }
             None => return,
         };
-        for q in asked {
-            self.questions.insert(q, (index, generation));
+        for wait in asked {
+            self.waits.insert(wait, (index, generation));
         }
         self.apply(index, generation, want);
         self.park_retired(now);
@@ -679,9 +764,13 @@ impl Daemon {
                 if let Some(conn) = slot.conn.as_mut() {
                     let _ = registry.deregister(conn.stream_mut());
                     if let Conn::Pacman(c) = conn {
-                        if let Some(q) = c.question() {
-                            self.multicast.core.cancel(q);
-                            self.questions.remove(&q);
+                        match c.waiting_on() {
+                            Some(Wait::Question(q)) => self.multicast.core.cancel(q),
+                            Some(Wait::Lookup(l)) => self.dns.core.cancel(l),
+                            None => {}
+                        }
+                        if let Some(wait) = c.waiting_on() {
+                            self.waits.remove(&wait);
                         }
                         if let Some((_, source)) = c.source_mut() {
                             let _ = registry.deregister(source);
@@ -765,6 +854,30 @@ impl Daemon {
             self.run_slot(index, generation, now);
         }
     }
+}
+
+/// The nameservers of `/etc/resolv.conf` and the text of `/etc/hosts` (each
+/// read at most 1 MiB; a missing file means the resolver's defaults).
+fn read_resolver_files() -> (Vec<std::net::IpAddr>, String) {
+    let read = |path: &str| {
+        use std::io::Read;
+        let mut text = String::new();
+        let _ = std::fs::File::open(path).and_then(|f| {
+            f.take(crate::dns::MAX_HOSTS_BYTES as u64)
+                .read_to_string(&mut text)
+        });
+        text
+    };
+    (
+        crate::dns::parse_resolv_conf(&read("/etc/resolv.conf")),
+        read("/etc/hosts"),
+    )
+}
+
+fn open_dns_v6(registry: &mio::Registry) -> io::Result<mio::net::UdpSocket> {
+    let mut socket = mio::net::UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))?;
+    registry.register(&mut socket, DNS_V6, Interest::READABLE)?;
+    Ok(socket)
 }
 
 /// A non-blocking listener with `SO_REUSEADDR` and a deep backlog.

@@ -7,11 +7,14 @@
 pub mod cache;
 pub mod config;
 pub mod discovery;
+pub mod dns;
 pub mod event_loop;
 pub mod http;
 pub mod inbound;
 pub mod net;
 pub mod notify;
+pub mod prng;
+pub mod rate_limit;
 pub mod relay;
 pub mod serve;
 pub mod signals;

@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -28,6 +28,7 @@ use mio::net::TcpStream;
 use crate::cache::{self, FileKind};
 use crate::config::{Upstreams, expand};
 use crate::discovery::{Discovery, PeerRef, QuestionId};
+use crate::dns::{Lookup, LookupId, Resolver};
 use crate::http::range::{self, ContentRange, RangeRequest};
 use crate::http::request::{Limits, Method, RequestHead};
 use crate::http::response::{self, Framing, ResponseHead, Status};
@@ -35,6 +36,7 @@ use crate::http::url::{self, Url};
 use crate::http::{date, percent_decode};
 use crate::inbound::{Drain, HeadStep, RequestReader, drain};
 use crate::net::{self, Io, Want};
+use crate::rate_limit::RateLimit;
 use crate::serve::{HEAD_TIMEOUT, IDLE_TIMEOUT, LINGER, MAX_REQUESTS};
 
 /// The buffer each transfer streams through.
@@ -59,10 +61,6 @@ const SPARE_BUFFERS: usize = 16;
 /// Kept-alive source connections: how many, and for how long.
 const MAX_IDLE: usize = 32;
 const IDLE_REUSE: Duration = Duration::from_secs(10);
-/// Resolved upstream host names are kept this long.
-const DNS_TTL: Duration = Duration::from_secs(300);
-/// A name that did not resolve is not tried again (blocking the loop) for this long.
-const DNS_FAILURE_TTL: Duration = Duration::from_secs(30);
 const TURN_BUDGET: usize = 4 << 20;
 
 /// Totals since start, for the status page and SIGUSR1.
@@ -95,8 +93,7 @@ pub struct Shared {
     /// peer host id -> skipped until.
     backoff: HashMap<u64, Instant>,
     origins: VecDeque<(String, Origin)>,
-    /// Resolved upstream names, and names that failed (`None`), with when.
-    dns: HashMap<(String, u16), (Option<SocketAddr>, Instant)>,
+    dns_warnings: RateLimit,
     /// Kept-alive source connections, not registered with the loop.
     idle: VecDeque<IdleSource>,
     /// Source connections done with a response and fit for another, still
@@ -121,7 +118,7 @@ impl Shared {
             db_mirror: HashMap::new(),
             backoff: HashMap::new(),
             origins: VecDeque::new(),
-            dns: HashMap::new(),
+            dns_warnings: RateLimit::default(),
             idle: VecDeque::new(),
             retired: Vec::new(),
             spare_buffers: Vec::new(),
@@ -203,34 +200,15 @@ impl Shared {
             PEER_BACKOFF.as_secs()
         );
     }
+}
 
-    /// Resolves an upstream host. Literal addresses need no lookup; names are
-    /// looked up (blocking, as the system resolver is) and cached.
-    fn resolve(&mut self, host: &str, port: u16, now: Instant) -> Option<SocketAddr> {
-        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-            return Some(SocketAddr::new(ip, port));
-        }
-        let key = (host.to_owned(), port);
-        if let Some(&(addr, at)) = self.dns.get(&key) {
-            let ttl = if addr.is_some() {
-                DNS_TTL
-            } else {
-                DNS_FAILURE_TTL
-            };
-            if now.duration_since(at) < ttl {
-                return addr;
-            }
-        }
-        let addr = (host, port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.next());
-        if self.dns.len() >= 64 {
-            self.dns.clear();
-        }
-        self.dns.insert(key, (addr, now));
-        addr
-    }
+/// Something a connection waits on, answered through the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Wait {
+    /// A discovery question: who has the file.
+    Question(QuestionId),
+    /// An upstream host name being resolved.
+    Lookup(LookupId),
 }
 
 /// What a run of a pacman connection needs from the daemon.
@@ -238,8 +216,10 @@ pub struct Context<'a> {
     pub now: Instant,
     pub shared: &'a mut Shared,
     pub discovery: &'a mut Discovery,
-    /// Questions this run opened, for the loop to route their answers here.
-    pub asked: &'a mut Vec<QuestionId>,
+    pub resolver: &'a mut Resolver,
+    /// Questions and name lookups this run opened, for the loop to route
+    /// their answers here.
+    pub asked: &'a mut Vec<Wait>,
     pub stopping: bool,
     /// The loop's one read buffer, lent for this run.
     pub scratch: &'a mut [u8],
@@ -250,6 +230,11 @@ enum State {
     Head,
     Lookup {
         question: QuestionId,
+        since: Instant,
+    },
+    /// Resolving the host of the upstream in `Job::resolving`.
+    Resolving {
+        lookup: LookupId,
         since: Instant,
     },
     Fetch,
@@ -301,6 +286,8 @@ struct Job {
     received: u64,
     origin: Option<Origin>,
     started: Instant,
+    /// The upstream (index, URL) whose host is being resolved.
+    resolving: Option<(usize, Url)>,
 }
 
 #[derive(Clone, Debug)]
@@ -488,6 +475,8 @@ pub struct PacmanConn {
     status_text: Option<String>,
     /// A discovery answer delivered, not yet acted on.
     answer: Option<Option<PeerRef>>,
+    /// A resolved address delivered, not yet acted on.
+    address: Option<Option<IpAddr>>,
     limits: Limits,
 }
 
@@ -509,6 +498,7 @@ impl PacmanConn {
             next_source_id: 0,
             status_text: None,
             answer: None,
+            address: None,
             limits: Limits::default(),
         }
     }
@@ -530,10 +520,11 @@ impl PacmanConn {
         self.status_text = Some(text);
     }
 
-    /// The question this connection waits on, if any.
-    pub fn question(&self) -> Option<QuestionId> {
+    /// What this connection waits on, if anything (cancelled when it closes).
+    pub fn waiting_on(&self) -> Option<Wait> {
         match self.state {
-            State::Lookup { question, .. } => Some(question),
+            State::Lookup { question, .. } => Some(Wait::Question(question)),
+            State::Resolving { lookup, .. } => Some(Wait::Lookup(lookup)),
             _ => None,
         }
     }
@@ -558,6 +549,32 @@ impl PacmanConn {
     /// [`Self::run`].
     pub fn deliver_answer(&mut self, peer: Option<PeerRef>) {
         self.answer = Some(peer);
+    }
+
+    /// The address of the upstream host being resolved (`None`: it does not
+    /// resolve); acted on in the next [`Self::run`].
+    pub fn deliver_address(&mut self, address: Option<IpAddr>) {
+        self.address = Some(address);
+    }
+
+    fn resolved(&mut self, address: Option<IpAddr>, cx: &mut Context) {
+        let State::Resolving { .. } = self.state else {
+            return;
+        };
+        self.state = State::Fetch;
+        let Some((index, url)) = self.job.as_mut().and_then(|j| j.resolving.take()) else {
+            return;
+        };
+        match address {
+            Some(ip) => {
+                let addr = SocketAddr::new(ip, url.port);
+                self.connect(SourceKind::Upstream { index, url }, addr, cx);
+            }
+            None => {
+                warn_unresolved(&url.host, cx);
+                self.next_source(cx);
+            }
+        }
     }
 
     fn answered(&mut self, peer: Option<PeerRef>, cx: &mut Context) {
@@ -609,6 +626,9 @@ impl PacmanConn {
         if let Some(peer) = self.answer.take() {
             self.answered(peer, cx);
         }
+        if let Some(address) = self.address.take() {
+            self.resolved(address, cx);
+        }
         if let Some(deadline) = self.deadline() {
             if cx.now >= deadline {
                 if let Some(want) = self.on_deadline(cx) {
@@ -641,7 +661,7 @@ impl PacmanConn {
                         HeadStep::Closed => return Want::Close,
                     }
                 }
-                State::Lookup { .. } => return self.want(false),
+                State::Lookup { .. } | State::Resolving { .. } => return self.want(false),
                 State::Status => match self.status_text.take() {
                     Some(text) => {
                         let keep_alive = self.job.as_ref().is_some_and(|j| j.keep_alive);
@@ -675,6 +695,8 @@ impl PacmanConn {
             }),
             // The question has its own deadline; this is only a safety net.
             State::Lookup { since, .. } => Some(since + Duration::from_secs(5)),
+            // The resolver gives up within 6 s; this is only a safety net.
+            State::Resolving { since, .. } => Some(since + Duration::from_secs(10)),
             State::Status => None,
             State::Reply => Some(self.last_progress + CLIENT_TIMEOUT),
             State::Fetch => {
@@ -699,6 +721,15 @@ impl PacmanConn {
                 None
             }
             State::Head | State::Linger { .. } => Some(Want::Close),
+            State::Resolving { lookup, .. } => {
+                cx.resolver.cancel(lookup);
+                self.state = State::Fetch;
+                if let Some(job) = self.job.as_mut() {
+                    job.resolving = None;
+                }
+                self.next_source(cx);
+                None
+            }
             State::Lookup { question, .. } => {
                 cx.discovery.cancel(question);
                 self.state = State::Fetch;
@@ -737,9 +768,11 @@ impl PacmanConn {
 
     fn want(&self, again: bool) -> Want {
         let (read, write) = match self.state {
-            State::Head | State::Linger { .. } | State::Lookup { .. } | State::Status => {
-                (true, false)
-            }
+            State::Head
+            | State::Linger { .. }
+            | State::Lookup { .. }
+            | State::Resolving { .. }
+            | State::Status => (true, false),
             State::Reply | State::Fetch => (true, true),
         };
         Want::Io {
@@ -788,6 +821,7 @@ impl PacmanConn {
             received: 0,
             origin: None,
             started: cx.now,
+            resolving: None,
         };
         if path == "/" || path == "/status" {
             self.job = Some(new_job(
@@ -808,7 +842,7 @@ impl PacmanConn {
                 return self.reply_error(Status::BadRequest, keep_alive, with_body);
             }
             let question = cx.discovery.ask(&file, &[], cx.now);
-            cx.asked.push(question);
+            cx.asked.push(Wait::Question(question));
             self.job = Some(new_job(Purpose::Query, file, "", "", FileKind::Package));
             self.state = State::Lookup {
                 question,
@@ -875,7 +909,7 @@ impl PacmanConn {
             let mut exclude = cx.shared.backed_off(cx.now);
             exclude.extend_from_slice(&job.tried_peers);
             let question = cx.discovery.ask(&job.file, &exclude, cx.now);
-            cx.asked.push(question);
+            cx.asked.push(Wait::Question(question));
             self.state = State::Lookup {
                 question,
                 since: cx.now,
@@ -911,11 +945,25 @@ impl PacmanConn {
                 let with_body = !job.head_only;
                 return self.reply_redirect(&url.to_text(), keep_alive, with_body);
             }
-            let Some(addr) = cx.shared.resolve(&url.host, url.port, cx.now) else {
-                warn!("upstream host {} does not resolve, skipped", url.host);
-                continue;
-            };
-            return self.connect(SourceKind::Upstream { index, url }, addr, cx);
+            match cx.resolver.lookup(&url.host, cx.now) {
+                Lookup::Ready(Some(ip)) => {
+                    let addr = SocketAddr::new(ip, url.port);
+                    return self.connect(SourceKind::Upstream { index, url }, addr, cx);
+                }
+                Lookup::Ready(None) => {
+                    warn_unresolved(&url.host, cx);
+                    continue;
+                }
+                Lookup::Pending(lookup) => {
+                    job.resolving = Some((index, url));
+                    cx.asked.push(Wait::Lookup(lookup));
+                    self.state = State::Resolving {
+                        lookup,
+                        since: cx.now,
+                    };
+                    return;
+                }
+            }
         }
         // Nothing left.
         let (head_sent, not_found, keep_alive, head_only) = (
@@ -1602,6 +1650,14 @@ impl PacmanConn {
             self.out.extend_from_slice(text.as_bytes());
         }
         self.state = State::Reply;
+    }
+}
+
+/// An upstream whose host does not resolve is skipped, with a warning at most
+/// once a minute.
+fn warn_unresolved(host: &str, cx: &mut Context) {
+    if let Some(held_back) = cx.shared.dns_warnings.check(cx.now) {
+        warn!("upstream host {host} does not resolve, skipped ({held_back} more held back)");
     }
 }
 

@@ -50,7 +50,6 @@
 
 mod host;
 mod identity;
-mod jitter;
 mod join_schedule;
 mod multicast;
 mod peer_table;

@@ -10,16 +10,17 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, info, warn};
 
 use super::identity::{Identity, Params};
-use super::jitter::Xorshift64;
 use super::join_schedule::{JoinNote, JoinReport, JoinSchedule};
 use super::peer_table::{GoneReason, Heard, Peer, PeerRef, PeerTable};
 use super::questions::{OpenQuestions, Outcome, QuestionId};
 use super::wire::{self, Announcement, Body, Message};
+use crate::prng::Xorshift64;
+use crate::rate_limit::RateLimit;
 
 /// Most datagrams waiting in `poll_transmit`; past that new ones are dropped (with a
 /// rate-limited warning) and the protocol copes as with a lost datagram. GOODBYE is always
@@ -32,8 +33,6 @@ pub const PEER_EVENT_LIMIT: usize = 4096;
 pub const EXPIRY_INTERVALS: u32 = 3;
 /// Announce intervals are jittered by this many percent either way.
 pub const JITTER_PERCENT: u64 = 10;
-/// Rate-limited warnings are logged at most once per this period.
-const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Where a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,29 +63,6 @@ pub enum Event {
     PeerUp(PeerRef),
     /// A host left the table.
     PeerGone(PeerRef, GoneReason),
-}
-
-/// Logs at most once per `WARN_EVERY`, counting what it held back.
-#[derive(Debug, Default)]
-struct RateLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    /// `Some(number held back since the last line)` when a line may be logged now.
-    fn check(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.saturating_duration_since(last) < WARN_EVERY => {
-                self.suppressed = self.suppressed.saturating_add(1);
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
 }
 
 /// The discovery protocol core. See the module documentation of `discovery` for how the event
@@ -641,6 +617,7 @@ impl Discovery {
 mod tests {
     use super::*;
     use crate::discovery::wire::{emit, parse};
+    use std::time::Duration;
 
     const ME: u64 = 0xAAAA_0000_0000_0001;
     const SEED: u64 = 12345;
