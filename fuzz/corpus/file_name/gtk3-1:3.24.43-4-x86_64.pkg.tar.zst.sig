@@ -1,0 +1,1 @@
+gtk3-1:3.24.43-4-x86_64.pkg.tar.zst.sig

@@ -1,0 +1,1 @@
+zstd-1.5.6-1-x86_64.pkg.tar.zst.sig

@@ -1,0 +1,123 @@
+//! The discovery core as a state machine: a sequence of datagrams (raw, or well-formed
+//! messages from a few hosts), questions, cancels, joins and clock steps, driven with a fake
+//! clock. Checked after every step: nothing panics, the peer table and the queues stay
+//! bounded, every datagram it wants sent parses, and every question gets exactly one answer
+//! unless it was cancelled.
+#![no_main]
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use flocon::discovery::wire::{Announcement, Body, Message};
+use flocon::discovery::{
+    Discovery, Event, Identity, JoinReport, Params, QuestionId, TRANSMIT_QUEUE_LIMIT, emit, parse,
+};
+use libfuzzer_sys::fuzz_target;
+
+const FILES: [&str; 3] = ["a-1-1-any.pkg.tar.zst", "b-1-1-any.pkg.tar.zst.sig", "../x"];
+
+fuzz_target!(|data: &[u8]| {
+    let start = Instant::now();
+    let mut now = start;
+    let me = Identity {
+        host_id: 1,
+        tcp_port: 19432,
+        distro: "arch".into(),
+        arch: "x86_64".into(),
+    };
+    let params = Params {
+        announce_interval: Duration::from_secs(2),
+        lookup_timeout: Duration::from_millis(250),
+        max_peers: 4,
+    };
+    let mut core = Discovery::new(me, params, now, 7);
+    let mut open: HashSet<QuestionId> = HashSet::new();
+    let mut cancelled: HashSet<QuestionId> = HashSet::new();
+    let mut bytes = data.iter().copied();
+    while let Some(op) = bytes.next() {
+        let arg = bytes.next().unwrap_or(0);
+        let host = u64::from(arg % 6) + 1; // 1 is this host's own id
+        let from: SocketAddr = format!("10.0.0.{}:19432", arg % 6).parse().unwrap();
+        match op % 8 {
+            0 => {
+                let len = usize::from(bytes.next().unwrap_or(0));
+                let raw: Vec<u8> = bytes.by_ref().take(len).collect();
+                core.handle_datagram(from, &raw, now, &mut |_| arg & 1 == 0);
+            }
+            1 => {
+                let ann = Announcement {
+                    tcp_port: 19432,
+                    distro: if arg & 8 == 0 { "arch" } else { "archarm" }.into(),
+                    arch: "x86_64".into(),
+                };
+                let question = u32::from(bytes.next().unwrap_or(0));
+                let body = match arg >> 5 {
+                    0 => Body::Announce(ann),
+                    1 => Body::Hello(ann),
+                    2 => Body::Goodbye,
+                    3 => Body::WhoHas {
+                        question,
+                        name: FILES[usize::from(arg) % 3].as_bytes().to_vec(),
+                    },
+                    4 | 5 => Body::Have { question },
+                    _ => Body::HaveNot { question },
+                };
+                let mut out = Vec::new();
+                emit(&Message { host_id: host, body }, &mut out);
+                core.handle_datagram(from, &out, now, &mut |_| arg & 1 == 0);
+            }
+            2 => {
+                let exclude = [u64::from(arg % 6) + 1];
+                let q = core.ask(FILES[usize::from(arg) % 3], &exclude, now);
+                assert!(open.insert(q), "question id {q:?} reused while open");
+            }
+            3 => {
+                if let Some(&q) = open.iter().next() {
+                    core.cancel(q);
+                    open.remove(&q);
+                    cancelled.insert(q);
+                }
+            }
+            4 => now += Duration::from_millis(u64::from(arg) * 20),
+            5 => core.rejoin(now),
+            6 => {
+                let report = JoinReport {
+                    joined: if arg & 1 == 0 { vec!["eth0".into()] } else { Vec::new() },
+                    errors: Vec::new(),
+                };
+                core.handle_join(now, &report);
+            }
+            _ => core.goodbye(),
+        }
+        core.handle_timeout(now);
+        if let Some(t) = core.poll_timeout() {
+            assert!(t + Duration::from_secs(3600) > now, "a deadline far in the past");
+        }
+        let mut sent = 0;
+        while let Some(t) = core.poll_transmit() {
+            assert!(parse(&t.payload).is_ok(), "the core sent a datagram it can't parse");
+            sent += 1;
+            assert!(sent <= TRANSMIT_QUEUE_LIMIT + 16);
+        }
+        while let Some(event) = core.poll_event() {
+            if let Event::Answer { question, peer } = event {
+                assert!(!cancelled.contains(&question), "answer to a cancelled question");
+                assert!(open.remove(&question), "answer to a question not open");
+                if let Some(p) = peer {
+                    assert_ne!(p.host_id, 1, "this host answered itself");
+                }
+            }
+        }
+        assert!(core.peers().count() <= 4);
+        assert!(core.peers().all(|p| p.host_id != 1));
+    }
+    // Every open question ends by its deadline.
+    now += Duration::from_secs(2);
+    core.handle_timeout(now);
+    while let Some(event) = core.poll_event() {
+        if let Event::Answer { question, .. } = event {
+            open.remove(&question);
+        }
+    }
+    assert!(open.is_empty(), "questions left open past their deadline: {open:?}");
+});

@@ -1,0 +1,14 @@
+//! Upstream URLs: an accepted URL's `to_text()` parses back to the same `Url`, and so does
+//! a file joined onto it.
+#![no_main]
+use flocon::http::url;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some(u) = url::parse(&String::from_utf8_lossy(data)) else { return };
+    assert_eq!(url::parse(&u.to_text()).as_ref(), Some(&u));
+    let joined = u.join("zstd-1:1.5.6+x-1-x86_64.pkg.tar.zst");
+    if joined.to_text().len() <= url::MAX_URL {
+        assert_eq!(url::parse(&joined.to_text()), Some(joined));
+    }
+});
