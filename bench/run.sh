@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# flocon benchmark: the peer file server and the relay side by side with nginx and a
+# single-threaded server, pacman end to end, memory, idle cost, CPU per GiB, binary size.
+#
+#   sudo bash bench/run.sh                 # full run, about 10 minutes
+#   sudo BENCH_QUICK=1 bash bench/run.sh   # smoke run, under 2 minutes
+#
+# Environment: BENCH_QUICK=1 (small files, one repetition, short runs), BENCH_IDLE_SECONDS=N
+# (idle window, default 60, quick 10), BENCH_KEEP=1 (keep the generated files), BENCH_WORK=DIR
+# (where they go, default /var/tmp), BENCH_BIN=PATH (benchmark that flocon binary instead of
+# building target/release/flocon), DARKHTTPD=PATH (a darkhttpd binary to compare with; without
+# one, darkhttpd from PATH, else Debian's lighttpd as the single-threaded server).
+#
+# Needs root: it builds network namespaces (deleted at the end) and runs pacman. All traffic
+# stays inside them. Results: bench/out/results.tsv and bench/out/results.md (gitignored),
+# server logs in bench/out/logs/. docs/performance.md explains the rows.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "bench/run.sh: needs root (network namespaces, pacman)" >&2
+  exit 2
+fi
+
+# Debian packages, installed when their tool is missing. darkhttpd is in Debian from trixie on;
+# where apt has none, lighttpd (one process, one event loop) stands in for it.
+need=()
+for tool in nginx:nginx-light wrk:wrk curl:curl pacman:pacman-package-manager \
+            repo-add:pacman-package-manager bsdtar:libarchive-tools zstd:zstd ip:iproute2 \
+            python3:python3 strip:binutils; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
+done
+single=()
+if [ -z "${DARKHTTPD:-}" ] && ! command -v darkhttpd >/dev/null 2>&1 \
+   && ! command -v lighttpd >/dev/null 2>&1; then
+  single=(darkhttpd)
+fi
+if [ ${#need[@]} -gt 0 ] || [ ${#single[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "bench: installing ${need[*]}"
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  if [ ${#single[@]} -gt 0 ]; then
+    if apt-cache show darkhttpd >/dev/null 2>&1; then
+      apt-get install -y -qq --no-install-recommends darkhttpd >/dev/null
+    else
+      echo "bench: darkhttpd is not in this Debian release; installing lighttpd instead"
+      apt-get install -y -qq --no-install-recommends lighttpd >/dev/null
+    fi
+  fi
+fi
+
+if [ -n "${BENCH_BIN:-}" ]; then
+  echo "bench: using BENCH_BIN=$BENCH_BIN (no build)"
+else
+  echo "bench: cargo build --release"
+  cargo build --release --quiet
+fi
+
+exec python3 bench/bench.py "$@"
