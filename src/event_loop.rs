@@ -304,6 +304,7 @@ impl Daemon {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
         loop {
+            self.prune_timers();
             let timeout = self.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -544,13 +545,17 @@ impl Daemon {
         }
     }
 
-    /// Source connections a transfer is done with go to the relay's idle pool,
-    /// out of the poll set until one is taken again.
-    fn park_retired(&mut self, now: Instant) {
-        while let Some((addr, mut stream)) = self.relay.retired.pop() {
-            // A transfer that finished within one run never had its socket
-            // registered: nothing to take out then.
-            let _ = self.poll.registry().deregister(&mut stream);
+    /// Source connections a transfer of slot `index` is done with go to the
+    /// relay's idle pool, out of the poll set (if they were in it: a transfer
+    /// that finished within one run never was) until one is taken again.
+    fn park_retired(&mut self, index: usize, now: Instant) {
+        while let Some((id, addr, mut stream)) = self.relay.retired.pop() {
+            if let Some(slot) = self.slots.slots.get_mut(index) {
+                if slot.source == Some(id) {
+                    let _ = self.poll.registry().deregister(&mut stream);
+                    slot.source = None;
+                }
+            }
             self.relay.park(addr, stream, now);
         }
     }
@@ -750,8 +755,8 @@ impl Daemon {
         for wait in asked {
             self.waits.insert(wait, (index, generation));
         }
+        self.park_retired(index, now);
         self.apply(index, generation, want);
-        self.park_retired(now);
     }
 
     fn apply(&mut self, index: usize, generation: u32, want: Want) {
@@ -830,6 +835,19 @@ impl Daemon {
                 }
                 if again {
                     self.again.push_back((index, generation));
+                }
+            }
+        }
+    }
+
+    /// Drops deadlines of connections that closed or re-armed, so that they
+    /// do not wake the loop for nothing.
+    fn prune_timers(&mut self) {
+        while let Some(Reverse((deadline, index, generation))) = self.timers.peek().copied() {
+            match self.slots.get(index, generation) {
+                Some(slot) if slot.armed == Some(deadline) => break,
+                _ => {
+                    self.timers.pop();
                 }
             }
         }

@@ -69,6 +69,40 @@ pub fn send(socket: &impl AsRawFd, buf: &[u8], more: bool) -> Io {
     }
 }
 
+/// `writev(2)` of two slices (a response head and the body bytes behind it):
+/// one call where two would do.
+pub fn write2(socket: &impl AsRawFd, first: &[u8], second: &[u8]) -> Io {
+    let iov = [
+        libc::iovec {
+            iov_base: first.as_ptr() as *mut libc::c_void,
+            iov_len: first.len(),
+        },
+        libc::iovec {
+            iov_base: second.as_ptr() as *mut libc::c_void,
+            iov_len: second.len(),
+        },
+    ];
+    let count = if second.is_empty() { 1 } else { 2 };
+    loop {
+        // SAFETY: both iovecs describe live slices that outlive the call;
+        // writev only reads them.
+        let n = unsafe { libc::writev(socket.as_raw_fd(), iov.as_ptr(), count) };
+        if n >= 0 {
+            return if n == 0 {
+                Io::Closed
+            } else {
+                Io::Done(n as usize)
+            };
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Io::WouldBlock,
+            _ => return Io::Error(e),
+        }
+    }
+}
+
 /// Largest `sendfile` request; bounded so that one call never holds the loop
 /// long and the count always fits a 32-bit `size_t`.
 pub const SENDFILE_CHUNK: u64 = 1 << 20;

@@ -56,8 +56,14 @@ const MAX_PEER_TRIES: u32 = 3;
 pub const PEER_BACKOFF: Duration = Duration::from_secs(60);
 /// Remembered package origins (for choosing where their `.sig` comes from).
 const ORIGINS: usize = 512;
-/// Transfer buffers kept for reuse between transfers (each [`BUFFER`] bytes).
-const SPARE_BUFFERS: usize = 16;
+/// The buffer of the first [`LARGE_BUFFERS`] transfers at a time: fast
+/// transfers need more than [`BUFFER`] in flight, and this many of them keep
+/// memory bounded whatever the number of slow ones.
+pub const LARGE_BUFFER: usize = 256 * 1024;
+pub const LARGE_BUFFERS: usize = 16;
+/// Transfer buffers of each size kept for reuse between transfers.
+const SPARE_BUFFERS: usize = 8;
+const SPARE_LARGE_BUFFERS: usize = 2;
 /// Kept-alive source connections: how many, and for how long.
 const MAX_IDLE: usize = 32;
 const IDLE_REUSE: Duration = Duration::from_secs(10);
@@ -98,9 +104,12 @@ pub struct Shared {
     idle: VecDeque<IdleSource>,
     /// Source connections done with a response and fit for another, still
     /// registered: the loop deregisters them and parks them in `idle`.
-    pub retired: Vec<(SocketAddr, TcpStream)>,
+    pub retired: Vec<(u32, SocketAddr, TcpStream)>,
     /// Transfer buffers between transfers (allocated once, reused).
     spare_buffers: Vec<Vec<u8>>,
+    spare_large: Vec<Vec<u8>>,
+    /// Large buffers lent out now.
+    large_in_use: usize,
 }
 
 /// A kept-alive connection to a peer or a mirror, waiting for a request.
@@ -122,16 +131,31 @@ impl Shared {
             idle: VecDeque::new(),
             retired: Vec::new(),
             spare_buffers: Vec::new(),
+            spare_large: Vec::new(),
+            large_in_use: 0,
         }
     }
 
     /// A transfer buffer: a spare one, else a new one.
     fn take_buffer(&mut self) -> Vec<u8> {
+        if self.large_in_use < LARGE_BUFFERS {
+            self.large_in_use += 1;
+            return self
+                .spare_large
+                .pop()
+                .unwrap_or_else(|| vec![0; LARGE_BUFFER]);
+        }
         self.spare_buffers.pop().unwrap_or_else(|| vec![0; BUFFER])
     }
 
     fn give_buffer(&mut self, mut buf: Vec<u8>) {
-        if buf.len() >= BUFFER && self.spare_buffers.len() < SPARE_BUFFERS {
+        if buf.len() >= LARGE_BUFFER {
+            self.large_in_use = self.large_in_use.saturating_sub(1);
+            if self.spare_large.len() < SPARE_LARGE_BUFFERS {
+                buf.truncate(LARGE_BUFFER);
+                self.spare_large.push(buf);
+            }
+        } else if buf.len() >= BUFFER && self.spare_buffers.len() < SPARE_BUFFERS {
             buf.truncate(BUFFER);
             self.spare_buffers.push(buf);
         }
@@ -360,6 +384,8 @@ impl Source {
 /// The bounded byte queue between a source and pacman.
 struct Pipe {
     buf: Vec<u8>,
+    /// Bytes it queues at most (the size of the buffer it was given).
+    cap: usize,
     start: usize,
     end: usize,
 }
@@ -368,6 +394,7 @@ impl Pipe {
     fn new() -> Pipe {
         Pipe {
             buf: Vec::new(),
+            cap: BUFFER,
             start: 0,
             end: 0,
         }
@@ -389,25 +416,29 @@ impl Pipe {
         }
     }
 
-    /// Free space before [`BUFFER`] bytes are queued, compacting first if
+    /// Free space before the pipe holds its capacity, compacting first if
     /// that makes room.
     fn space(&mut self) -> &mut [u8] {
-        if self.buf.len() < BUFFER {
-            self.buf.resize(BUFFER, 0);
+        if self.buf.len() < self.cap {
+            self.buf.resize(self.cap, 0);
         }
-        if self.end >= BUFFER && self.start > 0 {
+        if self.end >= self.cap && self.start > 0 {
             self.compact();
         }
-        let end = self.end.max(BUFFER);
+        let end = self.end.max(self.cap);
         &mut self.buf[self.end..end]
     }
 
-    /// Appends bytes that arrived with a response head, even past [`BUFFER`]
-    /// (at most one socket read more).
+    fn is_full(&self) -> bool {
+        self.end - self.start >= self.cap
+    }
+
+    /// Appends bytes that arrived with a response head, even past the
+    /// capacity (at most one socket read more).
     fn push(&mut self, data: &[u8]) {
         self.compact();
         if self.buf.len() < self.end + data.len() {
-            self.buf.resize((self.end + data.len()).max(BUFFER), 0);
+            self.buf.resize((self.end + data.len()).max(self.cap), 0);
         }
         self.buf[self.end..self.end + data.len()].copy_from_slice(data);
         self.end += data.len();
@@ -429,6 +460,7 @@ impl Pipe {
     fn provide(&mut self, shared: &mut Shared) {
         if self.buf.is_empty() {
             self.buf = shared.take_buffer();
+            self.cap = self.buf.len();
         }
     }
 
@@ -440,6 +472,7 @@ impl Pipe {
     /// Takes the buffer out, to give it back between transfers.
     fn release(&mut self) -> Vec<u8> {
         self.clear();
+        self.cap = BUFFER;
         std::mem::take(&mut self.buf)
     }
 }
@@ -1024,7 +1057,9 @@ impl PacmanConn {
                 return self.fail_kind(kind, format!("connect to {addr}: {e}"), penalize, cx);
             }
         };
-        let _ = stream.set_nodelay(true);
+        if !reused {
+            let _ = stream.set_nodelay(true);
+        }
         let (path, authority, timeout) = match &kind {
             SourceKind::Peer(p) => (
                 format!("/{}", encode_path_segment(&job.file)),
@@ -1162,13 +1197,12 @@ impl PacmanConn {
             let mut client_blocked = false;
             // 1. To pacman: the head, then body bytes.
             if self.out_pos < self.out.len() {
-                match net::send(
-                    &self.stream,
-                    &self.out[self.out_pos..],
-                    !self.pipe.is_empty(),
-                ) {
+                // The head, and the body bytes already here, in one call.
+                match net::write2(&self.stream, &self.out[self.out_pos..], self.pipe.data()) {
                     Io::Done(n) => {
-                        self.out_pos += n;
+                        let head = n.min(self.out.len() - self.out_pos);
+                        self.out_pos += head;
+                        self.pipe.consume(n - head);
                         progress = true;
                         self.last_progress = cx.now;
                         if self.out_pos == self.out.len() {
@@ -1231,7 +1265,7 @@ impl PacmanConn {
         self.source
             .as_ref()
             .is_some_and(|s| s.phase == SourcePhase::Body)
-            && self.pipe.end - self.pipe.start >= BUFFER
+            && self.pipe.is_full()
     }
 
     fn source_step(&mut self, budget: &mut usize, cx: &mut Context) -> SourceStep {
@@ -1275,7 +1309,7 @@ impl PacmanConn {
                 }
             }
             SourcePhase::Head => {
-                let scratch = &mut cx.scratch[..4096];
+                let scratch = &mut *cx.scratch;
                 match net::read(&mut source.stream, scratch) {
                     Io::Done(n) => {
                         source.head_buf.extend_from_slice(&scratch[..n]);
@@ -1541,7 +1575,9 @@ impl PacmanConn {
         }
         let describe = source.describe();
         if source.keep_alive && source.remaining == Some(0) {
-            cx.shared.retired.push((source.addr, source.stream));
+            cx.shared
+                .retired
+                .push((source.id, source.addr, source.stream));
         }
         if job.kind == FileKind::Package {
             if let Some(origin) = job.origin {
