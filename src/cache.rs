@@ -7,9 +7,12 @@
 //! writes to a cache and never follows a symlink out of one; it does not know
 //! about HTTP.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// Compression suffixes pacman knows for `*.pkg.tar.<ext>`.
 const PACKAGE_EXTENSIONS: [&str; 8] = ["zst", "xz", "gz", "bz2", "lz4", "lrz", "lzo", "Z"];
@@ -138,10 +141,10 @@ fn is_database(name: &str) -> bool {
     !stem.is_empty()
 }
 
-/// An open cache file ready to be sent.
-#[derive(Debug)]
+/// An open cache file ready to be sent (shared: see [`Cache::open`]).
+#[derive(Clone, Debug)]
 pub struct CachedFile {
-    pub file: File,
+    pub file: Rc<File>,
     pub len: u64,
     /// Modification time, Unix seconds.
     pub modified: u64,
@@ -156,10 +159,17 @@ struct CacheDir {
     real: PathBuf,
 }
 
+/// How long an opened file is shared by later requests for the same name.
+pub const OPEN_FILE_TTL: Duration = Duration::from_secs(1);
+/// Open files kept at most.
+const OPEN_FILES: usize = 64;
+
 /// The cache directories this host serves, read-only.
 #[derive(Clone, Debug, Default)]
 pub struct Cache {
     dirs: Vec<CacheDir>,
+    /// Files opened in the last [`OPEN_FILE_TTL`], oldest first.
+    open_files: VecDeque<(String, Instant, CachedFile)>,
 }
 
 impl Cache {
@@ -180,7 +190,13 @@ impl Cache {
                 }
             })
             .collect();
-        (Cache { dirs }, warnings)
+        (
+            Cache {
+                dirs,
+                open_files: VecDeque::new(),
+            },
+            warnings,
+        )
     }
 
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
@@ -200,8 +216,48 @@ impl Cache {
 
     /// Opens `name` for reading from the first directory that holds it as a
     /// regular file. `Ok(None)`: no directory has it.
-    pub fn open(&self, name: &str) -> Result<Option<CachedFile>, NameError> {
+    ///
+    /// A file opened less than [`OPEN_FILE_TTL`] ago is shared (many peers
+    /// fetching the same new package at once open it once; `sendfile` and
+    /// `pread` take explicit offsets, so sharing is safe). A package removed
+    /// from the cache is thus served for at most that long after, as the
+    /// complete file it was, and its descriptor is closed by [`Self::expire`].
+    pub fn open(&mut self, name: &str, now: Instant) -> Result<Option<CachedFile>, NameError> {
         check_servable(name)?;
+        self.expire(now);
+        if let Some((_, _, file)) = self.open_files.iter().find(|(n, _, _)| n == name) {
+            return Ok(Some(file.clone()));
+        }
+        let found = self.open_uncached(name);
+        if let Some(file) = &found {
+            if self.open_files.len() >= OPEN_FILES {
+                self.open_files.pop_front();
+            }
+            self.open_files
+                .push_back((name.to_owned(), now, file.clone()));
+        }
+        Ok(found)
+    }
+
+    /// Closes the shared descriptors older than [`OPEN_FILE_TTL`].
+    pub fn expire(&mut self, now: Instant) {
+        while self
+            .open_files
+            .front()
+            .is_some_and(|(_, opened, _)| now >= *opened + OPEN_FILE_TTL)
+        {
+            self.open_files.pop_front();
+        }
+    }
+
+    /// When [`Self::expire`] has work next (a loop deadline).
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.open_files
+            .front()
+            .map(|(_, opened, _)| *opened + OPEN_FILE_TTL)
+    }
+
+    fn open_uncached(&self, name: &str) -> Option<CachedFile> {
         for dir in &self.dirs {
             let mut path = dir.path.join(name);
             let file = match open_no_follow(&path) {
@@ -225,14 +281,14 @@ impl Cache {
             if !meta.is_file() {
                 continue;
             }
-            return Ok(Some(CachedFile {
-                file,
+            return Some(CachedFile {
+                file: Rc::new(file),
                 len: meta.len(),
                 modified: u64::try_from(meta.mtime()).unwrap_or(0),
                 path,
-            }));
+            });
         }
-        Ok(None)
+        None
     }
 }
 
@@ -270,6 +326,32 @@ fn symlink_target(dir: &CacheDir, path: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opened_files_are_shared_for_a_second_then_closed() {
+        let dir = std::env::temp_dir().join(format!("flocon-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let name = "a-1-1-any.pkg.tar.zst";
+        std::fs::write(dir.join(name), b"data").unwrap();
+        let (mut cache, warnings) = Cache::new(std::slice::from_ref(&dir));
+        assert!(warnings.is_empty());
+        let t0 = Instant::now();
+        let first = cache.open(name, t0).unwrap().unwrap();
+        let again = cache
+            .open(name, t0 + Duration::from_millis(500))
+            .unwrap()
+            .unwrap();
+        assert!(Rc::ptr_eq(&first.file, &again.file));
+        assert_eq!(cache.next_expiry(), Some(t0 + OPEN_FILE_TTL));
+        // Removed: still the complete file it was, until the second is over.
+        std::fs::remove_file(dir.join(name)).unwrap();
+        let late = cache.open(name, t0 + Duration::from_millis(900)).unwrap();
+        assert_eq!(late.map(|f| f.len), Some(4));
+        cache.expire(t0 + OPEN_FILE_TTL);
+        assert_eq!(cache.next_expiry(), None);
+        assert!(cache.open(name, t0 + OPEN_FILE_TTL).unwrap().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn name_table() {

@@ -343,6 +343,7 @@ impl Daemon {
             self.discovery_turn(now);
             self.dns_turn(now);
             self.fire_timers(now);
+            self.cache.expire(now);
             self.flush_datagrams();
             if let Some(stop_by) = self.stop_by {
                 if self.slots.live() == 0 || now >= stop_by {
@@ -366,6 +367,7 @@ impl Daemon {
             self.stop_by,
             self.multicast.core.poll_timeout(),
             self.dns.core.poll_timeout(),
+            self.cache.next_expiry(),
         ];
         let earliest = deadlines.into_iter().flatten().min();
         // Round up to the next millisecond: a timeout that rounds down to 0
@@ -730,7 +732,7 @@ impl Daemon {
         let resolver = &mut self.dns.core;
         let want = match slot.conn.as_mut() {
             Some(Conn::Peer(conn)) => conn.run(&mut serve::Context {
-                cache: &self.cache,
+                cache: &mut self.cache,
                 scratch: &mut self.scratch,
                 now,
                 counters: &mut self.counters,

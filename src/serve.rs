@@ -58,7 +58,7 @@ pub struct Counters {
 
 /// What a run of a connection needs from the daemon.
 pub struct Context<'a> {
-    pub cache: &'a Cache,
+    pub cache: &'a mut Cache,
     /// The loop's one read buffer, lent for this run.
     pub scratch: &'a mut [u8],
     pub now: Instant,
@@ -69,7 +69,7 @@ pub struct Context<'a> {
 
 #[derive(Debug)]
 struct FileBody {
-    file: std::fs::File,
+    file: std::rc::Rc<std::fs::File>,
     offset: u64,
     /// Exclusive.
     end: u64,
@@ -346,7 +346,7 @@ impl PeerConn {
             return Err((Status::MethodNotAllowed, "method".into()));
         }
         let name = request_file_name(&head.target)?;
-        let file = match cx.cache.open(&name) {
+        let file = match cx.cache.open(&name, cx.now) {
             Ok(Some(file)) => file,
             Ok(None) => return Err((Status::NotFound, "not in the cache".into())),
             Err(e) if e.is_malformed() => return Err((Status::BadRequest, e.to_string())),
