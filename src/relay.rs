@@ -201,6 +201,9 @@ impl Shared {
     }
 
     fn remember_origin(&mut self, package: &str, origin: Origin) {
+        if self.origin_of(package) == Some(origin) {
+            return;
+        }
         if self.origins.len() >= ORIGINS {
             self.origins.pop_front();
         }
@@ -908,23 +911,29 @@ impl PacmanConn {
         if kind == FileKind::Database || cx.stopping {
             job.peers_done = true;
         }
-        if kind == FileKind::Signature {
-            let package = job.file.trim_end_matches(".sig");
-            match cx.shared.origin_of(package) {
-                Some(Origin::Upstream) => job.peers_done = true,
-                Some(Origin::Peer(id)) => {
-                    // Only the peer that gave the package, then upstream.
-                    job.peers_done = true;
-                    let alive = cx.discovery.peer(id).map(crate::discovery::Peer::peer_ref);
-                    let backed_off = cx.shared.backed_off(cx.now).contains(&id);
-                    if let (Some(peer), false) = (alive, backed_off) {
-                        self.job = Some(job);
-                        self.state = State::Fetch;
-                        return self.connect_peer(peer, cx);
-                    }
-                }
-                None => {}
+        // The peer a package came from is asked again first: for its
+        // signature (only it, then upstream, so the two agree) and for the
+        // package itself (then the others, if it no longer has it).
+        let package = job.file.trim_end_matches(".sig");
+        let origin = match kind {
+            FileKind::Package | FileKind::Signature if !job.peers_done => {
+                cx.shared.origin_of(package)
             }
+            _ => None,
+        };
+        match origin {
+            Some(Origin::Upstream) if kind == FileKind::Signature => job.peers_done = true,
+            Some(Origin::Peer(id)) => {
+                job.peers_done = kind == FileKind::Signature;
+                let alive = cx.discovery.peer(id).map(crate::discovery::Peer::peer_ref);
+                let backed_off = cx.shared.backed_off(cx.now).contains(&id);
+                if let (Some(peer), false) = (alive, backed_off) {
+                    self.job = Some(job);
+                    self.state = State::Fetch;
+                    return self.connect_peer(peer, cx);
+                }
+            }
+            _ => {}
         }
         self.job = Some(job);
         self.state = State::Fetch;

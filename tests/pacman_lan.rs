@@ -1111,3 +1111,66 @@ fn a_peer_that_ignores_the_range_of_a_resume_is_not_passed_on() {
     );
     lan.assert_cached(B, &["resumed"], false);
 }
+
+/// A package asked again goes straight to the peer that gave it (no "who has" round), and
+/// when that peer no longer has it, the other peers are asked.
+#[test]
+fn a_package_asked_again_goes_to_the_peer_that_gave_it_first() {
+    let packages = [("zeta", 200 * KB)];
+    let Some(mut lan) = Lan::new("pacman_lan::origin_first", 0, &packages, None) else {
+        return;
+    };
+    lan.seed_cache(A, &["zeta"]);
+    lan.seed_cache(C, &["zeta"]);
+    lan.start_all();
+    let path = format!("/{TEST_REPO}/os/x86_64/{}", lan.file("zeta"));
+    let lookups = |lan: &Lan| {
+        lan.daemon(B)
+            .count_lines(|l| l.contains("zeta") && l.contains("lookup answered"))
+    };
+
+    let first = lan.relay_request(B, "GET", &path);
+    assert_eq!(first.status, 200);
+    assert_eq!(lookups(&lan), 1, "the first request asks the peers");
+    let origin = if lan.daemon(A).count_lines(|l| l.contains("GET /zeta")) > 0 {
+        A
+    } else {
+        C
+    };
+    let other = if origin == A { C } else { A };
+
+    let again = lan.relay_request(B, "GET", &path);
+    assert_eq!((again.status, &again.body), (200, &first.body));
+    assert_eq!(
+        lookups(&lan),
+        1,
+        "asked again: straight to the peer that gave it"
+    );
+    assert_eq!(
+        lan.daemon(origin).count_lines(|l| l.contains("GET /zeta")),
+        2,
+        "both requests went to the same peer"
+    );
+
+    // The origin loses the file (after its 1 s open-file sharing is over): the others are asked.
+    for entry in std::fs::read_dir(&lan.client(origin).cachedir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().starts_with("zeta") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    let third = lan.relay_request(B, "GET", &path);
+    assert_eq!((third.status, &third.body), (200, &first.body));
+    assert_eq!(
+        lookups(&lan),
+        2,
+        "after the origin's 404 the peers are asked again"
+    );
+    assert!(lan.daemon(other).count_lines(|l| l.contains("GET /zeta")) >= 1);
+    assert!(same_bytes(&lan.mirror_file(&lan.file("zeta")), &{
+        let p = lan._work.join("third");
+        std::fs::write(&p, &third.body).unwrap();
+        p
+    }));
+}
