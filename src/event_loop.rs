@@ -325,8 +325,17 @@ impl Daemon {
                     Token(t) if t < 4 => self.accept_pending[t] = true,
                     Token(t) if t >= FIRST_SLOT => {
                         let index = (t - FIRST_SLOT) / 2;
-                        if let Some(generation) = self.slots.slots.get(index).map(|s| s.generation)
-                        {
+                        let client_readable = (t - FIRST_SLOT) % 2 == 0
+                            && (event.is_readable() || event.is_read_closed() || event.is_error());
+                        if let Some(slot) = self.slots.slots.get_mut(index) {
+                            let generation = slot.generation;
+                            if client_readable {
+                                match slot.conn.as_mut() {
+                                    Some(Conn::Peer(c)) => c.readable(),
+                                    Some(Conn::Pacman(c)) => c.readable(),
+                                    None => {}
+                                }
+                            }
                             self.run_slot(index, generation, now);
                         }
                     }

@@ -36,10 +36,20 @@ pub struct RequestReader {
     parse_pending: bool,
     /// When the first byte of the current head arrived.
     started: Option<Instant>,
+    /// The last read came back short (or would have blocked) and no
+    /// readiness event came since: the socket holds nothing, and with
+    /// edge-triggered polling any new byte brings an event, so reading now
+    /// would only cost a system call that answers `EAGAIN`.
+    drained: bool,
     limits: Limits,
 }
 
 impl RequestReader {
+    /// The loop saw the socket become readable: read it on the next call.
+    pub fn readable(&mut self) {
+        self.drained = false;
+    }
+
     /// When the head being read started, if one is.
     pub fn started(&self) -> Option<Instant> {
         self.started
@@ -78,14 +88,21 @@ impl RequestReader {
             if *budget == 0 {
                 return HeadStep::Yield;
             }
+            if self.drained {
+                return HeadStep::Blocked;
+            }
             match net::read(stream, scratch) {
                 Io::Done(n) => {
+                    self.drained = n < scratch.len();
                     self.buf.extend_from_slice(&scratch[..n]);
                     self.parse_pending = true;
                     self.started.get_or_insert(now);
                     *budget = budget.saturating_sub(n);
                 }
-                Io::WouldBlock => return HeadStep::Blocked,
+                Io::WouldBlock => {
+                    self.drained = true;
+                    return HeadStep::Blocked;
+                }
                 Io::Closed | Io::Error(_) => return HeadStep::Closed,
             }
         }

@@ -543,6 +543,11 @@ impl PacmanConn {
         &mut self.stream
     }
 
+    /// The loop saw pacman's socket become readable.
+    pub fn readable(&mut self) {
+        self.reader.readable();
+    }
+
     pub fn source_mut(&mut self) -> Option<(u32, &mut TcpStream)> {
         self.source.as_mut().map(|s| (s.id, &mut s.stream))
     }

@@ -116,6 +116,11 @@ impl PeerConn {
         &mut self.stream
     }
 
+    /// The loop saw the accepted socket become readable.
+    pub fn readable(&mut self) {
+        self.reader.readable();
+    }
+
     /// Whether a transfer is in flight (for the state report and shutdown).
     pub fn is_busy(&self) -> bool {
         self.state == State::Send || self.reader.started().is_some()
