@@ -53,18 +53,8 @@ pub fn send(socket: &impl AsRawFd, buf: &[u8], more: bool) -> Io {
     loop {
         // SAFETY: the pointer and length describe `buf`, which outlives the call.
         let n = unsafe { libc::send(socket.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
-        if n >= 0 {
-            return if n == 0 {
-                Io::Closed
-            } else {
-                Io::Done(n as usize)
-            };
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Io::WouldBlock,
-            _ => return Io::Error(e),
+        if let Some(io) = outcome(n) {
+            return io;
         }
     }
 }
@@ -87,19 +77,25 @@ pub fn write2(socket: &impl AsRawFd, first: &[u8], second: &[u8]) -> Io {
         // SAFETY: both iovecs describe live slices that outlive the call;
         // writev only reads them.
         let n = unsafe { libc::writev(socket.as_raw_fd(), iov.as_ptr(), count) };
-        if n >= 0 {
-            return if n == 0 {
-                Io::Closed
-            } else {
-                Io::Done(n as usize)
-            };
+        if let Some(io) = outcome(n) {
+            return io;
         }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Io::WouldBlock,
-            _ => return Io::Error(e),
-        }
+    }
+}
+
+/// A raw `ssize_t` result as an outcome; `None`: interrupted, call again.
+fn outcome(n: isize) -> Option<Io> {
+    if n > 0 {
+        return Some(Io::Done(n as usize));
+    }
+    if n == 0 {
+        return Some(Io::Closed);
+    }
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::Interrupted => None,
+        io::ErrorKind::WouldBlock => Some(Io::WouldBlock),
+        _ => Some(Io::Error(e)),
     }
 }
 
@@ -114,17 +110,8 @@ pub fn sendfile(socket: &impl AsRawFd, file: &File, offset: u64, count: u64) -> 
     let count = count.min(SENDFILE_CHUNK) as usize;
     loop {
         let n = sendfile_raw(socket.as_raw_fd(), file.as_raw_fd(), offset, count);
-        if n > 0 {
-            return Io::Done(n as usize);
-        }
-        if n == 0 {
-            return Io::Closed;
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Io::WouldBlock,
-            _ => return Io::Error(e),
+        if let Some(io) = outcome(n) {
+            return io;
         }
     }
 }
