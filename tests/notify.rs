@@ -18,6 +18,28 @@ fn receive(socket: &UnixDatagram) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// The daemon on loopback only, serving `dir`.
+fn daemon_command(dir: &TempDir, port: u16, local: u16) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flocon"));
+    cmd.args([
+        "-c",
+        "/dev/null",
+        "--pacman-conf",
+        "/nonexistent",
+        "--interface",
+        "lo",
+    ])
+    .arg("--cache-dir")
+    .arg(dir.path())
+    .args([
+        "--port",
+        &port.to_string(),
+        "--local-port",
+        &local.to_string(),
+    ]);
+    cmd
+}
+
 #[test]
 fn ready_after_listeners_and_stopping_on_sigterm() {
     let dir = TempDir::new("notify");
@@ -27,21 +49,8 @@ fn ready_after_listeners_and_stopping_on_sigterm() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let (port, local) = (free_port(), free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flocon"));
-    cmd.env("NOTIFY_SOCKET", &path).args([
-        "-c",
-        "/dev/null",
-        "--pacman-conf",
-        "/nonexistent",
-        "--interface",
-        "lo",
-        "--cache-dir",
-        dir.path().to_str().unwrap(),
-        "--port",
-        &port.to_string(),
-        "--local-port",
-        &local.to_string(),
-    ]);
+    let mut cmd = daemon_command(&dir, port, local);
+    cmd.env("NOTIFY_SOCKET", &path);
     let mut daemon = Daemon::spawn_command("flocon", cmd);
 
     assert_eq!(receive(&socket), "READY=1");
@@ -64,21 +73,8 @@ fn ready_after_listeners_and_stopping_on_sigterm() {
 fn without_notify_socket_nothing_is_sent_and_start_is_normal() {
     let dir = TempDir::new("nonotify");
     let (port, local) = (free_port(), free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flocon"));
-    cmd.env_remove("NOTIFY_SOCKET").args([
-        "-c",
-        "/dev/null",
-        "--pacman-conf",
-        "/nonexistent",
-        "--interface",
-        "lo",
-        "--cache-dir",
-        dir.path().to_str().unwrap(),
-        "--port",
-        &port.to_string(),
-        "--local-port",
-        &local.to_string(),
-    ]);
+    let mut cmd = daemon_command(&dir, port, local);
+    cmd.env_remove("NOTIFY_SOCKET");
     let mut daemon = Daemon::spawn_command("flocon", cmd);
     daemon.wait_for_line_containing("serving cache directory", Duration::from_secs(20));
     assert!(daemon.find_line(|l| l.contains("sd_notify")).is_none());
