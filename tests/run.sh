@@ -36,7 +36,9 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
 step "cargo test"
-cargo test --all-targets 2>&1
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --all-targets 2>&1 | tee "$results"
 
 # The built binary is checked as packaged (the systemd unit runs it under a
 # real systemd when root), cross-built for ARM and run under qemu, and every
@@ -55,3 +57,6 @@ if [ "${FLOCON_SKIP_EXTRA:-}" != 1 ]; then
     bash fuzz/run.sh "${FLOCON_FUZZ_SECONDS:-30}"
   fi
 fi
+
+# One closing line for the whole suite (the sum of cargo test's result lines).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$results"
