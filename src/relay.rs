@@ -188,10 +188,6 @@ impl Shared {
         None
     }
 
-    pub fn idle_connections(&self) -> usize {
-        self.idle.len()
-    }
-
     fn origin_of(&self, package: &str) -> Option<Origin> {
         self.origins
             .iter()

@@ -121,11 +121,6 @@ impl PeerConn {
         self.reader.readable();
     }
 
-    /// Whether a transfer is in flight (for the state report and shutdown).
-    pub fn is_busy(&self) -> bool {
-        self.state == State::Send || self.reader.started().is_some()
-    }
-
     /// Runs the connection as far as it can go now: after readiness, after its
     /// deadline passed, or when asked to run again.
     pub fn run(&mut self, cx: &mut Context) -> Want {
