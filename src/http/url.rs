@@ -5,6 +5,8 @@
 //! does not resolve names and does not speak TLS: `https://` URLs are only
 //! recognised, so that the relay can redirect pacman to them.
 
+use super::range::strip_prefix_ignore_case;
+
 /// A parsed absolute URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Url {
@@ -109,12 +111,6 @@ impl Url {
             self.path
         )
     }
-}
-
-fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
 }
 
 #[cfg(test)]
