@@ -527,9 +527,14 @@ fn packages_come_from_the_peer_that_has_them_and_the_rest_from_the_mirror() {
             "{name} was asked of the mirror although A has it: {log:?}"
         );
         let f = lan.file(name);
-        let a_served = lan.daemon(A).count_lines(|l| {
-            l.contains(&format!("GET /{f} -> 200")) && l.contains(&lan.lab.host(B).ip().to_string())
-        });
+        let a_served = lan.daemon(A).count_lines_when(
+            |l| {
+                l.contains(&format!("GET /{f} -> 200"))
+                    && l.contains(&lan.lab.host(B).ip().to_string())
+            },
+            1,
+            Duration::from_secs(5),
+        );
         assert_eq!(a_served, 1, "A's peer server sent {f} to B once");
     }
     for name in mirror_only {
@@ -919,8 +924,13 @@ fn a_signature_comes_from_the_peer_that_gave_the_package() {
     let log = lan.mirror.access_log();
     let b_ip = lan.lab.host(B).ip().to_string();
     let a = lan.daemon(A);
-    let a_served =
-        |f: &str| a.count_lines(|l| l.contains(&format!("GET /{f} -> 200")) && l.contains(&b_ip));
+    let a_served = |f: &str| {
+        a.count_lines_when(
+            |l| l.contains(&format!("GET /{f} -> 200")) && l.contains(&b_ip),
+            1,
+            Duration::from_secs(5),
+        )
+    };
     for name in names {
         let file = lan.file(name);
         assert!(lan.mirror_requests(&log, &file).is_empty(), "{log:?}");
@@ -1124,15 +1134,38 @@ fn a_package_asked_again_goes_to_the_peer_that_gave_it_first() {
     lan.seed_cache(C, &["zeta"]);
     lan.start_all();
     let path = format!("/{TEST_REPO}/os/x86_64/{}", lan.file("zeta"));
+    let wait = Duration::from_secs(5);
+    // B logs the lookup before the transfer and the transfer's end after it; the test reads
+    // that log through a pipe, so it waits for the end line before it counts lookups.
     let lookups = |lan: &Lan| {
         lan.daemon(B)
             .count_lines(|l| l.contains("zeta") && l.contains("lookup answered"))
     };
+    let transfers_done = |lan: &Lan, n: usize| {
+        lan.daemon(B).count_lines_when(
+            |l| l.contains("zeta") && l.contains(" bytes from peer "),
+            n,
+            wait,
+        )
+    };
+    let served = |lan: &Lan, host: usize, n: usize| {
+        lan.daemon(host).count_lines_when(
+            |l| l.contains("GET /zeta") && l.contains("-> 200"),
+            n,
+            wait,
+        )
+    };
 
     let first = lan.relay_request(B, "GET", &path);
     assert_eq!(first.status, 200);
+    assert_eq!(transfers_done(&lan, 1), 1);
     assert_eq!(lookups(&lan), 1, "the first request asks the peers");
-    let origin = if lan.daemon(A).count_lines(|l| l.contains("GET /zeta")) > 0 {
+    let a_ip = lan.lab.host(A).ip().to_string();
+    let origin = if lan
+        .daemon(B)
+        .find_line(|l| l.contains(" bytes from peer ") && l.contains(&format!("{a_ip}:")))
+        .is_some()
+    {
         A
     } else {
         C
@@ -1141,13 +1174,14 @@ fn a_package_asked_again_goes_to_the_peer_that_gave_it_first() {
 
     let again = lan.relay_request(B, "GET", &path);
     assert_eq!((again.status, &again.body), (200, &first.body));
+    assert_eq!(transfers_done(&lan, 2), 2);
     assert_eq!(
         lookups(&lan),
         1,
         "asked again: straight to the peer that gave it"
     );
     assert_eq!(
-        lan.daemon(origin).count_lines(|l| l.contains("GET /zeta")),
+        served(&lan, origin, 2),
         2,
         "both requests went to the same peer"
     );
@@ -1162,12 +1196,13 @@ fn a_package_asked_again_goes_to_the_peer_that_gave_it_first() {
     std::thread::sleep(Duration::from_millis(1200));
     let third = lan.relay_request(B, "GET", &path);
     assert_eq!((third.status, &third.body), (200, &first.body));
+    assert_eq!(transfers_done(&lan, 3), 3);
     assert_eq!(
         lookups(&lan),
         2,
         "after the origin's 404 the peers are asked again"
     );
-    assert!(lan.daemon(other).count_lines(|l| l.contains("GET /zeta")) >= 1);
+    assert_eq!(served(&lan, other, 1), 1, "the other peer served it");
     assert!(same_bytes(&lan.mirror_file(&lan.file("zeta")), &{
         let p = lan._work.join("third");
         std::fs::write(&p, &third.body).unwrap();

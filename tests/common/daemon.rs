@@ -118,6 +118,33 @@ impl Daemon {
         self.shared.lock().lines.iter().filter(|l| pred(l)).count()
     }
 
+    /// How many lines match, once at least `at_least` do or `timeout` has passed (or the
+    /// process closed its output). Another process's log can lag behind what a test has
+    /// already seen happen, so a count of lines it expects is taken this way.
+    pub fn count_lines_when(
+        &self,
+        pred: impl Fn(&str) -> bool,
+        at_least: usize,
+        timeout: Duration,
+    ) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.shared.lock();
+        loop {
+            let count = guard.lines.iter().filter(|l| pred(l)).count();
+            let closed = guard.closed_streams as usize >= self.readers.len();
+            let now = Instant::now();
+            if count >= at_least || closed || now >= deadline {
+                return count;
+            }
+            guard = self
+                .shared
+                .changed
+                .wait_timeout(guard, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
     /// Wait for a line (any printed so far counts) matching `pred`; returns it. Panics after
     /// `timeout`, or as soon as the process has closed its output, showing the last lines.
     #[track_caller]
