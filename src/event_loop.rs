@@ -73,8 +73,8 @@ impl Conn {
 struct Slot {
     generation: u32,
     conn: Option<Conn>,
-    /// Interest currently registered for the accepted socket.
-    interest: Option<Interest>,
+    /// The accepted socket is in the poll set.
+    registered: bool,
     /// The outbound socket registered (by its id), if any.
     source: Option<u32>,
     /// Earliest deadline of this slot in the heap, if any.
@@ -100,7 +100,7 @@ impl Slots {
             let slot = &mut self.slots[i];
             slot.generation = slot.generation.wrapping_add(1);
             slot.conn = Some(conn);
-            slot.interest = None;
+            slot.registered = false;
             slot.source = None;
             slot.armed = None;
             return (i, slot.generation);
@@ -108,7 +108,7 @@ impl Slots {
         self.slots.push(Slot {
             generation: 0,
             conn: Some(conn),
-            interest: None,
+            registered: false,
             source: None,
             armed: None,
         });
@@ -325,15 +325,17 @@ impl Daemon {
                     Token(t) if t < 4 => self.accept_pending[t] = true,
                     Token(t) if t >= FIRST_SLOT => {
                         let index = (t - FIRST_SLOT) / 2;
-                        let client_readable = (t - FIRST_SLOT) % 2 == 0
-                            && (event.is_readable() || event.is_read_closed() || event.is_error());
+                        let client = (t - FIRST_SLOT) % 2 == 0;
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
                         if let Some(slot) = self.slots.slots.get_mut(index) {
                             let generation = slot.generation;
-                            if client_readable {
+                            if readable {
                                 match slot.conn.as_mut() {
-                                    Some(Conn::Peer(c)) => c.readable(),
-                                    Some(Conn::Pacman(c)) => c.readable(),
-                                    None => {}
+                                    Some(Conn::Peer(c)) if client => c.readable(),
+                                    Some(Conn::Pacman(c)) if client => c.readable(),
+                                    Some(Conn::Pacman(c)) => c.source_event(),
+                                    _ => {}
                                 }
                             }
                             self.run_slot(index, generation, now);
@@ -556,9 +558,9 @@ impl Daemon {
         }
     }
 
-    /// Source connections a transfer of slot `index` is done with go to the
-    /// relay's idle pool, out of the poll set (if they were in it: a transfer
-    /// that finished within one run never was) until one is taken again.
+    /// Kept source connections slot `index` let go of go to the relay's idle
+    /// pool, out of the poll set (if they were in it: one that was kept and
+    /// let go of within one run never was) until one is taken again.
     fn park_retired(&mut self, index: usize, now: Instant) {
         while let Some((id, addr, mut stream)) = self.relay.retired.pop() {
             if let Some(slot) = self.slots.slots.get_mut(index) {
@@ -791,32 +793,31 @@ impl Daemon {
                         if let Some((_, source)) = c.source_mut() {
                             let _ = registry.deregister(source);
                         }
+                        // The kept-alive source goes to the pool for the
+                        // next connection.
+                        if let Some((id, addr, mut stream)) = c.take_kept() {
+                            if slot.source == Some(id) {
+                                let _ = registry.deregister(&mut stream);
+                            }
+                            self.relay.park(addr, stream, Instant::now());
+                        }
                     }
                 }
                 self.slots.remove(index);
             }
             Want::Io {
-                read,
-                write,
                 deadline,
                 again,
                 source,
             } => {
-                let interest = match (read, write) {
-                    (true, true) => Interest::READABLE | Interest::WRITABLE,
-                    (false, true) => Interest::WRITABLE,
-                    _ => Interest::READABLE,
-                };
+                // Registered once, for both kinds, edge-triggered (see `Want`).
+                let both = Interest::READABLE | Interest::WRITABLE;
                 let token = Token(FIRST_SLOT + index * 2);
                 let mut failed = None;
-                if slot.interest != Some(interest) {
+                if !slot.registered {
                     if let Some(conn) = slot.conn.as_mut() {
-                        let r = match slot.interest {
-                            None => registry.register(conn.stream_mut(), token, interest),
-                            Some(_) => registry.reregister(conn.stream_mut(), token, interest),
-                        };
-                        match r {
-                            Ok(()) => slot.interest = Some(interest),
+                        match registry.register(conn.stream_mut(), token, both) {
+                            Ok(()) => slot.registered = true,
                             Err(e) => failed = Some(e),
                         }
                     }
@@ -826,7 +827,6 @@ impl Daemon {
                     // removed it from epoll).
                     if let Some(Conn::Pacman(c)) = slot.conn.as_mut() {
                         if let Some((id, stream)) = c.source_mut() {
-                            let both = Interest::READABLE | Interest::WRITABLE;
                             match registry.register(stream, Token(token.0 + 1), both) {
                                 Ok(()) => slot.source = Some(id),
                                 Err(e) => failed = Some(e),

@@ -173,12 +173,15 @@ pub fn is_idle_open(socket: &impl AsRawFd) -> bool {
 /// What a connection state machine wants from the loop after it ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Want {
-    /// Keep it: wait for these readinesses (at least one is set) until the
-    /// deadline; `again` asks to be run once more without waiting for an
-    /// event (it stopped on its per-turn budget, not on `WouldBlock`).
+    /// Keep it: run it again on its next event or at the deadline; `again`
+    /// asks to be run once more without waiting for an event (it stopped on
+    /// its per-turn budget, not on `WouldBlock`). The loop registers every
+    /// socket once for both readiness kinds, edge-triggered, as nginx does:
+    /// an edge comes only when something changed, so a connection that waits
+    /// on one kind is not woken by the other in a loop, and switching
+    /// between reading a request and writing a response costs no
+    /// `epoll_ctl`.
     Io {
-        read: bool,
-        write: bool,
         deadline: Option<std::time::Instant>,
         again: bool,
         /// The connection's outbound socket to register (by its id; a new id

@@ -16,6 +16,13 @@
 //! response head, body) -> `Reply` (a locally made answer) -> back to `Head`
 //! (keep-alive) or `Linger` -> closed. A source that fails moves the request
 //! on to the next source, not the connection on to another state.
+//!
+//! KEPT-ALIVE SOURCES: a source connection whose response allows another
+//! request stays with its pacman connection (still in the poll set) for that
+//! connection's next request to the same address; pacman asks one mirror line
+//! for file after file, so that is the common case and it costs no
+//! `epoll_ctl`. Otherwise, and when pacman's connection closes, it goes to
+//! the shared idle pool (out of the poll set) for any connection to take.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -102,8 +109,9 @@ pub struct Shared {
     dns_warnings: RateLimit,
     /// Kept-alive source connections, not registered with the loop.
     idle: VecDeque<IdleSource>,
-    /// Source connections done with a response and fit for another, still
-    /// registered: the loop deregisters them and parks them in `idle`.
+    /// Kept source connections a pacman connection let go of (its next
+    /// request went elsewhere), still registered: the loop deregisters them
+    /// and parks them in `idle`.
     pub retired: Vec<(u32, SocketAddr, TcpStream)>,
     /// Transfer buffers between transfers (allocated once, reused).
     spare_buffers: Vec<Vec<u8>>,
@@ -349,6 +357,23 @@ struct Source {
     /// Connect deadline, then stall deadline (pushed on every byte).
     deadline: Instant,
     bytes: u64,
+    /// Bytes may be waiting: the loop saw the socket readable since a read
+    /// last drained it. Polling is edge-triggered, so any byte that arrives
+    /// after a drained read is announced by an event; reads while this is
+    /// false would only answer `EAGAIN`.
+    readable: bool,
+}
+
+/// The kept-alive connection of the last transfer, still registered with the
+/// loop under this connection's source token: the next request to the same
+/// address reuses it without touching the poll set or the shared pool.
+struct Kept {
+    id: u32,
+    addr: SocketAddr,
+    stream: TcpStream,
+    /// An event came while it was idle (the other side closed it, or sent
+    /// bytes nobody asked for): check it before use.
+    event: bool,
 }
 
 impl Source {
@@ -503,6 +528,7 @@ pub struct PacmanConn {
     last_progress: Instant,
     job: Option<Job>,
     source: Option<Source>,
+    kept: Option<Kept>,
     next_source_id: u32,
     status_text: Option<String>,
     /// A discovery answer delivered, not yet acted on.
@@ -527,6 +553,7 @@ impl PacmanConn {
             last_progress: now,
             job: None,
             source: None,
+            kept: None,
             next_source_id: 0,
             status_text: None,
             answer: None,
@@ -546,6 +573,25 @@ impl PacmanConn {
 
     pub fn source_mut(&mut self) -> Option<(u32, &mut TcpStream)> {
         self.source.as_mut().map(|s| (s.id, &mut s.stream))
+    }
+
+    /// The loop saw the source token readable (or closed): the transfer's
+    /// source, or the kept connection when no transfer runs.
+    pub fn source_event(&mut self) {
+        match (self.source.as_mut(), self.kept.as_mut()) {
+            (Some(source), _) => source.readable = true,
+            (None, Some(kept)) => kept.event = true,
+            (None, None) => {}
+        }
+    }
+
+    /// The kept-alive connection (id, address, stream), for the loop to
+    /// deregister and pool when this connection closes.
+    pub fn take_kept(&mut self) -> Option<(u32, SocketAddr, TcpStream)> {
+        self.kept
+            .take()
+            .filter(|k| !k.event)
+            .map(|k| (k.id, k.addr, k.stream))
     }
 
     /// Whether the loop must hand in the status page ([`Self::set_status`]).
@@ -804,17 +850,7 @@ impl PacmanConn {
     }
 
     fn want(&self, again: bool) -> Want {
-        let (read, write) = match self.state {
-            State::Head
-            | State::Linger { .. }
-            | State::Lookup { .. }
-            | State::Resolving { .. }
-            | State::Status => (true, false),
-            State::Reply | State::Fetch => (true, true),
-        };
         Want::Io {
-            read,
-            write,
             deadline: self.deadline(),
             again,
             source: self.source.as_ref().map(|s| s.id),
@@ -1054,10 +1090,21 @@ impl PacmanConn {
         let Some(job) = self.job.as_ref() else {
             return;
         };
-        let idle = if reuse {
-            cx.shared.take_idle(addr, cx.now)
-        } else {
-            None
+        // The connection this one kept from its last transfer, if it goes to
+        // the same address (it keeps its id: it is registered already);
+        // otherwise it goes back to the pool.
+        let mut kept = None;
+        if let Some(k) = self.kept.take() {
+            if reuse && k.addr == addr && (!k.event || net::is_idle_open(&k.stream)) {
+                kept = Some((k.id, k.stream));
+            } else if !k.event {
+                cx.shared.retired.push((k.id, k.addr, k.stream));
+            }
+        }
+        let (id, idle) = match kept {
+            Some((id, stream)) => (Some(id), Some(stream)),
+            None if reuse => (None, cx.shared.take_idle(addr, cx.now)),
+            None => (None, None),
         };
         let reused = idle.is_some();
         let stream = match idle.map_or_else(|| TcpStream::connect(addr), Ok) {
@@ -1108,10 +1155,13 @@ impl PacmanConn {
             }
         }
         request.extend_from_slice(b"\r\n");
-        self.next_source_id = self.next_source_id.wrapping_add(1);
+        let id = id.unwrap_or_else(|| {
+            self.next_source_id = self.next_source_id.wrapping_add(1);
+            self.next_source_id
+        });
         debug!("{}: fetching from {}", job.file, describe_kind(&kind));
         self.source = Some(Source {
-            id: self.next_source_id,
+            id,
             kind,
             addr,
             stream,
@@ -1129,6 +1179,7 @@ impl PacmanConn {
             skip: 0,
             deadline: cx.now + timeout,
             bytes: 0,
+            readable: true,
         });
         self.state = State::Fetch;
     }
@@ -1308,6 +1359,10 @@ impl PacmanConn {
                         if source.request_pos == source.request.len() {
                             source.phase = SourcePhase::Head;
                             source.request = Vec::new();
+                            // The answer comes after this: its bytes raise
+                            // an event (or, for a socket not registered
+                            // yet, show when it is).
+                            source.readable = false;
                         }
                         SourceStep::Progress
                     }
@@ -1319,9 +1374,14 @@ impl PacmanConn {
                 }
             }
             SourcePhase::Head => {
+                if !source.readable {
+                    return SourceStep::Blocked;
+                }
                 let scratch = &mut *cx.scratch;
                 match net::read(&mut source.stream, scratch) {
                     Io::Done(n) => {
+                        // A short read emptied the socket.
+                        source.readable = n == scratch.len();
                         source.head_buf.extend_from_slice(&scratch[..n]);
                         source.deadline = cx.now + STALL_TIMEOUT;
                         let head_only = self.job.as_ref().is_some_and(|j| j.head_only);
@@ -1334,7 +1394,10 @@ impl PacmanConn {
                             },
                         }
                     }
-                    Io::WouldBlock => SourceStep::Blocked,
+                    Io::WouldBlock => {
+                        source.readable = false;
+                        SourceStep::Blocked
+                    }
                     Io::Closed | Io::Error(_) => SourceStep::Failed {
                         why: "closed before answering".into(),
                         penalize: true,
@@ -1349,12 +1412,16 @@ impl PacmanConn {
                 if space.is_empty() {
                     return SourceStep::Blocked;
                 }
+                if !source.readable {
+                    return SourceStep::Blocked;
+                }
                 let want = match source.remaining {
                     Some(r) => space.len().min(usize::try_from(r).unwrap_or(usize::MAX)),
                     None => space.len(),
                 };
                 match net::read(&mut source.stream, &mut space[..want]) {
                     Io::Done(n) => {
+                        source.readable = n == want;
                         let dropped = source.take_skip(n);
                         space.copy_within(dropped..n, 0);
                         self.pipe.commit(n - dropped);
@@ -1370,7 +1437,10 @@ impl PacmanConn {
                             SourceStep::Progress
                         }
                     }
-                    Io::WouldBlock => SourceStep::Blocked,
+                    Io::WouldBlock => {
+                        source.readable = false;
+                        SourceStep::Blocked
+                    }
                     Io::Closed if source.remaining.is_none() => SourceStep::Done,
                     Io::Closed | Io::Error(_) => SourceStep::Failed {
                         why: format!("connection lost after {} body bytes", source.bytes),
@@ -1585,9 +1655,15 @@ impl PacmanConn {
         }
         let describe = source.describe();
         if source.keep_alive && source.remaining == Some(0) {
-            cx.shared
-                .retired
-                .push((source.id, source.addr, source.stream));
+            // Kept for this connection's next request (pacman asks the same
+            // mirror line for the next file); another address returns it to
+            // the pool.
+            self.kept = Some(Kept {
+                id: source.id,
+                addr: source.addr,
+                stream: source.stream,
+                event: false,
+            });
         }
         if job.kind == FileKind::Package {
             if let Some(origin) = job.origin {

@@ -201,10 +201,7 @@ impl PeerConn {
     }
 
     fn want(&self, again: bool) -> Want {
-        let write = self.state == State::Send;
         Want::Io {
-            read: !write,
-            write,
             deadline: self.deadline(),
             again,
             source: None,

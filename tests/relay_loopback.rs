@@ -235,7 +235,7 @@ fn stall_after(data: Arc<Vec<u8>>, cut: usize) -> impl Fn(Conn) + Send + Sync + 
 }
 
 /// How a keep-alive fake mirror treats its connections.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum KeepAlive {
     /// Answers every request on the connection.
     Always,
@@ -924,6 +924,26 @@ fn a_chunked_upstream_is_skipped() {
     assert_eq!(got.status, 502, "{got:?}");
 }
 
+/// GETs `name`, on `conn` (kept alive, as pacman asks on one connection) or, without one, on
+/// a new connection of its own (as separate pacman runs do).
+fn get_on(
+    conn: Option<&mut HttpConn>,
+    addr: SocketAddr,
+    name: &str,
+    headers: &[(&str, &str)],
+) -> Response {
+    match conn {
+        Some(conn) => {
+            let mut fields = vec![("Connection", "keep-alive")];
+            fields.extend_from_slice(headers);
+            conn.send(&build_request("GET", "localhost", &url(name), &fields))
+                .unwrap();
+            conn.read_response(false).unwrap()
+        }
+        None => get(addr, &url(name), headers),
+    }
+}
+
 #[test]
 fn upstream_connections_are_kept_alive_and_reused() {
     let files = Arc::new(vec![
@@ -932,31 +952,44 @@ fn upstream_connections_are_kept_alive_and_reused() {
         (DB.to_string(), pattern(3000, 42)),
         ("small-1-1-any.pkg.tar.zst".to_string(), pattern(2000, 45)),
     ]);
-    let requests = |addr: SocketAddr| {
+    let requests = |addr: SocketAddr, mut conn: Option<&mut HttpConn>| {
         let mut sent = 0;
         for (name, data) in files.iter().cycle().take(files.len() * 3) {
-            let got = get(addr, &url(name), &[]);
+            let got = get_on(conn.as_deref_mut(), addr, name, &[]);
             assert_eq!(got.status, 200, "{name}");
             assert!(got.body == *data, "{name}: body differs");
             sent += 1;
         }
-        let got = get(addr, &url(PKG), &[("Range", "bytes=100-199")]);
+        let got = get_on(conn, addr, PKG, &[("Range", "bytes=100-199")]);
         assert!(got.body == files[0].1[100..200]);
         sent + 1
     };
 
-    // One mirror connection carries every request, one after another.
-    let mirror =
-        FakeServer::start_keep_alive(keep_alive_mirror(Arc::clone(&files), KeepAlive::Always));
-    let r = relay(&[mirror.server_url()]);
-    let n = requests(r.addr);
-    assert_eq!(mirror.heads().len(), n);
-    assert_eq!(
-        mirror.connections(),
-        1,
-        "{n} requests one after another to one mirror should share one kept-alive connection"
-    );
-    wait_counters(r.addr, "0 failures, 0 failovers");
+    // One mirror connection carries every request, one after another: from one pacman
+    // connection to the next (through the relay's pool), and along one pacman connection
+    // (kept by it between its requests).
+    for one_connection in [false, true] {
+        let mirror =
+            FakeServer::start_keep_alive(keep_alive_mirror(Arc::clone(&files), KeepAlive::Always));
+        let r = relay(&[mirror.server_url()]);
+        let mut conn = one_connection.then(|| HttpConn::connect(r.addr).unwrap());
+        let mut n = requests(r.addr, conn.as_mut());
+        // Then a second pacman connection: it takes the mirror connection the first one
+        // kept (handed to the pool when the first closed).
+        drop(conn);
+        if one_connection {
+            let mut second = HttpConn::connect(r.addr).unwrap();
+            n += requests(r.addr, Some(&mut second));
+        }
+        assert_eq!(mirror.heads().len(), n);
+        assert_eq!(
+            mirror.connections(),
+            1,
+            "{n} requests one after another to one mirror should share one kept-alive \
+             connection (one pacman connection: {one_connection})"
+        );
+        wait_counters(r.addr, "0 failures, 0 failovers");
+    }
 }
 
 #[test]
@@ -965,18 +998,21 @@ fn a_kept_alive_upstream_connection_that_closed_is_replaced_quietly() {
         (PKG.to_string(), pattern(70_000, 43)),
         (DB.to_string(), pattern(3000, 44)),
     ]);
-    for mode in [KeepAlive::CloseAfterEach, KeepAlive::DropSecond] {
-        let mirror = FakeServer::start_keep_alive(keep_alive_mirror(Arc::clone(&files), mode));
-        let r = relay(&[mirror.server_url()]);
-        for _ in 0..3 {
-            for (name, data) in files.iter() {
-                let got = get(r.addr, &url(name), &[]);
-                assert_eq!(got.status, 200, "{name}");
-                assert!(got.body == *data, "{name}: body differs");
+    for one_connection in [false, true] {
+        for mode in [KeepAlive::CloseAfterEach, KeepAlive::DropSecond] {
+            let mirror = FakeServer::start_keep_alive(keep_alive_mirror(Arc::clone(&files), mode));
+            let r = relay(&[mirror.server_url()]);
+            let mut conn = one_connection.then(|| HttpConn::connect(r.addr).unwrap());
+            for round in 0..3 {
+                for (name, data) in files.iter() {
+                    let got = get_on(conn.as_mut(), r.addr, name, &[]);
+                    assert_eq!(got.status, 200, "{name}, {mode:?}, round {round}");
+                    assert!(got.body == *data, "{name}: body differs");
+                }
             }
+            wait_counters(r.addr, "6 files");
+            wait_counters(r.addr, "0 failures, 0 failovers");
         }
-        wait_counters(r.addr, "6 files");
-        wait_counters(r.addr, "0 failures, 0 failovers");
     }
 }
 
