@@ -1582,7 +1582,7 @@ impl PacmanConn {
                     response::field(out, "Content-Length", n);
                 }
             }
-            Framing::Empty if code != 304 => response::field(out, "Content-Length", 0),
+            Framing::Empty if code != 304 => response::field(out, "Content-Length", 0u64),
             _ => {}
         }
         if let (206, Some(cr)) = (code, content_range) {
@@ -1737,7 +1737,7 @@ impl PacmanConn {
             "Content-Range",
             format_args!("bytes */{len}"),
         );
-        response::field(&mut self.out, "Content-Length", 0);
+        response::field(&mut self.out, "Content-Length", 0u64);
         response::finish(&mut self.out, keep_alive);
         self.state = State::Reply;
     }

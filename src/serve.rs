@@ -365,7 +365,6 @@ impl PeerConn {
         self.out_pos = 0;
         self.close_after = !keep_alive;
         self.state = State::Send;
-        let last_modified = date::format_unix(file.modified);
         let not_modified = head
             .if_modified_since
             .as_deref()
@@ -385,7 +384,7 @@ impl PeerConn {
         match status {
             Status::RangeNotSatisfiable => {
                 response::field(out, "Content-Range", format_args!("bytes */{}", file.len));
-                response::field(out, "Content-Length", 0);
+                response::field(out, "Content-Length", 0u64);
             }
             Status::NotModified => {}
             _ => {
@@ -401,7 +400,7 @@ impl PeerConn {
                 }
             }
         }
-        response::field(out, "Last-Modified", last_modified);
+        response::field(out, "Last-Modified", date::Imf(file.modified));
         response::field(out, "Accept-Ranges", "bytes");
         response::finish(out, keep_alive);
         self.body = match range {

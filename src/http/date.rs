@@ -23,19 +23,39 @@ pub fn format(t: SystemTime) -> String {
 }
 
 pub fn format_unix(secs: u64) -> String {
+    let mut out = Vec::with_capacity(29);
+    write_unix(&mut out, secs);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Unix seconds written as IMF-fixdate by a head field (see `write_unix`).
+#[derive(Clone, Copy, Debug)]
+pub struct Imf(pub u64);
+
+/// Appends the IMF-fixdate of `secs` (no allocation: heads carry one per
+/// answer).
+pub fn write_unix(out: &mut Vec<u8>, secs: u64) {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        d,
-        MONTHS[(m - 1) as usize],
-        y,
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    let two = |out: &mut Vec<u8>, n: u64| {
+        out.extend_from_slice(&[b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]);
+    };
+    out.extend_from_slice(DAYS[(days % 7) as usize].as_bytes());
+    out.extend_from_slice(b", ");
+    two(out, d);
+    out.push(b' ');
+    out.extend_from_slice(MONTHS[(m - 1) as usize].as_bytes());
+    out.push(b' ');
+    // From 1970 on: four digits or more, never padded.
+    super::push_decimal(out, y);
+    out.push(b' ');
+    two(out, rem / 3600);
+    out.push(b':');
+    two(out, rem / 60 % 60);
+    out.push(b':');
+    two(out, rem % 60);
+    out.extend_from_slice(b" GMT");
 }
 
 /// Parses any of the three HTTP date formats.
@@ -131,6 +151,8 @@ mod tests {
         assert_eq!(format_unix(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(format_unix(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
         assert_eq!(format_unix(4_102_444_800), "Fri, 01 Jan 2100 00:00:00 GMT");
+        // Past year 9999 the year just gets longer.
+        assert_eq!(format_unix(253_402_300_800), "Sat, 01 Jan 10000 00:00:00 GMT");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! error pages, and the response-head parser of the outbound client (with its
 //! body framing). It does no I/O.
 
-use std::fmt::{Display, Write as _};
+use std::fmt::Write as _;
 
 use super::range::{ContentRange, parse_content_range, parse_u64};
 use super::request::{HeadError, Limits, MAX_HEADERS};
@@ -71,16 +71,23 @@ impl Status {
     }
 }
 
+/// What follows the status line of every head.
+const SERVER_FIELD: &str = concat!("\r\nServer: flocon/", env!("CARGO_PKG_VERSION"), "\r\n");
+
 /// Starts a response head in `out`: the status line and the `Server` field.
 /// Add fields with [`field`], then end it with [`finish`].
 pub fn write_head(out: &mut Vec<u8>, status: Status) {
-    let _ = write!(
-        Text(out),
-        "HTTP/1.1 {} {}\r\nServer: flocon/{}\r\n",
-        status.code(),
-        status.reason(),
-        env!("CARGO_PKG_VERSION")
-    );
+    status_line(out, status.code(), status.reason());
+}
+
+/// Heads are written piece by piece, not through `format!`: they are the
+/// only per-request formatting of a small-file answer.
+fn status_line(out: &mut Vec<u8>, code: u16, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    super::push_decimal(out, u64::from(code));
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(SERVER_FIELD.as_bytes());
 }
 
 /// Like [`write_head`] for a status code relayed from another server.
@@ -98,15 +105,56 @@ pub fn write_head_code(out: &mut Vec<u8>, code: u16) {
         416 => "Range Not Satisfiable",
         _ => "Status",
     };
-    let _ = write!(
-        Text(out),
-        "HTTP/1.1 {code} {reason}\r\nServer: flocon/{}\r\n",
-        env!("CARGO_PKG_VERSION")
-    );
+    status_line(out, code, reason);
 }
 
-pub fn field(out: &mut Vec<u8>, name: &str, value: impl Display) {
-    let _ = write!(Text(out), "{name}: {value}\r\n");
+/// Appends the field `name: value`.
+pub fn field(out: &mut Vec<u8>, name: &str, value: impl FieldValue) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    value.put(out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A field value [`field`] can append: text, a number, or `format_args!`.
+pub trait FieldValue {
+    fn put(&self, out: &mut Vec<u8>);
+}
+
+impl FieldValue for &str {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl FieldValue for &String {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl FieldValue for u64 {
+    fn put(&self, out: &mut Vec<u8>) {
+        super::push_decimal(out, *self);
+    }
+}
+
+impl FieldValue for usize {
+    fn put(&self, out: &mut Vec<u8>) {
+        (*self as u64).put(out);
+    }
+}
+
+impl FieldValue for super::date::Imf {
+    fn put(&self, out: &mut Vec<u8>) {
+        super::date::write_unix(out, self.0);
+    }
+}
+
+impl FieldValue for std::fmt::Arguments<'_> {
+    fn put(&self, out: &mut Vec<u8>) {
+        let _ = Text(out).write_fmt(*self);
+    }
 }
 
 /// Ends the head, saying whether the connection stays open.
@@ -280,6 +328,37 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 206 Partial Content\r\nServer: flocon/"));
         assert!(text.ends_with("Content-Range: bytes 0-1/2\r\nConnection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn field_values_of_every_kind() {
+        let mut out = Vec::new();
+        write_head_code(&mut out, 304);
+        for n in [0u64, 7, 10, 4096, u64::MAX] {
+            field(&mut out, "N", n);
+        }
+        field(&mut out, "U", 12usize);
+        field(&mut out, "S", &String::from("text"));
+        field(&mut out, "A", format_args!("bytes {}-{}/{}", 1, 2, "*"));
+        field(&mut out, "D", super::super::date::Imf(784_111_777));
+        let text = String::from_utf8(out).unwrap();
+        let fields: Vec<&str> = text.split("\r\n").skip(2).collect();
+        assert!(text.starts_with("HTTP/1.1 304 Not Modified\r\nServer: flocon/"));
+        assert_eq!(
+            fields,
+            [
+                "N: 0",
+                "N: 7",
+                "N: 10",
+                "N: 4096",
+                "N: 18446744073709551615",
+                "U: 12",
+                "S: text",
+                "A: bytes 1-2/*",
+                "D: Sun, 06 Nov 1994 08:49:37 GMT",
+                "",
+            ]
+        );
     }
 
     #[test]
