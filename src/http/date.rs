@@ -152,7 +152,10 @@ mod tests {
         assert_eq!(format_unix(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
         assert_eq!(format_unix(4_102_444_800), "Fri, 01 Jan 2100 00:00:00 GMT");
         // Past year 9999 the year just gets longer.
-        assert_eq!(format_unix(253_402_300_800), "Sat, 01 Jan 10000 00:00:00 GMT");
+        assert_eq!(
+            format_unix(253_402_300_800),
+            "Sat, 01 Jan 10000 00:00:00 GMT"
+        );
     }
 
     #[test]
