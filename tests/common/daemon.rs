@@ -127,22 +127,11 @@ impl Daemon {
         at_least: usize,
         timeout: Duration,
     ) -> usize {
-        let deadline = Instant::now() + timeout;
-        let mut guard = self.shared.lock();
-        loop {
-            let count = guard.lines.iter().filter(|l| pred(l)).count();
-            let closed = guard.closed_streams as usize >= self.readers.len();
-            let now = Instant::now();
-            if count >= at_least || closed || now >= deadline {
-                return count;
-            }
-            guard = self
-                .shared
-                .changed
-                .wait_timeout(guard, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
+        let count = |lines: &[String]| lines.iter().filter(|l| pred(l)).count();
+        self.wait_lines(timeout, |lines| {
+            Some(count(lines)).filter(|&n| n >= at_least)
+        })
+        .unwrap_or_else(|stop| count(&stop.lines))
     }
 
     /// Wait for a line (any printed so far counts) matching `pred`; returns it. Panics after
@@ -179,30 +168,53 @@ impl Daemon {
         timeout: Duration,
         what: &str,
     ) -> (usize, String) {
-        let deadline = Instant::now() + timeout;
-        let mut guard = self.shared.lock();
         let mut next = start;
-        loop {
-            while next < guard.lines.len() {
-                if pred(&guard.lines[next]) {
-                    return (next, guard.lines[next].clone());
+        let found = self.wait_lines(timeout, |lines| {
+            while next < lines.len() {
+                if pred(&lines[next]) {
+                    return Some((next, lines[next].clone()));
                 }
                 next += 1;
+            }
+            None
+        });
+        // A `match`, not a closure: the panic names the test's line (`track_caller`).
+        let stop = match found {
+            Ok(line) => return line,
+            Err(stop) => stop,
+        };
+        let why = if stop.closed {
+            "the process closed its output (it probably exited)".to_string()
+        } else {
+            format!("timed out after {timeout:?}")
+        };
+        let tail = tail_text(&stop.lines, 40);
+        panic!(
+            "[{}] {why} while waiting for {what:?} (from line {start}); last lines:\n{tail}",
+            self.name
+        )
+    }
+
+    /// Runs `check` on the lines printed so far, and again whenever more arrive, until it
+    /// gives an answer; `Err` when `timeout` passes or the process closes its output first.
+    fn wait_lines<R>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&[String]) -> Option<R>,
+    ) -> Result<R, Stopped> {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.shared.lock();
+        loop {
+            if let Some(answer) = check(&guard.lines) {
+                return Ok(answer);
             }
             let closed = guard.closed_streams as usize >= self.readers.len();
             let now = Instant::now();
             if closed || now >= deadline {
-                let why = if closed {
-                    "the process closed its output (it probably exited)".to_string()
-                } else {
-                    format!("timed out after {timeout:?}")
-                };
-                let tail = tail_text(&guard.lines, 40);
-                drop(guard);
-                panic!(
-                    "[{}] {why} while waiting for {what:?} (from line {start}); last lines:\n{tail}",
-                    self.name
-                );
+                return Err(Stopped {
+                    closed,
+                    lines: guard.lines.clone(),
+                });
             }
             guard = self
                 .shared
@@ -339,6 +351,13 @@ fn spawn_reader<R: Read + Send + 'static>(
         shared.lock().closed_streams += 1;
         shared.changed.notify_all();
     })
+}
+
+/// Why [`Daemon::wait_lines`] gave up: the process closed its output, or time ran out; and
+/// the lines printed by then.
+struct Stopped {
+    closed: bool,
+    lines: Vec<String>,
 }
 
 fn tail_text(lines: &[String], n: usize) -> String {
