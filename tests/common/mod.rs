@@ -213,24 +213,35 @@ pub fn free_udp_port() -> u16 {
 }
 
 /// A port number free on 127.0.0.1 for both TCP and UDP a moment ago (also free on the
-/// wildcard address for UDP, since daemons often bind their discovery socket there).
+/// wildcard address, since daemons bind their peer and discovery sockets there).
+///
+/// It is picked below the kernel's ephemeral range (`ip_local_port_range`), not with
+/// `bind(0)`: a port from that range can be taken by any outgoing connection (the tests make
+/// thousands) between this check and the daemon's own bind, which then fails.
 #[track_caller]
 pub fn free_port() -> u16 {
-    for _ in 0..200 {
-        let Ok(tcp) = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)) else {
-            continue;
-        };
-        let Ok(port) = tcp.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        // One at a time: a UDP socket on 127.0.0.1:p would make binding 0.0.0.0:p fail.
-        let loopback_ok = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok();
-        let wildcard_ok = loopback_ok && UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok();
-        if wildcard_ok {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (first, end) = (10_000u16, ephemeral_low.max(12_000));
+    let span = u64::from(end - first);
+    // Threads of one test binary take turns; binaries start at a place of their own.
+    let seed = u64::from(std::process::id()) * 7919;
+    for _ in 0..2000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = first + ((seed + n) % span) as u16;
+        // One at a time: a socket on 127.0.0.1:p would make binding 0.0.0.0:p fail.
+        let free = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+            && TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
+            && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+            && UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok();
+        if free {
             return port;
         }
     }
-    panic!("found no port free for both TCP and UDP on 127.0.0.1 in 200 tries");
+    panic!("found no port in {first}..{end} free for both TCP and UDP in 2000 tries");
 }
 
 /// `127.0.0.1:<free port>`.
