@@ -721,6 +721,13 @@ class Bench:
         log("relay status:\n" + self.status_page().rstrip())
         return True
 
+    def via(self, before):
+        """'relay: N from peer, M from upstream' since `before` (a from_peers() taken earlier)."""
+        after = self.from_peers()
+        if None in before + after:
+            return ""
+        return f"relay: {after[0] - before[0]} from peer, {after[1] - before[1]} from upstream"
+
     def from_peers(self):
         m = re.search(r"(\d+) files \((\d+) bytes\) from peers, (\d+) files", self.status_page())
         return (int(m.group(1)), int(m.group(3))) if m else (None, None)
@@ -825,11 +832,7 @@ class Bench:
             ("direct", f"http://{self.h1ip}:{FLOCON_PORT}/{self.big}", lambda: []),
         ]
         res, noise = self.throughput(sec, self.h0, targets, self.big_size)
-        peers1 = self.from_peers()
-        via = ""
-        if None not in peers0 + peers1:
-            via = (f"relay: {peers1[0] - peers0[0]} from peer, "
-                   f"{peers1[1] - peers0[1]} from upstream")
+        via = self.via(peers0)
         add_row(sec, names[0], "MiB/s", res["flocon"][0], "nginx proxy", res["nginx proxy"][0],
                 ("ratio>=", 1.0), noise, f"{via}; direct from peer {fmt(res['direct'][0], 'MiB/s')} MiB/s")
         add_row(sec, names[4], "CPU s/GiB", res["flocon"][1], "nginx proxy",
@@ -839,11 +842,7 @@ class Bench:
         targets = [(n, u.replace(self.big, self.small), p) for n, u, p in targets[:2]]
         peers0 = self.from_peers()
         res, noise = self.rps(sec, self.h0, targets)
-        peers1 = self.from_peers()
-        via = ""
-        if None not in peers0 + peers1:
-            via = (f"relay: {peers1[0] - peers0[0]} from peer, "
-                   f"{peers1[1] - peers0[1]} from upstream")
+        via = self.via(peers0)
         add_row(sec, names[1], "req/s", res["flocon"][0], "nginx proxy", res["nginx proxy"][0],
                 ("ratio>=", 1.0), noise, via)
 

@@ -181,16 +181,18 @@ impl Lan {
         self.seed_cache_files(host, names, true);
     }
 
+    /// The file name of package `name`, and of its signature when `with_sigs`.
+    fn files_of(&self, name: &str, with_sigs: bool) -> Vec<String> {
+        let file = self.file(name);
+        let sig = with_sigs.then(|| format!("{file}.sig"));
+        std::iter::once(file).chain(sig).collect()
+    }
+
     /// Like [`Lan::seed_cache`], leaving the signatures out unless `with_sigs`.
     fn seed_cache_files(&self, host: usize, names: &[&str], with_sigs: bool) {
         let cache = &self.client(host).cachedir;
         for name in names {
-            let file = self.file(name);
-            let mut files = vec![file.clone()];
-            if with_sigs {
-                files.push(format!("{file}.sig"));
-            }
-            for f in files {
+            for f in self.files_of(name, with_sigs) {
                 let src = self.mirror_file(&f);
                 if !src.exists() {
                     continue;
@@ -205,36 +207,16 @@ impl Lan {
 
     /// Start flocon on `host` as the test setup describes; waits until it listens.
     fn start_flocon(&mut self, host: usize, upstream: &Upstream) {
-        let cache = self.client(host).cachedir.display().to_string();
-        let mut args: Vec<String> = [
-            "-c",
-            "/dev/null",
-            "--pacman-conf",
-            "/nonexistent",
-            "--cache-dir",
-            &cache,
-            "--interface",
-            "eth0",
-            "--distro",
-            DISTRO,
-            "--architecture",
-            ARCH,
-            "-d",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        match upstream {
-            Upstream::Mirror => {
-                args.push("--upstream".into());
-                args.push(self.mirror.server_url());
-            }
-            Upstream::Nothing => {}
-            Upstream::Url(u) => {
-                args.push("--upstream".into());
-                args.push(u.clone());
-            }
+        let mut extra = vec!["--distro", DISTRO, "--architecture", ARCH];
+        let url = match upstream {
+            Upstream::Mirror => Some(self.mirror.server_url()),
+            Upstream::Nothing => None,
+            Upstream::Url(u) => Some(u.clone()),
+        };
+        if let Some(url) = &url {
+            extra.extend(["--upstream", url]);
         }
+        let args = common::flocon::daemon_args(&self.client(host).cachedir, &extra);
         let name = format!("flocon {}", host_letter(host));
         let daemon = self
             .lab
@@ -317,12 +299,7 @@ impl Lan {
     #[track_caller]
     fn assert_cached(&self, host: usize, names: &[&str], with_sigs: bool) {
         for name in names {
-            let file = self.file(name);
-            let mut files = vec![file.clone()];
-            if with_sigs {
-                files.push(format!("{file}.sig"));
-            }
-            for f in files {
+            for f in self.files_of(name, with_sigs) {
                 let got = self.client(host).cached(&f);
                 assert!(
                     got.exists(),
