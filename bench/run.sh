@@ -22,35 +22,10 @@ if [ "$(id -u)" != 0 ]; then
   exit 2
 fi
 
-# Debian packages, installed when their tool is missing. darkhttpd is in Debian from trixie on;
-# where apt has none, lighttpd (one process, one event loop) stands in for it.
-need=()
-for tool in nginx:nginx-light wrk:wrk curl:curl pacman:pacman-package-manager \
-            repo-add:pacman-package-manager bsdtar:libarchive-tools zstd:zstd ip:iproute2 \
-            python3:python3 strip:binutils; do
-  command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
-done
-single=()
-if [ -z "${DARKHTTPD:-}" ] && ! command -v darkhttpd >/dev/null 2>&1 \
-   && ! command -v lighttpd >/dev/null 2>&1; then
-  single=(darkhttpd)
-fi
-if [ ${#need[@]} -gt 0 ] || [ ${#single[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  if [ ${#need[@]} -gt 0 ]; then
-    echo "bench: installing ${need[*]}"
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  fi
-  if [ ${#single[@]} -gt 0 ]; then
-    if apt-cache show darkhttpd >/dev/null 2>&1; then
-      apt-get install -y -qq --no-install-recommends darkhttpd >/dev/null
-    else
-      echo "bench: darkhttpd is not in this Debian release; installing lighttpd instead"
-      apt-get install -y -qq --no-install-recommends lighttpd >/dev/null
-    fi
-  fi
-fi
+# Debian packages: what the lab needs ([tests] of ci/debian-packages.txt) and the reference
+# servers and tools ([bench]). darkhttpd is used when installed (Debian has it from trixie on);
+# lighttpd (one process, one event loop) stands in for it.
+bash ci/install-packages.sh base tests bench
 
 if [ -n "${BENCH_BIN:-}" ]; then
   echo "bench: using BENCH_BIN=$BENCH_BIN (no build)"

@@ -9,8 +9,8 @@
 #   ci/cross-check.sh --toolchain-only  the same with a hello-world crate: checks
 #                                       the linkers, sysroots and qemu alone
 #
-# Missing Debian packages are installed with apt-get when running as root or
-# with CI=true; missing rustup targets are added.
+# Missing Debian packages (the [cross] section of ci/debian-packages.txt) are
+# installed when running as root or with CI=true; missing rustup targets are added.
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -37,19 +37,12 @@ targets=(
 )
 
 # --- tools ------------------------------------------------------------------
-packages=()
-command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || packages+=(gcc-aarch64-linux-gnu)
-command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || packages+=(gcc-arm-linux-gnueabihf)
-command -v qemu-aarch64 >/dev/null 2>&1 && command -v qemu-arm >/dev/null 2>&1 || packages+=(qemu-user)
-[[ -e /usr/aarch64-linux-gnu/lib/libc.so.6 ]] || packages+=(libc6-dev-arm64-cross)
-[[ -e /usr/arm-linux-gnueabihf/lib/libc.so.6 ]] || packages+=(libc6-dev-armhf-cross)
-if ((${#packages[@]})); then
-  if [[ ${CI-} != true && $EUID -ne 0 ]]; then
-    echo "missing Debian packages: ${packages[*]}" >&2
-    exit 1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+# The [cross] section of ci/debian-packages.txt: installed when root or CI=true.
+if [[ ${CI-} == true || $EUID -eq 0 ]]; then
+  bash ci/install-packages.sh base cross
+elif ! missing=$(bash ci/install-packages.sh --missing base cross); then
+  echo "missing Debian packages: $(echo $missing)" >&2
+  exit 1
 fi
 
 installed=$(rustup target list --installed)

@@ -15,9 +15,9 @@
 #                                           READY=1, survives a reload and
 #                                           stops with status 0
 #
-# Missing tools are installed with apt-get when running as root or with
-# CI=true. FLOCON_SECURITY_MAX (default 2.5) is the highest accepted
-# "systemd-analyze security" exposure; FLOCON_BOOT_ARGS is added to the
+# Missing Debian packages ([tests] and [packaging] of ci/debian-packages.txt) are
+# installed when running as root or with CI=true. FLOCON_SECURITY_MAX (default
+# 2.5) is the highest accepted "systemd-analyze security" exposure; FLOCON_BOOT_ARGS is added to the
 # daemon's command line under --boot.
 set -euo pipefail
 
@@ -76,24 +76,13 @@ trap cleanup EXIT
 chmod 755 "$scratch"
 
 # --- tools ------------------------------------------------------------------
-apt_updated=0
-need() { # need COMMAND DEBIAN-PACKAGE
-  command -v "$1" >/dev/null 2>&1 && return 0
-  if [[ ${CI-} != true && $EUID -ne 0 ]]; then
-    printf 'missing %s: install the Debian package %s\n' "$1" "$2" >&2
-    exit 1
-  fi
-  if ((!apt_updated)); then
-    apt-get update -qq
-    apt_updated=1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
-}
-need systemd-analyze systemd
-need makepkg makepkg
-need pacman pacman-package-manager # makepkg looks for pacman even for --printsrcinfo
-need groff groff-base
-need shellcheck shellcheck
+# makepkg --printsrcinfo needs makepkg and pacman ([tests]); the rest is [packaging].
+if [[ ${CI-} == true || $EUID -eq 0 ]]; then
+  bash ci/install-packages.sh tests packaging
+elif ! missing=$(bash ci/install-packages.sh --missing tests packaging); then
+  echo "missing Debian packages: $(echo $missing)" >&2
+  exit 1
+fi
 
 # Runs a command as an unprivileged user: makepkg refuses to run as root.
 as_user() {

@@ -96,7 +96,7 @@ pub fn require_tools(test: &str, programs: &[&str]) -> bool {
         return true;
     }
     let msg = format!(
-        "{test} needs {} (apt-get install -y pacman-package-manager libarchive-tools zstd nginx-light curl iproute2)",
+        "{test} needs {} (as root, bash ci/install-packages.sh installs the Debian packages of ci/debian-packages.txt)",
         missing.join(", ")
     );
     if is_ci() {
