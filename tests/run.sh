@@ -1,62 +1,90 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md gives it and .ci/run calls it:
 #   bash tests/run.sh
-# 1. installs what the tests need (Debian packages, as root) when missing,
+# 1. installs the Debian packages of ci/debian-packages.txt that are missing (as root), and
+#    builds pacman 7 from source into a private prefix (ci/build-pacman7.sh, cached),
 # 2. checks formatting and lints,
-# 3. runs every unit and integration test (the multi-host ones need root; with
-#    CI=true they must run, elsewhere they skip with a printed reason),
-# 4. runs the extra checks of the other folders when they exist (fuzz smoke
-#    run, packaging, cross builds), each bounded in time.
-set -euo pipefail
+# 3. runs every unit and integration test, with --no-fail-fast (the multi-host ones need
+#    root; with CI=true they must run, elsewhere they skip with a printed reason); the
+#    end-to-end tests run under pacman 6 (Debian's) and pacman 7 (the one Arch ships),
+# 4. runs the extra checks of the other folders (packaging and a real systemd boot, ARM
+#    cross builds under qemu, a fuzz smoke run), each bounded in time,
+# 5. ends with one line "N passed, N failed" for the whole suite, and exits non-zero when
+#    anything failed.
+# FLOCON_SKIP_EXTRA=1 leaves out step 4; FLOCON_FUZZ_SECONDS sets the fuzz time per target.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+failed_steps=()
+# Runs a step; a failure is recorded and the next steps still run.
+check() {
+  local name=$1
+  shift
+  step "$name"
+  "$@" || failed_steps+=("$name")
+}
+root=0
+[ "$(id -u)" = 0 ] && root=1
 
-need_pkgs=()
-for tool in pacman:pacman-package-manager repo-add:pacman-package-manager \
-            bsdtar:libarchive-tools zstd:zstd ip:iproute2 nginx:nginx-light curl:curl \
-            gpg:gnupg gpg-agent:gpg-agent; do
-  command -v "${tool%%:*}" >/dev/null 2>&1 || need_pkgs+=("${tool#*:}")
-done
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    step "installing ${need_pkgs[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-  else
-    echo "missing tools (${need_pkgs[*]}): the tests that need them will skip" >&2
-  fi
+step "Debian packages (ci/debian-packages.txt)"
+if ((root)); then
+  bash ci/install-packages.sh || { echo "run.sh: installing Debian packages failed" >&2; exit 1; }
+elif ! missing=$(bash ci/install-packages.sh --missing); then
+  echo "not root; missing Debian packages: $(echo $missing)" >&2
+  echo "the tests that need them will skip (CI=true makes that fatal)" >&2
+fi
+
+step "pacman 7 (ci/build-pacman7.sh)"
+if ((root)); then
+  prefix=$(bash ci/build-pacman7.sh | tee /dev/stderr | tail -n 1) \
+    || { echo "run.sh: building pacman 7 failed" >&2; exit 1; }
+  export FLOCON_PACMAN7=$prefix
+else
+  echo "not root: pacman 7 is not built; its tests use \$FLOCON_PACMAN7 when set, else skip"
 fi
 
 step "cargo fmt --check"
-cargo fmt --all -- --check
+cargo fmt --all -- --check || failed_steps+=("cargo fmt")
 
 step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --all-targets --quiet -- -D warnings || failed_steps+=("cargo clippy")
 
-step "cargo test"
+step "cargo test --no-fail-fast"
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
-cargo test --all-targets 2>&1 | tee "$results"
+cargo test --all-targets --no-fail-fast 2>&1 | tee "$results"
+[ "${PIPESTATUS[0]}" = 0 ] || failed_steps+=("cargo test")
 
 # The built binary is checked as packaged (the systemd unit runs it under a
 # real systemd when root), cross-built for ARM and run under qemu, and every
 # parser is fuzzed briefly.
 if [ "${FLOCON_SKIP_EXTRA:-}" != 1 ]; then
-  step "ci/packaging-check.sh"
-  if [ "$(id -u)" = 0 ]; then
-    bash ci/packaging-check.sh --boot target/debug/flocon
+  if ((root)); then
+    check "ci/packaging-check.sh --boot" bash ci/packaging-check.sh --boot target/debug/flocon
   else
-    bash ci/packaging-check.sh target/debug/flocon
+    check "ci/packaging-check.sh" bash ci/packaging-check.sh target/debug/flocon
   fi
-  step "ci/cross-check.sh"
-  bash ci/cross-check.sh
-  if [ -f fuzz/run.sh ]; then
-    step "fuzz/run.sh ${FLOCON_FUZZ_SECONDS:-30}"
-    bash fuzz/run.sh "${FLOCON_FUZZ_SECONDS:-30}"
-  fi
+  check "ci/cross-check.sh" bash ci/cross-check.sh
+  check "fuzz/run.sh ${FLOCON_FUZZ_SECONDS:-30}" bash fuzz/run.sh "${FLOCON_FUZZ_SECONDS:-30}"
 fi
 
-# One closing line for the whole suite (the sum of cargo test's result lines).
-awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$results"
+if ((${#failed_steps[@]})); then
+  step "failed: ${failed_steps[*]}"
+  grep -E '^test .* FAILED$|^    [A-Za-z0-9_:]+$' "$results" | sort -u || true
+fi
+# One closing line for the whole suite: the sum of cargo test's result lines, where each other
+# failed step counts as one failure (and so does cargo test failing with no failed test, as
+# when a test binary does not build).
+others=0
+cargo_failed=0
+for s in "${failed_steps[@]}"; do
+  if [ "$s" = "cargo test" ]; then cargo_failed=1; else others=$((others + 1)); fi
+done
+awk -v others="$others" -v cargo_failed="$cargo_failed" '
+  /^test result:/ { p += $4; f += $6 }
+  END {
+    if (cargo_failed && f == 0) f = 1
+    printf "%d passed, %d failed\n", p, f + others
+  }' "$results"
+((${#failed_steps[@]} == 0))
