@@ -1,18 +1,25 @@
-//! Issue 4, the relay, across hosts with the real pacman 6.0.2: a lab of network namespaces
-//! with an nginx mirror (host 0) and three flocon hosts A, B and C (hosts 1 to 3), each with
-//! its own pacman root, database and cache (the cache flocon shares), `ParallelDownloads = 5`
-//! and `Server = http://127.0.0.1:19433/$repo/os/$arch` (its own relay). Extra lab hosts run
-//! fake peers when a test needs one that misbehaves.
+//! The relay across hosts with the real pacman: a lab of network namespaces with an nginx
+//! mirror (host 0) and three flocon hosts A, B and C (hosts 1 to 3), each with its own pacman
+//! root, database and cache (the cache flocon shares), `ParallelDownloads = 5` and
+//! `Server = http://127.0.0.1:19433/$repo/os/$arch` (its own relay). Extra lab hosts run fake
+//! peers when a test needs one that misbehaves.
+//!
+//! Most scenarios run twice (see `under_pacman_6_and_7!` at the end): under Debian's pacman
+//! 6.0.2 (`pacman6::NAME`) and under pacman 7, what Arch ships, built from source by
+//! `ci/build-pacman7.sh` and run with `DownloadUser = alpm` and its sandbox (`pacman7::NAME`).
 //!
 //! What is checked: packages a peer has come from that peer (the mirror sees only the
-//! databases), the others from the mirror; a `.part` is resumed with `Range`; a peer killed in
-//! the middle of a 200 MB transfer is continued from the mirror with a `Range`; peers that
-//! stall or answer garbage are skipped (and one of another distribution is never asked) and the
-//! download completes from the mirror; a peer that ignores the `Range` of a resume is not passed
-//! on to pacman; without an upstream the relay answers 404, with an `https://` one a 302; a
-//! signature comes from the peer that gave its package, or from the mirror when that peer lacks
-//! it. Every download is compared byte for byte with the mirror's file. One test measures: 20 packages through flocon against straight from the mirror, and
-//! the daemons' peak memory during five parallel 200 MB transfers.
+//! databases), the others from the mirror; a `.part` is resumed with `Range` (pacman 6); a
+//! peer killed in the middle of a 200 MB transfer is continued from the mirror with a `Range`;
+//! peers that stall or answer garbage are skipped (and one of another distribution is never
+//! asked) and the download completes from the mirror; a peer that ignores the `Range` of a
+//! resume is not passed on to pacman; without an upstream the relay answers 404, with an
+//! `https://` one a 302; a signature comes from the peer that gave its package, or from the
+//! mirror when that peer lacks it; nothing in a pacman 7 download folder (nor any `.part`) is
+//! served to a peer; pacman 7 with flocon as its `CacheServer` takes peer hits through flocon
+//! and the rest from its mirror without an error. Every download is compared byte for byte
+//! with the mirror's file. One test measures: 20 packages through flocon against straight from
+//! the mirror, and the daemons' peak memory during five parallel 200 MB transfers.
 
 mod common;
 
@@ -26,8 +33,8 @@ use common::fake_peer::{Behaviour, Claims, FakePeer};
 use common::http::{Response, build_request, request};
 use common::mirror::AccessLogEntry;
 use common::pacman::{
-    ARCH, PackageSpec, PacmanClient, PacmanConf, Repo, Signatures, TEST_REPO, TestKey,
-    make_package_spec, make_repo_signed, require_pacman, same_bytes,
+    ARCH, PackageSpec, Pacman, PacmanClient, PacmanConf, Repo, Signatures, TEST_REPO, TestKey,
+    make_package_spec, make_repo_signed, same_bytes,
 };
 use common::{Daemon, Lab, Mirror, TempDir, wait_until};
 
@@ -83,14 +90,16 @@ impl Lan {
     /// name may carry `@version`) signed by `key` if given, the mirror on host 0, and pacman
     /// clients for A, B and C. No flocon runs yet. `None` when the test is skipped.
     fn new(
+        pacman: Pacman,
         test: &str,
         extra_hosts: usize,
         packages: &[(&str, u64)],
         key: Option<&TestKey>,
     ) -> Option<Lan> {
-        if !require_pacman(test) {
+        if !pacman.require(test) {
             return None;
         }
+        eprintln!("{test}: the client is {}", pacman.label());
         let lab = Lab::new(4 + extra_hosts)?;
         let work = TempDir::new("lan");
         let build = work.mkdir("build");
@@ -121,7 +130,7 @@ impl Lan {
         let mut host_dirs = Vec::new();
         for h in FLOCON_HOSTS {
             let dir = TempDir::new(&format!("host{h}"));
-            let client = PacmanClient::new(dir.path(), &conf);
+            let client = PacmanClient::of(pacman, dir.path(), &conf);
             if let Some(k) = key {
                 client.import_key(k);
             }
@@ -451,8 +460,7 @@ fn loud_lines(daemon: &Daemon, needle: &str) -> Vec<String> {
 
 // ---- the tests -------------------------------------------------------------------------------
 
-#[test]
-fn packages_come_from_the_peer_that_has_them_and_the_rest_from_the_mirror() {
+fn packages_come_from_the_peer_that_has_them_and_the_rest_from_the_mirror(pacman: Pacman) {
     let packages = [
         ("alpha", 300 * KB),
         ("beta", 2 * MB),
@@ -460,7 +468,7 @@ fn packages_come_from_the_peer_that_has_them_and_the_rest_from_the_mirror() {
         ("delta", MB),
         ("epsilon", 150 * KB),
     ];
-    let Some(mut lan) = Lan::new("pacman_lan::peer_and_mirror", 0, &packages, None) else {
+    let Some(mut lan) = Lan::new(pacman, "pacman_lan::peer_and_mirror", 0, &packages, None) else {
         return;
     };
     lan.start_all();
@@ -534,8 +542,11 @@ fn packages_come_from_the_peer_that_has_them_and_the_rest_from_the_mirror() {
 
 #[test]
 fn a_part_file_is_resumed_with_a_range_from_the_peer_or_the_mirror() {
+    // pacman 6 only: it resumes a .part left by an earlier run; pacman 7 removes its download
+    // folder, partial files included, at the end of every run.
+    let pacman = Pacman::V6;
     let packages = [("resume-peer", 3 * MB), ("resume-mirror", 3 * MB)];
-    let Some(mut lan) = Lan::new("pacman_lan::resume", 0, &packages, None) else {
+    let Some(mut lan) = Lan::new(pacman, "pacman_lan::resume", 0, &packages, None) else {
         return;
     };
     lan.seed_cache(A, &["resume-peer"]);
@@ -568,9 +579,14 @@ fn a_part_file_is_resumed_with_a_range_from_the_peer_or_the_mirror() {
     assert_eq!(range_start(&reqs[0].range), Some(cut), "{:?}", reqs[0]);
 }
 
-#[test]
-fn a_peer_killed_in_the_middle_of_200_mb_is_continued_from_the_mirror() {
-    let Some(mut lan) = Lan::new("pacman_lan::peer_killed", 0, &[("huge", 200 * MB)], None) else {
+fn a_peer_killed_in_the_middle_of_200_mb_is_continued_from_the_mirror(pacman: Pacman) {
+    let Some(mut lan) = Lan::new(
+        pacman,
+        "pacman_lan::peer_killed",
+        0,
+        &[("huge", 200 * MB)],
+        None,
+    ) else {
         return;
     };
     lan.seed_cache(A, &["huge"]);
@@ -581,33 +597,46 @@ fn a_peer_killed_in_the_middle_of_200_mb_is_continued_from_the_mirror() {
     let size = fs::metadata(lan.mirror_file(&file))
         .expect("mirror file")
         .len();
-    let part = lan.client(B).cached(&format!("{file}.part"));
-    let mut pacman = Daemon::spawn_command(
+    let mut run = Daemon::spawn_command(
         "pacman B -Sw huge",
         lan.client(B).command(Some(lan.ns(B)), &["-Sw", "huge"]),
     );
-    // Kill A when B has more than 50 MB of it.
+    // Kill A when B has more than 50 MB of it (in the cache, or pacman 7's download folder).
     let deadline = Instant::now() + Duration::from_secs(60);
-    let seen = loop {
-        let len = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-        if len >= 50 * MB {
-            break len;
+    let (seen, part) = loop {
+        let part = lan.client(B).partial(&file);
+        let len = part
+            .as_ref()
+            .and_then(|p| fs::metadata(p).ok())
+            .map_or(0, |m| m.len());
+        if let Some(part) = part.filter(|_| len >= 50 * MB) {
+            break (len, part);
         }
         assert!(
             Instant::now() < deadline,
             "B's .part never grew past 50 MB (now {len})"
         );
         assert!(
-            pacman.is_running(),
+            run.is_running(),
             "pacman ended before 50 MB: {:?}",
-            pacman.lines()
+            run.lines()
         );
         thread::sleep(Duration::from_micros(500));
     };
     lan.daemons[A].as_mut().expect("A").kill();
+    if pacman == Pacman::V7 {
+        // pacman 7 downloads as its DownloadUser, into a folder of its own.
+        use std::os::unix::fs::MetadataExt;
+        let owner = fs::metadata(&part).map(|m| m.uid()).unwrap_or(0);
+        assert!(
+            part.parent().is_some_and(|d| d != lan.client(B).cachedir) && owner != 0,
+            "pacman 7 writes {} as root: no download user?",
+            part.display()
+        );
+    }
     eprintln!("killed A's flocon when B's .part had {seen} of {size} bytes");
-    let status = pacman.wait_exit(Duration::from_secs(90));
-    assert!(status.success(), "pacman failed: {:?}", pacman.lines());
+    let status = run.wait_exit(Duration::from_secs(90));
+    assert!(status.success(), "pacman failed: {:?}", run.lines());
     lan.assert_cached(B, &["huge"], false);
 
     let log = lan.mirror.access_log();
@@ -629,15 +658,14 @@ fn a_peer_killed_in_the_middle_of_200_mb_is_continued_from_the_mirror() {
     assert_eq!(relay_counter(&status, "failovers"), 1, "{status}");
 }
 
-#[test]
-fn peers_that_stall_or_answer_garbage_are_skipped_and_the_mirror_serves() {
+fn peers_that_stall_or_answer_garbage_are_skipped_and_the_mirror_serves(pacman: Pacman) {
     let packages = [
         ("by-silent", 400 * KB),
         ("by-stopper", 2 * MB),
         ("by-garbage", 300 * KB),
         ("later", 100 * KB),
     ];
-    let Some(mut lan) = Lan::new("pacman_lan::bad_peers", 4, &packages, None) else {
+    let Some(mut lan) = Lan::new(pacman, "pacman_lan::bad_peers", 4, &packages, None) else {
         return;
     };
     let claims = |name: &str| Claims::Only(vec![lan.file(name), lan.file("later")]);
@@ -758,10 +786,9 @@ impl Lan {
     }
 }
 
-#[test]
-fn without_an_upstream_what_no_peer_has_is_a_quiet_404() {
+fn without_an_upstream_what_no_peer_has_is_a_quiet_404(pacman: Pacman) {
     let packages = [("shared", 500 * KB), ("nowhere", 200 * KB)];
-    let Some(mut lan) = Lan::new("pacman_lan::no_upstream", 0, &packages, None) else {
+    let Some(mut lan) = Lan::new(pacman, "pacman_lan::no_upstream", 0, &packages, None) else {
         return;
     };
     lan.seed_cache(A, &["shared"]);
@@ -822,14 +849,13 @@ fn without_an_upstream_what_no_peer_has_is_a_quiet_404() {
     assert!(relay_counter(&status, "not found") >= 2, "{status}");
 }
 
-#[test]
-fn an_https_upstream_is_a_redirect_for_what_no_peer_has() {
+fn an_https_upstream_is_a_redirect_for_what_no_peer_has(pacman: Pacman) {
     let packages = [
         ("shared", 200 * KB),
         ("nowhere", 100 * KB),
         ("lib+plus@1:2.0", 50 * KB),
     ];
-    let Some(mut lan) = Lan::new("pacman_lan::https", 0, &packages, None) else {
+    let Some(mut lan) = Lan::new(pacman, "pacman_lan::https", 0, &packages, None) else {
         return;
     };
     lan.seed_cache(A, &["shared"]);
@@ -863,9 +889,8 @@ fn an_https_upstream_is_a_redirect_for_what_no_peer_has() {
     assert_eq!(relay_counter(&status, "redirects"), 6, "{status}");
 }
 
-#[test]
-fn a_signature_comes_from_the_peer_that_gave_the_package() {
-    if !require_pacman("pacman_lan::signatures") {
+fn a_signature_comes_from_the_peer_that_gave_the_package(pacman: Pacman) {
+    if !pacman.require("pacman_lan::signatures") {
         return;
     }
     let key = TestKey::generate();
@@ -874,7 +899,7 @@ fn a_signature_comes_from_the_peer_that_gave_the_package() {
         ("signed-two", 1200 * KB),
         ("sigless", 300 * KB),
     ];
-    let Some(mut lan) = Lan::new("pacman_lan::signatures", 0, &packages, Some(&key)) else {
+    let Some(mut lan) = Lan::new(pacman, "pacman_lan::signatures", 0, &packages, Some(&key)) else {
         return;
     };
     // A peer that has a package but not its signature (a known trap of LAN caches).
@@ -945,6 +970,8 @@ fn a_signature_comes_from_the_peer_that_gave_the_package() {
 
 #[test]
 fn measure_time_through_flocon_and_peak_memory() {
+    // pacman 6 only: a measurement, not a behaviour; once is enough.
+    let pacman = Pacman::V6;
     let mut packages: Vec<(String, u64)> = (0..20)
         .map(|i| {
             (
@@ -955,7 +982,7 @@ fn measure_time_through_flocon_and_peak_memory() {
         .collect();
     packages.extend((0..5).map(|i| (format!("big{i}"), 200 * MB)));
     let specs: Vec<(&str, u64)> = packages.iter().map(|(n, s)| (n.as_str(), *s)).collect();
-    let Some(mut lan) = Lan::new("pacman_lan::measure", 0, &specs, None) else {
+    let Some(mut lan) = Lan::new(pacman, "pacman_lan::measure", 0, &specs, None) else {
         return;
     };
     let small: Vec<&str> = packages[..20].iter().map(|(n, _)| n.as_str()).collect();
@@ -1059,8 +1086,16 @@ fn measure_time_through_flocon_and_peak_memory() {
 
 #[test]
 fn a_peer_that_ignores_the_range_of_a_resume_is_not_passed_on() {
-    let Some(mut lan) = Lan::new("pacman_lan::ignores_range", 1, &[("resumed", 3 * MB)], None)
-    else {
+    // pacman 6 only: it resumes a .part left by an earlier run; pacman 7 removes its download
+    // folder, partial files included, at the end of every run.
+    let pacman = Pacman::V6;
+    let Some(mut lan) = Lan::new(
+        pacman,
+        "pacman_lan::ignores_range",
+        1,
+        &[("resumed", 3 * MB)],
+        None,
+    ) else {
         return;
     };
     let file = lan.file("resumed");
@@ -1099,10 +1134,9 @@ fn a_peer_that_ignores_the_range_of_a_resume_is_not_passed_on() {
 
 /// A package asked again goes straight to the peer that gave it (no "who has" round), and
 /// when that peer no longer has it, the other peers are asked.
-#[test]
-fn a_package_asked_again_goes_to_the_peer_that_gave_it_first() {
+fn a_package_asked_again_goes_to_the_peer_that_gave_it_first(pacman: Pacman) {
     let packages = [("zeta", 200 * KB)];
-    let Some(mut lan) = Lan::new("pacman_lan::origin_first", 0, &packages, None) else {
+    let Some(mut lan) = Lan::new(pacman, "pacman_lan::origin_first", 0, &packages, None) else {
         return;
     };
     lan.seed_cache(A, &["zeta"]);
@@ -1184,3 +1218,150 @@ fn a_package_asked_again_goes_to_the_peer_that_gave_it_first() {
         p
     }));
 }
+
+/// Nothing in a pacman 7 download folder (`<cache>/download-XXXXXX/`, finished files of a
+/// batch still running, `.part` files) nor a `.part` at the cache's top is served to a peer or
+/// offered to one: asked straight at A's peer server by every spelling of the path, refused;
+/// asked through B's relay by the real pacman, they come from the mirror, not from A.
+fn nothing_in_a_download_folder_is_ever_served(pacman: Pacman) {
+    let packages = [("in-batch", 2 * MB), ("in-flight", MB)];
+    let Some(mut lan) = Lan::new(pacman, "pacman_lan::download_folder", 0, &packages, None) else {
+        return;
+    };
+    let (done, partial) = (lan.file("in-batch"), lan.file("in-flight"));
+    let folder_name = "download-Qx7b2Z";
+    let folder = lan.client(A).cachedir.join(folder_name);
+    fs::create_dir(&folder).expect("mkdir download folder");
+    fs::copy(lan.mirror_file(&done), folder.join(&done)).expect("copy finished file");
+    let bytes = fs::read(lan.mirror_file(&partial)).expect("mirror file");
+    let half = &bytes[..bytes.len() / 2];
+    fs::write(folder.join(format!("{partial}.part")), half).expect("write .part");
+    fs::write(lan.client(A).cached(&format!("{partial}.part")), half).expect("write .part");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // As pacman 7 makes it (flocon runs as root here, so only its name rules keep it out).
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    lan.start_all();
+
+    let a_peer = lan.lab.host(A).addr(common::flocon::PEER_PORT);
+    let paths = [
+        format!("/{folder_name}/{done}"),
+        format!("/{folder_name}%2F{done}"),
+        format!("/{folder_name}%2f{done}"),
+        format!("/./{folder_name}/{done}"),
+        format!("/{folder_name}/{partial}.part"),
+        format!("/{partial}.part"),
+        format!("/{folder_name}/"),
+        format!("/{folder_name}"),
+    ];
+    for path in &paths {
+        for method in ["GET", "HEAD"] {
+            let raw = build_request(method, &a_peer.to_string(), path, &[]);
+            let r = lan
+                .lab
+                .run_in(B, || request(a_peer, &raw))
+                .unwrap_or_else(|e| panic!("{method} {path} to A's peer server: {e}"));
+            assert!(
+                (400..500).contains(&r.status),
+                "{method} {path} to A's peer server answered {}",
+                r.status
+            );
+        }
+    }
+
+    lan.sync(B);
+    lan.mirror.clear_access_log();
+    lan.download(B, &["in-batch", "in-flight"]);
+    lan.assert_cached(B, &["in-batch", "in-flight"], false);
+    let log = lan.mirror.access_log();
+    for f in [&done, &partial] {
+        let reqs = lan.mirror_requests(&log, f);
+        assert_eq!(reqs.len(), 1, "{f} from the mirror once: {log:?}");
+        assert_eq!(reqs[0].status, 200, "{:?}", reqs[0]);
+        let served = lan.daemon(A).count_lines(|l| {
+            l.contains(f.as_str()) && (l.contains("-> 200") || l.contains("-> 206"))
+        });
+        assert_eq!(served, 0, "A served {f}: {:?}", lan.daemon(A).lines());
+    }
+    let status = lan.status(B);
+    assert_eq!(relay_counter(&status, "from peers"), 0, "{status}");
+}
+
+/// pacman 7 with flocon as its `CacheServer` and the mirror as its `Server`: what a peer has
+/// comes through flocon, what no peer has is flocon's quiet 404 and pacman takes it from the
+/// mirror, with no error printed (pacman 6.0.2 does not know `CacheServer`).
+#[test]
+fn pacman7_takes_peer_hits_from_a_cache_server_line_and_the_rest_from_its_mirror() {
+    let pacman = Pacman::V7;
+    let packages = [("on-a-peer", MB), ("on-the-mirror", 500 * KB)];
+    let Some(mut lan) = Lan::new(pacman, "pacman_lan::cache_server", 0, &packages, None) else {
+        return;
+    };
+    lan.seed_cache(A, &["on-a-peer"]);
+    for h in FLOCON_HOSTS {
+        lan.start_flocon(h, &Upstream::Nothing);
+    }
+    lan.wait_peers(&FLOCON_HOSTS, 2);
+    let mut conf = PacmanConf::new(&[lan.mirror.server_url()]);
+    conf.cache_servers = vec![RELAY_SERVER.to_string()];
+    lan.client(B).write_conf(&conf);
+    lan.sync(B);
+    lan.mirror.clear_access_log();
+
+    let out = lan
+        .client(B)
+        .run_expect_ok(Some(lan.ns(B)), &["-Sw", "on-a-peer", "on-the-mirror"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("error:"), "no error printed: {text}");
+    lan.assert_cached(B, &["on-a-peer", "on-the-mirror"], false);
+    let log = lan.mirror.access_log();
+    let from_peer = lan.file("on-a-peer");
+    assert!(
+        lan.mirror_requests(&log, &from_peer).is_empty(),
+        "{from_peer} was asked of the mirror although A has it: {log:?}"
+    );
+    let reqs = lan.mirror_requests(&log, &lan.file("on-the-mirror"));
+    assert_eq!(reqs.len(), 1, "{log:?}");
+    assert!(
+        reqs[0].user_agent.starts_with("pacman/7."),
+        "pacman 7 itself went to the mirror: {:?}",
+        reqs[0]
+    );
+    let b_ip = lan.lab.host(B).ip().to_string();
+    lan.daemon(A).wait_for_line(
+        |l| l.contains(&format!("GET /{from_peer} -> 200")) && l.contains(&b_ip),
+        Duration::from_secs(5),
+    );
+    let status = lan.status(B);
+    assert_eq!(relay_counter(&status, "from peers"), 1, "{status}");
+    assert_eq!(relay_counter(&status, "from upstream"), 0, "{status}");
+}
+
+/// Each scenario above that holds for every pacman runs twice: under Debian's pacman 6.0.2
+/// (`pacman6::NAME`) and under pacman 7 with its download user and sandbox (`pacman7::NAME`).
+macro_rules! under_pacman_6_and_7 {
+    ($($scenario:ident),* $(,)?) => {
+        mod pacman6 {
+            $( #[test] fn $scenario() { super::$scenario(super::Pacman::V6) } )*
+        }
+        mod pacman7 {
+            $( #[test] fn $scenario() { super::$scenario(super::Pacman::V7) } )*
+        }
+    };
+}
+
+under_pacman_6_and_7!(
+    packages_come_from_the_peer_that_has_them_and_the_rest_from_the_mirror,
+    a_peer_killed_in_the_middle_of_200_mb_is_continued_from_the_mirror,
+    peers_that_stall_or_answer_garbage_are_skipped_and_the_mirror_serves,
+    without_an_upstream_what_no_peer_has_is_a_quiet_404,
+    an_https_upstream_is_a_redirect_for_what_no_peer_has,
+    a_signature_comes_from_the_peer_that_gave_the_package,
+    a_package_asked_again_goes_to_the_peer_that_gave_it_first,
+    nothing_in_a_download_folder_is_ever_served,
+);

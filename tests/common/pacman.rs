@@ -1,7 +1,8 @@
 //! pacman for tests: build small (or large) packages with a `.PKGINFO` and incompressible
 //! deterministic payloads, lay them out as a repository with `repo-add`, sign them with a
-//! throw-away GnuPG key when a test needs real signatures, and run Debian's pacman 6.0.2 as a
-//! client that never touches the host (its own root, dbpath, cachedir, gpgdir and config).
+//! throw-away GnuPG key when a test needs real signatures, and run pacman as a client that
+//! never touches the host (its own root, dbpath, cachedir, gpgdir and config): Debian's 6.0.2,
+//! or pacman 7 (what Arch ships) built from source by `ci/build-pacman7.sh`, see [`Pacman`].
 //!
 //! Facts found by experiment with pacman 6.0.2 (Debian `pacman-package-manager`):
 //! - `-Sy` and `-Sw` refuse to run unless root ("you cannot perform this operation unless you
@@ -23,6 +24,14 @@
 //!   database), so the downloaded `.sig` is what pacman checks.
 //! - `CacheServer` is not known: "directive 'CacheServer' in section ... not recognized",
 //!   a warning, and the line is ignored.
+//!
+//! pacman 7 (7.0.0, built by `ci/build-pacman7.sh` into the prefix `$FLOCON_PACMAN7`):
+//! - runs as the client of these tests with `DownloadUser = alpm` and its sandbox on, as Arch
+//!   ships it: downloads happen as `alpm` into `<cachedir>/download-XXXXXX/` (mode 0700) and
+//!   finished files move to the cache root when the whole batch is done;
+//! - keeps no `.part` between runs (the download folder is removed at the end of each run), so
+//!   a resume happens only inside one run, from one server to the next;
+//! - knows `CacheServer` (tried before the `Server` lines; its errors are not counted).
 //!
 //! It does not start servers: see [`super::mirror`].
 
@@ -52,6 +61,109 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 pub fn require_pacman(test: &str) -> bool {
     super::require_root(test)
         && super::require_tools(test, &["pacman", "repo-add", "bsdtar", "zstd"])
+}
+
+/// Which pacman a test client runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacman {
+    /// Debian's `pacman-package-manager` 6.0.2 (`pacman` on the PATH).
+    V6,
+    /// pacman 7 built from source by `ci/build-pacman7.sh`, with `DownloadUser = alpm`.
+    V7,
+}
+
+/// The user pacman 7 downloads as (`DownloadUser`), created by [`Pacman::require`].
+pub const DOWNLOAD_USER: &str = "alpm";
+
+impl Pacman {
+    /// The pacman 7 prefix: `$FLOCON_PACMAN7`, else where `ci/build-pacman7.sh` builds it.
+    fn v7_prefix() -> Option<PathBuf> {
+        std::env::var_os("FLOCON_PACMAN7")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| PathBuf::from(h).join(".cache/flocon/pacman-7.0.0"))
+            })
+    }
+
+    /// The program to run.
+    pub fn program(self) -> PathBuf {
+        match self {
+            Pacman::V6 => PathBuf::from("pacman"),
+            Pacman::V7 => Pacman::v7_prefix().unwrap_or_default().join("bin/pacman"),
+        }
+    }
+
+    /// Like [`require_pacman`], for this pacman; for pacman 7 also its build (run
+    /// `ci/build-pacman7.sh`, as tests/run.sh does) and the `alpm` user (created here).
+    #[track_caller]
+    pub fn require(self, test: &str) -> bool {
+        if !require_pacman(test) {
+            return false;
+        }
+        if self == Pacman::V6 {
+            return true;
+        }
+        let program = self.program();
+        if !program.is_file() {
+            let msg = format!(
+                "{test} needs pacman 7 at {} (build it with: bash ci/build-pacman7.sh, or set FLOCON_PACMAN7)",
+                program.display()
+            );
+            if super::is_ci() {
+                panic!("{msg}; CI=true makes this fatal");
+            }
+            eprintln!("skipping: {msg} (CI=true makes this fatal)");
+            return false;
+        }
+        ensure_download_user();
+        true
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Pacman::V6 => "pacman 6",
+            Pacman::V7 => "pacman 7",
+        }
+    }
+}
+
+/// Create the system user pacman 7 downloads as, unless it exists (several tests may race
+/// here: a second `useradd` failing because the user now exists is fine).
+#[track_caller]
+fn ensure_download_user() {
+    let exists = || {
+        fs::read_to_string("/etc/passwd").is_ok_and(|p| {
+            p.lines()
+                .any(|l| l.split(':').next() == Some(DOWNLOAD_USER))
+        })
+    };
+    if exists() {
+        return;
+    }
+    let out = output_within(
+        {
+            let mut c = Command::new("useradd");
+            c.args([
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/",
+                "--shell",
+                "/usr/sbin/nologin",
+                DOWNLOAD_USER,
+            ]);
+            c
+        },
+        TOOL_TIMEOUT,
+    );
+    if !exists() {
+        panic!(
+            "cannot create the user {DOWNLOAD_USER} for pacman 7: {}",
+            show_output(&out)
+        );
+    }
 }
 
 /// What to build: `name-version-rel-arch.pkg.tar.zst`.
@@ -536,6 +648,7 @@ impl PacmanConf {
 /// `<dir>/gnupg`, `<dir>/pacman.conf`.
 #[derive(Debug, Clone)]
 pub struct PacmanClient {
+    pub pacman: Pacman,
     pub root: PathBuf,
     pub dbpath: PathBuf,
     pub cachedir: PathBuf,
@@ -545,11 +658,18 @@ pub struct PacmanClient {
 }
 
 impl PacmanClient {
-    /// Make the directories under `dir` and write the config.
+    /// Make the directories under `dir` and write the config, for pacman 6.
     #[track_caller]
     pub fn new(dir: &Path, conf: &PacmanConf) -> PacmanClient {
+        PacmanClient::of(Pacman::V6, dir, conf)
+    }
+
+    /// Make the directories under `dir` and write the config, for `pacman`.
+    #[track_caller]
+    pub fn of(pacman: Pacman, dir: &Path, conf: &PacmanConf) -> PacmanClient {
         let root = dir.join("root");
         let client = PacmanClient {
+            pacman,
             dbpath: root.join("db"),
             logfile: root.join("pacman.log"),
             root,
@@ -583,6 +703,10 @@ impl PacmanClient {
         for d in &conf.extra_cache_dirs {
             text.push_str(&format!("CacheDir = {}/\n", d.display()));
         }
+        if self.pacman == Pacman::V7 {
+            // As Arch ships it: downloads as this user, inside the sandbox (on by default).
+            text.push_str(&format!("DownloadUser = {DOWNLOAD_USER}\n"));
+        }
         text.push_str(&format!("\n[{}]\n", conf.repo));
         for s in &conf.cache_servers {
             text.push_str(&format!("CacheServer = {s}\n"));
@@ -609,7 +733,7 @@ impl PacmanClient {
     /// The command `pacman --config C --root R --dbpath D --cachedir K --gpgdir G --logfile L
     /// --noconfirm --noprogressbar <args>`, in namespace `ns` if given, with `LC_ALL=C`.
     pub fn command(&self, ns: Option<&str>, args: &[&str]) -> Command {
-        let mut cmd = netns_command(ns, "pacman");
+        let mut cmd = netns_command(ns, self.pacman.program());
         cmd.arg("--config")
             .arg(&self.conf_path)
             .arg("--root")
@@ -677,6 +801,22 @@ impl PacmanClient {
     /// Where a downloaded file lands.
     pub fn cached(&self, file_name: &str) -> PathBuf {
         self.cachedir.join(file_name)
+    }
+
+    /// Where pacman keeps `file_name` while downloading it: `<cachedir>/<file>.part` (pacman 6),
+    /// or `<cachedir>/download-XXXXXX/<file>.part` (pacman 7), if such a file exists now.
+    pub fn partial(&self, file_name: &str) -> Option<PathBuf> {
+        let part = format!("{file_name}.part");
+        let top = self.cachedir.join(&part);
+        if top.exists() {
+            return Some(top);
+        }
+        fs::read_dir(&self.cachedir)
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("download-"))
+            .map(|e| e.path().join(&part))
+            .find(|p| p.exists())
     }
 
     /// The synced database file for `repo`.
