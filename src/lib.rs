@@ -16,5 +16,6 @@ pub mod notify;
 pub mod prng;
 pub mod rate_limit;
 pub mod relay;
+pub mod resolver;
 pub mod serve;
 pub mod signals;
