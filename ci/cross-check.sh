@@ -41,7 +41,7 @@ targets=(
 if [[ ${CI-} == true || $EUID -eq 0 ]]; then
   bash ci/install-packages.sh base cross
 elif ! missing=$(bash ci/install-packages.sh --missing base cross); then
-  echo "missing Debian packages: $(echo $missing)" >&2
+  echo "missing Debian packages: ${missing//$'\n'/ }" >&2
   exit 1
 fi
 

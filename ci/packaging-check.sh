@@ -80,7 +80,7 @@ chmod 755 "$scratch"
 if [[ ${CI-} == true || $EUID -eq 0 ]]; then
   bash ci/install-packages.sh tests packaging
 elif ! missing=$(bash ci/install-packages.sh --missing tests packaging); then
-  echo "missing Debian packages: $(echo $missing)" >&2
+  echo "missing Debian packages: ${missing//$'\n'/ }" >&2
   exit 1
 fi
 
@@ -317,7 +317,7 @@ fi
 ok "man page and $conf"
 
 # --- the scripts themselves -------------------------------------------------
-shellcheck ci/packaging-check.sh ci/cross-check.sh || fail "shellcheck ci/*.sh"
+shellcheck ci/*.sh tests/run.sh bench/run.sh fuzz/run.sh .ci/run || fail "shellcheck of the scripts"
 
 if ((failures)); then
   echo "packaging check: $failures failure(s)" >&2

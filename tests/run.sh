@@ -13,7 +13,7 @@
 #    anything failed.
 # FLOCON_SKIP_EXTRA=1 leaves out step 4; FLOCON_FUZZ_SECONDS sets the fuzz time per target.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 step() { printf '\n==> %s\n' "$*"; }
 failed_steps=()
@@ -31,7 +31,7 @@ step "Debian packages (ci/debian-packages.txt)"
 if ((root)); then
   bash ci/install-packages.sh || { echo "run.sh: installing Debian packages failed" >&2; exit 1; }
 elif ! missing=$(bash ci/install-packages.sh --missing); then
-  echo "not root; missing Debian packages: $(echo $missing)" >&2
+  echo "not root; missing Debian packages: ${missing//$'\n'/ }" >&2
   echo "the tests that need them will skip (CI=true makes that fatal)" >&2
 fi
 
