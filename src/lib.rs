@@ -18,3 +18,4 @@ pub mod rate_limit;
 pub mod relay;
 pub mod serve;
 pub mod signals;
+pub mod sync_db;
