@@ -239,11 +239,10 @@ fn truncated_and_garbage_files_fail_cleanly() {
         load(&f.file("missing")).unwrap_err(),
         DbError::Open(std::io::ErrorKind::NotFound)
     ));
-    // A directory where the file should be.
-    assert!(matches!(
-        load(&f.dir).unwrap_err(),
-        DbError::Read(_) | DbError::Open(_)
-    ));
+    // A directory or a FIFO where the file should be: refused at once, never read.
+    assert_eq!(load(&f.dir).unwrap_err(), DbError::NotAFile);
+    sh(&f.dir, "mkfifo fifo.db");
+    assert_eq!(load(&f.file("fifo.db")).unwrap_err(), DbError::NotAFile);
 }
 
 #[test]

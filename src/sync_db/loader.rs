@@ -5,8 +5,9 @@
 //! and the decoders' windows. It does not decide when to load (see `watch`) or what to do
 //! with a failure (the caller logs it and keeps the other repositories' indexes).
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::decompress::{self, Decoder, Pull};
@@ -52,11 +53,23 @@ fn wants_desc(path: &[u8]) -> bool {
 }
 
 impl DbLoader<File> {
-    /// Opens `path`; a failure to open comes out of the first [`DbLoader::poll_load`].
+    /// Opens `path`; a failure to open comes out of the first [`DbLoader::poll_load`]. The
+    /// file is opened non-blocking and must be a regular file, so that a FIFO or a device
+    /// put in its place can never block the loop.
     pub fn open(path: &Path) -> DbLoader<File> {
-        match File::open(path) {
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| DbError::Open(e.kind()))
+            .and_then(|file| match file.metadata() {
+                Ok(m) if m.is_file() => Ok(file),
+                Ok(_) => Err(DbError::NotAFile),
+                Err(e) => Err(DbError::Open(e.kind())),
+            });
+        match opened {
             Ok(file) => DbLoader::new(file),
-            Err(e) => DbLoader::new_stage(Stage::Finished(Some(DbError::Open(e.kind())))),
+            Err(e) => DbLoader::new_stage(Stage::Finished(Some(e))),
         }
     }
 }
@@ -359,6 +372,8 @@ mod tests {
         );
         let missing = DbLoader::open(Path::new("/nonexistent/flocon/core.db")).load_all();
         assert_eq!(missing.unwrap_err(), DbError::Open(io::ErrorKind::NotFound));
+        let directory = DbLoader::open(Path::new("/")).load_all();
+        assert_eq!(directory.unwrap_err(), DbError::NotAFile);
     }
 
     /// The second entry's header (after a directory header and the first desc's two blocks

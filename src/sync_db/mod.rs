@@ -12,7 +12,7 @@
 //!
 //! # Wiring it into the event loop (not done yet: after the relay rewrite)
 //! ```text
-//! start, and each time a reload is due (say every 10 s, and on SIGHUP):
+//! start, and each time a look is due (say every 10 s, and on SIGUSR2):
 //!   let stamps = repos.iter().map(|r| FileStamp::of_path(&conf.sync_database(&r.name)));
 //!   for i in watch.look(stamps) { loaders[i] = Some(DbLoader::open(&path_of(i))); }
 //! each loop pass, while some loader is Some (poll with a zero timeout until they are done):
@@ -99,6 +99,8 @@ impl fmt::Debug for Sha256 {
 pub enum DbError {
     /// The file could not be opened.
     Open(std::io::ErrorKind),
+    /// The path is a directory, FIFO, device or socket.
+    NotAFile,
     /// Reading the file failed.
     Read(std::io::ErrorKind),
     /// The file is empty.
@@ -121,6 +123,7 @@ impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DbError::Open(kind) => write!(f, "cannot open: {kind}"),
+            DbError::NotAFile => f.write_str("not a regular file"),
             DbError::Read(kind) => write!(f, "cannot read: {kind}"),
             DbError::Empty => f.write_str("empty file"),
             DbError::UnknownFormat => {
@@ -158,6 +161,7 @@ mod tests {
     fn errors_display_on_one_line() {
         let errors = [
             DbError::Open(std::io::ErrorKind::NotFound),
+            DbError::NotAFile,
             DbError::Read(std::io::ErrorKind::Other),
             DbError::Empty,
             DbError::UnknownFormat,
