@@ -116,6 +116,14 @@ impl<R: Read> DbLoader<R> {
         }
     }
 
+    /// The format found in the file's first bytes, once known.
+    pub fn compression(&self) -> Option<decompress::Compression> {
+        match &self.stage {
+            Stage::Decoding(decoder) => Some(decoder.compression()),
+            _ => None,
+        }
+    }
+
     /// Loads the whole database in one go: for tests, fuzzing and tools, never in the loop.
     pub fn load_all(mut self) -> Result<SyncIndex, DbError> {
         loop {
