@@ -22,7 +22,7 @@
 //!                                  indexes.set(i, Ok(index)); loader = None }
 //!       Progress::Failed(e) => { warn once: "{path}: {e}"; indexes.set(i, Err(e)); loader = None }
 //!   }
-//! asking: indexes.lookup(file_name) -> Option<FileIdentity>
+//! asking: indexes.lookup(file_name) -> Option<(repo, FileIdentity)>, first repo listing it
 //! ```
 //! Every limit is a constant here: [`MAX_DESC_BYTES`] per `desc`, [`MAX_ENTRIES`] and
 //! [`MAX_NAME_BYTES`] per database, [`tar::MAX_LONG_NAME`] and [`tar::MAX_PAX_BYTES`] per tar
