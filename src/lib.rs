@@ -19,3 +19,4 @@ pub mod relay;
 pub mod resolver;
 pub mod serve;
 pub mod signals;
+pub mod sync_db;

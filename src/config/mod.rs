@@ -32,8 +32,8 @@ pub use options::{
     DEFAULT_PORT, FileSettings, MAX_LIST_VALUES,
 };
 pub use pacman_conf::{
-    ConfigSource, MemoryFs, PacmanConf, RealFs, Repo, TemplateError, Upstreams, expand,
-    parse_pacman_conf, points_at_local_port, validate_template,
+    ConfigSource, DEFAULT_DB_PATH, MemoryFs, PacmanConf, RealFs, Repo, TemplateError, Upstreams,
+    expand, parse_pacman_conf, points_at_local_port, validate_template,
 };
 
 /// os-release files, in the order os-release(5) says to look for them.

@@ -1,4 +1,4 @@
-//! Reading pacman.conf and the mirror lists it includes: cache directories, the
+//! Reading pacman.conf and the mirror lists it includes: cache directories, `DBPath`, the
 //! architecture, and each repository's upstream server templates (`# flocon: Server =`
 //! comments first, then `Server` lines, minus the ones that point at flocon itself). Also
 //! URL templates (`expand`, `validate_template`) and `Upstreams`, the per-repository
@@ -126,6 +126,22 @@ pub struct PacmanConf {
     pub architecture: Option<String>,
     /// Repository sections in the order they first appear.
     pub repos: Vec<Repo>,
+    /// The first `DBPath` value; `None` if absent (pacman's default, [`DEFAULT_DB_PATH`]).
+    pub db_path: Option<PathBuf>,
+}
+
+/// pacman's database directory when pacman.conf has no `DBPath`.
+pub const DEFAULT_DB_PATH: &str = "/var/lib/pacman/";
+
+impl PacmanConf {
+    /// The sync database pacman keeps for repository `repo`: `<DBPath>/sync/<repo>.db`.
+    pub fn sync_database(&self, repo: &str) -> PathBuf {
+        let db_path = self
+            .db_path
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_DB_PATH));
+        db_path.join("sync").join(format!("{repo}.db"))
+    }
 }
 
 /// One repository section of pacman.conf.
@@ -347,6 +363,7 @@ pub fn parse_pacman_conf(
         files_warned: false,
         cache_dirs: Vec::new(),
         architecture: None,
+        db_path: None,
         repos: Vec::new(),
         repos_warned: false,
         warnings: Vec::new(),
@@ -390,6 +407,7 @@ struct Reader<'a> {
     cache_dirs: Vec<PathBuf>,
     /// `Some(None)` once an `Architecture = auto` line was seen.
     architecture: Option<Option<String>>,
+    db_path: Option<PathBuf>,
     repos: Vec<RepoBuilder>,
     repos_warned: bool,
     warnings: Vec<String>,
@@ -436,6 +454,7 @@ impl Reader<'_> {
             cache_dirs: self.cache_dirs,
             architecture: self.architecture.flatten(),
             repos,
+            db_path: self.db_path,
         };
         (conf, self.warnings)
     }
@@ -552,6 +571,12 @@ impl Reader<'_> {
                     self.set_architecture(at, value);
                 }
             }
+            // Like pacman, the first DBPath counts (pacman lets its command line override it).
+            (Section::Options, "DBPath") => match value {
+                Some(_) if self.db_path.is_some() => {}
+                Some(dir) => self.db_path = Some(PathBuf::from(dir)),
+                None => self.warn(format!("{at}: DBPath without a value, ignored")),
+            },
             (Section::Options, "Server") => {
                 self.warn(format!("{at}: Server in [options], ignored"));
             }
@@ -976,6 +1001,59 @@ mod tests {
         assert!(
             warnings[0].starts_with("/etc/pacman.conf:20: Server 'file:///home/custompkgs'"),
             "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn db_path_and_sync_databases() {
+        let (conf, warnings) = parse(&MemoryFs::new().with(
+            "/etc/pacman.conf",
+            "[options]\n[core]\nServer = https://a.example/$repo/os/$arch\n",
+        ));
+        assert_eq!(conf.db_path, None);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            conf.sync_database("core"),
+            PathBuf::from("/var/lib/pacman/sync/core.db")
+        );
+        let fs = MemoryFs::new()
+            .with(
+                "/etc/pacman.conf",
+                "[options]\n\
+                 Include = /etc/pacman.d/paths.conf\n\
+                 DBPath = /ignored/second/\n\
+                 DBPath\n\
+                 [extra]\n\
+                 DBPath = /not/in/a/repository/section\n\
+                 Server = https://a.example/$repo/os/$arch\n",
+            )
+            .with(
+                "/etc/pacman.d/paths.conf",
+                "DBPath = /srv/pacman db # comment\n",
+            );
+        let (conf, warnings) = parse(&fs);
+        assert_eq!(conf.db_path, Some(PathBuf::from("/srv/pacman db")));
+        assert_eq!(
+            conf.sync_database("extra"),
+            PathBuf::from("/srv/pacman db/sync/extra.db")
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("/etc/pacman.conf:4: DBPath without a value"),
+            "{warnings:?}"
+        );
+        // Nothing else changes: the same file without DBPath lines parses the same.
+        let without = MemoryFs::new().with(
+            "/etc/pacman.conf",
+            "[options]\n[extra]\nServer = https://a.example/$repo/os/$arch\n",
+        );
+        let (plain, _) = parse(&without);
+        assert_eq!(
+            PacmanConf {
+                db_path: None,
+                ..conf
+            },
+            plain
         );
     }
 
