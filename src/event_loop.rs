@@ -334,7 +334,9 @@ impl Daemon {
                                 match slot.conn.as_mut() {
                                     Some(Conn::Peer(c)) if client => c.readable(),
                                     Some(Conn::Pacman(c)) if client => c.readable(),
-                                    Some(Conn::Pacman(c)) => c.source_event(),
+                                    Some(Conn::Pacman(c)) => {
+                                        c.source_event(event.is_read_closed() || event.is_error())
+                                    }
                                     _ => {}
                                 }
                             }

@@ -362,6 +362,9 @@ struct Source {
     /// after a drained read is announced by an event; reads while this is
     /// false would only answer `EAGAIN`.
     readable: bool,
+    /// The loop saw the other side close (or the socket fail): a short read
+    /// does not drain it, the end of file (or the error) is still to read.
+    read_closed: bool,
 }
 
 /// The kept-alive connection of the last transfer, still registered with the
@@ -374,6 +377,17 @@ struct Kept {
     /// An event came while it was idle (the other side closed it, or sent
     /// bytes nobody asked for): check it before use.
     event: bool,
+}
+
+impl From<Source> for Kept {
+    fn from(source: Source) -> Kept {
+        Kept {
+            id: source.id,
+            addr: source.addr,
+            stream: source.stream,
+            event: false,
+        }
+    }
 }
 
 impl Source {
@@ -575,11 +589,14 @@ impl PacmanConn {
         self.source.as_mut().map(|s| (s.id, &mut s.stream))
     }
 
-    /// The loop saw the source token readable (or closed): the transfer's
-    /// source, or the kept connection when no transfer runs.
-    pub fn source_event(&mut self) {
+    /// The loop saw the source token readable (or closed, `read_closed`):
+    /// the transfer's source, or the kept connection when no transfer runs.
+    pub fn source_event(&mut self, read_closed: bool) {
         match (self.source.as_mut(), self.kept.as_mut()) {
-            (Some(source), _) => source.readable = true,
+            (Some(source), _) => {
+                source.readable = true;
+                source.read_closed |= read_closed;
+            }
             (None, Some(kept)) => kept.event = true,
             (None, None) => {}
         }
@@ -1180,6 +1197,7 @@ impl PacmanConn {
             deadline: cx.now + timeout,
             bytes: 0,
             readable: true,
+            read_closed: false,
         });
         self.state = State::Fetch;
     }
@@ -1380,8 +1398,9 @@ impl PacmanConn {
                 let scratch = &mut *cx.scratch;
                 match net::read(&mut source.stream, scratch) {
                     Io::Done(n) => {
-                        // A short read emptied the socket.
-                        source.readable = n == scratch.len();
+                        // A short read emptied the socket, unless its end
+                        // of file is still to be read.
+                        source.readable = n == scratch.len() || source.read_closed;
                         source.head_buf.extend_from_slice(&scratch[..n]);
                         source.deadline = cx.now + STALL_TIMEOUT;
                         let head_only = self.job.as_ref().is_some_and(|j| j.head_only);
@@ -1421,7 +1440,7 @@ impl PacmanConn {
                 };
                 match net::read(&mut source.stream, &mut space[..want]) {
                     Io::Done(n) => {
-                        source.readable = n == want;
+                        source.readable = n == want || source.read_closed;
                         let dropped = source.take_skip(n);
                         space.copy_within(dropped..n, 0);
                         self.pipe.commit(n - dropped);
@@ -1655,15 +1674,7 @@ impl PacmanConn {
         }
         let describe = source.describe();
         if source.keep_alive && source.remaining == Some(0) {
-            // Kept for this connection's next request (pacman asks the same
-            // mirror line for the next file); another address returns it to
-            // the pool.
-            self.kept = Some(Kept {
-                id: source.id,
-                addr: source.addr,
-                stream: source.stream,
-                event: false,
-            });
+            self.kept = Some(Kept::from(source));
         }
         if job.kind == FileKind::Package {
             if let Some(origin) = job.origin {

@@ -1021,6 +1021,35 @@ fn a_kept_alive_upstream_connection_that_closed_is_replaced_quietly() {
     }
 }
 
+#[test]
+fn a_source_closed_mid_body_is_left_within_milliseconds() {
+    let len = 300_000;
+    let data = Arc::new(pattern(len, 47));
+    let files = Arc::new(vec![(PKG.to_string(), data.to_vec())]);
+    let good = FakeServer::start_keep_alive(keep_alive_mirror(files, KeepAlive::Always));
+    // Cut at several places, so that the end of file arrives with the last body bytes in
+    // some runs and after them in others.
+    for cut in [1000, 65_536 + 17, len / 2] {
+        let cutter = FakeServer::start(cut_short(Arc::clone(&data), cut));
+        let r = relay(&[cutter.server_url(), good.server_url()]);
+        let started = Instant::now();
+        let got = get(r.addr, &url(PKG), &[]);
+        let took = started.elapsed();
+        assert_eq!(got.status, 200, "cut at {cut}");
+        assert!(got.body == *data, "cut at {cut}: continued body differs");
+        assert!(
+            took < Duration::from_millis(1500),
+            "cut at {cut}: the source's end of file was noticed after {took:?} (the stall \
+             timeout is 4 s)"
+        );
+        let last = good.heads().last().cloned().unwrap_or_default();
+        assert_eq!(
+            common::fake_server::header_of(&last, "range"),
+            Some(format!("bytes={cut}-{}", len - 1).as_str())
+        );
+    }
+}
+
 // ---- failover in the middle of a body ------------------------------------------------------
 
 /// The only `flocon/` request for `path` in the mirror's log, waited for.
