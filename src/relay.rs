@@ -343,6 +343,9 @@ struct Source {
     /// Taken from the idle pool: a failure before any answer byte may just
     /// mean the other side closed it meanwhile, so it is retried fresh.
     reused: bool,
+    /// A response head arrived (its buffer is emptied once it is judged):
+    /// a failure after it is the source's, never a stale kept connection.
+    answered: bool,
     /// The response allows another request on this connection.
     keep_alive: bool,
     phase: SourcePhase,
@@ -1183,6 +1186,7 @@ impl PacmanConn {
             addr,
             stream,
             reused,
+            answered: false,
             keep_alive: false,
             phase: if reused {
                 SourcePhase::Request
@@ -1212,6 +1216,7 @@ impl PacmanConn {
             return;
         };
         let unanswered = matches!(source.phase, SourcePhase::Request | SourcePhase::Head)
+            && !source.answered
             && source.head_buf.is_empty();
         if source.reused && unanswered {
             debug!(
@@ -1479,6 +1484,7 @@ impl PacmanConn {
         let is_peer = matches!(source.kind, SourceKind::Peer(_));
         let leftover = source.head_buf.split_off(head.len);
         source.head_buf = Vec::new();
+        source.answered = true;
         if head.framing == Framing::Chunked {
             return SourceStep::Failed {
                 why: "chunked bodies are not relayed".into(),

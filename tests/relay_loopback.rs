@@ -1022,6 +1022,39 @@ fn a_kept_alive_upstream_connection_that_closed_is_replaced_quietly() {
 }
 
 #[test]
+fn an_upstream_404_on_a_kept_alive_connection_is_asked_once() {
+    let files = Arc::new(vec![(PKG.to_string(), pattern(70_000, 46))]);
+    let missing = "missing-1-1-x86_64.pkg.tar.zst";
+    for one_connection in [false, true] {
+        let mirror =
+            FakeServer::start_keep_alive(keep_alive_mirror(Arc::clone(&files), KeepAlive::Always));
+        let r = relay(&[mirror.server_url()]);
+        let mut conn = one_connection.then(|| HttpConn::connect(r.addr).unwrap());
+        // A 200 that leaves a kept-alive connection, then misses and hits on it (as pacman's
+        // `-Sy` asks `*.db.sig` that the mirror does not have).
+        let mut asked = Vec::new();
+        for round in 0..3 {
+            let got = get_on(conn.as_mut(), r.addr, PKG, &[]);
+            assert_eq!(got.status, 200, "round {round}");
+            assert!(got.body == files[0].1, "round {round}: body differs");
+            asked.push(url(PKG));
+            for name in [missing, "missing.db.sig"] {
+                let got = get_on(conn.as_mut(), r.addr, name, &[]);
+                assert_eq!(got.status, 404, "{name}, round {round}");
+                asked.push(url(name));
+            }
+        }
+        assert_eq!(
+            mirror.targets(),
+            asked,
+            "every request asked of the mirror exactly once (one pacman connection: \
+             {one_connection})"
+        );
+        wait_counters(r.addr, "0 failures, 0 failovers");
+    }
+}
+
+#[test]
 fn a_source_closed_mid_body_is_left_within_milliseconds() {
     let len = 300_000;
     let data = Arc::new(pattern(len, 47));
