@@ -346,6 +346,9 @@ struct Source {
     /// A response head arrived (its buffer is emptied once it is judged):
     /// a failure after it is the source's, never a stale kept connection.
     answered: bool,
+    /// The answer was read to its end and allows another request: after a
+    /// failure (a 404, say) the connection is kept all the same.
+    reusable: bool,
     /// The response allows another request on this connection.
     keep_alive: bool,
     phase: SourcePhase,
@@ -1187,6 +1190,7 @@ impl PacmanConn {
             stream,
             reused,
             answered: false,
+            reusable: false,
             keep_alive: false,
             phase: if reused {
                 SourcePhase::Request
@@ -1226,14 +1230,20 @@ impl PacmanConn {
             return self.connect_with(source.kind, source.addr, false, cx);
         }
         self.note_failure(&source.kind, &why, penalize, cx);
+        let describe = source.describe();
+        let received = self.job.as_ref().map_or(0, |j| j.received);
+        if source.reusable {
+            // An error answer read to its end: the connection carries the
+            // next request (to this address, or from the pool).
+            self.keep(source);
+        }
         if let Some(job) = self.job.as_mut() {
             if job.head_sent {
                 cx.shared.counters.failovers += 1;
                 info!(
-                    "{}: {} failed after {} bytes ({why}): continuing from the next source",
+                    "{}: {describe} failed after {received} bytes ({why}): continuing from the \
+                     next source",
                     job.file,
-                    source.describe(),
-                    job.received
                 );
                 if job.span.is_none() {
                     // A body delimited by close can't be continued.
@@ -1496,6 +1506,9 @@ impl PacmanConn {
             Framing::Empty => Some(0),
             _ => None,
         };
+        // An answer not taken (an error, a redirect) leaves the connection
+        // usable when all of it is here already.
+        source.reusable = head.keep_alive && length == Some(leftover.len() as u64);
         if job.head_sent {
             // A continuation must be exactly the rest of the span.
             let span = job.span;
@@ -1524,7 +1537,9 @@ impl PacmanConn {
                 let location = head.location.unwrap_or_default();
                 cx.shared.counters.redirects += 1;
                 let (keep_alive, with_body) = (job.keep_alive, !job.head_only);
-                self.source = None;
+                if let Some(source) = self.source.take().filter(|s| s.reusable) {
+                    self.keep(source);
+                }
                 self.reply_redirect(&location, keep_alive, with_body);
                 return SourceStep::Progress;
             }
@@ -1694,6 +1709,13 @@ impl PacmanConn {
             describe,
             cx.now.duration_since(job.started).as_millis()
         );
+    }
+
+    /// Keeps a source connection whose answer was read to its end for this
+    /// connection's next request (pacman asks the same mirror line for the
+    /// next file); a request to another address returns it to the pool.
+    fn keep(&mut self, source: Source) {
+        self.kept = Some(Kept::from(source));
     }
 
     fn flush_out(&mut self, budget: &mut usize, now: Instant) -> Option<Want> {

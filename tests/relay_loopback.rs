@@ -1022,7 +1022,7 @@ fn a_kept_alive_upstream_connection_that_closed_is_replaced_quietly() {
 }
 
 #[test]
-fn an_upstream_404_on_a_kept_alive_connection_is_asked_once() {
+fn an_upstream_404_on_a_kept_alive_connection_is_asked_once_and_keeps_it() {
     let files = Arc::new(vec![(PKG.to_string(), pattern(70_000, 46))]);
     let missing = "missing-1-1-x86_64.pkg.tar.zst";
     for one_connection in [false, true] {
@@ -1049,6 +1049,12 @@ fn an_upstream_404_on_a_kept_alive_connection_is_asked_once() {
             asked,
             "every request asked of the mirror exactly once (one pacman connection: \
              {one_connection})"
+        );
+        assert_eq!(
+            mirror.connections(),
+            1,
+            "a 404 read to its end leaves its connection for the next request (one pacman \
+             connection: {one_connection})"
         );
         wait_counters(r.addr, "0 failures, 0 failovers");
     }
