@@ -164,7 +164,7 @@ pub struct Daemon {
     cache: Cache,
     max_connections: usize,
     multicast: Multicast,
-    relay: relay::Shared,
+    relay: relay::Relay,
     slots: Slots,
     /// (deadline, slot, generation); stale entries are skipped when popped.
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
@@ -285,7 +285,7 @@ impl Daemon {
                 pending: None,
                 writable: false,
             },
-            relay: relay::Shared::new(upstreams),
+            relay: relay::Relay::new(upstreams),
             slots: Slots::default(),
             timers: BinaryHeap::new(),
             again: VecDeque::new(),
@@ -357,6 +357,7 @@ impl Daemon {
             self.dns_turn(now);
             self.fire_timers(now);
             self.cache.expire(now);
+            self.relay.pool.handle_timeout(now);
             self.flush_datagrams();
             if let Some(stop_by) = self.stop_by {
                 if self.slots.live() == 0 || now >= stop_by {
@@ -381,6 +382,7 @@ impl Daemon {
             self.multicast.core.poll_timeout(),
             self.dns.core.poll_timeout(),
             self.cache.next_expiry(),
+            self.relay.pool.poll_timeout(),
         ];
         let earliest = deadlines.into_iter().flatten().min();
         // Round up to the next millisecond: a timeout that rounds down to 0
@@ -456,7 +458,7 @@ impl Daemon {
         for t in transfers {
             text.push_str(&format!("  {t}\n"));
         }
-        let r = &self.relay.counters;
+        let r = &self.relay.policy.counters;
         text.push_str(&format!(
             "relay: {} requests, {} files ({} bytes) from peers, {} files ({} bytes) from upstream, {} redirects, {} not found, {} failures, {} failovers\n",
             r.requests,
@@ -571,7 +573,7 @@ impl Daemon {
                     slot.source = None;
                 }
             }
-            self.relay.park(addr, stream, now);
+            self.relay.pool.park(addr, stream, now);
         }
     }
 
@@ -757,7 +759,7 @@ impl Daemon {
                 }
                 conn.run(&mut relay::Context {
                     now,
-                    shared: &mut self.relay,
+                    relay: &mut self.relay,
                     discovery: &mut self.multicast.core,
                     resolver,
                     asked: &mut asked,
@@ -801,7 +803,7 @@ impl Daemon {
                             if slot.source == Some(id) {
                                 let _ = registry.deregister(&mut stream);
                             }
-                            self.relay.park(addr, stream, Instant::now());
+                            self.relay.pool.park(addr, stream, Instant::now());
                         }
                     }
                 }

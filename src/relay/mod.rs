@@ -24,7 +24,12 @@
 //! `epoll_ctl`. Otherwise, and when pacman's connection closes, it goes to
 //! the shared idle pool (out of the poll set) for any connection to take.
 
-use std::collections::{HashMap, VecDeque};
+mod policy;
+mod pool;
+
+pub use policy::{Counters, Origin, PEER_BACKOFF, Policy};
+pub use pool::{BUFFER, LARGE_BUFFER, LARGE_BUFFERS, Pool};
+
 use std::fmt::Write as _;
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
@@ -43,11 +48,8 @@ use crate::http::url::{self, Url};
 use crate::http::{date, percent_decode};
 use crate::inbound::{Drain, HeadStep, RequestReader, drain};
 use crate::net::{self, Io, Want};
-use crate::rate_limit::RateLimit;
 use crate::serve::{HEAD_TIMEOUT, IDLE_TIMEOUT, LINGER, MAX_REQUESTS};
 
-/// The buffer each transfer streams through.
-pub const BUFFER: usize = 64 * 1024;
 /// Connecting to a LAN peer.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connecting to an upstream mirror.
@@ -59,177 +61,28 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(4);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Peers tried for one request before going upstream.
 const MAX_PEER_TRIES: u32 = 3;
-/// How long a failing peer is skipped.
-pub const PEER_BACKOFF: Duration = Duration::from_secs(60);
-/// Remembered package origins (for choosing where their `.sig` comes from).
-const ORIGINS: usize = 512;
-/// The buffer of the first [`LARGE_BUFFERS`] transfers at a time: fast
-/// transfers need more than [`BUFFER`] in flight, and this many of them keep
-/// memory bounded whatever the number of slow ones.
-pub const LARGE_BUFFER: usize = 256 * 1024;
-pub const LARGE_BUFFERS: usize = 16;
-/// Transfer buffers of each size kept for reuse between transfers.
-const SPARE_BUFFERS: usize = 8;
-const SPARE_LARGE_BUFFERS: usize = 2;
-/// Kept-alive source connections: how many, and for how long.
-const MAX_IDLE: usize = 32;
-const IDLE_REUSE: Duration = Duration::from_secs(10);
 const TURN_BUDGET: usize = 4 << 20;
 
-/// Totals since start, for the status page and SIGUSR1.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Counters {
-    pub requests: u64,
-    pub from_peers: u64,
-    pub bytes_from_peers: u64,
-    pub from_upstream: u64,
-    pub bytes_from_upstream: u64,
-    pub redirects: u64,
-    pub not_found: u64,
-    pub failures: u64,
-    pub failovers: u64,
-}
-
-/// Where a file came from, remembered so its signature comes from the same.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Origin {
-    Peer(u64),
-    Upstream,
-}
-
-/// Relay state shared by every pacman connection.
-pub struct Shared {
+/// Relay state shared by every pacman connection: the upstream mirrors, what
+/// is remembered across requests, and what transfers reuse.
+pub struct Relay {
     pub upstreams: Upstreams,
-    pub counters: Counters,
-    /// repo -> index of the upstream databases come from while it works.
-    db_mirror: HashMap<String, usize>,
-    /// peer host id -> skipped until.
-    backoff: HashMap<u64, Instant>,
-    origins: VecDeque<(String, Origin)>,
-    dns_warnings: RateLimit,
-    /// Kept-alive source connections, not registered with the loop.
-    idle: VecDeque<IdleSource>,
+    pub policy: Policy,
+    pub pool: Pool<TcpStream>,
     /// Kept source connections a pacman connection let go of (its next
     /// request went elsewhere), still registered: the loop deregisters them
-    /// and parks them in `idle`.
+    /// and parks them in the pool.
     pub retired: Vec<(u32, SocketAddr, TcpStream)>,
-    /// Transfer buffers between transfers (allocated once, reused).
-    spare_buffers: Vec<Vec<u8>>,
-    spare_large: Vec<Vec<u8>>,
-    /// Large buffers lent out now.
-    large_in_use: usize,
 }
 
-/// A kept-alive connection to a peer or a mirror, waiting for a request.
-struct IdleSource {
-    addr: SocketAddr,
-    stream: TcpStream,
-    since: Instant,
-}
-
-impl Shared {
-    pub fn new(upstreams: Upstreams) -> Shared {
-        Shared {
+impl Relay {
+    pub fn new(upstreams: Upstreams) -> Relay {
+        Relay {
             upstreams,
-            counters: Counters::default(),
-            db_mirror: HashMap::new(),
-            backoff: HashMap::new(),
-            origins: VecDeque::new(),
-            dns_warnings: RateLimit::default(),
-            idle: VecDeque::new(),
+            policy: Policy::default(),
+            pool: Pool::default(),
             retired: Vec::new(),
-            spare_buffers: Vec::new(),
-            spare_large: Vec::new(),
-            large_in_use: 0,
         }
-    }
-
-    /// A transfer buffer: a spare one, else a new one.
-    fn take_buffer(&mut self) -> Vec<u8> {
-        if self.large_in_use < LARGE_BUFFERS {
-            self.large_in_use += 1;
-            return self
-                .spare_large
-                .pop()
-                .unwrap_or_else(|| vec![0; LARGE_BUFFER]);
-        }
-        self.spare_buffers.pop().unwrap_or_else(|| vec![0; BUFFER])
-    }
-
-    fn give_buffer(&mut self, mut buf: Vec<u8>) {
-        if buf.len() >= LARGE_BUFFER {
-            self.large_in_use = self.large_in_use.saturating_sub(1);
-            if self.spare_large.len() < SPARE_LARGE_BUFFERS {
-                buf.truncate(LARGE_BUFFER);
-                self.spare_large.push(buf);
-            }
-        } else if buf.len() >= BUFFER && self.spare_buffers.len() < SPARE_BUFFERS {
-            buf.truncate(BUFFER);
-            self.spare_buffers.push(buf);
-        }
-    }
-
-    /// Parks a connection the loop has just deregistered.
-    pub fn park(&mut self, addr: SocketAddr, stream: TcpStream, now: Instant) {
-        self.idle
-            .retain(|i| now.duration_since(i.since) < IDLE_REUSE);
-        if self.idle.len() >= MAX_IDLE {
-            self.idle.pop_front();
-        }
-        self.idle.push_back(IdleSource {
-            addr,
-            stream,
-            since: now,
-        });
-    }
-
-    /// A parked connection to `addr` that still looks open, newest first.
-    fn take_idle(&mut self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
-        self.idle
-            .retain(|i| now.duration_since(i.since) < IDLE_REUSE);
-        while let Some(at) = self.idle.iter().rposition(|i| i.addr == addr) {
-            let idle = self.idle.remove(at)?;
-            if net::is_idle_open(&idle.stream) {
-                return Some(idle.stream);
-            }
-        }
-        None
-    }
-
-    fn origin_of(&self, package: &str) -> Option<Origin> {
-        self.origins
-            .iter()
-            .rev()
-            .find(|(name, _)| name == package)
-            .map(|&(_, o)| o)
-    }
-
-    fn remember_origin(&mut self, package: &str, origin: Origin) {
-        if self.origin_of(package) == Some(origin) {
-            return;
-        }
-        if self.origins.len() >= ORIGINS {
-            self.origins.pop_front();
-        }
-        self.origins.push_back((package.to_owned(), origin));
-    }
-
-    fn backed_off(&mut self, now: Instant) -> Vec<u64> {
-        self.backoff.retain(|_, until| *until > now);
-        self.backoff.keys().copied().collect()
-    }
-
-    fn penalize(&mut self, peer: &PeerRef, now: Instant, why: &str) {
-        self.counters.failures += 1;
-        if self.backoff.len() < 1024 {
-            self.backoff.insert(peer.host_id, now + PEER_BACKOFF);
-        }
-        info!(
-            "peer {:016x} at {} failed ({why}): skipped for {}s",
-            peer.host_id,
-            peer.addr,
-            PEER_BACKOFF.as_secs()
-        );
     }
 }
 
@@ -245,7 +98,7 @@ pub enum Wait {
 /// What a run of a pacman connection needs from the daemon.
 pub struct Context<'a> {
     pub now: Instant,
-    pub shared: &'a mut Shared,
+    pub relay: &'a mut Relay,
     pub discovery: &'a mut Discovery,
     pub resolver: &'a mut Resolver,
     /// Questions and name lookups this run opened, for the loop to route
@@ -501,9 +354,9 @@ impl Pipe {
     }
 
     /// Gives the pipe a buffer before a body streams through it.
-    fn provide(&mut self, shared: &mut Shared) {
+    fn provide(&mut self, pool: &mut Pool<TcpStream>) {
         if self.buf.is_empty() {
-            self.buf = shared.take_buffer();
+            self.buf = pool.take_buffer();
             self.cap = self.buf.len();
         }
     }
@@ -677,7 +530,7 @@ impl PacmanConn {
                 self.connect(SourceKind::Upstream { index, url }, addr, cx);
             }
             None => {
-                warn_unresolved(&url.host, cx);
+                cx.relay.policy.warn_unresolved(&url.host, cx.now);
                 self.next_source(cx);
             }
         }
@@ -965,7 +818,7 @@ impl PacmanConn {
                 return self.reply_error(status, keep_alive, with_body);
             }
         };
-        cx.shared.counters.requests += 1;
+        cx.relay.policy.counters.requests += 1;
         debug!("pacman {} GET {repo}/{arch}/{file}", self.remote);
         let mut job = new_job(Purpose::Relay, file, repo, arch, kind);
         if kind == FileKind::Database || cx.stopping {
@@ -977,7 +830,7 @@ impl PacmanConn {
         let package = job.file.trim_end_matches(".sig");
         let origin = match kind {
             FileKind::Package | FileKind::Signature if !job.peers_done => {
-                cx.shared.origin_of(package)
+                cx.relay.policy.origin_of(package)
             }
             _ => None,
         };
@@ -986,7 +839,7 @@ impl PacmanConn {
             Some(Origin::Peer(id)) => {
                 job.peers_done = kind == FileKind::Signature;
                 let alive = cx.discovery.peer(id).map(crate::discovery::Peer::peer_ref);
-                let backed_off = cx.shared.backed_off(cx.now).contains(&id);
+                let backed_off = cx.relay.policy.backed_off(cx.now).contains(&id);
                 if let (Some(peer), false) = (alive, backed_off) {
                     self.job = Some(job);
                     self.state = State::Fetch;
@@ -1008,7 +861,7 @@ impl PacmanConn {
             return;
         };
         if !job.peers_done && job.peer_tries < MAX_PEER_TRIES {
-            let mut exclude = cx.shared.backed_off(cx.now);
+            let mut exclude = cx.relay.policy.backed_off(cx.now);
             exclude.extend_from_slice(&job.tried_peers);
             let question = cx.discovery.ask(&job.file, &exclude, cx.now);
             cx.asked.push(Wait::Question(question));
@@ -1018,16 +871,16 @@ impl PacmanConn {
             };
             return;
         }
-        let count = cx.shared.upstreams.templates_for(&job.repo).len();
+        let count = cx.relay.upstreams.templates_for(&job.repo).len();
         let sticky = match job.kind {
-            FileKind::Database => cx.shared.db_mirror.get(&job.repo).copied().unwrap_or(0),
+            FileKind::Database => cx.relay.policy.db_mirror(&job.repo),
             _ => 0,
         };
         while job.upstream_tries < count {
             let index = (sticky + job.upstream_tries) % count;
             job.upstream_tries += 1;
             let text = expand(
-                &cx.shared.upstreams.templates_for(&job.repo)[index],
+                &cx.relay.upstreams.templates_for(&job.repo)[index],
                 &job.repo,
                 &job.arch,
             );
@@ -1041,7 +894,7 @@ impl PacmanConn {
                     // Can't continue a body through a redirect.
                     continue;
                 }
-                cx.shared.counters.redirects += 1;
+                cx.relay.policy.counters.redirects += 1;
                 debug!("{}: redirecting pacman to {}", job.file, url.to_text());
                 let keep_alive = job.keep_alive;
                 let with_body = !job.head_only;
@@ -1053,7 +906,7 @@ impl PacmanConn {
                     return self.connect(SourceKind::Upstream { index, url }, addr, cx);
                 }
                 Lookup::Ready(None) => {
-                    warn_unresolved(&url.host, cx);
+                    cx.relay.policy.warn_unresolved(&url.host, cx.now);
                     continue;
                 }
                 Lookup::Pending(lookup) => {
@@ -1085,7 +938,7 @@ impl PacmanConn {
             return;
         }
         if count == 0 || not_found {
-            cx.shared.counters.not_found += 1;
+            cx.relay.policy.counters.not_found += 1;
             debug!("{file}: not found on peers or upstream");
             self.reply_error(Status::NotFound, keep_alive, !head_only);
         } else {
@@ -1121,12 +974,12 @@ impl PacmanConn {
             if reuse && k.addr == addr && (!k.event || net::is_idle_open(&k.stream)) {
                 kept = Some((k.id, k.stream));
             } else if !k.event {
-                cx.shared.retired.push((k.id, k.addr, k.stream));
+                cx.relay.retired.push((k.id, k.addr, k.stream));
             }
         }
         let (id, idle) = match kept {
             Some((id, stream)) => (Some(id), Some(stream)),
-            None if reuse => (None, cx.shared.take_idle(addr, cx.now)),
+            None if reuse => (None, cx.relay.pool.take(addr, cx.now, net::is_idle_open)),
             None => (None, None),
         };
         let reused = idle.is_some();
@@ -1239,7 +1092,7 @@ impl PacmanConn {
         }
         if let Some(job) = self.job.as_mut() {
             if job.head_sent {
-                cx.shared.counters.failovers += 1;
+                cx.relay.policy.counters.failovers += 1;
                 info!(
                     "{}: {describe} failed after {received} bytes ({why}): continuing from the \
                      next source",
@@ -1257,11 +1110,11 @@ impl PacmanConn {
 
     fn note_failure(&mut self, kind: &SourceKind, why: &str, penalize: bool, cx: &mut Context) {
         match kind {
-            SourceKind::Peer(p) if penalize => cx.shared.penalize(p, cx.now, why),
+            SourceKind::Peer(p) if penalize => cx.relay.policy.penalize(p, cx.now, why),
             SourceKind::Peer(p) => debug!("peer {} did not serve it: {why}", p.addr),
             SourceKind::Upstream { url, .. } => {
                 if penalize {
-                    cx.shared.counters.failures += 1;
+                    cx.relay.policy.counters.failures += 1;
                     info!("upstream {} failed: {why}", url.to_text());
                 } else {
                     debug!("upstream {}: {why}", url.to_text());
@@ -1461,7 +1314,7 @@ impl PacmanConn {
                         self.pipe.commit(n - dropped);
                         *budget = budget.saturating_sub(n);
                         source.deadline = cx.now + STALL_TIMEOUT;
-                        source.count(n, &mut cx.shared.counters);
+                        source.count(n, &mut cx.relay.policy.counters);
                         if let Some(job) = self.job.as_mut() {
                             job.received += (n - dropped) as u64;
                         }
@@ -1527,15 +1380,15 @@ impl PacmanConn {
             source.remaining = length;
             source.keep_alive = head.keep_alive && length.is_some();
             source.phase = SourcePhase::Body;
-            self.pipe.provide(cx.shared);
-            self.take_leftover(leftover, &mut cx.shared.counters);
+            self.pipe.provide(&mut cx.relay.pool);
+            self.take_leftover(leftover, &mut cx.relay.policy.counters);
             return SourceStep::Progress;
         }
         match head.code {
             200 | 206 | 304 | 416 => {}
             301 | 302 | 303 | 307 | 308 if !is_peer && head.location.is_some() => {
                 let location = head.location.unwrap_or_default();
-                cx.shared.counters.redirects += 1;
+                cx.relay.policy.counters.redirects += 1;
                 let (keep_alive, with_body) = (job.keep_alive, !job.head_only);
                 if let Some(source) = self.source.take().filter(|s| s.reusable) {
                     self.keep(source);
@@ -1606,7 +1459,7 @@ impl PacmanConn {
         });
         if let (FileKind::Database, SourceKind::Upstream { index, .. }) = (job.kind, &source.kind) {
             if matches!(head.code, 200 | 206 | 304) {
-                cx.shared.db_mirror.insert(job.repo.clone(), *index);
+                cx.relay.policy.keep_db_mirror(&job.repo, *index);
             }
         }
         let keep_alive = job.keep_alive && length.is_some();
@@ -1650,8 +1503,8 @@ impl PacmanConn {
         };
         source.keep_alive = head.keep_alive && length.is_some() && source.remaining == length;
         source.phase = SourcePhase::Body;
-        self.pipe.provide(cx.shared);
-        self.take_leftover(leftover, &mut cx.shared.counters);
+        self.pipe.provide(&mut cx.relay.pool);
+        self.take_leftover(leftover, &mut cx.relay.policy.counters);
         SourceStep::Progress
     }
 
@@ -1690,8 +1543,8 @@ impl PacmanConn {
             }
         }
         match source.kind {
-            SourceKind::Peer(_) => cx.shared.counters.from_peers += 1,
-            SourceKind::Upstream { .. } => cx.shared.counters.from_upstream += 1,
+            SourceKind::Peer(_) => cx.relay.policy.counters.from_peers += 1,
+            SourceKind::Upstream { .. } => cx.relay.policy.counters.from_upstream += 1,
         }
         let describe = source.describe();
         if source.keep_alive && source.remaining == Some(0) {
@@ -1699,7 +1552,7 @@ impl PacmanConn {
         }
         if job.kind == FileKind::Package {
             if let Some(origin) = job.origin {
-                cx.shared.remember_origin(&job.file, origin);
+                cx.relay.policy.remember_origin(&job.file, origin);
             }
         }
         debug!(
@@ -1739,7 +1592,7 @@ impl PacmanConn {
         self.served += 1;
         self.last_progress = cx.now;
         self.source = None;
-        cx.shared.give_buffer(self.pipe.release());
+        cx.relay.pool.give_buffer(self.pipe.release());
         self.job = None;
         if self.close_after || self.served >= MAX_REQUESTS || cx.stopping {
             let _ = self.stream.shutdown(Shutdown::Write);
@@ -1811,14 +1664,6 @@ impl PacmanConn {
             self.out.extend_from_slice(text.as_bytes());
         }
         self.state = State::Reply;
-    }
-}
-
-/// An upstream whose host does not resolve is skipped, with a warning at most
-/// once a minute.
-fn warn_unresolved(host: &str, cx: &mut Context) {
-    if let Some(held_back) = cx.shared.dns_warnings.check(cx.now) {
-        warn!("upstream host {host} does not resolve, skipped ({held_back} more held back)");
     }
 }
 
