@@ -24,8 +24,11 @@
 //! `epoll_ctl`. Otherwise, and when pacman's connection closes, it goes to
 //! the shared idle pool (out of the poll set) for any connection to take.
 
+mod fetch;
 mod policy;
 mod pool;
+
+use fetch::{Asked, Failure, Judgement, Span};
 
 pub use policy::{Counters, Origin, PEER_BACKOFF, Policy};
 pub use pool::{BUFFER, LARGE_BUFFER, LARGE_BUFFERS, Pool};
@@ -41,11 +44,10 @@ use crate::cache::{self, FileKind};
 use crate::config::{Upstreams, expand};
 use crate::discovery::{Discovery, PeerRef, QuestionId};
 use crate::dns::{Lookup, LookupId, Resolver};
-use crate::http::range::{self, ContentRange, RangeRequest};
+use crate::http::percent_decode;
 use crate::http::request::{Limits, Method, RequestHead};
-use crate::http::response::{self, Framing, ResponseHead, Status};
+use crate::http::response::{self, ResponseHead, Status};
 use crate::http::url::{self, Url};
-use crate::http::{date, percent_decode};
 use crate::inbound::{Drain, HeadStep, RequestReader, drain};
 use crate::net::{self, Io, Want};
 use crate::serve::{HEAD_TIMEOUT, IDLE_TIMEOUT, LINGER, MAX_REQUESTS};
@@ -134,13 +136,6 @@ enum State {
 enum Purpose {
     Relay,
     Query,
-}
-
-/// The part of the representation pacman gets: `start..end` of `complete`.
-#[derive(Clone, Copy, Debug)]
-struct Span {
-    start: u64,
-    end: u64,
 }
 
 /// One request from pacman being answered.
@@ -382,10 +377,7 @@ enum SourceStep {
     Blocked,
     /// The body is complete.
     Done,
-    Failed {
-        why: String,
-        penalize: bool,
-    },
+    Failed(Failure),
 }
 
 pub struct PacmanConn {
@@ -708,12 +700,12 @@ impl PacmanConn {
                         .source
                         .as_ref()
                         .is_some_and(|s| s.phase == SourcePhase::Connecting);
-                    let why = if connecting {
-                        "connect timed out"
+                    let failure = if connecting {
+                        Failure::ConnectTimedOut
                     } else {
-                        "stalled"
+                        Failure::Stalled
                     };
-                    self.source_failed(why.to_owned(), true, cx);
+                    self.source_failed(failure, cx);
                     None
                 } else if cx.now >= self.last_progress + CLIENT_TIMEOUT {
                     debug!("pacman {}: not reading, closing", self.remote);
@@ -986,8 +978,8 @@ impl PacmanConn {
         let stream = match idle.map_or_else(|| TcpStream::connect(addr), Ok) {
             Ok(s) => s,
             Err(e) => {
-                let penalize = matches!(kind, SourceKind::Peer(_));
-                return self.fail_kind(kind, format!("connect to {addr}: {e}"), penalize, cx);
+                debug!("connect to {addr}: {e}");
+                return self.fail_kind(kind, Failure::Unreachable(e.kind()), cx);
             }
         };
         if !reused {
@@ -1063,12 +1055,12 @@ impl PacmanConn {
         self.state = State::Fetch;
     }
 
-    fn fail_kind(&mut self, kind: SourceKind, why: String, penalize: bool, cx: &mut Context) {
-        self.note_failure(&kind, &why, penalize, cx);
+    fn fail_kind(&mut self, kind: SourceKind, failure: Failure, cx: &mut Context) {
+        self.note_failure(&kind, failure, cx);
         self.next_source(cx);
     }
 
-    fn source_failed(&mut self, why: String, penalize: bool, cx: &mut Context) {
+    fn source_failed(&mut self, failure: Failure, cx: &mut Context) {
         let Some(source) = self.source.take() else {
             return;
         };
@@ -1082,7 +1074,7 @@ impl PacmanConn {
             );
             return self.connect_with(source.kind, source.addr, false, cx);
         }
-        self.note_failure(&source.kind, &why, penalize, cx);
+        self.note_failure(&source.kind, failure, cx);
         let describe = source.describe();
         let received = self.job.as_ref().map_or(0, |j| j.received);
         if source.reusable {
@@ -1094,7 +1086,7 @@ impl PacmanConn {
             if job.head_sent {
                 cx.relay.policy.counters.failovers += 1;
                 info!(
-                    "{}: {describe} failed after {received} bytes ({why}): continuing from the \
+                    "{}: {describe} failed after {received} bytes ({failure}): continuing from the \
                      next source",
                     job.file,
                 );
@@ -1108,9 +1100,13 @@ impl PacmanConn {
         self.next_source(cx);
     }
 
-    fn note_failure(&mut self, kind: &SourceKind, why: &str, penalize: bool, cx: &mut Context) {
+    fn note_failure(&mut self, kind: &SourceKind, failure: Failure, cx: &mut Context) {
+        let why = failure;
+        let penalize = failure.penalizes(matches!(kind, SourceKind::Peer(_)));
         match kind {
-            SourceKind::Peer(p) if penalize => cx.relay.policy.penalize(p, cx.now, why),
+            SourceKind::Peer(p) if penalize => {
+                cx.relay.policy.penalize(p, cx.now, &why.to_string());
+            }
             SourceKind::Peer(p) => debug!("peer {} did not serve it: {why}", p.addr),
             SourceKind::Upstream { url, .. } => {
                 if penalize {
@@ -1188,8 +1184,8 @@ impl PacmanConn {
                         self.source_done(cx);
                         progress = true;
                     }
-                    SourceStep::Failed { why, penalize } => {
-                        self.source_failed(why, penalize, cx);
+                    SourceStep::Failed(failure) => {
+                        self.source_failed(failure, cx);
                         continue;
                     }
                 }
@@ -1221,10 +1217,7 @@ impl PacmanConn {
         };
         match source.phase {
             SourcePhase::Connecting => match source.stream.take_error() {
-                Ok(Some(e)) | Err(e) => SourceStep::Failed {
-                    why: format!("connect: {e}"),
-                    penalize: true,
-                },
+                Ok(Some(e)) | Err(e) => SourceStep::Failed(Failure::Connect(e.kind())),
                 Ok(None) => match source.stream.peer_addr() {
                     Ok(_) => {
                         source.phase = SourcePhase::Request;
@@ -1232,10 +1225,7 @@ impl PacmanConn {
                         SourceStep::Progress
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotConnected => SourceStep::Blocked,
-                    Err(e) => SourceStep::Failed {
-                        why: format!("connect: {e}"),
-                        penalize: true,
-                    },
+                    Err(e) => SourceStep::Failed(Failure::Connect(e.kind())),
                 },
             },
             SourcePhase::Request => {
@@ -1253,10 +1243,7 @@ impl PacmanConn {
                         SourceStep::Progress
                     }
                     Io::WouldBlock => SourceStep::Blocked,
-                    Io::Closed | Io::Error(_) => SourceStep::Failed {
-                        why: "connection lost while sending the request".into(),
-                        penalize: true,
-                    },
+                    Io::Closed | Io::Error(_) => SourceStep::Failed(Failure::RequestLost),
                 }
             }
             SourcePhase::Head => {
@@ -1275,20 +1262,14 @@ impl PacmanConn {
                         match response::parse_response(&source.head_buf, &self.limits, head_only) {
                             Ok(Some(head)) => self.source_head(head, cx),
                             Ok(None) => SourceStep::Progress,
-                            Err(e) => SourceStep::Failed {
-                                why: format!("bad response: {e}"),
-                                penalize: true,
-                            },
+                            Err(e) => SourceStep::Failed(Failure::BadResponse(e)),
                         }
                     }
                     Io::WouldBlock => {
                         source.readable = false;
                         SourceStep::Blocked
                     }
-                    Io::Closed | Io::Error(_) => SourceStep::Failed {
-                        why: "closed before answering".into(),
-                        penalize: true,
-                    },
+                    Io::Closed | Io::Error(_) => SourceStep::Failed(Failure::ClosedBeforeAnswer),
                 }
             }
             SourcePhase::Body => {
@@ -1329,65 +1310,51 @@ impl PacmanConn {
                         SourceStep::Blocked
                     }
                     Io::Closed if source.remaining.is_none() => SourceStep::Done,
-                    Io::Closed | Io::Error(_) => SourceStep::Failed {
-                        why: format!("connection lost after {} body bytes", source.bytes),
-                        penalize: true,
-                    },
+                    Io::Closed | Io::Error(_) => {
+                        SourceStep::Failed(Failure::LostAfter(source.bytes))
+                    }
                 }
             }
         }
     }
 
-    /// Judges a source's response head: accept it (queue pacman's head), pass
-    /// a redirect or final status on, or fail over.
+    /// Acts on a source's response head, as [`fetch::judge`] sees it: accept
+    /// it (queue pacman's head), pass a redirect or a 416 on, or fail over.
     fn source_head(&mut self, head: ResponseHead, cx: &mut Context) -> SourceStep {
         let (Some(job), Some(source)) = (self.job.as_mut(), self.source.as_mut()) else {
             return SourceStep::Blocked;
         };
-        let is_peer = matches!(source.kind, SourceKind::Peer(_));
+        let from_peer = matches!(source.kind, SourceKind::Peer(_));
         let leftover = source.head_buf.split_off(head.len);
         source.head_buf = Vec::new();
         source.answered = true;
-        if head.framing == Framing::Chunked {
-            return SourceStep::Failed {
-                why: "chunked bodies are not relayed".into(),
-                penalize: false,
-            };
-        }
-        let length = match head.framing {
-            Framing::Length(n) => Some(n),
-            Framing::Empty => Some(0),
-            _ => None,
-        };
         // An answer not taken (an error, a redirect) leaves the connection
         // usable when all of it is here already.
-        source.reusable = head.keep_alive && length == Some(leftover.len() as u64);
-        if job.head_sent {
-            // A continuation must be exactly the rest of the span.
-            let span = job.span;
-            let ok = match (head.code, head.content_range, span) {
-                (206, Some(cr), Some(span)) => {
-                    cr.range.start == span.start + job.received && cr.range.end + 1 == span.end
-                }
-                _ => false,
-            };
-            if !ok {
-                return SourceStep::Failed {
-                    why: format!("answered the continuation with {}", head.code),
-                    penalize: false,
-                };
+        source.reusable = fetch::reusable_after(&head, leftover.len());
+        let asked = Asked {
+            range: job.range.as_deref(),
+            head_only: job.head_only,
+            continuation: job.head_sent,
+            rest: job.span.map(|span| Span {
+                start: span.start + job.received,
+                end: span.end,
+            }),
+            from_peer,
+        };
+        let accepted = match fetch::judge(&head, &asked) {
+            Judgement::Accept(accepted) => accepted,
+            Judgement::Continue {
+                remaining,
+                keep_alive,
+            } => {
+                source.remaining = remaining;
+                source.keep_alive = keep_alive;
+                source.phase = SourcePhase::Body;
+                self.pipe.provide(&mut cx.relay.pool);
+                self.take_leftover(leftover, &mut cx.relay.policy.counters);
+                return SourceStep::Progress;
             }
-            source.remaining = length;
-            source.keep_alive = head.keep_alive && length.is_some();
-            source.phase = SourcePhase::Body;
-            self.pipe.provide(&mut cx.relay.pool);
-            self.take_leftover(leftover, &mut cx.relay.policy.counters);
-            return SourceStep::Progress;
-        }
-        match head.code {
-            200 | 206 | 304 | 416 => {}
-            301 | 302 | 303 | 307 | 308 if !is_peer && head.location.is_some() => {
-                let location = head.location.unwrap_or_default();
+            Judgement::Redirect(location) => {
                 cx.relay.policy.counters.redirects += 1;
                 let (keep_alive, with_body) = (job.keep_alive, !job.head_only);
                 if let Some(source) = self.source.take().filter(|s| s.reusable) {
@@ -1396,62 +1363,27 @@ impl PacmanConn {
                 self.reply_redirect(&location, keep_alive, with_body);
                 return SourceStep::Progress;
             }
-            404 | 410 => {
-                if !is_peer {
+            Judgement::Unsatisfiable(len) => {
+                let keep_alive = job.keep_alive;
+                self.source = None;
+                self.reply_unsatisfiable(len, keep_alive);
+                return SourceStep::Progress;
+            }
+            Judgement::Fail(failure) => {
+                if matches!(failure, Failure::NotFound(_)) && !from_peer {
                     job.upstream_not_found = true;
                 }
-                return SourceStep::Failed {
-                    why: format!("answered {}", head.code),
-                    penalize: false,
-                };
+                return SourceStep::Failed(failure);
             }
-            code => {
-                return SourceStep::Failed {
-                    why: format!("answered {code}"),
-                    penalize: code >= 500 || is_peer,
-                };
-            }
-        }
-        // Accepted: what pacman gets is what this source said, except that a
-        // whole file sent to a ranged request is cut to the range here
-        // (pacman can't resume from a 200).
-        let mut code = head.code;
-        let mut content_range = head.content_range;
-        let mut framing = head.framing;
-        if let (200, Some(asked), Framing::Length(n), false) =
-            (code, job.range.as_deref(), head.framing, job.head_only)
-        {
-            match range::evaluate(Some(asked), n) {
-                RangeRequest::Whole => {}
-                RangeRequest::Part(r) => {
-                    debug!("{}: source ignored Range, cutting {asked} out", job.file);
-                    code = 206;
-                    content_range = Some(ContentRange {
-                        range: r,
-                        complete_len: Some(n),
-                    });
-                    framing = Framing::Length(r.len());
-                    source.skip = r.start;
-                }
-                RangeRequest::Unsatisfiable => {
-                    let keep_alive = job.keep_alive;
-                    self.source = None;
-                    self.reply_unsatisfiable(n, keep_alive);
-                    return SourceStep::Progress;
-                }
-            }
-        }
-        job.span = match (code, content_range, length) {
-            (206, Some(ContentRange { range, .. }), _) => Some(Span {
-                start: range.start,
-                end: range.end + 1,
-            }),
-            (200, _, Some(n)) => Some(Span { start: 0, end: n }),
-            _ => None,
         };
-        if job.head_only || head.code == 304 || head.code == 416 {
-            job.span = None;
+        if accepted.skip > 0 {
+            debug!(
+                "{}: source ignored Range, cutting {} out",
+                job.file,
+                job.range.as_deref().unwrap_or_default()
+            );
         }
+        job.span = accepted.span;
         job.head_sent = true;
         job.origin = Some(match source.kind {
             SourceKind::Peer(p) => Origin::Peer(p.host_id),
@@ -1462,46 +1394,14 @@ impl PacmanConn {
                 cx.relay.policy.keep_db_mirror(&job.repo, *index);
             }
         }
-        let keep_alive = job.keep_alive && length.is_some();
+        let keep_alive = job.keep_alive && accepted.length.is_some();
         self.close_after = !keep_alive;
         self.out.clear();
         self.out_pos = 0;
-        let out = &mut self.out;
-        response::write_head_code(out, code);
-        match framing {
-            Framing::Length(n) => response::field(out, "Content-Length", n),
-            Framing::Empty if job.head_only => {
-                if let Some(n) = head.content_length.filter(|_| code != 304) {
-                    response::field(out, "Content-Length", n);
-                }
-            }
-            Framing::Empty if code != 304 => response::field(out, "Content-Length", 0u64),
-            _ => {}
-        }
-        if let (206, Some(cr)) = (code, content_range) {
-            let complete = cr
-                .complete_len
-                .map_or_else(|| "*".to_owned(), |n| n.to_string());
-            response::field(
-                out,
-                "Content-Range",
-                format_args!("bytes {}-{}/{complete}", cr.range.start, cr.range.end),
-            );
-        }
-        if let Some(lm) = &head.last_modified {
-            if date::parse_unix(lm).is_some() {
-                response::field(out, "Last-Modified", lm);
-            }
-        }
-        response::field(out, "Accept-Ranges", "bytes");
-        response::finish(out, keep_alive);
-        // Read up to the end of what pacman gets; only a source read to its
-        // end may carry another request.
-        source.remaining = match (framing, length) {
-            (Framing::Length(n), Some(_)) => Some(source.skip + n),
-            _ => length,
-        };
-        source.keep_alive = head.keep_alive && length.is_some() && source.remaining == length;
+        fetch::write_pacman_head(&mut self.out, &accepted, &head, job.head_only, keep_alive);
+        source.skip = accepted.skip;
+        source.remaining = accepted.remaining;
+        source.keep_alive = accepted.keep_alive;
         source.phase = SourcePhase::Body;
         self.pipe.provide(&mut cx.relay.pool);
         self.take_leftover(leftover, &mut cx.relay.policy.counters);
@@ -1539,7 +1439,7 @@ impl PacmanConn {
                 // Should not happen (remaining counts down to the span), but
                 // never promise bytes we don't have.
                 self.source = Some(source);
-                return self.source_failed("body ended early".into(), true, cx);
+                return self.source_failed(Failure::EndedEarly, cx);
             }
         }
         match source.kind {
