@@ -25,10 +25,12 @@
 //! the shared idle pool (out of the poll set) for any connection to take.
 
 mod fetch;
+mod plan;
 mod policy;
 mod pool;
 
 use fetch::{Asked, Failure, Judgement, Span};
+use plan::{SourcePlan, Step};
 
 pub use policy::{Counters, Origin, PEER_BACKOFF, Policy};
 pub use pool::{BUFFER, LARGE_BUFFER, LARGE_BUFFERS, Pool};
@@ -37,7 +39,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use mio::net::TcpStream;
 
 use crate::cache::{self, FileKind};
@@ -47,7 +49,7 @@ use crate::dns::{Lookup, LookupId, Resolver};
 use crate::http::percent_decode;
 use crate::http::request::{Limits, Method, RequestHead};
 use crate::http::response::{self, ResponseHead, Status};
-use crate::http::url::{self, Url};
+use crate::http::url::Url;
 use crate::inbound::{Drain, HeadStep, RequestReader, drain};
 use crate::net::{self, Io, Want};
 use crate::serve::{HEAD_TIMEOUT, IDLE_TIMEOUT, LINGER, MAX_REQUESTS};
@@ -61,8 +63,6 @@ const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(4);
 /// pacman not reading what we have for it.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Peers tried for one request before going upstream.
-const MAX_PEER_TRIES: u32 = 3;
 const TURN_BUDGET: usize = 4 << 20;
 
 /// Relay state shared by every pacman connection: the upstream mirrors, what
@@ -111,17 +111,19 @@ pub struct Context<'a> {
     pub scratch: &'a mut [u8],
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
     Head,
     Lookup {
         question: QuestionId,
         since: Instant,
     },
-    /// Resolving the host of the upstream in `Job::resolving`.
+    /// Resolving the host of upstream `index`, to fetch `url` from it.
     Resolving {
         lookup: LookupId,
         since: Instant,
+        index: usize,
+        url: Url,
     },
     Fetch,
     Reply,
@@ -144,18 +146,13 @@ struct Job {
     purpose: Purpose,
     file: String,
     repo: String,
-    arch: String,
     kind: FileKind,
     head_only: bool,
     range: Option<String>,
     if_modified_since: Option<String>,
     keep_alive: bool,
-    tried_peers: Vec<u64>,
-    peer_tries: u32,
-    /// No more peers to ask for this request.
-    peers_done: bool,
-    upstream_tries: usize,
-    upstream_not_found: bool,
+    /// The sources tried and left.
+    plan: SourcePlan,
     /// The response head went to pacman: from now on only continuations.
     head_sent: bool,
     /// What the body delivers; `None` until a head was accepted or when the
@@ -165,8 +162,6 @@ struct Job {
     received: u64,
     origin: Option<Origin>,
     started: Instant,
-    /// The upstream (index, URL) whose host is being resolved.
-    resolving: Option<(usize, Url)>,
 }
 
 #[derive(Clone, Debug)]
@@ -509,12 +504,12 @@ impl PacmanConn {
     }
 
     fn resolved(&mut self, address: Option<IpAddr>, cx: &mut Context) {
-        let State::Resolving { .. } = self.state else {
-            return;
-        };
-        self.state = State::Fetch;
-        let Some((index, url)) = self.job.as_mut().and_then(|j| j.resolving.take()) else {
-            return;
+        let (index, url) = match std::mem::replace(&mut self.state, State::Fetch) {
+            State::Resolving { index, url, .. } => (index, url),
+            other => {
+                self.state = other;
+                return;
+            }
         };
         match address {
             Some(ip) => {
@@ -564,13 +559,9 @@ impl PacmanConn {
             peer.map_or_else(|| "nobody".to_owned(), |p| p.addr.to_string())
         );
         self.state = State::Fetch;
-        match peer {
-            Some(p) => self.connect_peer(p, cx),
-            None => {
-                job.peers_done = true;
-                self.next_source(cx);
-            }
-        }
+        let backed_off = cx.relay.policy.backed_off(cx.now);
+        let step = job.plan.answered(peer, &backed_off);
+        self.take_step(step, cx);
     }
 
     pub fn run(&mut self, cx: &mut Context) -> Want {
@@ -675,9 +666,6 @@ impl PacmanConn {
             State::Resolving { lookup, .. } => {
                 cx.resolver.cancel(lookup);
                 self.state = State::Fetch;
-                if let Some(job) = self.job.as_mut() {
-                    job.resolving = None;
-                }
                 self.next_source(cx);
                 None
             }
@@ -685,9 +673,10 @@ impl PacmanConn {
                 cx.discovery.cancel(question);
                 self.state = State::Fetch;
                 if let Some(job) = self.job.as_mut() {
-                    job.peers_done = true;
+                    let backed_off = cx.relay.policy.backed_off(cx.now);
+                    let step = job.plan.answered(None, &backed_off);
+                    self.take_step(step, cx);
                 }
-                self.next_source(cx);
                 None
             }
             State::Status => None,
@@ -742,33 +731,26 @@ impl PacmanConn {
             .target
             .split_once('?')
             .map_or(head.target.as_str(), |(p, _)| p);
-        let new_job = |purpose, file: String, repo: &str, arch: &str, kind| Job {
+        let new_job = |purpose, file: String, repo: &str, kind| Job {
             purpose,
             file,
             repo: repo.to_owned(),
-            arch: arch.to_owned(),
             kind,
             head_only: !with_body,
             range: head.range.clone(),
             if_modified_since: head.if_modified_since.clone(),
             keep_alive,
-            tried_peers: Vec::new(),
-            peer_tries: 0,
-            peers_done: false,
-            upstream_tries: 0,
-            upstream_not_found: false,
+            plan: SourcePlan::new(kind, Vec::new(), true),
             head_sent: false,
             span: None,
             received: 0,
             origin: None,
             started: cx.now,
-            resolving: None,
         };
         if path == "/" || path == "/status" {
             self.job = Some(new_job(
                 Purpose::Query,
                 String::new(),
-                "",
                 "",
                 FileKind::Package,
             ));
@@ -784,7 +766,7 @@ impl PacmanConn {
             }
             let question = cx.discovery.ask(&file, &[], cx.now);
             cx.asked.push(Wait::Question(question));
-            self.job = Some(new_job(Purpose::Query, file, "", "", FileKind::Package));
+            self.job = Some(new_job(Purpose::Query, file, "", FileKind::Package));
             self.state = State::Lookup {
                 question,
                 since: cx.now,
@@ -812,139 +794,124 @@ impl PacmanConn {
         };
         cx.relay.policy.counters.requests += 1;
         debug!("pacman {} GET {repo}/{arch}/{file}", self.remote);
-        let mut job = new_job(Purpose::Relay, file, repo, arch, kind);
-        if kind == FileKind::Database || cx.stopping {
-            job.peers_done = true;
-        }
+        let mut job = new_job(Purpose::Relay, file, repo, kind);
+        let templates: Vec<String> = cx
+            .relay
+            .upstreams
+            .templates_for(repo)
+            .iter()
+            .map(|t| expand(t, repo, arch))
+            .collect();
+        let first = match kind {
+            FileKind::Database => cx.relay.policy.db_mirror(repo),
+            _ => 0,
+        };
+        let upstreams =
+            SourcePlan::upstreams_for(&templates, first, &encode_path_segment(&job.file));
+        job.plan = SourcePlan::new(kind, upstreams, cx.stopping);
         // The peer a package came from is asked again first: for its
         // signature (only it, then upstream, so the two agree) and for the
         // package itself (then the others, if it no longer has it).
         let package = job.file.trim_end_matches(".sig");
-        let origin = match kind {
-            FileKind::Package | FileKind::Signature if !job.peers_done => {
-                cx.relay.policy.origin_of(package)
+        let origin = if job.plan.wants_origin() {
+            cx.relay.policy.origin_of(package)
+        } else {
+            None
+        };
+        let reachable = match origin {
+            Some(Origin::Peer(id)) if !cx.relay.policy.is_backed_off(id, cx.now) => {
+                cx.discovery.peer(id).map(crate::discovery::Peer::peer_ref)
             }
             _ => None,
         };
-        match origin {
-            Some(Origin::Upstream) if kind == FileKind::Signature => job.peers_done = true,
-            Some(Origin::Peer(id)) => {
-                job.peers_done = kind == FileKind::Signature;
-                let alive = cx.discovery.peer(id).map(crate::discovery::Peer::peer_ref);
-                let backed_off = cx.relay.policy.backed_off(cx.now).contains(&id);
-                if let (Some(peer), false) = (alive, backed_off) {
-                    self.job = Some(job);
-                    self.state = State::Fetch;
-                    return self.connect_peer(peer, cx);
-                }
-            }
-            _ => {}
-        }
+        let backed_off = cx.relay.policy.backed_off(cx.now);
+        let step = job.plan.start(origin, reachable, &backed_off);
         self.job = Some(job);
         self.state = State::Fetch;
-        self.next_source(cx);
+        self.take_step(step, cx);
     }
 
-    /// Picks the next source for the current job: a peer question, a peer, an
-    /// upstream (or a redirect to it), or the final error.
+    /// Moves the current job on to the next source.
     fn next_source(&mut self, cx: &mut Context) {
         self.source = None;
         let Some(job) = self.job.as_mut() else {
             return;
         };
-        if !job.peers_done && job.peer_tries < MAX_PEER_TRIES {
-            let mut exclude = cx.relay.policy.backed_off(cx.now);
-            exclude.extend_from_slice(&job.tried_peers);
-            let question = cx.discovery.ask(&job.file, &exclude, cx.now);
-            cx.asked.push(Wait::Question(question));
-            self.state = State::Lookup {
-                question,
-                since: cx.now,
+        let backed_off = cx.relay.policy.backed_off(cx.now);
+        let step = job.plan.next(&backed_off, job.head_sent);
+        self.take_step(step, cx);
+    }
+
+    /// Performs a step of the job's [`SourcePlan`]: ask the LAN, connect to a
+    /// peer, resolve and connect to an upstream, or answer pacman locally.
+    fn take_step(&mut self, mut step: Step, cx: &mut Context) {
+        loop {
+            let Some(job) = self.job.as_mut() else {
+                return;
             };
-            return;
-        }
-        let count = cx.relay.upstreams.templates_for(&job.repo).len();
-        let sticky = match job.kind {
-            FileKind::Database => cx.relay.policy.db_mirror(&job.repo),
-            _ => 0,
-        };
-        while job.upstream_tries < count {
-            let index = (sticky + job.upstream_tries) % count;
-            job.upstream_tries += 1;
-            let text = expand(
-                &cx.relay.upstreams.templates_for(&job.repo)[index],
-                &job.repo,
-                &job.arch,
-            );
-            let Some(base) = url::parse(&text) else {
-                warn!("upstream {text:?} is not an http(s) URL, skipped");
-                continue;
-            };
-            let url = base.join(&encode_path_segment(&job.file));
-            if url.https {
-                if job.head_sent {
-                    // Can't continue a body through a redirect.
-                    continue;
-                }
-                cx.relay.policy.counters.redirects += 1;
-                debug!("{}: redirecting pacman to {}", job.file, url.to_text());
-                let keep_alive = job.keep_alive;
-                let with_body = !job.head_only;
-                return self.reply_redirect(&url.to_text(), keep_alive, with_body);
-            }
-            match cx.resolver.lookup(&url.host, cx.now) {
-                Lookup::Ready(Some(ip)) => {
-                    let addr = SocketAddr::new(ip, url.port);
-                    return self.connect(SourceKind::Upstream { index, url }, addr, cx);
-                }
-                Lookup::Ready(None) => {
-                    cx.relay.policy.warn_unresolved(&url.host, cx.now);
-                    continue;
-                }
-                Lookup::Pending(lookup) => {
-                    job.resolving = Some((index, url));
-                    cx.asked.push(Wait::Lookup(lookup));
-                    self.state = State::Resolving {
-                        lookup,
+            let (keep_alive, with_body) = (job.keep_alive, !job.head_only);
+            match step {
+                Step::AskPeers { exclude } => {
+                    let question = cx.discovery.ask(&job.file, &exclude, cx.now);
+                    cx.asked.push(Wait::Question(question));
+                    self.state = State::Lookup {
+                        question,
                         since: cx.now,
                     };
                     return;
                 }
+                Step::Peer(peer) => {
+                    return self.connect(SourceKind::Peer(peer), peer.addr, cx);
+                }
+                Step::Upstream { index, url } => match cx.resolver.lookup(&url.host, cx.now) {
+                    Lookup::Ready(Some(ip)) => {
+                        let addr = SocketAddr::new(ip, url.port);
+                        return self.connect(SourceKind::Upstream { index, url }, addr, cx);
+                    }
+                    Lookup::Ready(None) => {
+                        cx.relay.policy.warn_unresolved(&url.host, cx.now);
+                        let backed_off = cx.relay.policy.backed_off(cx.now);
+                        step = job.plan.next(&backed_off, job.head_sent);
+                    }
+                    Lookup::Pending(lookup) => {
+                        cx.asked.push(Wait::Lookup(lookup));
+                        self.state = State::Resolving {
+                            lookup,
+                            since: cx.now,
+                            index,
+                            url,
+                        };
+                        return;
+                    }
+                },
+                Step::Redirect(url) => {
+                    cx.relay.policy.counters.redirects += 1;
+                    debug!("{}: redirecting pacman to {}", job.file, url.to_text());
+                    return self.reply_redirect(&url.to_text(), keep_alive, with_body);
+                }
+                Step::Reply(status) => {
+                    if status == Status::NotFound {
+                        cx.relay.policy.counters.not_found += 1;
+                        debug!("{}: not found on peers or upstream", job.file);
+                    } else {
+                        info!("{}: every upstream failed", job.file);
+                    }
+                    return self.reply_error(status, keep_alive, with_body);
+                }
+                Step::Abandon => {
+                    info!(
+                        "{}: no source left to continue from: closing so pacman moves on",
+                        job.file
+                    );
+                    self.close_after = true;
+                    self.state = State::Linger {
+                        until: cx.now + LINGER,
+                    };
+                    let _ = self.stream.shutdown(Shutdown::Both);
+                    return;
+                }
             }
         }
-        // Nothing left.
-        let (head_sent, not_found, keep_alive, head_only) = (
-            job.head_sent,
-            job.upstream_not_found,
-            job.keep_alive,
-            job.head_only,
-        );
-        let file = job.file.clone();
-        if head_sent {
-            info!("{file}: no source left to continue from: closing so pacman moves on");
-            self.close_after = true;
-            self.state = State::Linger {
-                until: cx.now + LINGER,
-            };
-            let _ = self.stream.shutdown(Shutdown::Both);
-            return;
-        }
-        if count == 0 || not_found {
-            cx.relay.policy.counters.not_found += 1;
-            debug!("{file}: not found on peers or upstream");
-            self.reply_error(Status::NotFound, keep_alive, !head_only);
-        } else {
-            info!("{file}: every upstream failed");
-            self.reply_error(Status::BadGateway, keep_alive, !head_only);
-        }
-    }
-
-    fn connect_peer(&mut self, peer: PeerRef, cx: &mut Context) {
-        if let Some(job) = self.job.as_mut() {
-            job.peer_tries += 1;
-            job.tried_peers.push(peer.host_id);
-        }
-        self.connect(SourceKind::Peer(peer), peer.addr, cx);
     }
 
     /// Opens the source socket and queues its request.
@@ -1075,6 +1042,7 @@ impl PacmanConn {
             return self.connect_with(source.kind, source.addr, false, cx);
         }
         self.note_failure(&source.kind, failure, cx);
+        let from_peer = matches!(source.kind, SourceKind::Peer(_));
         let describe = source.describe();
         let received = self.job.as_ref().map_or(0, |j| j.received);
         if source.reusable {
@@ -1090,12 +1058,10 @@ impl PacmanConn {
                      next source",
                     job.file,
                 );
-                if job.span.is_none() {
-                    // A body delimited by close can't be continued.
-                    job.upstream_tries = usize::MAX / 2;
-                    job.peers_done = true;
-                }
             }
+            // A body delimited by close can't be continued.
+            let continuable = !job.head_sent || job.span.is_some();
+            job.plan.failed(failure, from_peer, continuable);
         }
         self.next_source(cx);
     }
@@ -1369,12 +1335,7 @@ impl PacmanConn {
                 self.reply_unsatisfiable(len, keep_alive);
                 return SourceStep::Progress;
             }
-            Judgement::Fail(failure) => {
-                if matches!(failure, Failure::NotFound(_)) && !from_peer {
-                    job.upstream_not_found = true;
-                }
-                return SourceStep::Failed(failure);
-            }
+            Judgement::Fail(failure) => return SourceStep::Failed(failure),
         };
         if accepted.skip > 0 {
             debug!(
