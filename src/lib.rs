@@ -17,4 +17,5 @@ pub mod prng;
 pub mod rate_limit;
 pub mod relay;
 pub mod serve;
+pub mod server;
 pub mod signals;

@@ -36,7 +36,7 @@ pub use policy::{Counters, Origin, PEER_BACKOFF, Policy};
 pub use pool::{BUFFER, LARGE_BUFFER, LARGE_BUFFERS, Pool};
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
@@ -50,9 +50,9 @@ use crate::http::percent_decode;
 use crate::http::request::{Limits, Method, RequestHead};
 use crate::http::response::{self, ResponseHead, Status};
 use crate::http::url::Url;
-use crate::inbound::{Drain, HeadStep, RequestReader, drain};
+use crate::inbound::{Drain, HeadStep};
 use crate::net::{self, Io, Want};
-use crate::serve::{HEAD_TIMEOUT, IDLE_TIMEOUT, LINGER, MAX_REQUESTS};
+use crate::server::{Flush, HeadExpiry, ServerConn};
 
 /// Connecting to a LAN peer.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -132,6 +132,21 @@ enum State {
     Linger {
         until: Instant,
     },
+}
+
+impl State {
+    /// For the `old -> new` log line.
+    fn name(&self) -> &'static str {
+        match self {
+            State::Head => "head",
+            State::Lookup { .. } => "lookup",
+            State::Resolving { .. } => "resolving",
+            State::Fetch => "fetch",
+            State::Reply => "reply",
+            State::Status => "status",
+            State::Linger { .. } => "linger",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -376,16 +391,9 @@ enum SourceStep {
 }
 
 pub struct PacmanConn {
-    stream: TcpStream,
-    remote: SocketAddr,
+    server: ServerConn,
     state: State,
-    reader: RequestReader,
-    out: Vec<u8>,
-    out_pos: usize,
     pipe: Pipe,
-    close_after: bool,
-    served: u32,
-    last_progress: Instant,
     job: Option<Job>,
     source: Option<Source>,
     kept: Option<Kept>,
@@ -401,16 +409,9 @@ pub struct PacmanConn {
 impl PacmanConn {
     pub fn new(stream: TcpStream, remote: SocketAddr, now: Instant) -> PacmanConn {
         PacmanConn {
-            stream,
-            remote,
+            server: ServerConn::new(stream, remote, now),
             state: State::Head,
-            reader: RequestReader::default(),
-            out: Vec::new(),
-            out_pos: 0,
             pipe: Pipe::new(),
-            close_after: false,
-            served: 0,
-            last_progress: now,
             job: None,
             source: None,
             kept: None,
@@ -423,12 +424,12 @@ impl PacmanConn {
     }
 
     pub fn stream_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
+        &mut self.server.stream
     }
 
     /// The loop saw pacman's socket become readable.
     pub fn readable(&mut self) {
-        self.reader.readable();
+        self.server.reader.readable();
     }
 
     pub fn source_mut(&mut self) -> Option<(u32, &mut TcpStream)> {
@@ -504,13 +505,11 @@ impl PacmanConn {
     }
 
     fn resolved(&mut self, address: Option<IpAddr>, cx: &mut Context) {
-        let (index, url) = match std::mem::replace(&mut self.state, State::Fetch) {
-            State::Resolving { index, url, .. } => (index, url),
-            other => {
-                self.state = other;
-                return;
-            }
+        let (index, url) = match &self.state {
+            State::Resolving { index, url, .. } => (*index, url.clone()),
+            _ => return,
         };
+        self.set_state(State::Fetch);
         match address {
             Some(ip) => {
                 let addr = SocketAddr::new(ip, url.port);
@@ -558,9 +557,9 @@ impl PacmanConn {
             waited.as_millis(),
             peer.map_or_else(|| "nobody".to_owned(), |p| p.addr.to_string())
         );
-        self.state = State::Fetch;
         let backed_off = cx.relay.policy.backed_off(cx.now);
         let step = job.plan.answered(peer, &backed_off);
+        self.set_state(State::Fetch);
         self.take_step(step, cx);
     }
 
@@ -585,17 +584,13 @@ impl PacmanConn {
             }
             match self.state {
                 State::Head => {
-                    let step = self.reader.next(
-                        &mut self.stream,
-                        cx.scratch,
-                        cx.now,
-                        &mut budget,
-                        cx.stopping,
-                    );
+                    let step = self
+                        .server
+                        .read_head(cx.scratch, cx.now, &mut budget, cx.stopping);
                     match step {
                         HeadStep::Head(head) => self.start(&head, cx),
                         HeadStep::Refused(e) => {
-                            debug!("pacman {}: {e}", self.remote);
+                            debug!("pacman {}: {e}", self.server.remote);
                             self.reply_error(e.status(), false, true);
                         }
                         HeadStep::Blocked => return self.want(false),
@@ -620,7 +615,7 @@ impl PacmanConn {
                     Some(want) => return want,
                     None => self.response_done(cx),
                 },
-                State::Linger { .. } => match drain(&mut self.stream, cx.scratch, &mut budget) {
+                State::Linger { .. } => match self.server.drain(cx.scratch, &mut budget) {
                     Drain::More => {}
                     Drain::Blocked => return self.want(false),
                     Drain::Closed => return Want::Close,
@@ -631,18 +626,15 @@ impl PacmanConn {
 
     fn deadline(&self) -> Option<Instant> {
         match self.state {
-            State::Head => Some(match self.reader.started() {
-                Some(start) => start + HEAD_TIMEOUT,
-                None => self.last_progress + IDLE_TIMEOUT,
-            }),
+            State::Head => Some(self.server.head_deadline()),
             // The question has its own deadline; this is only a safety net.
             State::Lookup { since, .. } => Some(since + Duration::from_secs(5)),
             // The resolver gives up within 6 s; this is only a safety net.
             State::Resolving { since, .. } => Some(since + Duration::from_secs(10)),
             State::Status => None,
-            State::Reply => Some(self.last_progress + CLIENT_TIMEOUT),
+            State::Reply => Some(self.server.last_progress + CLIENT_TIMEOUT),
             State::Fetch => {
-                let client = self.last_progress + CLIENT_TIMEOUT;
+                let client = self.server.last_progress + CLIENT_TIMEOUT;
                 match &self.source {
                     // A full pipe means pacman is slow, not the source.
                     Some(s) if !self.source_waits_on_pipe() => Some(s.deadline.min(client)),
@@ -656,22 +648,26 @@ impl PacmanConn {
     /// A deadline passed. `Some` to stop here, `None` to go on running.
     fn on_deadline(&mut self, cx: &mut Context) -> Option<Want> {
         match self.state {
-            State::Head if self.reader.started().is_some() => {
-                debug!("pacman {}: request head timed out", self.remote);
-                self.reader.discard();
-                self.reply_error(Status::RequestTimeout, false, true);
-                None
-            }
-            State::Head | State::Linger { .. } => Some(Want::Close),
+            State::Head => match self.server.head_expired() {
+                HeadExpiry::RequestTimeout => {
+                    debug!("pacman {}: request head timed out", self.server.remote);
+                    self.source = None;
+                    self.pipe.clear();
+                    self.set_state(State::Reply);
+                    None
+                }
+                HeadExpiry::Close => Some(Want::Close),
+            },
+            State::Linger { .. } => Some(Want::Close),
             State::Resolving { lookup, .. } => {
                 cx.resolver.cancel(lookup);
-                self.state = State::Fetch;
+                self.set_state(State::Fetch);
                 self.next_source(cx);
                 None
             }
             State::Lookup { question, .. } => {
                 cx.discovery.cancel(question);
-                self.state = State::Fetch;
+                self.set_state(State::Fetch);
                 if let Some(job) = self.job.as_mut() {
                     let backed_off = cx.relay.policy.backed_off(cx.now);
                     let step = job.plan.answered(None, &backed_off);
@@ -696,8 +692,8 @@ impl PacmanConn {
                     };
                     self.source_failed(failure, cx);
                     None
-                } else if cx.now >= self.last_progress + CLIENT_TIMEOUT {
-                    debug!("pacman {}: not reading, closing", self.remote);
+                } else if cx.now >= self.server.last_progress + CLIENT_TIMEOUT {
+                    debug!("pacman {}: not reading, closing", self.server.remote);
                     Some(Want::Close)
                 } else {
                     None
@@ -718,8 +714,7 @@ impl PacmanConn {
 
     /// Starts answering one complete request head.
     fn start(&mut self, head: &RequestHead, cx: &mut Context) {
-        let keep_alive =
-            head.keep_alive && !head.has_body && !cx.stopping && self.served + 1 < MAX_REQUESTS;
+        let keep_alive = self.server.keep_alive(head, cx.stopping);
         let with_body = head.method != Method::Head;
         if head.has_body {
             return self.reply_error(Status::BadRequest, false, with_body);
@@ -754,7 +749,7 @@ impl PacmanConn {
                 "",
                 FileKind::Package,
             ));
-            self.state = State::Status;
+            self.set_state(State::Status);
             return;
         }
         if let Some(raw) = path.strip_prefix("/query/") {
@@ -767,23 +762,23 @@ impl PacmanConn {
             let question = cx.discovery.ask(&file, &[], cx.now);
             cx.asked.push(Wait::Question(question));
             self.job = Some(new_job(Purpose::Query, file, "", FileKind::Package));
-            self.state = State::Lookup {
+            self.set_state(State::Lookup {
                 question,
                 since: cx.now,
-            };
+            });
             return;
         }
         let Some((repo, arch, file)) = split_repo_path(path) else {
             debug!(
                 "pacman {}: {} is not /$repo/os/$arch/<file>",
-                self.remote, head.target
+                self.server.remote, head.target
             );
             return self.reply_error(Status::NotFound, keep_alive, with_body);
         };
         let kind = match cache::classify(&file) {
             Ok(kind) => kind,
             Err(e) => {
-                debug!("pacman {}: {file:?} refused: {e}", self.remote);
+                debug!("pacman {}: {file:?} refused: {e}", self.server.remote);
                 let status = if e.is_malformed() {
                     Status::BadRequest
                 } else {
@@ -793,7 +788,7 @@ impl PacmanConn {
             }
         };
         cx.relay.policy.counters.requests += 1;
-        debug!("pacman {} GET {repo}/{arch}/{file}", self.remote);
+        debug!("pacman {} GET {repo}/{arch}/{file}", self.server.remote);
         let mut job = new_job(Purpose::Relay, file, repo, kind);
         let templates: Vec<String> = cx
             .relay
@@ -827,7 +822,7 @@ impl PacmanConn {
         let backed_off = cx.relay.policy.backed_off(cx.now);
         let step = job.plan.start(origin, reachable, &backed_off);
         self.job = Some(job);
-        self.state = State::Fetch;
+        self.set_state(State::Fetch);
         self.take_step(step, cx);
     }
 
@@ -854,10 +849,10 @@ impl PacmanConn {
                 Step::AskPeers { exclude } => {
                     let question = cx.discovery.ask(&job.file, &exclude, cx.now);
                     cx.asked.push(Wait::Question(question));
-                    self.state = State::Lookup {
+                    self.set_state(State::Lookup {
                         question,
                         since: cx.now,
-                    };
+                    });
                     return;
                 }
                 Step::Peer(peer) => {
@@ -875,12 +870,12 @@ impl PacmanConn {
                     }
                     Lookup::Pending(lookup) => {
                         cx.asked.push(Wait::Lookup(lookup));
-                        self.state = State::Resolving {
+                        self.set_state(State::Resolving {
                             lookup,
                             since: cx.now,
                             index,
                             url,
-                        };
+                        });
                         return;
                     }
                 },
@@ -903,11 +898,8 @@ impl PacmanConn {
                         "{}: no source left to continue from: closing so pacman moves on",
                         job.file
                     );
-                    self.close_after = true;
-                    self.state = State::Linger {
-                        until: cx.now + LINGER,
-                    };
-                    let _ = self.stream.shutdown(Shutdown::Both);
+                    let until = self.server.abort(cx.now);
+                    self.set_state(State::Linger { until });
                     return;
                 }
             }
@@ -1019,7 +1011,7 @@ impl PacmanConn {
             readable: true,
             read_closed: false,
         });
-        self.state = State::Fetch;
+        self.set_state(State::Fetch);
     }
 
     fn fail_kind(&mut self, kind: SourceKind, failure: Failure, cx: &mut Context) {
@@ -1105,30 +1097,34 @@ impl PacmanConn {
             let mut progress = false;
             let mut client_blocked = false;
             // 1. To pacman: the head, then body bytes.
-            if self.out_pos < self.out.len() {
+            if self.server.out_pos < self.server.out.len() {
                 // The head, and the body bytes already here, in one call.
-                match net::write2(&self.stream, &self.out[self.out_pos..], self.pipe.data()) {
+                match net::write2(
+                    &self.server.stream,
+                    &self.server.out[self.server.out_pos..],
+                    self.pipe.data(),
+                ) {
                     Io::Done(n) => {
-                        let head = n.min(self.out.len() - self.out_pos);
-                        self.out_pos += head;
+                        let head = n.min(self.server.out.len() - self.server.out_pos);
+                        self.server.out_pos += head;
                         self.pipe.consume(n - head);
                         progress = true;
-                        self.last_progress = cx.now;
-                        if self.out_pos == self.out.len() {
-                            self.out.clear();
-                            self.out_pos = 0;
+                        self.server.last_progress = cx.now;
+                        if self.server.out_pos == self.server.out.len() {
+                            self.server.out.clear();
+                            self.server.out_pos = 0;
                         }
                     }
                     Io::WouldBlock => client_blocked = true,
                     Io::Closed | Io::Error(_) => return Some(Want::Close),
                 }
             } else if !self.pipe.is_empty() {
-                match net::write(&mut self.stream, self.pipe.data()) {
+                match net::write(&mut self.server.stream, self.pipe.data()) {
                     Io::Done(n) => {
                         self.pipe.consume(n);
                         *budget = budget.saturating_sub(n);
                         progress = true;
-                        self.last_progress = cx.now;
+                        self.server.last_progress = cx.now;
                         if let Some(source) = self.source.as_mut() {
                             // The source's silence while the pipe was full
                             // was ours: its stall clock starts now.
@@ -1160,7 +1156,7 @@ impl PacmanConn {
             if self.source.is_none()
                 && self.state == State::Fetch
                 && self.pipe.is_empty()
-                && self.out_pos >= self.out.len()
+                && self.server.out_pos >= self.server.out.len()
             {
                 return None;
             }
@@ -1356,10 +1352,8 @@ impl PacmanConn {
             }
         }
         let keep_alive = job.keep_alive && accepted.length.is_some();
-        self.close_after = !keep_alive;
-        self.out.clear();
-        self.out_pos = 0;
-        fetch::write_pacman_head(&mut self.out, &accepted, &head, job.head_only, keep_alive);
+        let out = self.server.start_response(keep_alive);
+        fetch::write_pacman_head(out, &accepted, &head, job.head_only, keep_alive);
         source.skip = accepted.skip;
         source.remaining = accepted.remaining;
         source.keep_alive = accepted.keep_alive;
@@ -1433,98 +1427,81 @@ impl PacmanConn {
     }
 
     fn flush_out(&mut self, budget: &mut usize, now: Instant) -> Option<Want> {
-        while self.out_pos < self.out.len() {
-            match net::send(&self.stream, &self.out[self.out_pos..], false) {
-                Io::Done(n) => {
-                    self.out_pos += n;
-                    *budget = budget.saturating_sub(n);
-                    self.last_progress = now;
-                }
-                Io::WouldBlock => return Some(self.want(false)),
-                Io::Closed | Io::Error(_) => return Some(Want::Close),
-            }
+        match self.server.flush(budget, now, false) {
+            Flush::Done => None,
+            Flush::Blocked => Some(self.want(false)),
+            Flush::Closed => Some(Want::Close),
         }
-        self.out.clear();
-        self.out_pos = 0;
-        None
     }
 
     fn response_done(&mut self, cx: &mut Context) {
-        self.served += 1;
-        self.last_progress = cx.now;
         self.source = None;
         cx.relay.pool.give_buffer(self.pipe.release());
         self.job = None;
-        if self.close_after || self.served >= MAX_REQUESTS || cx.stopping {
-            let _ = self.stream.shutdown(Shutdown::Write);
-            self.state = State::Linger {
-                until: cx.now + LINGER,
-            };
-            return;
+        match self.server.response_done(cx.now, cx.stopping) {
+            Some(until) => self.set_state(State::Linger { until }),
+            None => self.set_state(State::Head),
         }
-        self.close_after = false;
-        self.state = State::Head;
-        self.reader.response_done(cx.now);
     }
 
     // ---- local answers -----------------------------------------------------
 
     fn reply_error(&mut self, status: Status, keep_alive: bool, with_body: bool) {
-        self.out.clear();
-        self.out_pos = 0;
         self.source = None;
         self.pipe.clear();
-        self.close_after = !keep_alive;
-        response::error_page(&mut self.out, status, keep_alive, with_body);
-        self.state = State::Reply;
+        self.server.queue_error(status, keep_alive, with_body);
+        self.set_state(State::Reply);
     }
 
     /// 416 for a range past the end of a file whose source ignored ranges.
     fn reply_unsatisfiable(&mut self, len: u64, keep_alive: bool) {
-        self.out.clear();
-        self.out_pos = 0;
-        self.close_after = !keep_alive;
-        response::write_head(&mut self.out, Status::RangeNotSatisfiable);
-        response::field(
-            &mut self.out,
-            "Content-Range",
-            format_args!("bytes */{len}"),
-        );
-        response::field(&mut self.out, "Content-Length", 0u64);
-        response::finish(&mut self.out, keep_alive);
-        self.state = State::Reply;
+        let out = self.server.start_response(keep_alive);
+        response::write_head(out, Status::RangeNotSatisfiable);
+        response::field(out, "Content-Range", format_args!("bytes */{len}"));
+        response::field(out, "Content-Length", 0u64);
+        response::finish(out, keep_alive);
+        self.set_state(State::Reply);
     }
 
     fn reply_redirect(&mut self, location: &str, keep_alive: bool, with_body: bool) {
-        self.out.clear();
-        self.out_pos = 0;
         self.source = None;
-        self.close_after = !keep_alive;
         let body = format!("302 Found: {location}\n");
-        response::write_head(&mut self.out, Status::Found);
-        response::field(&mut self.out, "Location", location);
-        response::field(&mut self.out, "Content-Type", "text/plain");
-        response::field(&mut self.out, "Content-Length", body.len());
-        response::finish(&mut self.out, keep_alive);
+        let out = self.server.start_response(keep_alive);
+        response::write_head(out, Status::Found);
+        response::field(out, "Location", location);
+        response::field(out, "Content-Type", "text/plain");
+        response::field(out, "Content-Length", body.len());
+        response::finish(out, keep_alive);
         if with_body {
-            self.out.extend_from_slice(body.as_bytes());
+            out.extend_from_slice(body.as_bytes());
         }
-        self.state = State::Reply;
+        self.set_state(State::Reply);
     }
 
     fn reply_text(&mut self, status: Status, text: &str, keep_alive: bool, with_body: bool) {
-        self.out.clear();
-        self.out_pos = 0;
-        self.close_after = !keep_alive;
-        response::write_head(&mut self.out, status);
-        response::field(&mut self.out, "Content-Type", "text/plain; charset=utf-8");
-        response::field(&mut self.out, "Content-Length", text.len());
-        response::field(&mut self.out, "Cache-Control", "no-store");
-        response::finish(&mut self.out, keep_alive);
+        let out = self.server.start_response(keep_alive);
+        response::write_head(out, status);
+        response::field(out, "Content-Type", "text/plain; charset=utf-8");
+        response::field(out, "Content-Length", text.len());
+        response::field(out, "Cache-Control", "no-store");
+        response::finish(out, keep_alive);
         if with_body {
-            self.out.extend_from_slice(text.as_bytes());
+            out.extend_from_slice(text.as_bytes());
         }
-        self.state = State::Reply;
+        self.set_state(State::Reply);
+    }
+
+    /// Every change of state goes through here, logged as `old -> new`.
+    fn set_state(&mut self, state: State) {
+        if self.state != state {
+            debug!(
+                "pacman {}: {} -> {}",
+                self.server.remote,
+                self.state.name(),
+                state.name()
+            );
+            self.state = state;
+        }
     }
 }
 
