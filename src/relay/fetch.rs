@@ -1,8 +1,9 @@
 //! One outbound exchange with a source, judged without I/O: why a source
-//! failed ([`Failure`], and whether that counts against it), what its
-//! response head means for the request ([`judge`]: stream it, cut a range out
-//! of it, continue a body, pass a redirect on, or fail over), and the head
-//! pacman gets for an accepted answer ([`write_pacman_head`]).
+//! failed ([`Failure`], and whether that counts against it), when it has
+//! failed by silence ([`Timer`]: connect timeouts, then the stall timeout),
+//! what its response head means for the request ([`judge`]: stream it, cut
+//! a range out of it, continue a body, pass a redirect on, or fail over),
+//! and the head pacman gets for an accepted answer ([`write_pacman_head`]).
 //!
 //! Pure: heads and numbers in, decisions out. It does not read sockets,
 //! choose the next source ([`super::plan`]) or remember anything across
@@ -10,11 +11,77 @@
 
 use std::fmt;
 use std::io::ErrorKind;
+use std::time::{Duration, Instant};
 
 use crate::http::date;
 use crate::http::range::{self, ContentRange, RangeRequest};
 use crate::http::request::HeadError;
 use crate::http::response::{self, Framing, ResponseHead};
+
+/// Connecting to a LAN peer.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connecting to an upstream mirror.
+pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
+/// A source that sends nothing for this long while we wait for it has
+/// failed: well before pacman's own 10 s low-speed limit.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// The clock of one exchange: a connect deadline, then a stall deadline
+/// pushed on by every byte that arrives. While pacman is slow (the pipe is
+/// full) the source's silence is ours: the caller does not ask then, and the
+/// stall clock starts again when pacman takes bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timer {
+    connecting: bool,
+    deadline: Instant,
+}
+
+impl Timer {
+    /// A new connection (`connecting`), or a kept-alive one being reused,
+    /// to a peer or to an upstream: its connect timeout.
+    pub fn start(now: Instant, to_peer: bool, connecting: bool) -> Timer {
+        let timeout = if to_peer {
+            PEER_CONNECT_TIMEOUT
+        } else {
+            UPSTREAM_CONNECT_TIMEOUT
+        };
+        Timer {
+            connecting,
+            deadline: now + timeout,
+        }
+    }
+
+    /// The connection is established: the source has a stall timeout to
+    /// answer in.
+    pub fn connected(&mut self, now: Instant) {
+        self.connecting = false;
+        self.deadline = now + STALL_TIMEOUT;
+    }
+
+    /// Bytes arrived.
+    pub fn bytes(&mut self, now: Instant) {
+        self.deadline = now + STALL_TIMEOUT;
+    }
+
+    /// pacman took bytes from a full pipe: the source's stall clock starts
+    /// now at the latest.
+    pub fn pipe_drained(&mut self, now: Instant) {
+        self.deadline = self.deadline.max(now + STALL_TIMEOUT);
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the source has failed by silence at `now`, and how.
+    pub fn due(&self, now: Instant) -> Option<Failure> {
+        (now >= self.deadline).then_some(if self.connecting {
+            Failure::ConnectTimedOut
+        } else {
+            Failure::Stalled
+        })
+    }
+}
 
 /// Why a source did not deliver. Small and `Copy`, like the outcomes it
 /// names; [`Failure::penalizes`] says whether it counts against the source.
@@ -302,6 +369,35 @@ mod tests {
             Judgement::Accept(a) => a,
             other => panic!("not accepted: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_silent_source_has_stalled_after_4_seconds() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut t = Timer::start(t0, false, true);
+        assert_eq!(t.due(t0 + ms(7999)), None);
+        assert_eq!(t.due(t0 + ms(8000)), Some(Failure::ConnectTimedOut));
+        let mut peer = Timer::start(t0, true, true);
+        assert_eq!(peer.due(t0 + ms(2000)), Some(Failure::ConnectTimedOut));
+        peer.connected(t0 + ms(100));
+        assert_eq!(peer.due(t0 + ms(4099)), None);
+        assert_eq!(peer.due(t0 + ms(4100)), Some(Failure::Stalled));
+        // Every byte pushes the deadline on.
+        t.connected(t0);
+        t.bytes(t0 + ms(3000));
+        assert_eq!(t.due(t0 + ms(6999)), None);
+        assert_eq!(t.deadline(), t0 + ms(7000));
+        assert_eq!(t.due(t0 + ms(7000)), Some(Failure::Stalled));
+        // pacman was slow: the silence until it took bytes was ours.
+        t.pipe_drained(t0 + ms(9000));
+        assert_eq!(t.due(t0 + ms(12_999)), None);
+        assert_eq!(t.due(t0 + ms(13_000)), Some(Failure::Stalled));
+        t.pipe_drained(t0 + ms(5000));
+        assert_eq!(t.deadline(), t0 + ms(13_000), "never earlier");
+        // A reused connection that never answers has stalled, not timed out.
+        let reused = Timer::start(t0, false, false);
+        assert_eq!(reused.due(t0 + ms(8000)), Some(Failure::Stalled));
     }
 
     #[test]

@@ -25,13 +25,18 @@
 //! the shared idle pool (out of the poll set) for any connection to take.
 
 mod fetch;
+mod pipe;
 mod plan;
 mod policy;
 mod pool;
+mod source;
 
 use fetch::{Asked, Failure, Judgement, Span};
+use pipe::Pipe;
 use plan::{SourcePlan, Step};
+use source::{Kept, RequestFields, Source, SourceKind, SourcePhase, SourceStep};
 
+pub use fetch::STALL_TIMEOUT;
 pub use policy::{Counters, Origin, PEER_BACKOFF, Policy};
 pub use pool::{BUFFER, LARGE_BUFFER, LARGE_BUFFERS, Pool};
 
@@ -54,13 +59,6 @@ use crate::inbound::{Drain, HeadStep};
 use crate::net::{self, Io, Want};
 use crate::server::{Flush, HeadExpiry, ServerConn};
 
-/// Connecting to a LAN peer.
-const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Connecting to an upstream mirror.
-const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
-/// A source that sends nothing for this long while we wait for it has
-/// failed: well before pacman's own 10 s low-speed limit.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(4);
 /// pacman not reading what we have for it.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 const TURN_BUDGET: usize = 4 << 20;
@@ -179,217 +177,6 @@ struct Job {
     started: Instant,
 }
 
-#[derive(Clone, Debug)]
-enum SourceKind {
-    Peer(PeerRef),
-    Upstream { index: usize, url: Url },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SourcePhase {
-    Connecting,
-    Request,
-    Head,
-    Body,
-}
-
-struct Source {
-    id: u32,
-    kind: SourceKind,
-    addr: SocketAddr,
-    stream: TcpStream,
-    /// Taken from the idle pool: a failure before any answer byte may just
-    /// mean the other side closed it meanwhile, so it is retried fresh.
-    reused: bool,
-    /// A response head arrived (its buffer is emptied once it is judged):
-    /// a failure after it is the source's, never a stale kept connection.
-    answered: bool,
-    /// The answer was read to its end and allows another request: after a
-    /// failure (a 404, say) the connection is kept all the same.
-    reusable: bool,
-    /// The response allows another request on this connection.
-    keep_alive: bool,
-    phase: SourcePhase,
-    request: Vec<u8>,
-    request_pos: usize,
-    head_buf: Vec<u8>,
-    /// Body bytes still expected; `None`: until the source closes.
-    remaining: Option<u64>,
-    /// Leading body bytes to drop: the source ignored pacman's `Range` and
-    /// sent the whole file, so flocon cuts the range out itself.
-    skip: u64,
-    /// Connect deadline, then stall deadline (pushed on every byte).
-    deadline: Instant,
-    bytes: u64,
-    /// Bytes may be waiting: the loop saw the socket readable since a read
-    /// last drained it. Polling is edge-triggered, so any byte that arrives
-    /// after a drained read is announced by an event; reads while this is
-    /// false would only answer `EAGAIN`.
-    readable: bool,
-    /// The loop saw the other side close (or the socket fail): a short read
-    /// does not drain it, the end of file (or the error) is still to read.
-    read_closed: bool,
-}
-
-/// The kept-alive connection of the last transfer, still registered with the
-/// loop under this connection's source token: the next request to the same
-/// address reuses it without touching the poll set or the shared pool.
-struct Kept {
-    id: u32,
-    addr: SocketAddr,
-    stream: TcpStream,
-    /// An event came while it was idle (the other side closed it, or sent
-    /// bytes nobody asked for): check it before use.
-    event: bool,
-}
-
-impl From<Source> for Kept {
-    fn from(source: Source) -> Kept {
-        Kept {
-            id: source.id,
-            addr: source.addr,
-            stream: source.stream,
-            event: false,
-        }
-    }
-}
-
-impl Source {
-    /// How many of `n` bytes just read fall in the part to drop.
-    fn take_skip(&mut self, n: usize) -> usize {
-        let dropped = usize::try_from(self.skip).unwrap_or(usize::MAX).min(n);
-        self.skip -= dropped as u64;
-        dropped
-    }
-
-    /// Body bytes that arrived from this source.
-    fn count(&mut self, n: usize, counters: &mut Counters) {
-        let n = n as u64;
-        self.bytes += n;
-        if let Some(r) = self.remaining.as_mut() {
-            *r -= n;
-        }
-        match self.kind {
-            SourceKind::Peer(_) => counters.bytes_from_peers += n,
-            SourceKind::Upstream { .. } => counters.bytes_from_upstream += n,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match &self.kind {
-            SourceKind::Peer(p) => format!("peer {:016x} at {}", p.host_id, p.addr),
-            SourceKind::Upstream { url, .. } => format!("upstream {}", url.to_text()),
-        }
-    }
-}
-
-/// The bounded byte queue between a source and pacman.
-struct Pipe {
-    buf: Vec<u8>,
-    /// Bytes it queues at most (the size of the buffer it was given).
-    cap: usize,
-    start: usize,
-    end: usize,
-}
-
-impl Pipe {
-    fn new() -> Pipe {
-        Pipe {
-            buf: Vec::new(),
-            cap: BUFFER,
-            start: 0,
-            end: 0,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-
-    /// Free space before the pipe holds its capacity, compacting first if
-    /// that makes room.
-    fn space(&mut self) -> &mut [u8] {
-        if self.buf.len() < self.cap {
-            self.buf.resize(self.cap, 0);
-        }
-        if self.end >= self.cap && self.start > 0 {
-            self.compact();
-        }
-        let end = self.end.max(self.cap);
-        &mut self.buf[self.end..end]
-    }
-
-    fn is_full(&self) -> bool {
-        self.end - self.start >= self.cap
-    }
-
-    /// Appends bytes that arrived with a response head, even past the
-    /// capacity (at most one socket read more).
-    fn push(&mut self, data: &[u8]) {
-        self.compact();
-        if self.buf.len() < self.end + data.len() {
-            self.buf.resize((self.end + data.len()).max(self.cap), 0);
-        }
-        self.buf[self.end..self.end + data.len()].copy_from_slice(data);
-        self.end += data.len();
-    }
-
-    fn compact(&mut self) {
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-    }
-
-    fn commit(&mut self, n: usize) {
-        self.end += n;
-    }
-
-    /// Gives the pipe a buffer before a body streams through it.
-    fn provide(&mut self, pool: &mut Pool<TcpStream>) {
-        if self.buf.is_empty() {
-            self.buf = pool.take_buffer();
-            self.cap = self.buf.len();
-        }
-    }
-
-    fn clear(&mut self) {
-        self.start = 0;
-        self.end = 0;
-    }
-
-    /// Takes the buffer out, to give it back between transfers.
-    fn release(&mut self) -> Vec<u8> {
-        self.clear();
-        self.cap = BUFFER;
-        std::mem::take(&mut self.buf)
-    }
-}
-
-/// The outcome of one step of a source.
-enum SourceStep {
-    /// Made progress; run again.
-    Progress,
-    /// Waiting for the socket (or for room in the pipe).
-    Blocked,
-    /// The body is complete.
-    Done,
-    Failed(Failure),
-}
-
 pub struct PacmanConn {
     server: ServerConn,
     state: State,
@@ -440,10 +227,7 @@ impl PacmanConn {
     /// the transfer's source, or the kept connection when no transfer runs.
     pub fn source_event(&mut self, read_closed: bool) {
         match (self.source.as_mut(), self.kept.as_mut()) {
-            (Some(source), _) => {
-                source.readable = true;
-                source.read_closed |= read_closed;
-            }
+            (Some(source), _) => source.event(read_closed),
             (None, Some(kept)) => kept.event = true,
             (None, None) => {}
         }
@@ -637,7 +421,7 @@ impl PacmanConn {
                 let client = self.server.last_progress + CLIENT_TIMEOUT;
                 match &self.source {
                     // A full pipe means pacman is slow, not the source.
-                    Some(s) if !self.source_waits_on_pipe() => Some(s.deadline.min(client)),
+                    Some(s) if !self.source_waits_on_pipe() => Some(s.timer.deadline().min(client)),
                     _ => Some(client),
                 }
             }
@@ -678,18 +462,11 @@ impl PacmanConn {
             State::Status => None,
             State::Reply => Some(Want::Close),
             State::Fetch => {
-                let source_due = !self.source_waits_on_pipe()
-                    && self.source.as_ref().is_some_and(|s| cx.now >= s.deadline);
-                if source_due {
-                    let connecting = self
-                        .source
-                        .as_ref()
-                        .is_some_and(|s| s.phase == SourcePhase::Connecting);
-                    let failure = if connecting {
-                        Failure::ConnectTimedOut
-                    } else {
-                        Failure::Stalled
-                    };
+                let due = match &self.source {
+                    Some(s) if !self.source_waits_on_pipe() => s.timer.due(cx.now),
+                    _ => None,
+                };
+                if let Some(failure) = due {
                     self.source_failed(failure, cx);
                     None
                 } else if cx.now >= self.server.last_progress + CLIENT_TIMEOUT {
@@ -944,73 +721,30 @@ impl PacmanConn {
         if !reused {
             let _ = stream.set_nodelay(true);
         }
-        let (path, authority, timeout) = match &kind {
-            SourceKind::Peer(p) => (
-                format!("/{}", encode_path_segment(&job.file)),
-                p.addr.to_string(),
-                PEER_CONNECT_TIMEOUT,
-            ),
-            SourceKind::Upstream { url, .. } => (
-                url.path.clone(),
-                url.authority.clone(),
-                UPSTREAM_CONNECT_TIMEOUT,
-            ),
-        };
-        let mut request = Vec::with_capacity(256);
-        let method = if job.head_only { "HEAD" } else { "GET" };
-        let _ = write!(
-            Text(&mut request),
-            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: flocon/{}\r\nAccept: */*\r\n",
-            env!("CARGO_PKG_VERSION")
-        );
-        if job.head_sent {
+        let continuation = job.span.filter(|_| job.head_sent).map(|span| {
             // A continuation: exactly the bytes pacman has not had yet.
-            if let Some(span) = job.span {
-                let _ = write!(
-                    Text(&mut request),
-                    "Range: bytes={}-{}\r\n",
-                    span.start + job.received,
-                    span.end - 1
-                );
+            format!("bytes={}-{}", span.start + job.received, span.end - 1)
+        });
+        let fields = if job.head_sent {
+            RequestFields {
+                head_only: job.head_only,
+                range: continuation.as_deref(),
+                if_modified_since: None,
             }
         } else {
-            if let Some(range) = &job.range {
-                let _ = write!(Text(&mut request), "Range: {range}\r\n");
+            RequestFields {
+                head_only: job.head_only,
+                range: job.range.as_deref(),
+                if_modified_since: job.if_modified_since.as_deref(),
             }
-            if let Some(ims) = &job.if_modified_since {
-                let _ = write!(Text(&mut request), "If-Modified-Since: {ims}\r\n");
-            }
-        }
-        request.extend_from_slice(b"\r\n");
+        };
+        let request = Source::request(&kind, &encode_path_segment(&job.file), &fields);
         let id = id.unwrap_or_else(|| {
             self.next_source_id = self.next_source_id.wrapping_add(1);
             self.next_source_id
         });
-        debug!("{}: fetching from {}", job.file, describe_kind(&kind));
-        self.source = Some(Source {
-            id,
-            kind,
-            addr,
-            stream,
-            reused,
-            answered: false,
-            reusable: false,
-            keep_alive: false,
-            phase: if reused {
-                SourcePhase::Request
-            } else {
-                SourcePhase::Connecting
-            },
-            request,
-            request_pos: 0,
-            head_buf: Vec::new(),
-            remaining: None,
-            skip: 0,
-            deadline: cx.now + timeout,
-            bytes: 0,
-            readable: true,
-            read_closed: false,
-        });
+        debug!("{}: fetching from {}", job.file, kind.describe());
+        self.source = Some(Source::new(id, kind, addr, stream, reused, request, cx.now));
         self.set_state(State::Fetch);
     }
 
@@ -1129,7 +863,7 @@ impl PacmanConn {
                             // The source's silence while the pipe was full
                             // was ours: its stall clock starts now.
                             if source.phase == SourcePhase::Body {
-                                source.deadline = source.deadline.max(cx.now + STALL_TIMEOUT);
+                                source.timer.pipe_drained(cx.now);
                             }
                         }
                     }
@@ -1140,6 +874,7 @@ impl PacmanConn {
             // 2. From the source.
             if self.source.is_some() {
                 match self.source_step(budget, cx) {
+                    SourceStep::Head(_) => progress = true,
                     SourceStep::Progress => progress = true,
                     SourceStep::Blocked => {}
                     SourceStep::Done => {
@@ -1174,109 +909,22 @@ impl PacmanConn {
     }
 
     fn source_step(&mut self, budget: &mut usize, cx: &mut Context) -> SourceStep {
-        let Some(source) = self.source.as_mut() else {
+        let (Some(source), Some(job)) = (self.source.as_mut(), self.job.as_mut()) else {
             return SourceStep::Blocked;
         };
-        match source.phase {
-            SourcePhase::Connecting => match source.stream.take_error() {
-                Ok(Some(e)) | Err(e) => SourceStep::Failed(Failure::Connect(e.kind())),
-                Ok(None) => match source.stream.peer_addr() {
-                    Ok(_) => {
-                        source.phase = SourcePhase::Request;
-                        source.deadline = cx.now + STALL_TIMEOUT;
-                        SourceStep::Progress
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotConnected => SourceStep::Blocked,
-                    Err(e) => SourceStep::Failed(Failure::Connect(e.kind())),
-                },
-            },
-            SourcePhase::Request => {
-                match net::write(&mut source.stream, &source.request[source.request_pos..]) {
-                    Io::Done(n) => {
-                        source.request_pos += n;
-                        if source.request_pos == source.request.len() {
-                            source.phase = SourcePhase::Head;
-                            source.request = Vec::new();
-                            // The answer comes after this: its bytes raise
-                            // an event (or, for a socket not registered
-                            // yet, show when it is).
-                            source.readable = false;
-                        }
-                        SourceStep::Progress
-                    }
-                    Io::WouldBlock => SourceStep::Blocked,
-                    Io::Closed | Io::Error(_) => SourceStep::Failed(Failure::RequestLost),
-                }
-            }
-            SourcePhase::Head => {
-                if !source.readable {
-                    return SourceStep::Blocked;
-                }
-                let scratch = &mut *cx.scratch;
-                match net::read(&mut source.stream, scratch) {
-                    Io::Done(n) => {
-                        // A short read emptied the socket, unless its end
-                        // of file is still to be read.
-                        source.readable = n == scratch.len() || source.read_closed;
-                        source.head_buf.extend_from_slice(&scratch[..n]);
-                        source.deadline = cx.now + STALL_TIMEOUT;
-                        let head_only = self.job.as_ref().is_some_and(|j| j.head_only);
-                        match response::parse_response(&source.head_buf, &self.limits, head_only) {
-                            Ok(Some(head)) => self.source_head(head, cx),
-                            Ok(None) => SourceStep::Progress,
-                            Err(e) => SourceStep::Failed(Failure::BadResponse(e)),
-                        }
-                    }
-                    Io::WouldBlock => {
-                        source.readable = false;
-                        SourceStep::Blocked
-                    }
-                    Io::Closed | Io::Error(_) => SourceStep::Failed(Failure::ClosedBeforeAnswer),
-                }
-            }
-            SourcePhase::Body => {
-                if source.remaining == Some(0) {
-                    return SourceStep::Done;
-                }
-                let space = self.pipe.space();
-                if space.is_empty() {
-                    return SourceStep::Blocked;
-                }
-                if !source.readable {
-                    return SourceStep::Blocked;
-                }
-                let want = match source.remaining {
-                    Some(r) => space.len().min(usize::try_from(r).unwrap_or(usize::MAX)),
-                    None => space.len(),
-                };
-                match net::read(&mut source.stream, &mut space[..want]) {
-                    Io::Done(n) => {
-                        source.readable = n == want || source.read_closed;
-                        let dropped = source.take_skip(n);
-                        space.copy_within(dropped..n, 0);
-                        self.pipe.commit(n - dropped);
-                        *budget = budget.saturating_sub(n);
-                        source.deadline = cx.now + STALL_TIMEOUT;
-                        source.count(n, &mut cx.relay.policy.counters);
-                        if let Some(job) = self.job.as_mut() {
-                            job.received += (n - dropped) as u64;
-                        }
-                        if source.remaining == Some(0) {
-                            SourceStep::Done
-                        } else {
-                            SourceStep::Progress
-                        }
-                    }
-                    Io::WouldBlock => {
-                        source.readable = false;
-                        SourceStep::Blocked
-                    }
-                    Io::Closed if source.remaining.is_none() => SourceStep::Done,
-                    Io::Closed | Io::Error(_) => {
-                        SourceStep::Failed(Failure::LostAfter(source.bytes))
-                    }
-                }
-            }
+        let step = source.step(
+            &mut self.pipe,
+            cx.scratch,
+            budget,
+            cx.now,
+            &mut cx.relay.policy.counters,
+            &mut job.received,
+            job.head_only,
+            &self.limits,
+        );
+        match step {
+            SourceStep::Head(head) => self.source_head(head, cx),
+            step => step,
         }
     }
 
@@ -1505,13 +1153,6 @@ impl PacmanConn {
     }
 }
 
-fn describe_kind(kind: &SourceKind) -> String {
-    match kind {
-        SourceKind::Peer(p) => format!("peer {:016x} at {}", p.host_id, p.addr),
-        SourceKind::Upstream { url, .. } => format!("upstream {}", url.to_text()),
-    }
-}
-
 /// Splits `/$repo/os/$arch/<file>`; the file name is percent-decoded once.
 /// Repository and architecture must be plain tokens.
 pub fn split_repo_path(path: &str) -> Option<(&str, &str, String)> {
@@ -1543,16 +1184,6 @@ pub fn encode_path_segment(name: &str) -> String {
         }
     }
     out
-}
-
-/// `fmt::Write` over a byte vector.
-struct Text<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Text<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -1599,22 +1230,5 @@ mod tests {
                 Some(name)
             );
         }
-    }
-
-    #[test]
-    fn pipe_compacts_and_bounds() {
-        let mut pipe = Pipe::new();
-        let space = pipe.space().len();
-        assert_eq!(space, BUFFER);
-        pipe.commit(BUFFER);
-        assert!(pipe.space().is_empty());
-        pipe.consume(10);
-        assert_eq!(pipe.space().len(), 10);
-        assert_eq!(pipe.data().len(), BUFFER - 10);
-        pipe.consume(BUFFER - 10);
-        assert!(pipe.is_empty());
-        assert_eq!(pipe.space().len(), BUFFER);
-        assert_eq!(pipe.release().len(), BUFFER);
-        assert!(pipe.buf.is_empty());
     }
 }
