@@ -34,7 +34,7 @@ use crate::discovery::{self, Discovery, Event, Identity, MulticastSocket, Params
 use crate::dns::Resolver;
 use crate::http::response::{self, Status};
 use crate::net::Want;
-use crate::relay::{self, PacmanConn, Wait};
+use crate::relay::{self, Input, PacmanConn, Wait};
 use crate::serve::{self, PeerConn};
 use crate::signals::SignalPipe;
 
@@ -552,21 +552,14 @@ impl Daemon {
         peer: Option<discovery::PeerRef>,
         now: Instant,
     ) {
-        if let Some(Conn::Pacman(conn)) = self
-            .slots
-            .get(index, generation)
-            .and_then(|s| s.conn.as_mut())
-        {
-            conn.deliver_answer(peer);
-            self.run_slot(index, generation, now);
-        }
+        self.run_slot_with(index, generation, now, Input::Answer(peer));
     }
 
     /// Kept source connections slot `index` let go of go to the relay's idle
     /// pool, out of the poll set (if they were in it: one that was kept and
     /// let go of within one run never was) until one is taken again.
-    fn park_retired(&mut self, index: usize, now: Instant) {
-        while let Some((id, addr, mut stream)) = self.relay.retired.pop() {
+    fn park_retired(&mut self, index: usize, retired: Vec<relay::Retired>, now: Instant) {
+        for (id, addr, mut stream) in retired {
             if let Some(slot) = self.slots.slots.get_mut(index) {
                 if slot.source == Some(id) {
                     let _ = self.poll.registry().deregister(&mut stream);
@@ -633,14 +626,7 @@ impl Daemon {
         self.dns.core.handle_timeout(now);
         while let Some((lookup, address)) = self.dns.core.poll_event() {
             if let Some((index, generation)) = self.waits.remove(&Wait::Lookup(lookup)) {
-                if let Some(Conn::Pacman(conn)) = self
-                    .slots
-                    .get(index, generation)
-                    .and_then(|s| s.conn.as_mut())
-                {
-                    conn.deliver_address(address);
-                    self.run_slot(index, generation, now);
-                }
+                self.run_slot_with(index, generation, now, Input::Address(address));
             }
         }
         while let Some((to, query)) = self.dns.core.poll_transmit() {
@@ -731,16 +717,23 @@ impl Daemon {
 
     /// Runs the connection of a slot and applies what it wants.
     fn run_slot(&mut self, index: usize, generation: u32, now: Instant) {
+        self.run_slot_with(index, generation, now, Input::Ready);
+    }
+
+    /// Runs the connection of a slot after `input` (for a pacman
+    /// connection) and applies what it wants.
+    fn run_slot_with(&mut self, index: usize, generation: u32, now: Instant, input: Input) {
         let stopping = self.stop_by.is_some();
-        let status = match self
+        let input = match self
             .slots
             .get(index, generation)
             .and_then(|s| s.conn.as_ref())
         {
-            Some(Conn::Pacman(c)) if c.wants_status() => Some(self.status_text(now)),
-            _ => None,
+            Some(Conn::Pacman(c)) if c.wants_status() => Input::Status(self.status_text(now)),
+            _ => input,
         };
         let mut asked = Vec::new();
+        let mut retired = Vec::new();
         let Some(slot) = self.slots.get(index, generation) else {
             return;
         };
@@ -753,26 +746,25 @@ impl Daemon {
                 counters: &mut self.counters,
                 stopping,
             }),
-            Some(Conn::Pacman(conn)) => {
-                if let Some(text) = status {
-                    conn.set_status(text);
-                }
-                conn.run(&mut relay::Context {
+            Some(Conn::Pacman(conn)) => conn.run(
+                &mut relay::Context {
                     now,
                     relay: &mut self.relay,
                     discovery: &mut self.multicast.core,
                     resolver,
                     asked: &mut asked,
+                    retired: &mut retired,
                     stopping,
                     scratch: &mut self.scratch,
-                })
-            }
+                },
+                input,
+            ),
             None => return,
         };
         for wait in asked {
             self.waits.insert(wait, (index, generation));
         }
-        self.park_retired(index, now);
+        self.park_retired(index, retired, now);
         self.apply(index, generation, want);
     }
 
@@ -786,20 +778,20 @@ impl Daemon {
                 if let Some(conn) = slot.conn.as_mut() {
                     let _ = registry.deregister(conn.stream_mut());
                     if let Conn::Pacman(c) = conn {
-                        match c.waiting_on() {
-                            Some(Wait::Question(q)) => self.multicast.core.cancel(q),
-                            Some(Wait::Lookup(l)) => self.dns.core.cancel(l),
-                            None => {}
-                        }
-                        if let Some(wait) = c.waiting_on() {
+                        let left = c.close();
+                        if let Some(wait) = left.wait {
+                            match wait {
+                                Wait::Question(q) => self.multicast.core.cancel(q),
+                                Wait::Lookup(l) => self.dns.core.cancel(l),
+                            }
                             self.waits.remove(&wait);
                         }
-                        if let Some((_, source)) = c.source_mut() {
-                            let _ = registry.deregister(source);
+                        if let Some((_, mut source)) = left.source {
+                            let _ = registry.deregister(&mut source);
                         }
                         // The kept-alive source goes to the pool for the
                         // next connection.
-                        if let Some((id, addr, mut stream)) = c.take_kept() {
+                        if let Some((id, addr, mut stream)) = left.kept {
                             if slot.source == Some(id) {
                                 let _ = registry.deregister(&mut stream);
                             }

@@ -69,10 +69,6 @@ pub struct Relay {
     pub upstreams: Upstreams,
     pub policy: Policy,
     pub pool: Pool<TcpStream>,
-    /// Kept source connections a pacman connection let go of (its next
-    /// request went elsewhere), still registered: the loop deregisters them
-    /// and parks them in the pool.
-    pub retired: Vec<(u32, SocketAddr, TcpStream)>,
 }
 
 impl Relay {
@@ -81,7 +77,6 @@ impl Relay {
             upstreams,
             policy: Policy::default(),
             pool: Pool::default(),
-            retired: Vec::new(),
         }
     }
 }
@@ -105,8 +100,39 @@ pub struct Context<'a> {
     /// their answers here.
     pub asked: &'a mut Vec<Wait>,
     pub stopping: bool,
+    /// Kept source connections this run let go of (its next request went
+    /// elsewhere), still registered under the source token `id`: the loop
+    /// deregisters them and parks them in the pool.
+    pub retired: &'a mut Vec<Retired>,
     /// The loop's one read buffer, lent for this run.
     pub scratch: &'a mut [u8],
+}
+
+/// A kept-alive source connection a pacman connection let go of: its source
+/// token id (registered under it if the loop registered that id), address
+/// and socket.
+pub type Retired = (u32, SocketAddr, TcpStream);
+
+/// What a connection is run for.
+#[derive(Debug)]
+pub enum Input {
+    /// Readiness, a deadline, or another turn.
+    Ready,
+    /// The answer to its discovery question.
+    Answer(Option<PeerRef>),
+    /// The address of the upstream host it resolves (`None`: no address).
+    Address(Option<IpAddr>),
+    /// The status page it waits for ([`PacmanConn::wants_status`]).
+    Status(String),
+}
+
+/// What a closing connection leaves to the loop: the question or lookup to
+/// cancel, its outbound socket (registered or not), and the kept-alive
+/// connection for the pool.
+pub struct Leftovers {
+    pub wait: Option<Wait>,
+    pub source: Option<(u32, TcpStream)>,
+    pub kept: Option<Retired>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +153,8 @@ enum State {
     Reply,
     /// Waiting for the loop to hand in the status page.
     Status,
+    /// Closed: what it held went back to the loop.
+    Closed,
     Linger {
         until: Instant,
     },
@@ -142,6 +170,7 @@ impl State {
             State::Fetch => "fetch",
             State::Reply => "reply",
             State::Status => "status",
+            State::Closed => "closed",
             State::Linger { .. } => "linger",
         }
     }
@@ -185,11 +214,6 @@ pub struct PacmanConn {
     source: Option<Source>,
     kept: Option<Kept>,
     next_source_id: u32,
-    status_text: Option<String>,
-    /// A discovery answer delivered, not yet acted on.
-    answer: Option<Option<PeerRef>>,
-    /// A resolved address delivered, not yet acted on.
-    address: Option<Option<IpAddr>>,
     limits: Limits,
 }
 
@@ -203,9 +227,6 @@ impl PacmanConn {
             source: None,
             kept: None,
             next_source_id: 0,
-            status_text: None,
-            answer: None,
-            address: None,
             limits: Limits::default(),
         }
     }
@@ -219,6 +240,8 @@ impl PacmanConn {
         self.server.reader.readable();
     }
 
+    /// The outbound socket the loop registers (by its id: a new id is a new
+    /// socket).
     pub fn source_mut(&mut self) -> Option<(u32, &mut TcpStream)> {
         self.source.as_mut().map(|s| (s.id, &mut s.stream))
     }
@@ -233,31 +256,29 @@ impl PacmanConn {
         }
     }
 
-    /// The kept-alive connection (id, address, stream), for the loop to
-    /// deregister and pool when this connection closes.
-    pub fn take_kept(&mut self) -> Option<(u32, SocketAddr, TcpStream)> {
-        self.kept
-            .take()
-            .filter(|k| !k.event)
-            .map(|k| (k.id, k.addr, k.stream))
-    }
-
-    /// Whether the loop must hand in the status page ([`Self::set_status`]).
-    pub fn wants_status(&self) -> bool {
-        self.state == State::Status && self.status_text.is_none()
-    }
-
-    pub fn set_status(&mut self, text: String) {
-        self.status_text = Some(text);
-    }
-
-    /// What this connection waits on, if anything (cancelled when it closes).
-    pub fn waiting_on(&self) -> Option<Wait> {
-        match self.state {
+    /// Closes the connection: what it leaves for the loop to cancel,
+    /// deregister and pool. Its own socket closes when it is dropped.
+    pub fn close(&mut self) -> Leftovers {
+        let wait = match self.state {
             State::Lookup { question, .. } => Some(Wait::Question(question)),
             State::Resolving { lookup, .. } => Some(Wait::Lookup(lookup)),
             _ => None,
+        };
+        self.set_state(State::Closed);
+        Leftovers {
+            wait,
+            source: self.source.take().map(|s| (s.id, s.stream)),
+            kept: self
+                .kept
+                .take()
+                .filter(|k| !k.event)
+                .map(|k| (k.id, k.addr, k.stream)),
         }
+    }
+
+    /// Whether the loop must hand in the status page ([`Input::Status`]).
+    pub fn wants_status(&self) -> bool {
+        self.state == State::Status
     }
 
     /// One line for the status page when a transfer is in flight.
@@ -274,18 +295,6 @@ impl PacmanConn {
             "{} from {source}: {}/{total} bytes",
             job.file, job.received
         ))
-    }
-
-    /// The answer to this connection's question; it is acted on in the next
-    /// [`Self::run`].
-    pub fn deliver_answer(&mut self, peer: Option<PeerRef>) {
-        self.answer = Some(peer);
-    }
-
-    /// The address of the upstream host being resolved (`None`: it does not
-    /// resolve); acted on in the next [`Self::run`].
-    pub fn deliver_address(&mut self, address: Option<IpAddr>) {
-        self.address = Some(address);
     }
 
     fn resolved(&mut self, address: Option<IpAddr>, cx: &mut Context) {
@@ -347,12 +356,18 @@ impl PacmanConn {
         self.take_step(step, cx);
     }
 
-    pub fn run(&mut self, cx: &mut Context) -> Want {
-        if let Some(peer) = self.answer.take() {
-            self.answered(peer, cx);
-        }
-        if let Some(address) = self.address.take() {
-            self.resolved(address, cx);
+    /// Runs the connection as far as it can go now, after `input`.
+    pub fn run(&mut self, cx: &mut Context, input: Input) -> Want {
+        match input {
+            Input::Ready => {}
+            Input::Answer(peer) => self.answered(peer, cx),
+            Input::Address(address) => self.resolved(address, cx),
+            Input::Status(text) if self.state == State::Status => {
+                let keep_alive = self.job.as_ref().is_some_and(|j| j.keep_alive);
+                let head_only = self.job.as_ref().is_some_and(|j| j.head_only);
+                self.reply_text(Status::Ok, &text, keep_alive, !head_only);
+            }
+            Input::Status(_) => {}
         }
         if let Some(deadline) = self.deadline() {
             if cx.now >= deadline {
@@ -383,14 +398,9 @@ impl PacmanConn {
                     }
                 }
                 State::Lookup { .. } | State::Resolving { .. } => return self.want(false),
-                State::Status => match self.status_text.take() {
-                    Some(text) => {
-                        let keep_alive = self.job.as_ref().is_some_and(|j| j.keep_alive);
-                        let head_only = self.job.as_ref().is_some_and(|j| j.head_only);
-                        self.reply_text(Status::Ok, &text, keep_alive, !head_only);
-                    }
-                    None => return self.want(true),
-                },
+                // The loop hands the page in on the next turn.
+                State::Status => return self.want(true),
+                State::Closed => return Want::Close,
                 State::Reply => match self.flush_out(&mut budget, cx.now) {
                     Some(want) => return want,
                     None => self.response_done(cx),
@@ -415,7 +425,7 @@ impl PacmanConn {
             State::Lookup { since, .. } => Some(since + Duration::from_secs(5)),
             // The resolver gives up within 6 s; this is only a safety net.
             State::Resolving { since, .. } => Some(since + Duration::from_secs(10)),
-            State::Status => None,
+            State::Status | State::Closed => None,
             State::Reply => Some(self.server.last_progress + CLIENT_TIMEOUT),
             State::Fetch => {
                 let client = self.server.last_progress + CLIENT_TIMEOUT;
@@ -460,7 +470,7 @@ impl PacmanConn {
                 None
             }
             State::Status => None,
-            State::Reply => Some(Want::Close),
+            State::Reply | State::Closed => Some(Want::Close),
             State::Fetch => {
                 let due = match &self.source {
                     Some(s) if !self.source_waits_on_pipe() => s.timer.due(cx.now),
@@ -702,7 +712,7 @@ impl PacmanConn {
             if reuse && k.addr == addr && (!k.event || net::is_idle_open(&k.stream)) {
                 kept = Some((k.id, k.stream));
             } else if !k.event {
-                cx.relay.retired.push((k.id, k.addr, k.stream));
+                cx.retired.push((k.id, k.addr, k.stream));
             }
         }
         let (id, idle) = match kept {
