@@ -259,7 +259,7 @@ impl PacmanConn {
             peer.map_or_else(|| "nobody".to_owned(), |p| p.addr.to_string())
         );
         let backed_off = cx.relay.policy.backed_off(cx.now);
-        let step = job.plan.answered(peer, &backed_off);
+        let step = job.plan.answered(peer, &backed_off, job.head_sent);
         self.set_state(State::Fetch);
         self.take_step(step, cx);
     }
@@ -372,7 +372,7 @@ impl PacmanConn {
                 self.set_state(State::Fetch);
                 if let Some(job) = self.job.as_mut() {
                     let backed_off = cx.relay.policy.backed_off(cx.now);
-                    let step = job.plan.answered(None, &backed_off);
+                    let step = job.plan.answered(None, &backed_off, job.head_sent);
                     self.take_step(step, cx);
                 }
                 None

@@ -128,13 +128,13 @@ impl SourcePlan {
     }
 
     /// The LAN answered: this peer has the file, or (`None`) nobody does, or
-    /// the question timed out.
-    pub fn answered(&mut self, peer: Option<PeerRef>, backed_off: &[u64]) -> Step {
+    /// the question timed out. `head_sent` as for [`Self::next`].
+    pub fn answered(&mut self, peer: Option<PeerRef>, backed_off: &[u64], head_sent: bool) -> Step {
         match peer {
             Some(p) => self.peer(p),
             None => {
                 self.peers_done = true;
-                self.next(backed_off, false)
+                self.next(backed_off, head_sent)
             }
         }
     }
@@ -233,7 +233,7 @@ mod tests {
         );
         for i in 1..=3 {
             assert_eq!(
-                plan.answered(Some(peer(i)), &backed_off),
+                plan.answered(Some(peer(i)), &backed_off, false),
                 Step::Peer(peer(i))
             );
             plan.failed(Failure::Stalled, true, true);
@@ -259,16 +259,16 @@ mod tests {
     fn nobody_on_the_lan_means_upstream_and_a_404_there_means_404() {
         let mut plan = SourcePlan::new(FileKind::Package, mirrors(&TWO, 0), false);
         assert!(matches!(plan.start(None, None, &[]), Step::AskPeers { .. }));
-        assert_eq!(upstream_host(&plan.answered(None, &[])), "a");
+        assert_eq!(upstream_host(&plan.answered(None, &[], false)), "a");
         plan.failed(Failure::NotFound(404), false, true);
         assert_eq!(upstream_host(&plan.next(&[], false)), "b");
         plan.failed(Failure::Stalled, false, true);
         assert_eq!(plan.next(&[], false), Step::Reply(Status::NotFound));
         // A peer's 404 is not the upstreams' word.
         let mut plan = SourcePlan::new(FileKind::Package, mirrors(&TWO[..1], 0), false);
-        plan.answered(Some(peer(1)), &[]);
+        plan.answered(Some(peer(1)), &[], false);
         plan.failed(Failure::NotFound(404), true, true);
-        plan.answered(None, &[]);
+        plan.answered(None, &[], false);
         plan.failed(Failure::Stalled, false, true);
         assert_eq!(plan.next(&[], false), Step::Reply(Status::BadGateway));
     }
@@ -277,7 +277,10 @@ mod tests {
     fn without_upstreams_a_miss_is_a_404() {
         let mut plan = SourcePlan::new(FileKind::Package, Vec::new(), false);
         plan.start(None, None, &[]);
-        assert_eq!(plan.answered(None, &[]), Step::Reply(Status::NotFound));
+        assert_eq!(
+            plan.answered(None, &[], false),
+            Step::Reply(Status::NotFound)
+        );
     }
 
     #[test]
@@ -346,10 +349,26 @@ mod tests {
     }
 
     #[test]
+    fn a_continuation_asked_of_the_lan_in_vain_is_never_a_redirect() {
+        let mixed = ["https://s/x", "http://p/x"];
+        let mut plan = SourcePlan::new(FileKind::Package, mirrors(&mixed, 0), false);
+        plan.start(None, None, &[]);
+        assert_eq!(
+            plan.answered(Some(peer(1)), &[], false),
+            Step::Peer(peer(1))
+        );
+        plan.failed(Failure::LostAfter(100), true, true);
+        assert_eq!(plan.next(&[], true), Step::AskPeers { exclude: vec![1] });
+        assert_eq!(upstream_host(&plan.answered(None, &[], true)), "p");
+        plan.failed(Failure::LostAfter(100), false, true);
+        assert_eq!(plan.next(&[], true), Step::Abandon);
+    }
+
+    #[test]
     fn a_body_without_a_known_end_is_abandoned() {
         let mut plan = SourcePlan::new(FileKind::Package, mirrors(&TWO, 0), false);
         plan.start(None, None, &[]);
-        plan.answered(Some(peer(1)), &[]);
+        plan.answered(Some(peer(1)), &[], false);
         plan.failed(Failure::LostAfter(100), true, false);
         assert_eq!(plan.next(&[], true), Step::Abandon);
     }
