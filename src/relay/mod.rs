@@ -34,11 +34,11 @@
 //! to take.
 
 mod conn;
-mod fetch;
+pub mod fetch;
 mod pipe;
-mod plan;
-mod policy;
-mod pool;
+pub mod plan;
+pub mod policy;
+pub mod pool;
 mod source;
 mod transfer;
 
