@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 use mio::net::TcpStream;
 
-use super::fetch::Span;
+use super::fetch::{Asked, Span};
 use super::pipe::Pipe;
 use super::plan::SourcePlan;
 use super::policy::Origin;
@@ -112,6 +112,23 @@ pub(super) struct Job {
     pub(super) received: u64,
     pub(super) origin: Option<Origin>,
     pub(super) started: Instant,
+}
+
+impl Job {
+    /// What is asked of a source now (of a peer: `from_peer`): pacman's
+    /// request, or the rest of a body pacman has begun.
+    pub(super) fn asked(&self, from_peer: bool) -> Asked<'_> {
+        Asked {
+            range: self.range.as_deref(),
+            head_only: self.head_only,
+            continuation: self.head_sent,
+            rest: self.span.map(|span| Span {
+                start: span.start + self.received,
+                end: span.end,
+            }),
+            from_peer,
+        }
+    }
 }
 
 pub struct PacmanConn {

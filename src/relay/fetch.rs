@@ -9,6 +9,7 @@
 //! choose the next source ([`super::plan`]) or remember anything across
 //! requests ([`super::policy`]).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
@@ -168,6 +169,24 @@ pub struct Asked<'a> {
     /// no answer can continue it).
     pub rest: Option<Span>,
     pub from_peer: bool,
+}
+
+impl<'a> Asked<'a> {
+    /// The `Range` field to send: pacman's own on a first request (a
+    /// `.part` resumed), on a continuation exactly the rest pacman has not
+    /// had (none when the body had no known end).
+    pub fn range_field(&self) -> Option<Cow<'a, str>> {
+        if self.continuation {
+            let rest = self.rest?;
+            Some(Cow::Owned(format!(
+                "bytes={}-{}",
+                rest.start,
+                rest.end.saturating_sub(1)
+            )))
+        } else {
+            self.range.map(Cow::Borrowed)
+        }
+    }
 }
 
 /// An answer taken: what pacman gets and how much to read from the source.
@@ -465,6 +484,34 @@ mod tests {
             ..GET
         };
         assert_eq!(judge(&h, &asked), Judgement::Unsatisfiable(1000));
+    }
+
+    #[test]
+    fn a_resume_asks_pacmans_range_and_a_continuation_the_rest() {
+        let resume = Asked {
+            range: Some("bytes=4096-"),
+            ..GET
+        };
+        assert_eq!(resume.range_field().as_deref(), Some("bytes=4096-"));
+        assert_eq!(GET.range_field(), None);
+        // pacman asked 4096- of a 10,000-byte file and has had 1000 bytes of it.
+        let continuation = Asked {
+            continuation: true,
+            rest: Some(Span {
+                start: 4096 + 1000,
+                end: 10_000,
+            }),
+            ..resume
+        };
+        assert_eq!(
+            continuation.range_field().as_deref(),
+            Some("bytes=5096-9999")
+        );
+        let no_end = Asked {
+            rest: None,
+            ..continuation
+        };
+        assert_eq!(no_end.range_field(), None);
     }
 
     #[test]

@@ -350,3 +350,52 @@ impl std::fmt::Write for Text<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::url;
+
+    #[test]
+    fn requests_ask_for_the_file_with_pacmans_fields() {
+        let peer = SourceKind::Peer(PeerRef {
+            host_id: 1,
+            addr: ([10, 0, 0, 2], 19432).into(),
+        });
+        let fields = RequestFields {
+            head_only: false,
+            range: Some("bytes=100-"),
+            if_modified_since: Some("Tue, 14 Nov 2023 22:13:20 GMT"),
+        };
+        let text = String::from_utf8(Source::request(&peer, "a+b-1:2-1-any.pkg.tar.zst", &fields))
+            .unwrap();
+        assert!(
+            text.starts_with("GET /a+b-1:2-1-any.pkg.tar.zst HTTP/1.1\r\nHost: 10.0.0.2:19432\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nRange: bytes=100-\r\n"), "{text}");
+        assert!(text.contains("\r\nIf-Modified-Since: Tue, 14 Nov 2023 22:13:20 GMT\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+
+        let Some(base) = url::parse("http://mirror.example:8080/core/os/x86_64") else {
+            panic!("url");
+        };
+        let upstream = SourceKind::Upstream {
+            index: 0,
+            url: base.join("core.db"),
+        };
+        let head = RequestFields {
+            head_only: true,
+            range: None,
+            if_modified_since: None,
+        };
+        let text = String::from_utf8(Source::request(&upstream, "ignored", &head)).unwrap();
+        assert!(
+            text.starts_with(
+                "HEAD /core/os/x86_64/core.db HTTP/1.1\r\nHost: mirror.example:8080\r\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("Range") && !text.contains("If-Modified-Since"));
+    }
+}

@@ -13,7 +13,7 @@ use log::{debug, info};
 use mio::net::TcpStream;
 
 use super::conn::{PacmanConn, State};
-use super::fetch::{self, Asked, Failure, Judgement, Span};
+use super::fetch::{self, Failure, Judgement};
 use super::plan::Step;
 use super::policy::{Counters, Origin};
 use super::source::{Kept, RequestFields, Source, SourceKind, SourcePhase, SourceStep};
@@ -148,22 +148,12 @@ impl PacmanConn {
         if !reused {
             let _ = stream.set_nodelay(true);
         }
-        let continuation = job.span.filter(|_| job.head_sent).map(|span| {
-            // A continuation: exactly the bytes pacman has not had yet.
-            format!("bytes={}-{}", span.start + job.received, span.end - 1)
-        });
-        let fields = if job.head_sent {
-            RequestFields {
-                head_only: job.head_only,
-                range: continuation.as_deref(),
-                if_modified_since: None,
-            }
-        } else {
-            RequestFields {
-                head_only: job.head_only,
-                range: job.range.as_deref(),
-                if_modified_since: job.if_modified_since.as_deref(),
-            }
+        let range = job.asked(kind.is_peer()).range_field();
+        let fields = RequestFields {
+            head_only: job.head_only,
+            range: range.as_deref(),
+            // A continuation asks for bytes, not whether they changed.
+            if_modified_since: job.if_modified_since.as_deref().filter(|_| !job.head_sent),
         };
         let request = Source::request(&kind, &encode_path_segment(&job.file), &fields);
         let id = id.unwrap_or_else(|| {
@@ -368,17 +358,7 @@ impl PacmanConn {
         // An answer not taken (an error, a redirect) leaves the connection
         // usable when all of it is here already.
         source.reusable = fetch::reusable_after(&head, leftover.len());
-        let asked = Asked {
-            range: job.range.as_deref(),
-            head_only: job.head_only,
-            continuation: job.head_sent,
-            rest: job.span.map(|span| Span {
-                start: span.start + job.received,
-                end: span.end,
-            }),
-            from_peer,
-        };
-        let accepted = match fetch::judge(&head, &asked) {
+        let accepted = match fetch::judge(&head, &job.asked(from_peer)) {
             Judgement::Accept(accepted) => accepted,
             Judgement::Continue {
                 remaining,
