@@ -630,6 +630,54 @@ fn a_peer_killed_in_the_middle_of_200_mb_is_continued_from_the_mirror() {
 }
 
 #[test]
+fn a_peer_killed_mid_body_is_left_within_milliseconds_not_after_the_stall_timeout() {
+    let Some(mut lan) = Lan::new(
+        "pacman_lan::peer_killed_fast",
+        0,
+        &[("huge", 200 * MB)],
+        None,
+    ) else {
+        return;
+    };
+    lan.seed_cache(A, &["huge"]);
+    lan.start_all();
+    lan.sync(B);
+    let file = lan.file("huge");
+    let part = lan.client(B).cached(&format!("{file}.part"));
+    let mut pacman = Daemon::spawn_command(
+        "pacman B -Sw huge",
+        lan.client(B).command(Some(lan.ns(B)), &["-Sw", "huge"]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 50 * MB {
+        assert!(Instant::now() < deadline, "B's .part never grew past 50 MB");
+        assert!(
+            pacman.is_running(),
+            "pacman ended early: {:?}",
+            pacman.lines()
+        );
+        thread::sleep(Duration::from_micros(500));
+    }
+    // A dies: its kernel sends what A had queued, then the end of file. B must see that end
+    // at once (edge-triggered reads go on until it), not after its 4 s stall timeout.
+    let killed = Instant::now();
+    lan.daemons[A].as_mut().expect("A").kill();
+    lan.daemon(B).wait_for_line(
+        |l| l.contains(&file) && l.contains("continuing from the next source"),
+        Duration::from_secs(10),
+    );
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "B left the killed peer after {took:?} (the stall timeout is {:?})",
+        flocon::relay::STALL_TIMEOUT
+    );
+    let status = pacman.wait_exit(Duration::from_secs(90));
+    assert!(status.success(), "pacman failed: {:?}", pacman.lines());
+    lan.assert_cached(B, &["huge"], false);
+}
+
+#[test]
 fn peers_that_stall_or_answer_garbage_are_skipped_and_the_mirror_serves() {
     let packages = [
         ("by-silent", 400 * KB),
