@@ -385,13 +385,10 @@ impl PacmanConn {
                 None
             }
             State::Lookup { question, .. } => {
+                // As if nobody had answered: a query says so, a relayed
+                // request goes on without the LAN.
                 cx.discovery.cancel(question);
-                self.set_state(State::Fetch);
-                if let Some(job) = self.job.as_mut() {
-                    let backed_off = cx.relay.policy.backed_off(cx.now);
-                    let step = job.plan.answered(None, &backed_off, job.head_sent);
-                    self.take_step(step, cx);
-                }
+                self.answered(None, cx);
                 None
             }
             State::Status => None,
