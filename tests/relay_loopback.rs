@@ -1061,6 +1061,75 @@ fn an_upstream_404_on_a_kept_alive_connection_is_asked_once_and_keeps_it() {
 }
 
 #[test]
+fn every_answer_read_to_its_end_keeps_the_mirror_connection() {
+    let data = Arc::new(pattern(5000, 48));
+    let moved = "moved-1-1-x86_64.pkg.tar.zst";
+    let missing = "missing-1-1-x86_64.pkg.tar.zst";
+    let answers = Arc::clone(&data);
+    let mirror = FakeServer::start_keep_alive(move |conn: &mut Conn| {
+        let target = conn.target().to_string();
+        let out = if target.ends_with(&format!("/{moved}")) {
+            b"HTTP/1.1 302 Found\r\nLocation: https://elsewhere.example/x\r\nContent-Length: 0\r\n\r\n"
+                .to_vec()
+        } else if target.ends_with(&format!("/{DB}")) && conn.header("if-modified-since").is_some()
+        {
+            format!("HTTP/1.1 304 Not Modified\r\nLast-Modified: {LAST_MODIFIED}\r\n\r\n")
+                .into_bytes()
+        } else if target.ends_with(&format!("/{PKG}")) || target.ends_with(&format!("/{DB}")) {
+            let (head, span) = answer_with(conn, &answers, "");
+            let mut out = head.into_bytes();
+            if !conn.head.starts_with("HEAD ") {
+                out.extend_from_slice(&answers[span]);
+            }
+            out
+        } else {
+            // A 404 with a small body, all in the same segment as its head.
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\nnot found\n".to_vec()
+        };
+        conn.send(&out)
+    });
+    let r = relay(&[mirror.server_url()]);
+    let mut conn = HttpConn::connect(r.addr).unwrap();
+    let ims = [("If-Modified-Since", LAST_MODIFIED)];
+    let range = [("Range", "bytes=100-199")];
+    type Fields<'a> = &'a [(&'a str, &'a str)];
+    let gets: [(&str, Fields, u16); 6] = [
+        (PKG, &[], 200),
+        (PKG, &range, 206),
+        (DB, &ims, 304),
+        (missing, &[], 404),
+        (moved, &[], 302),
+        (DB, &[], 200),
+    ];
+    for round in 0..2 {
+        for (name, headers, status) in gets {
+            let got = get_on(Some(&mut conn), r.addr, name, headers);
+            assert_eq!(got.status, status, "{name} {headers:?}, round {round}");
+            if status == 206 {
+                assert!(got.body == data[100..200]);
+            }
+        }
+        conn.send(&build_request(
+            "HEAD",
+            "localhost",
+            &url(PKG),
+            &[("Connection", "keep-alive")],
+        ))
+        .unwrap();
+        let got = conn.read_response(true).unwrap();
+        assert_eq!(got.status, 200, "HEAD, round {round}");
+    }
+    assert_eq!(mirror.heads().len(), 2 * (gets.len() + 1));
+    assert_eq!(
+        mirror.connections(),
+        1,
+        "200, 206, 304, 404, 302 and HEAD answers read to their end all leave the mirror \
+         connection for the next request"
+    );
+    wait_counters(r.addr, "0 failures, 0 failovers");
+}
+
+#[test]
 fn a_source_closed_mid_body_is_left_within_milliseconds() {
     let len = 300_000;
     let data = Arc::new(pattern(len, 47));
