@@ -17,7 +17,7 @@ use flocon::discovery::PeerRef;
 use flocon::http::request::Limits;
 use flocon::http::response::{self, Framing};
 use flocon::relay::fetch::{self, Asked, Failure, Judgement, Span, Timer};
-use flocon::relay::plan::{MAX_PEER_TRIES, SourcePlan, Step};
+use flocon::relay::plan::{MAX_PEER_TRIES, SourcePlan, Step, Upstream};
 use flocon::relay::policy::{Origin, Policy};
 use flocon::relay::pool::{MAX_IDLE, Pool};
 use libfuzzer_sys::fuzz_target;
@@ -38,6 +38,8 @@ enum On {
 
 struct Request {
     plan: SourcePlan,
+    /// The upstream URLs a lazy plan has not asked for yet.
+    unlisted: Option<Vec<Upstream>>,
     asking: bool,
     on: Option<On>,
     timer: Option<Timer>,
@@ -89,6 +91,12 @@ impl Request {
                     assert!(exclude.contains(id), "{id} not left out of {exclude:?}");
                 }
                 self.asking = true;
+            }
+            Step::ListUpstreams => {
+                let list = self.unlisted.take().expect("upstreams asked for twice");
+                self.plan.set_upstreams(list);
+                let step = self.plan.next(backed_off, self.head_sent);
+                self.take(step, backed_off, now);
             }
             Step::Peer(p) => {
                 assert!(self.peers.insert(p.host_id), "peer {} twice", p.host_id);
@@ -164,13 +172,15 @@ fuzz_target!(|data: &[u8]| {
     let mut policy = Policy::default();
     let mut pool: Pool<u8> = Pool::default();
     let stopping = setup & 0x10 != 0;
-    let plan = SourcePlan::new(
-        kind,
-        SourcePlan::upstreams_for(&templates, first, "f-1-1-any.pkg.tar.zst"),
-        stopping,
-    );
+    let upstreams = SourcePlan::upstreams_for(&templates, first, "f-1-1-any.pkg.tar.zst");
+    let (plan, unlisted) = if setup & 0x02 == 0 {
+        (SourcePlan::lazy(kind, stopping), Some(upstreams))
+    } else {
+        (SourcePlan::new(kind, upstreams, stopping), None)
+    };
     let mut r = Request {
         plan,
+        unlisted,
         asking: false,
         on: None,
         timer: None,

@@ -27,12 +27,8 @@ use super::pipe::Pipe;
 use super::plan::SourcePlan;
 use super::policy::Origin;
 use super::source::{Kept, Source, SourceKind};
-use super::{
-    CLIENT_TIMEOUT, Context, Input, Leftovers, TURN_BUDGET, Wait, encode_path_segment,
-    split_repo_path,
-};
+use super::{CLIENT_TIMEOUT, Context, Input, Leftovers, TURN_BUDGET, Wait, split_repo_path};
 use crate::cache::{self, FileKind};
-use crate::config::expand;
 use crate::discovery::{PeerRef, QuestionId};
 use crate::dns::LookupId;
 use crate::http::percent_decode;
@@ -96,6 +92,7 @@ pub(super) struct Job {
     pub(super) purpose: Purpose,
     pub(super) file: String,
     pub(super) repo: String,
+    pub(super) arch: String,
     pub(super) kind: FileKind,
     pub(super) head_only: bool,
     pub(super) range: Option<String>,
@@ -435,16 +432,17 @@ impl PacmanConn {
             .target
             .split_once('?')
             .map_or(head.target.as_str(), |(p, _)| p);
-        let new_job = |purpose, file: String, repo: &str, kind| Job {
+        let new_job = |purpose, file: String, repo: &str, arch: &str, kind| Job {
             purpose,
             file,
             repo: repo.to_owned(),
+            arch: arch.to_owned(),
             kind,
             head_only: !with_body,
             range: head.range.clone(),
             if_modified_since: head.if_modified_since.clone(),
             keep_alive,
-            plan: SourcePlan::new(kind, Vec::new(), true),
+            plan: SourcePlan::lazy(kind, true),
             head_sent: false,
             span: None,
             received: 0,
@@ -455,6 +453,7 @@ impl PacmanConn {
             self.job = Some(new_job(
                 Purpose::Query,
                 String::new(),
+                "",
                 "",
                 FileKind::Package,
             ));
@@ -470,7 +469,7 @@ impl PacmanConn {
             }
             let question = cx.discovery.ask(&file, &[], cx.now);
             cx.asked.push(Wait::Question(question));
-            self.job = Some(new_job(Purpose::Query, file, "", FileKind::Package));
+            self.job = Some(new_job(Purpose::Query, file, "", "", FileKind::Package));
             self.set_state(State::Lookup {
                 question,
                 since: cx.now,
@@ -498,21 +497,8 @@ impl PacmanConn {
         };
         cx.relay.policy.counters.requests += 1;
         debug!("pacman {} GET {repo}/{arch}/{file}", self.server.remote);
-        let mut job = new_job(Purpose::Relay, file, repo, kind);
-        let templates: Vec<String> = cx
-            .relay
-            .upstreams
-            .templates_for(repo)
-            .iter()
-            .map(|t| expand(t, repo, arch))
-            .collect();
-        let first = match kind {
-            FileKind::Database => cx.relay.policy.db_mirror(repo),
-            _ => 0,
-        };
-        let upstreams =
-            SourcePlan::upstreams_for(&templates, first, &encode_path_segment(&job.file));
-        job.plan = SourcePlan::new(kind, upstreams, cx.stopping);
+        let mut job = new_job(Purpose::Relay, file, repo, arch, kind);
+        job.plan = SourcePlan::lazy(kind, cx.stopping);
         // The peer a package came from is asked again first: for its
         // signature (only it, then upstream, so the two agree) and for the
         // package itself (then the others, if it no longer has it).

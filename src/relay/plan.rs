@@ -39,6 +39,10 @@ pub enum Step {
     AskPeers { exclude: Vec<u64> },
     /// Fetch from this peer.
     Peer(PeerRef),
+    /// The upstream URLs are needed now: hand them in
+    /// ([`SourcePlan::set_upstreams`]) and ask again. Only a request that
+    /// reaches the upstreams pays for making them.
+    ListUpstreams,
     /// Fetch from this upstream mirror (after resolving its host).
     Upstream { index: usize, url: Url },
     /// Send pacman to this `https://` mirror: 302.
@@ -57,8 +61,8 @@ pub struct SourcePlan {
     /// Asking the LAN is over for this request.
     peers_done: bool,
     tried_peers: Vec<u64>,
-    /// In the order they are tried.
-    upstreams: Vec<Upstream>,
+    /// In the order they are tried; `None` until they are needed.
+    upstreams: Option<Vec<Upstream>>,
     next_upstream: usize,
     /// An upstream answered 404 or 410.
     not_found: bool,
@@ -71,15 +75,28 @@ impl SourcePlan {
     /// they are tried. Databases never come from peers, nor does anything
     /// while the daemon stops.
     pub fn new(kind: FileKind, upstreams: Vec<Upstream>, stopping: bool) -> SourcePlan {
+        let mut plan = SourcePlan::lazy(kind, stopping);
+        plan.upstreams = Some(upstreams);
+        plan
+    }
+
+    /// A plan whose upstream URLs are asked for ([`Step::ListUpstreams`])
+    /// when the request gets to them.
+    pub fn lazy(kind: FileKind, stopping: bool) -> SourcePlan {
         SourcePlan {
             kind,
             peers_done: kind == FileKind::Database || stopping,
             tried_peers: Vec::new(),
-            upstreams,
+            upstreams: None,
             next_upstream: 0,
             not_found: false,
             abandoned: false,
         }
+    }
+
+    /// The upstream URLs the plan asked for ([`Step::ListUpstreams`]).
+    pub fn set_upstreams(&mut self, upstreams: Vec<Upstream>) {
+        self.upstreams = Some(upstreams);
     }
 
     /// The upstream URLs of `file` from `templates` (already expanded for its
@@ -161,7 +178,10 @@ impl SourcePlan {
             exclude.extend_from_slice(&self.tried_peers);
             return Step::AskPeers { exclude };
         }
-        while let Some((index, url)) = self.upstreams.get(self.next_upstream) {
+        let Some(upstreams) = &self.upstreams else {
+            return Step::ListUpstreams;
+        };
+        while let Some((index, url)) = upstreams.get(self.next_upstream) {
             self.next_upstream += 1;
             let url = match url {
                 Ok(url) => url,
@@ -184,7 +204,7 @@ impl SourcePlan {
         }
         if head_sent {
             Step::Abandon
-        } else if self.upstreams.is_empty() || self.not_found {
+        } else if upstreams.is_empty() || self.not_found {
             Step::Reply(Status::NotFound)
         } else {
             Step::Reply(Status::BadGateway)
@@ -271,6 +291,24 @@ mod tests {
         plan.answered(None, &[], false);
         plan.failed(Failure::Stalled, false, true);
         assert_eq!(plan.next(&[], false), Step::Reply(Status::BadGateway));
+    }
+
+    #[test]
+    fn upstream_urls_are_asked_for_only_when_the_lan_is_done() {
+        let mut plan = SourcePlan::lazy(FileKind::Package, false);
+        assert!(matches!(plan.start(None, None, &[]), Step::AskPeers { .. }));
+        assert_eq!(
+            plan.answered(Some(peer(1)), &[], false),
+            Step::Peer(peer(1))
+        );
+        plan.failed(Failure::Stalled, true, true);
+        assert!(matches!(plan.next(&[], false), Step::AskPeers { .. }));
+        assert_eq!(plan.answered(None, &[], false), Step::ListUpstreams);
+        plan.set_upstreams(mirrors(&TWO, 0));
+        assert_eq!(upstream_host(&plan.next(&[], false)), "a");
+        // A database asks at once.
+        let mut plan = SourcePlan::lazy(FileKind::Database, false);
+        assert_eq!(plan.start(None, None, &[]), Step::ListUpstreams);
     }
 
     #[test]

@@ -14,11 +14,12 @@ use mio::net::TcpStream;
 
 use super::conn::{PacmanConn, State};
 use super::fetch::{self, Failure, Judgement};
-use super::plan::Step;
+use super::plan::{SourcePlan, Step};
 use super::policy::{Counters, Origin};
 use super::source::{Kept, RequestFields, Source, SourceKind, SourcePhase, SourceStep};
 use super::{Context, Wait, encode_path_segment};
 use crate::cache::FileKind;
+use crate::config::expand;
 use crate::dns::Lookup;
 use crate::http::response::{ResponseHead, Status};
 use crate::net::{self, Io, Want};
@@ -55,6 +56,25 @@ impl PacmanConn {
                 }
                 Step::Peer(peer) => {
                     return self.connect(SourceKind::Peer(peer), peer.addr, cx);
+                }
+                Step::ListUpstreams => {
+                    // Databases start at the mirror that last answered them.
+                    let first = match job.kind {
+                        FileKind::Database => cx.relay.policy.db_mirror(&job.repo),
+                        _ => 0,
+                    };
+                    let templates: Vec<String> = cx
+                        .relay
+                        .upstreams
+                        .templates_for(&job.repo)
+                        .iter()
+                        .map(|t| expand(t, &job.repo, &job.arch))
+                        .collect();
+                    let path = encode_path_segment(&job.file);
+                    job.plan
+                        .set_upstreams(SourcePlan::upstreams_for(&templates, first, &path));
+                    let backed_off = cx.relay.policy.backed_off(cx.now);
+                    step = job.plan.next(&backed_off, job.head_sent);
                 }
                 Step::Upstream { index, url } => match cx.resolver.lookup(&url.host, cx.now) {
                     Lookup::Ready(Some(ip)) => {
