@@ -48,12 +48,26 @@ impl SourceKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where an exchange is, with what that part of it holds.
+#[derive(Debug)]
 pub enum SourcePhase {
     Connecting,
-    Request,
-    Head,
-    Body,
+    /// Writing the request, `pos` bytes of it written.
+    Request {
+        request: Vec<u8>,
+        pos: usize,
+    },
+    /// Reading the response head (what arrived so far).
+    Head {
+        buf: Vec<u8>,
+    },
+    Body {
+        /// Body bytes still expected; `None`: until the source closes.
+        remaining: Option<u64>,
+        /// Leading body bytes to drop: the source ignored pacman's `Range`
+        /// and sent the whole file, so flocon cuts the range out itself.
+        skip: u64,
+    },
 }
 
 /// The outcome of one step of a source.
@@ -63,7 +77,7 @@ pub enum SourceStep {
     /// Waiting for the socket (or for room in the pipe).
     Blocked,
     /// A complete response head, for the connection to judge; the bytes
-    /// after it are in [`Source::head_buf`] past `head.len`.
+    /// after it come with [`Source::take_head_bytes`].
     Head(ResponseHead),
     /// The body is complete.
     Done,
@@ -80,21 +94,15 @@ pub struct Source {
     pub reused: bool,
     /// A response head arrived (its buffer is emptied once it is judged):
     /// a failure after it is the source's, never a stale kept connection.
-    pub answered: bool,
+    answered: bool,
     /// The answer was read to its end and allows another request: after a
     /// failure (a 404, say) the connection is kept all the same.
     pub reusable: bool,
     /// The response allows another request on this connection.
     pub keep_alive: bool,
-    pub phase: SourcePhase,
+    phase: SourcePhase,
+    /// The request, while it waits for the connection.
     request: Vec<u8>,
-    request_pos: usize,
-    pub head_buf: Vec<u8>,
-    /// Body bytes still expected; `None`: until the source closes.
-    pub remaining: Option<u64>,
-    /// Leading body bytes to drop: the source ignored pacman's `Range` and
-    /// sent the whole file, so flocon cuts the range out itself.
-    pub skip: u64,
     pub timer: Timer,
     /// Body bytes received.
     pub bytes: u64,
@@ -152,7 +160,7 @@ impl Source {
         now: Instant,
     ) -> Source {
         let timer = Timer::start(now, kind.is_peer(), !reused);
-        Source {
+        let mut source = Source {
             id,
             kind,
             addr,
@@ -161,21 +169,19 @@ impl Source {
             answered: false,
             reusable: false,
             keep_alive: false,
-            phase: if reused {
-                SourcePhase::Request
-            } else {
-                SourcePhase::Connecting
-            },
+            phase: SourcePhase::Connecting,
             request,
-            request_pos: 0,
-            head_buf: Vec::new(),
-            remaining: None,
-            skip: 0,
             timer,
             bytes: 0,
             readable: true,
             read_closed: false,
+        };
+        if reused {
+            // Connected already: the request goes out at once.
+            let request = std::mem::take(&mut source.request);
+            source.phase = SourcePhase::Request { request, pos: 0 };
         }
+        source
     }
 
     /// The request for `file_path` (already encoded) of this source.
@@ -207,10 +213,55 @@ impl Source {
         self.read_closed |= read_closed;
     }
 
+    /// Nothing of an answer came: a kept connection that fails now was most
+    /// likely closed by the other side while idle.
+    pub fn unanswered(&self) -> bool {
+        !self.answered
+            && match &self.phase {
+                SourcePhase::Connecting | SourcePhase::Request { .. } => true,
+                SourcePhase::Head { buf } => buf.is_empty(),
+                SourcePhase::Body { .. } => false,
+            }
+    }
+
+    /// The head was judged: the bytes that came after its `head_len` bytes.
+    pub fn take_head_bytes(&mut self, head_len: usize) -> Vec<u8> {
+        self.answered = true;
+        match &mut self.phase {
+            SourcePhase::Head { buf } => {
+                let rest = buf.split_off(head_len.min(buf.len()));
+                *buf = Vec::new();
+                rest
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The body follows: read `remaining` bytes (`None`: until the source
+    /// closes), dropping the first `skip`.
+    pub fn start_body(&mut self, remaining: Option<u64>, skip: u64) {
+        self.phase = SourcePhase::Body { remaining, skip };
+    }
+
+    pub fn in_body(&self) -> bool {
+        matches!(self.phase, SourcePhase::Body { .. })
+    }
+
+    /// Body bytes still expected (`None`: until close, or not in the body).
+    pub fn remaining(&self) -> Option<u64> {
+        match self.phase {
+            SourcePhase::Body { remaining, .. } => remaining,
+            _ => None,
+        }
+    }
+
     /// How many of `n` bytes just read fall in the part to drop.
     pub fn take_skip(&mut self, n: usize) -> usize {
-        let dropped = usize::try_from(self.skip).unwrap_or(usize::MAX).min(n);
-        self.skip -= dropped as u64;
+        let SourcePhase::Body { skip, .. } = &mut self.phase else {
+            return 0;
+        };
+        let dropped = usize::try_from(*skip).unwrap_or(usize::MAX).min(n);
+        *skip -= dropped as u64;
         dropped
     }
 
@@ -218,8 +269,11 @@ impl Source {
     pub fn count(&mut self, n: usize, counters: &mut Counters) {
         let n = n as u64;
         self.bytes += n;
-        if let Some(r) = self.remaining.as_mut() {
-            *r -= n;
+        if let SourcePhase::Body {
+            remaining: Some(r), ..
+        } = &mut self.phase
+        {
+            *r = r.saturating_sub(n);
         }
         match self.kind {
             SourceKind::Peer(_) => counters.bytes_from_peers += n,
@@ -246,12 +300,13 @@ impl Source {
         head_only: bool,
         limits: &Limits,
     ) -> SourceStep {
-        match self.phase {
+        match &mut self.phase {
             SourcePhase::Connecting => match self.stream.take_error() {
                 Ok(Some(e)) | Err(e) => SourceStep::Failed(Failure::Connect(e.kind())),
                 Ok(None) => match self.stream.peer_addr() {
                     Ok(_) => {
-                        self.phase = SourcePhase::Request;
+                        let request = std::mem::take(&mut self.request);
+                        self.phase = SourcePhase::Request { request, pos: 0 };
                         self.timer.connected(now);
                         SourceStep::Progress
                     }
@@ -259,13 +314,12 @@ impl Source {
                     Err(e) => SourceStep::Failed(Failure::Connect(e.kind())),
                 },
             },
-            SourcePhase::Request => {
-                match net::write(&mut self.stream, &self.request[self.request_pos..]) {
+            SourcePhase::Request { request, pos } => {
+                match net::write(&mut self.stream, &request[*pos..]) {
                     Io::Done(n) => {
-                        self.request_pos += n;
-                        if self.request_pos == self.request.len() {
-                            self.phase = SourcePhase::Head;
-                            self.request = Vec::new();
+                        *pos += n;
+                        if *pos == request.len() {
+                            self.phase = SourcePhase::Head { buf: Vec::new() };
                             // The answer comes after this: its bytes raise
                             // an event (or, for a socket not registered
                             // yet, show when it is).
@@ -277,7 +331,7 @@ impl Source {
                     Io::Closed | Io::Error(_) => SourceStep::Failed(Failure::RequestLost),
                 }
             }
-            SourcePhase::Head => {
+            SourcePhase::Head { buf } => {
                 if !self.readable {
                     return SourceStep::Blocked;
                 }
@@ -286,9 +340,9 @@ impl Source {
                         // A short read emptied the socket, unless its end
                         // of file is still to be read.
                         self.readable = n == scratch.len() || self.read_closed;
-                        self.head_buf.extend_from_slice(&scratch[..n]);
+                        buf.extend_from_slice(&scratch[..n]);
                         self.timer.bytes(now);
-                        match response::parse_response(&self.head_buf, limits, head_only) {
+                        match response::parse_response(buf, limits, head_only) {
                             Ok(Some(head)) => SourceStep::Head(head),
                             Ok(None) => SourceStep::Progress,
                             Err(e) => SourceStep::Failed(Failure::BadResponse(e)),
@@ -301,15 +355,16 @@ impl Source {
                     Io::Closed | Io::Error(_) => SourceStep::Failed(Failure::ClosedBeforeAnswer),
                 }
             }
-            SourcePhase::Body => {
-                if self.remaining == Some(0) {
+            SourcePhase::Body { remaining, .. } => {
+                let remaining = *remaining;
+                if remaining == Some(0) {
                     return SourceStep::Done;
                 }
                 let space = pipe.space();
                 if space.is_empty() || !self.readable {
                     return SourceStep::Blocked;
                 }
-                let want = match self.remaining {
+                let want = match remaining {
                     Some(r) => space.len().min(usize::try_from(r).unwrap_or(usize::MAX)),
                     None => space.len(),
                 };
@@ -323,7 +378,7 @@ impl Source {
                         self.timer.bytes(now);
                         self.count(n, counters);
                         *received += (n - dropped) as u64;
-                        if self.remaining == Some(0) {
+                        if self.remaining() == Some(0) {
                             SourceStep::Done
                         } else {
                             SourceStep::Progress
@@ -333,7 +388,7 @@ impl Source {
                         self.readable = false;
                         SourceStep::Blocked
                     }
-                    Io::Closed if self.remaining.is_none() => SourceStep::Done,
+                    Io::Closed if remaining.is_none() => SourceStep::Done,
                     Io::Closed | Io::Error(_) => SourceStep::Failed(Failure::LostAfter(self.bytes)),
                 }
             }

@@ -16,7 +16,7 @@ use super::conn::{PacmanConn, State};
 use super::fetch::{self, Failure, Judgement};
 use super::plan::{SourcePlan, Step};
 use super::policy::{Counters, Origin};
-use super::source::{Kept, RequestFields, Source, SourceKind, SourcePhase, SourceStep};
+use super::source::{Kept, RequestFields, Source, SourceKind, SourceStep};
 use super::{Context, Wait, encode_path_segment};
 use crate::cache::FileKind;
 use crate::config::expand;
@@ -194,10 +194,7 @@ impl PacmanConn {
         let Some(source) = self.source.take() else {
             return;
         };
-        let unanswered = matches!(source.phase, SourcePhase::Request | SourcePhase::Head)
-            && !source.answered
-            && source.head_buf.is_empty();
-        if source.reused && unanswered {
+        if source.reused && source.unanswered() {
             debug!(
                 "kept-alive connection to {} was closed: reconnecting",
                 source.addr
@@ -299,7 +296,7 @@ impl PacmanConn {
                         if let Some(source) = self.source.as_mut() {
                             // The source's silence while the pipe was full
                             // was ours: its stall clock starts now.
-                            if source.phase == SourcePhase::Body {
+                            if source.in_body() {
                                 source.timer.pipe_drained(cx.now);
                             }
                         }
@@ -339,10 +336,7 @@ impl PacmanConn {
     }
 
     pub(super) fn source_waits_on_pipe(&self) -> bool {
-        self.source
-            .as_ref()
-            .is_some_and(|s| s.phase == SourcePhase::Body)
-            && self.pipe.is_full()
+        self.source.as_ref().is_some_and(Source::in_body) && self.pipe.is_full()
     }
 
     pub(super) fn source_step(&mut self, budget: &mut usize, cx: &mut Context) -> SourceStep {
@@ -372,9 +366,7 @@ impl PacmanConn {
             return SourceStep::Blocked;
         };
         let from_peer = matches!(source.kind, SourceKind::Peer(_));
-        let leftover = source.head_buf.split_off(head.len);
-        source.head_buf = Vec::new();
-        source.answered = true;
+        let leftover = source.take_head_bytes(head.len);
         // An answer not taken (an error, a redirect) leaves the connection
         // usable when all of it is here already.
         source.reusable = fetch::reusable_after(&head, leftover.len());
@@ -384,9 +376,8 @@ impl PacmanConn {
                 remaining,
                 keep_alive,
             } => {
-                source.remaining = remaining;
+                source.start_body(remaining, 0);
                 source.keep_alive = keep_alive;
-                source.phase = SourcePhase::Body;
                 self.pipe.provide(&mut cx.relay.pool);
                 self.take_leftover(leftover, &mut cx.relay.policy.counters);
                 return SourceStep::Progress;
@@ -429,10 +420,8 @@ impl PacmanConn {
         let keep_alive = job.keep_alive && accepted.length.is_some();
         let out = self.server.start_response(keep_alive);
         fetch::write_pacman_head(out, &accepted, &head, job.head_only, keep_alive);
-        source.skip = accepted.skip;
-        source.remaining = accepted.remaining;
+        source.start_body(accepted.remaining, accepted.skip);
         source.keep_alive = accepted.keep_alive;
-        source.phase = SourcePhase::Body;
         self.pipe.provide(&mut cx.relay.pool);
         self.take_leftover(leftover, &mut cx.relay.policy.counters);
         SourceStep::Progress
@@ -442,7 +431,7 @@ impl PacmanConn {
         let Some(source) = self.source.as_mut() else {
             return;
         };
-        if let Some(r) = source.remaining {
+        if let Some(r) = source.remaining() {
             leftover.truncate(usize::try_from(r).unwrap_or(usize::MAX));
         }
         let n = leftover.len();
@@ -477,7 +466,7 @@ impl PacmanConn {
             SourceKind::Upstream { .. } => cx.relay.policy.counters.from_upstream += 1,
         }
         let describe = source.describe();
-        if source.keep_alive && source.remaining == Some(0) {
+        if source.keep_alive && source.remaining() == Some(0) {
             self.kept = Some(Kept::from(source));
         }
         if job.kind == FileKind::Package {
