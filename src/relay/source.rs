@@ -134,7 +134,8 @@ impl From<Source> for Kept {
             id: source.id,
             addr: source.addr,
             stream: source.stream,
-            event: false,
+            // The other side closed it while it answered: check before use.
+            event: source.read_closed,
         }
     }
 }
