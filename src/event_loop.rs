@@ -34,7 +34,7 @@ use crate::discovery::{self, Discovery, Event, Identity, MulticastSocket, Params
 use crate::dns::Resolver;
 use crate::http::response::{self, Status};
 use crate::net::Want;
-use crate::relay::{self, PacmanConn, Wait};
+use crate::relay::{self, Input, PacmanConn, Wait};
 use crate::serve::{self, PeerConn};
 use crate::signals::SignalPipe;
 
@@ -164,7 +164,7 @@ pub struct Daemon {
     cache: Cache,
     max_connections: usize,
     multicast: Multicast,
-    relay: relay::Shared,
+    relay: relay::Relay,
     slots: Slots,
     /// (deadline, slot, generation); stale entries are skipped when popped.
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
@@ -285,7 +285,7 @@ impl Daemon {
                 pending: None,
                 writable: false,
             },
-            relay: relay::Shared::new(upstreams),
+            relay: relay::Relay::new(upstreams),
             slots: Slots::default(),
             timers: BinaryHeap::new(),
             again: VecDeque::new(),
@@ -334,7 +334,9 @@ impl Daemon {
                                 match slot.conn.as_mut() {
                                     Some(Conn::Peer(c)) if client => c.readable(),
                                     Some(Conn::Pacman(c)) if client => c.readable(),
-                                    Some(Conn::Pacman(c)) => c.source_event(),
+                                    Some(Conn::Pacman(c)) => {
+                                        c.source_event(event.is_read_closed() || event.is_error())
+                                    }
                                     _ => {}
                                 }
                             }
@@ -355,6 +357,7 @@ impl Daemon {
             self.dns_turn(now);
             self.fire_timers(now);
             self.cache.expire(now);
+            self.relay.pool.handle_timeout(now);
             self.flush_datagrams();
             if let Some(stop_by) = self.stop_by {
                 if self.slots.live() == 0 || now >= stop_by {
@@ -379,6 +382,7 @@ impl Daemon {
             self.multicast.core.poll_timeout(),
             self.dns.core.poll_timeout(),
             self.cache.next_expiry(),
+            self.relay.pool.poll_timeout(),
         ];
         let earliest = deadlines.into_iter().flatten().min();
         // Round up to the next millisecond: a timeout that rounds down to 0
@@ -454,7 +458,7 @@ impl Daemon {
         for t in transfers {
             text.push_str(&format!("  {t}\n"));
         }
-        let r = &self.relay.counters;
+        let r = &self.relay.policy.counters;
         text.push_str(&format!(
             "relay: {} requests, {} files ({} bytes) from peers, {} files ({} bytes) from upstream, {} redirects, {} not found, {} failures, {} failovers\n",
             r.requests,
@@ -548,28 +552,21 @@ impl Daemon {
         peer: Option<discovery::PeerRef>,
         now: Instant,
     ) {
-        if let Some(Conn::Pacman(conn)) = self
-            .slots
-            .get(index, generation)
-            .and_then(|s| s.conn.as_mut())
-        {
-            conn.deliver_answer(peer);
-            self.run_slot(index, generation, now);
-        }
+        self.run_slot_with(index, generation, now, Input::Answer(peer));
     }
 
     /// Kept source connections slot `index` let go of go to the relay's idle
     /// pool, out of the poll set (if they were in it: one that was kept and
     /// let go of within one run never was) until one is taken again.
-    fn park_retired(&mut self, index: usize, now: Instant) {
-        while let Some((id, addr, mut stream)) = self.relay.retired.pop() {
+    fn park_retired(&mut self, index: usize, retired: Vec<relay::Retired>, now: Instant) {
+        for (id, addr, mut stream) in retired {
             if let Some(slot) = self.slots.slots.get_mut(index) {
                 if slot.source == Some(id) {
                     let _ = self.poll.registry().deregister(&mut stream);
                     slot.source = None;
                 }
             }
-            self.relay.park(addr, stream, now);
+            self.relay.pool.park(addr, stream, now);
         }
     }
 
@@ -629,14 +626,7 @@ impl Daemon {
         self.dns.core.handle_timeout(now);
         while let Some((lookup, address)) = self.dns.core.poll_event() {
             if let Some((index, generation)) = self.waits.remove(&Wait::Lookup(lookup)) {
-                if let Some(Conn::Pacman(conn)) = self
-                    .slots
-                    .get(index, generation)
-                    .and_then(|s| s.conn.as_mut())
-                {
-                    conn.deliver_address(address);
-                    self.run_slot(index, generation, now);
-                }
+                self.run_slot_with(index, generation, now, Input::Address(address));
             }
         }
         while let Some((to, query)) = self.dns.core.poll_transmit() {
@@ -727,16 +717,23 @@ impl Daemon {
 
     /// Runs the connection of a slot and applies what it wants.
     fn run_slot(&mut self, index: usize, generation: u32, now: Instant) {
+        self.run_slot_with(index, generation, now, Input::Ready);
+    }
+
+    /// Runs the connection of a slot after `input` (for a pacman
+    /// connection) and applies what it wants.
+    fn run_slot_with(&mut self, index: usize, generation: u32, now: Instant, input: Input) {
         let stopping = self.stop_by.is_some();
-        let status = match self
+        let input = match self
             .slots
             .get(index, generation)
             .and_then(|s| s.conn.as_ref())
         {
-            Some(Conn::Pacman(c)) if c.wants_status() => Some(self.status_text(now)),
-            _ => None,
+            Some(Conn::Pacman(c)) if c.wants_status() => Input::Status(self.status_text(now)),
+            _ => input,
         };
         let mut asked = Vec::new();
+        let mut retired = Vec::new();
         let Some(slot) = self.slots.get(index, generation) else {
             return;
         };
@@ -749,26 +746,25 @@ impl Daemon {
                 counters: &mut self.counters,
                 stopping,
             }),
-            Some(Conn::Pacman(conn)) => {
-                if let Some(text) = status {
-                    conn.set_status(text);
-                }
-                conn.run(&mut relay::Context {
+            Some(Conn::Pacman(conn)) => conn.run(
+                &mut relay::Context {
                     now,
-                    shared: &mut self.relay,
+                    relay: &mut self.relay,
                     discovery: &mut self.multicast.core,
                     resolver,
                     asked: &mut asked,
+                    retired: &mut retired,
                     stopping,
                     scratch: &mut self.scratch,
-                })
-            }
+                },
+                input,
+            ),
             None => return,
         };
         for wait in asked {
             self.waits.insert(wait, (index, generation));
         }
-        self.park_retired(index, now);
+        self.park_retired(index, retired, now);
         self.apply(index, generation, want);
     }
 
@@ -782,24 +778,24 @@ impl Daemon {
                 if let Some(conn) = slot.conn.as_mut() {
                     let _ = registry.deregister(conn.stream_mut());
                     if let Conn::Pacman(c) = conn {
-                        match c.waiting_on() {
-                            Some(Wait::Question(q)) => self.multicast.core.cancel(q),
-                            Some(Wait::Lookup(l)) => self.dns.core.cancel(l),
-                            None => {}
-                        }
-                        if let Some(wait) = c.waiting_on() {
+                        let left = c.close();
+                        if let Some(wait) = left.wait {
+                            match wait {
+                                Wait::Question(q) => self.multicast.core.cancel(q),
+                                Wait::Lookup(l) => self.dns.core.cancel(l),
+                            }
                             self.waits.remove(&wait);
                         }
-                        if let Some((_, source)) = c.source_mut() {
-                            let _ = registry.deregister(source);
+                        if let Some((_, mut source)) = left.source {
+                            let _ = registry.deregister(&mut source);
                         }
                         // The kept-alive source goes to the pool for the
                         // next connection.
-                        if let Some((id, addr, mut stream)) = c.take_kept() {
+                        if let Some((id, addr, mut stream)) = left.kept {
                             if slot.source == Some(id) {
                                 let _ = registry.deregister(&mut stream);
                             }
-                            self.relay.park(addr, stream, Instant::now());
+                            self.relay.pool.park(addr, stream, Instant::now());
                         }
                     }
                 }

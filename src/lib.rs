@@ -18,5 +18,6 @@ pub mod rate_limit;
 pub mod relay;
 pub mod resolver;
 pub mod serve;
+pub mod server;
 pub mod signals;
 pub mod sync_db;

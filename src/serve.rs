@@ -1,18 +1,19 @@
 //! The peer file server: one accepted TCP connection from another flocon host.
 //!
-//! Owns the life of that connection: reading request heads under limits,
-//! answering `GET`/`HEAD` of `/<file name>` from the local cache (ranges,
-//! `If-Modified-Since`, errors), sending bodies with `sendfile` in bounded
-//! chunks, keep-alive, the head, idle and send timeouts, and a lingering close
-//! after errors. It does not accept connections, register sockets or keep
-//! timers: the event loop runs it and acts on the [`Want`] it returns.
+//! Owns answering `GET`/`HEAD` of `/<file name>` from the local cache
+//! (ranges, `If-Modified-Since`, errors), sending bodies with `sendfile` in
+//! bounded chunks, and the send timeout. The server skeleton it shares with
+//! the relay ([`crate::server`]) reads request heads and keeps the head and
+//! idle timeouts, keep-alive and the lingering close. It does not accept
+//! connections, register sockets or keep timers: the event loop runs it and
+//! acts on the [`Want`] it returns.
 //!
 //! LIFECYCLE: `Head` (reading a request; idle until its first byte) ->
 //! `Send` (head bytes, then the file body) -> back to `Head` (keep-alive) or
 //! `Linger` (our write side shut, draining the client's leftovers briefly) ->
 //! closed. Any timeout or socket error closes.
 
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::debug;
@@ -23,19 +24,12 @@ use crate::http::range::{self, RangeRequest};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{self, Status};
 use crate::http::{date, percent_decode};
-use crate::inbound::{Drain, HeadStep, RequestReader, drain};
+use crate::inbound::{Drain, HeadStep};
 use crate::net::{self, Io, Want};
+use crate::server::{Flush, HeadExpiry, ServerConn};
 
-/// From the first byte of a request head to its end (then 408).
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// A kept-alive connection with no request in progress.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A response that makes no progress at all (the client stopped reading).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long leftovers are drained after our write side is shut.
-pub const LINGER: Duration = Duration::from_secs(2);
-/// Requests on one connection before it is closed.
-pub const MAX_REQUESTS: u32 = 1000;
 /// Bytes moved for one connection in one turn of the loop before others run.
 const TURN_BUDGET: usize = 4 << 20;
 /// Size of the loop's read buffer ([`Context::scratch`]).
@@ -84,41 +78,27 @@ enum State {
 }
 
 pub struct PeerConn {
-    stream: TcpStream,
-    remote: SocketAddr,
+    server: ServerConn,
     state: State,
-    reader: RequestReader,
-    out: Vec<u8>,
-    out_pos: usize,
     body: Option<FileBody>,
-    close_after: bool,
-    served: u32,
-    last_progress: Instant,
 }
 
 impl PeerConn {
     pub fn new(stream: TcpStream, remote: SocketAddr, now: Instant) -> PeerConn {
         PeerConn {
-            stream,
-            remote,
+            server: ServerConn::new(stream, remote, now),
             state: State::Head,
-            reader: RequestReader::default(),
-            out: Vec::new(),
-            out_pos: 0,
             body: None,
-            close_after: false,
-            served: 0,
-            last_progress: now,
         }
     }
 
     pub fn stream_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
+        &mut self.server.stream
     }
 
     /// The loop saw the accepted socket become readable.
     pub fn readable(&mut self) {
-        self.reader.readable();
+        self.server.reader.readable();
     }
 
     /// Runs the connection as far as it can go now: after readiness, after its
@@ -138,17 +118,13 @@ impl PeerConn {
             }
             match self.state {
                 State::Head => {
-                    let step = self.reader.next(
-                        &mut self.stream,
-                        cx.scratch,
-                        cx.now,
-                        &mut budget,
-                        cx.stopping,
-                    );
+                    let step = self
+                        .server
+                        .read_head(cx.scratch, cx.now, &mut budget, cx.stopping);
                     match step {
                         HeadStep::Head(head) => self.answer(&head, cx),
                         HeadStep::Refused(e) => {
-                            debug!("peer {}: {e}", self.remote);
+                            debug!("peer {}: {e}", self.server.remote);
                             cx.counters.errors += 1;
                             self.respond_error(e.status(), false, true);
                         }
@@ -161,7 +137,7 @@ impl PeerConn {
                     Some(want) => return want,
                     None => self.response_done(cx.now),
                 },
-                State::Linger { .. } => match drain(&mut self.stream, cx.scratch, &mut budget) {
+                State::Linger { .. } => match self.server.drain(cx.scratch, &mut budget) {
                     Drain::More => {}
                     Drain::Blocked => return self.want(false),
                     Drain::Closed => return Want::Close,
@@ -173,29 +149,29 @@ impl PeerConn {
     /// The deadline passed: `Some` to stop, `None` to go on (a 408 was queued).
     fn on_deadline(&mut self, cx: &mut Context) -> Option<Want> {
         match self.state {
-            State::Head if self.reader.started().is_some() => {
-                debug!("peer {}: request head timed out", self.remote);
-                cx.counters.errors += 1;
-                self.reader.discard();
-                self.respond_error(Status::RequestTimeout, false, true);
-                None
-            }
+            State::Head => match self.server.head_expired() {
+                HeadExpiry::RequestTimeout => {
+                    debug!("peer {}: request head timed out", self.server.remote);
+                    cx.counters.errors += 1;
+                    self.body = None;
+                    self.state = State::Send;
+                    None
+                }
+                HeadExpiry::Close => Some(Want::Close),
+            },
             State::Send => {
-                debug!("peer {}: send stalled, closing", self.remote);
+                debug!("peer {}: send stalled, closing", self.server.remote);
                 cx.counters.errors += 1;
                 Some(Want::Close)
             }
-            State::Head | State::Linger { .. } => Some(Want::Close),
+            State::Linger { .. } => Some(Want::Close),
         }
     }
 
     fn deadline(&self) -> Option<Instant> {
         Some(match self.state {
-            State::Head => match self.reader.started() {
-                Some(start) => start + HEAD_TIMEOUT,
-                None => self.last_progress + IDLE_TIMEOUT,
-            },
-            State::Send => self.last_progress + SEND_TIMEOUT,
+            State::Head => self.server.head_deadline(),
+            State::Send => self.server.last_progress + SEND_TIMEOUT,
             State::Linger { until } => until,
         })
     }
@@ -215,21 +191,14 @@ impl PeerConn {
             if *budget == 0 {
                 return Some(self.want(true));
             }
-            if self.out_pos < self.out.len() {
+            if self.server.has_output() {
                 let more = self.body.as_ref().is_some_and(|b| b.offset < b.end);
-                match net::send(&self.stream, &self.out[self.out_pos..], more) {
-                    Io::Done(n) => {
-                        self.out_pos += n;
-                        *budget = budget.saturating_sub(n);
-                        self.last_progress = cx.now;
-                        continue;
-                    }
-                    Io::WouldBlock => return Some(self.want(false)),
-                    Io::Closed | Io::Error(_) => return Some(Want::Close),
+                match self.server.flush(budget, cx.now, more) {
+                    Flush::Done => continue,
+                    Flush::Blocked => return Some(self.want(false)),
+                    Flush::Closed => return Some(Want::Close),
                 }
             }
-            self.out.clear();
-            self.out_pos = 0;
             let body = self.body.as_mut()?;
             if body.offset >= body.end {
                 self.body = None;
@@ -237,12 +206,12 @@ impl PeerConn {
             }
             let want = (body.end - body.offset).min(*budget as u64);
             if body.sendfile {
-                match net::sendfile(&self.stream, &body.file, body.offset, want) {
+                match net::sendfile(&self.server.stream, &body.file, body.offset, want) {
                     Io::Done(n) => {
                         body.offset += n as u64;
                         cx.counters.bytes += n as u64;
                         *budget = budget.saturating_sub(n);
-                        self.last_progress = cx.now;
+                        self.server.last_progress = cx.now;
                     }
                     Io::WouldBlock => return Some(self.want(false)),
                     Io::Error(e) if net::sendfile_unsupported(&e) => {
@@ -257,10 +226,11 @@ impl PeerConn {
                 }
             } else {
                 let n = (want as usize).min(COPY_CHUNK);
-                self.out.resize(n, 0);
-                match net::pread(&body.file, &mut self.out, body.offset) {
+                let out = &mut self.server.out;
+                out.resize(n, 0);
+                match net::pread(&body.file, out, body.offset) {
                     Io::Done(got) => {
-                        self.out.truncate(got);
+                        out.truncate(got);
                         body.offset += got as u64;
                         cx.counters.bytes += got as u64;
                     }
@@ -271,40 +241,28 @@ impl PeerConn {
     }
 
     fn response_done(&mut self, now: Instant) {
-        self.served += 1;
-        self.last_progress = now;
-        if self.close_after || self.served >= MAX_REQUESTS {
-            let _ = self.stream.shutdown(Shutdown::Write);
-            self.state = State::Linger {
-                until: now + LINGER,
-            };
-            return;
-        }
-        self.state = State::Head;
-        self.reader.response_done(now);
+        self.state = match self.server.response_done(now, false) {
+            Some(until) => State::Linger { until },
+            None => State::Head,
+        };
     }
 
     fn respond_error(&mut self, status: Status, keep_alive: bool, with_body: bool) {
-        self.out.clear();
-        self.out_pos = 0;
         self.body = None;
-        self.close_after = !keep_alive;
-        response::error_page(&mut self.out, status, keep_alive, with_body);
+        self.server.queue_error(status, keep_alive, with_body);
         self.state = State::Send;
     }
 
     /// Builds the answer to one complete request head.
     fn answer(&mut self, head: &RequestHead, cx: &mut Context) {
         cx.counters.requests += 1;
-        // The last request a connection may carry says so in its answer.
-        let keep_alive =
-            head.keep_alive && !head.has_body && !cx.stopping && self.served + 1 < MAX_REQUESTS;
+        let keep_alive = self.server.keep_alive(head, cx.stopping);
         let with_body = head.method != Method::Head;
         let outcome = self.answer_file(head, keep_alive, with_body, cx);
         match outcome {
             Ok(status) => debug!(
                 "peer {} {} {} -> {}",
-                self.remote,
+                self.server.remote,
                 method_name(head.method),
                 head.target,
                 status.code()
@@ -312,7 +270,7 @@ impl PeerConn {
             Err((status, why)) => {
                 debug!(
                     "peer {} {} {} -> {} ({why})",
-                    self.remote,
+                    self.server.remote,
                     method_name(head.method),
                     head.target,
                     status.code()
@@ -361,9 +319,6 @@ impl PeerConn {
         with_body: bool,
         counters: &mut Counters,
     ) -> Status {
-        self.out.clear();
-        self.out_pos = 0;
-        self.close_after = !keep_alive;
         self.state = State::Send;
         let not_modified = head
             .if_modified_since
@@ -379,7 +334,7 @@ impl PeerConn {
                 RangeRequest::Unsatisfiable => (Status::RangeNotSatisfiable, None),
             }
         };
-        let out = &mut self.out;
+        let out = self.server.start_response(keep_alive);
         response::write_head(out, status);
         match status {
             Status::RangeNotSatisfiable => {
@@ -417,18 +372,18 @@ impl PeerConn {
         if let Some(body) = self.body.as_mut() {
             let len = body.end - body.offset;
             if len <= INLINE_BODY as u64 {
-                let head_len = self.out.len();
-                self.out.resize(head_len + len as usize, 0);
-                if let Io::Done(n) = net::pread(&body.file, &mut self.out[head_len..], body.offset)
-                {
+                let out = &mut self.server.out;
+                let head_len = out.len();
+                out.resize(head_len + len as usize, 0);
+                if let Io::Done(n) = net::pread(&body.file, &mut out[head_len..], body.offset) {
                     // A short read (the file shrank) leaves the rest to the
                     // copy path, which then fails and closes.
-                    self.out.truncate(head_len + n);
+                    out.truncate(head_len + n);
                     body.offset += n as u64;
                     counters.bytes += n as u64;
                     body.sendfile = false;
                 } else {
-                    self.out.truncate(head_len);
+                    out.truncate(head_len);
                 }
             }
         }

@@ -10,7 +10,8 @@
 //!
 //! What is checked: packages a peer has come from that peer (the mirror sees only the
 //! databases), the others from the mirror; a `.part` is resumed with `Range` (pacman 6); a
-//! peer killed in the middle of a 200 MB transfer is continued from the mirror with a `Range`;
+//! peer killed in the middle of a 200 MB transfer is left within milliseconds (not after the
+//! stall timeout) and continued from the mirror with a `Range`;
 //! peers that stall or answer garbage are skipped (and one of another distribution is never
 //! asked) and the download completes from the mirror; a peer that ignores the `Range` of a
 //! resume is not passed on to pacman; without an upstream the relay answers 404, with an
@@ -623,7 +624,20 @@ fn a_peer_killed_in_the_middle_of_200_mb_is_continued_from_the_mirror(pacman: Pa
         );
         thread::sleep(Duration::from_micros(500));
     };
+    // A dies: its kernel sends what A had queued, then the end of file. B must see that end
+    // at once (edge-triggered reads go on until it), not after its stall timeout.
+    let killed = Instant::now();
     lan.daemons[A].as_mut().expect("A").kill();
+    lan.daemon(B).wait_for_line(
+        |l| l.contains(&file) && l.contains("continuing from the next source"),
+        Duration::from_secs(10),
+    );
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "B left the killed peer after {took:?} (the stall timeout is {:?})",
+        flocon::relay::STALL_TIMEOUT
+    );
     if pacman == Pacman::V7 {
         // pacman 7 downloads as its DownloadUser, into a folder of its own.
         use std::os::unix::fs::MetadataExt;
@@ -649,11 +663,6 @@ fn a_peer_killed_in_the_middle_of_200_mb_is_continued_from_the_mirror(pacman: Pa
         reqs[0]
     );
     assert_eq!(reqs[0].body_bytes, size - start);
-    let b = lan.daemon(B);
-    b.wait_for_line(
-        |l| l.contains(&file) && l.contains("continuing from the next source"),
-        Duration::from_secs(1),
-    );
     let status = lan.status(B);
     assert_eq!(relay_counter(&status, "failovers"), 1, "{status}");
 }

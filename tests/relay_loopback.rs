@@ -1021,6 +1021,143 @@ fn a_kept_alive_upstream_connection_that_closed_is_replaced_quietly() {
     }
 }
 
+#[test]
+fn an_upstream_404_on_a_kept_alive_connection_is_asked_once_and_keeps_it() {
+    let files = Arc::new(vec![(PKG.to_string(), pattern(70_000, 46))]);
+    let missing = "missing-1-1-x86_64.pkg.tar.zst";
+    for one_connection in [false, true] {
+        let mirror =
+            FakeServer::start_keep_alive(keep_alive_mirror(Arc::clone(&files), KeepAlive::Always));
+        let r = relay(&[mirror.server_url()]);
+        let mut conn = one_connection.then(|| HttpConn::connect(r.addr).unwrap());
+        // A 200 that leaves a kept-alive connection, then misses and hits on it (as pacman's
+        // `-Sy` asks `*.db.sig` that the mirror does not have).
+        let mut asked = Vec::new();
+        for round in 0..3 {
+            let got = get_on(conn.as_mut(), r.addr, PKG, &[]);
+            assert_eq!(got.status, 200, "round {round}");
+            assert!(got.body == files[0].1, "round {round}: body differs");
+            asked.push(url(PKG));
+            for name in [missing, "missing.db.sig"] {
+                let got = get_on(conn.as_mut(), r.addr, name, &[]);
+                assert_eq!(got.status, 404, "{name}, round {round}");
+                asked.push(url(name));
+            }
+        }
+        assert_eq!(
+            mirror.targets(),
+            asked,
+            "every request asked of the mirror exactly once (one pacman connection: \
+             {one_connection})"
+        );
+        assert_eq!(
+            mirror.connections(),
+            1,
+            "a 404 read to its end leaves its connection for the next request (one pacman \
+             connection: {one_connection})"
+        );
+        wait_counters(r.addr, "0 failures, 0 failovers");
+    }
+}
+
+#[test]
+fn every_answer_read_to_its_end_keeps_the_mirror_connection() {
+    let data = Arc::new(pattern(5000, 48));
+    let moved = "moved-1-1-x86_64.pkg.tar.zst";
+    let missing = "missing-1-1-x86_64.pkg.tar.zst";
+    let answers = Arc::clone(&data);
+    let mirror = FakeServer::start_keep_alive(move |conn: &mut Conn| {
+        let target = conn.target().to_string();
+        let out = if target.ends_with(&format!("/{moved}")) {
+            b"HTTP/1.1 302 Found\r\nLocation: https://elsewhere.example/x\r\nContent-Length: 0\r\n\r\n"
+                .to_vec()
+        } else if target.ends_with(&format!("/{DB}")) && conn.header("if-modified-since").is_some()
+        {
+            format!("HTTP/1.1 304 Not Modified\r\nLast-Modified: {LAST_MODIFIED}\r\n\r\n")
+                .into_bytes()
+        } else if target.ends_with(&format!("/{PKG}")) || target.ends_with(&format!("/{DB}")) {
+            let (head, span) = answer_with(conn, &answers, "");
+            let mut out = head.into_bytes();
+            if !conn.head.starts_with("HEAD ") {
+                out.extend_from_slice(&answers[span]);
+            }
+            out
+        } else {
+            // A 404 with a small body, all in the same segment as its head.
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\nnot found\n".to_vec()
+        };
+        conn.send(&out)
+    });
+    let r = relay(&[mirror.server_url()]);
+    let mut conn = HttpConn::connect(r.addr).unwrap();
+    let ims = [("If-Modified-Since", LAST_MODIFIED)];
+    let range = [("Range", "bytes=100-199")];
+    type Fields<'a> = &'a [(&'a str, &'a str)];
+    let gets: [(&str, Fields, u16); 6] = [
+        (PKG, &[], 200),
+        (PKG, &range, 206),
+        (DB, &ims, 304),
+        (missing, &[], 404),
+        (moved, &[], 302),
+        (DB, &[], 200),
+    ];
+    for round in 0..2 {
+        for (name, headers, status) in gets {
+            let got = get_on(Some(&mut conn), r.addr, name, headers);
+            assert_eq!(got.status, status, "{name} {headers:?}, round {round}");
+            if status == 206 {
+                assert!(got.body == data[100..200]);
+            }
+        }
+        conn.send(&build_request(
+            "HEAD",
+            "localhost",
+            &url(PKG),
+            &[("Connection", "keep-alive")],
+        ))
+        .unwrap();
+        let got = conn.read_response(true).unwrap();
+        assert_eq!(got.status, 200, "HEAD, round {round}");
+    }
+    assert_eq!(mirror.heads().len(), 2 * (gets.len() + 1));
+    assert_eq!(
+        mirror.connections(),
+        1,
+        "200, 206, 304, 404, 302 and HEAD answers read to their end all leave the mirror \
+         connection for the next request"
+    );
+    wait_counters(r.addr, "0 failures, 0 failovers");
+}
+
+#[test]
+fn a_source_closed_mid_body_is_left_within_milliseconds() {
+    let len = 300_000;
+    let data = Arc::new(pattern(len, 47));
+    let files = Arc::new(vec![(PKG.to_string(), data.to_vec())]);
+    let good = FakeServer::start_keep_alive(keep_alive_mirror(files, KeepAlive::Always));
+    // Cut at several places, so that the end of file arrives with the last body bytes in
+    // some runs and after them in others.
+    for cut in [1000, 65_536 + 17, len / 2] {
+        let cutter = FakeServer::start(cut_short(Arc::clone(&data), cut));
+        let r = relay(&[cutter.server_url(), good.server_url()]);
+        let started = Instant::now();
+        let got = get(r.addr, &url(PKG), &[]);
+        let took = started.elapsed();
+        assert_eq!(got.status, 200, "cut at {cut}");
+        assert!(got.body == *data, "cut at {cut}: continued body differs");
+        assert!(
+            took < Duration::from_millis(1500),
+            "cut at {cut}: the source's end of file was noticed after {took:?} (the stall \
+             timeout is 4 s)"
+        );
+        let last = good.heads().last().cloned().unwrap_or_default();
+        assert_eq!(
+            common::fake_server::header_of(&last, "range"),
+            Some(format!("bytes={cut}-{}", len - 1).as_str())
+        );
+    }
+}
+
 // ---- failover in the middle of a body ------------------------------------------------------
 
 /// The only `flocon/` request for `path` in the mirror's log, waited for.

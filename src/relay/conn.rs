@@ -1,0 +1,607 @@
+//! One pacman connection to the relay: the shell around the relay's cores.
+//!
+//! Owns the connection's [`State`] (every change goes through `set_state`,
+//! logged `old -> new`), reading pacman's requests and deciding what each is
+//! (a relayed file, the status page, `flocon query`), the deadlines of each
+//! state, the local answers (errors, redirects, 416, text), and the end of
+//! each response. The server skeleton ([`crate::server`]) does the HTTP
+//! server side; moving bytes from a source is in `transfer.rs`; which source
+//! is next is the [`SourcePlan`]'s rule. It does not register sockets or
+//! keep timers: the loop runs it with an [`Input`] and acts on its [`Want`].
+//!
+//! LIFECYCLE: `Head` (reading a request) -> `Lookup` (a question is open),
+//! `Resolving` (an upstream's host) and/or `Fetch` (a source: connecting,
+//! request, response head, body) -> `Reply` (a locally made answer) -> back
+//! to `Head` (keep-alive) or `Linger` -> `Closed`. A source that fails moves
+//! the request on to the next source, not the connection on to another
+//! state. `Status` waits one turn for the loop to hand in the status page.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use log::debug;
+use mio::net::TcpStream;
+
+use super::fetch::{Asked, Span};
+use super::pipe::Pipe;
+use super::plan::SourcePlan;
+use super::policy::Origin;
+use super::source::{Kept, Source, SourceKind};
+use super::{CLIENT_TIMEOUT, Context, Input, Leftovers, TURN_BUDGET, Wait, split_repo_path};
+use crate::cache::{self, FileKind};
+use crate::discovery::{PeerRef, QuestionId};
+use crate::dns::LookupId;
+use crate::http::percent_decode;
+use crate::http::request::{Limits, Method, RequestHead};
+use crate::http::response::{self, Status};
+use crate::http::url::Url;
+use crate::inbound::{Drain, HeadStep};
+use crate::net::Want;
+use crate::server::{Flush, HeadExpiry, ServerConn};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum State {
+    Head,
+    Lookup {
+        question: QuestionId,
+        since: Instant,
+    },
+    /// Resolving the host of upstream `index`, to fetch `url` from it.
+    Resolving {
+        lookup: LookupId,
+        since: Instant,
+        index: usize,
+        url: Url,
+    },
+    Fetch,
+    Reply,
+    /// Waiting for the loop to hand in the status page.
+    Status,
+    /// Closed: what it held went back to the loop.
+    Closed,
+    Linger {
+        until: Instant,
+    },
+}
+
+impl State {
+    /// For the `old -> new` log line.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            State::Head => "head",
+            State::Lookup { .. } => "lookup",
+            State::Resolving { .. } => "resolving",
+            State::Fetch => "fetch",
+            State::Reply => "reply",
+            State::Status => "status",
+            State::Closed => "closed",
+            State::Linger { .. } => "linger",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Purpose {
+    Relay,
+    Query,
+}
+
+/// One request from pacman being answered.
+#[derive(Debug)]
+pub(super) struct Job {
+    pub(super) purpose: Purpose,
+    pub(super) file: String,
+    pub(super) repo: String,
+    pub(super) arch: String,
+    pub(super) kind: FileKind,
+    pub(super) head_only: bool,
+    pub(super) range: Option<String>,
+    pub(super) if_modified_since: Option<String>,
+    pub(super) keep_alive: bool,
+    /// The sources tried and left.
+    pub(super) plan: SourcePlan,
+    /// The response head went to pacman: from now on only continuations.
+    pub(super) head_sent: bool,
+    /// What the body delivers; `None` until a head was accepted or when the
+    /// body is delimited by the source closing.
+    pub(super) span: Option<Span>,
+    /// Body bytes taken from sources so far.
+    pub(super) received: u64,
+    pub(super) origin: Option<Origin>,
+    pub(super) started: Instant,
+}
+
+impl Job {
+    /// What is asked of a source now (of a peer: `from_peer`): pacman's
+    /// request, or the rest of a body pacman has begun.
+    pub(super) fn asked(&self, from_peer: bool) -> Asked<'_> {
+        Asked {
+            range: self.range.as_deref(),
+            head_only: self.head_only,
+            continuation: self.head_sent,
+            rest: self.span.map(|span| Span {
+                start: span.start + self.received,
+                end: span.end,
+            }),
+            from_peer,
+        }
+    }
+}
+
+pub struct PacmanConn {
+    pub(super) server: ServerConn,
+    pub(super) state: State,
+    pub(super) pipe: Pipe,
+    pub(super) job: Option<Job>,
+    pub(super) source: Option<Source>,
+    pub(super) kept: Option<Kept>,
+    pub(super) next_source_id: u32,
+    pub(super) limits: Limits,
+}
+
+impl PacmanConn {
+    pub fn new(stream: TcpStream, remote: SocketAddr, now: Instant) -> PacmanConn {
+        PacmanConn {
+            server: ServerConn::new(stream, remote, now),
+            state: State::Head,
+            pipe: Pipe::new(),
+            job: None,
+            source: None,
+            kept: None,
+            next_source_id: 0,
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.server.stream
+    }
+
+    /// The loop saw pacman's socket become readable.
+    pub fn readable(&mut self) {
+        self.server.reader.readable();
+    }
+
+    /// The outbound socket the loop registers (by its id: a new id is a new
+    /// socket).
+    pub fn source_mut(&mut self) -> Option<(u32, &mut TcpStream)> {
+        self.source.as_mut().map(|s| (s.id, &mut s.stream))
+    }
+
+    /// The loop saw the source token readable (or closed, `read_closed`):
+    /// the transfer's source, or the kept connection when no transfer runs.
+    pub fn source_event(&mut self, read_closed: bool) {
+        match (self.source.as_mut(), self.kept.as_mut()) {
+            (Some(source), _) => source.event(read_closed),
+            (None, Some(kept)) => kept.event = true,
+            (None, None) => {}
+        }
+    }
+
+    /// Closes the connection: what it leaves for the loop to cancel,
+    /// deregister and pool. Its own socket closes when it is dropped.
+    pub fn close(&mut self) -> Leftovers {
+        let wait = match self.state {
+            State::Lookup { question, .. } => Some(Wait::Question(question)),
+            State::Resolving { lookup, .. } => Some(Wait::Lookup(lookup)),
+            _ => None,
+        };
+        self.set_state(State::Closed);
+        Leftovers {
+            wait,
+            source: self.source.take().map(|s| (s.id, s.stream)),
+            kept: self
+                .kept
+                .take()
+                .filter(|k| !k.event)
+                .map(|k| (k.id, k.addr, k.stream)),
+        }
+    }
+
+    /// Whether the loop must hand in the status page ([`Input::Status`]).
+    pub fn wants_status(&self) -> bool {
+        self.state == State::Status
+    }
+
+    /// One line for the status page when a transfer is in flight.
+    pub fn describe(&self) -> Option<String> {
+        let job = self.job.as_ref().filter(|j| j.purpose == Purpose::Relay)?;
+        let source = self
+            .source
+            .as_ref()
+            .map_or_else(|| "looking up peers".to_owned(), Source::describe);
+        let total = job
+            .span
+            .map_or_else(|| "?".to_owned(), |s| (s.end - s.start).to_string());
+        Some(format!(
+            "{} from {source}: {}/{total} bytes",
+            job.file, job.received
+        ))
+    }
+
+    pub(super) fn resolved(&mut self, address: Option<IpAddr>, cx: &mut Context) {
+        let (index, url) = match &self.state {
+            State::Resolving { index, url, .. } => (*index, url.clone()),
+            _ => return,
+        };
+        self.set_state(State::Fetch);
+        match address {
+            Some(ip) => {
+                let addr = SocketAddr::new(ip, url.port);
+                self.connect(SourceKind::Upstream { index, url }, addr, cx);
+            }
+            None => {
+                cx.relay.policy.warn_unresolved(&url.host, cx.now);
+                self.next_source(cx);
+            }
+        }
+    }
+
+    pub(super) fn answered(&mut self, peer: Option<PeerRef>, cx: &mut Context) {
+        let State::Lookup { since, .. } = self.state else {
+            return;
+        };
+        let Some(job) = self.job.as_mut() else {
+            return;
+        };
+        let waited = cx.now.duration_since(since);
+        if job.purpose == Purpose::Query {
+            let (status, text) = match peer {
+                Some(p) => (
+                    Status::Ok,
+                    format!(
+                        "{}: peer {:016x} at {} has it ({} ms)\n",
+                        job.file,
+                        p.host_id,
+                        p.addr,
+                        waited.as_millis()
+                    ),
+                ),
+                None => (
+                    Status::NotFound,
+                    format!("{}: no peer has it ({} ms)\n", job.file, waited.as_millis()),
+                ),
+            };
+            let keep_alive = job.keep_alive;
+            self.reply_text(status, &text, keep_alive, true);
+            return;
+        }
+        debug!(
+            "{}: lookup answered in {} ms: {}",
+            job.file,
+            waited.as_millis(),
+            peer.map_or_else(|| "nobody".to_owned(), |p| p.addr.to_string())
+        );
+        let backed_off = cx.relay.policy.backed_off(cx.now);
+        let step = job.plan.answered(peer, &backed_off, job.head_sent);
+        self.set_state(State::Fetch);
+        self.take_step(step, cx);
+    }
+
+    /// Runs the connection as far as it can go now, after `input`.
+    pub fn run(&mut self, cx: &mut Context, input: Input) -> Want {
+        match input {
+            Input::Ready => {}
+            Input::Answer(peer) => self.answered(peer, cx),
+            Input::Address(address) => self.resolved(address, cx),
+            Input::Status(text) if self.state == State::Status => {
+                let keep_alive = self.job.as_ref().is_some_and(|j| j.keep_alive);
+                let head_only = self.job.as_ref().is_some_and(|j| j.head_only);
+                self.reply_text(Status::Ok, &text, keep_alive, !head_only);
+            }
+            Input::Status(_) => {}
+        }
+        if let Some(deadline) = self.deadline() {
+            if cx.now >= deadline {
+                if let Some(want) = self.on_deadline(cx) {
+                    return want;
+                }
+            }
+        }
+        let mut budget = TURN_BUDGET;
+        loop {
+            if budget == 0 {
+                return self.want(true);
+            }
+            match self.state {
+                State::Head => {
+                    let step = self
+                        .server
+                        .read_head(cx.scratch, cx.now, &mut budget, cx.stopping);
+                    match step {
+                        HeadStep::Head(head) => self.start(&head, cx),
+                        HeadStep::Refused(e) => {
+                            debug!("pacman {}: {e}", self.server.remote);
+                            self.reply_error(e.status(), false, true);
+                        }
+                        HeadStep::Blocked => return self.want(false),
+                        HeadStep::Yield => return self.want(true),
+                        HeadStep::Closed => return Want::Close,
+                    }
+                }
+                State::Lookup { .. } | State::Resolving { .. } => return self.want(false),
+                // The loop hands the page in on the next turn.
+                State::Status => return self.want(true),
+                State::Closed => return Want::Close,
+                State::Reply => match self.flush_out(&mut budget, cx.now) {
+                    Some(want) => return want,
+                    None => self.response_done(cx),
+                },
+                State::Fetch => match self.pump(&mut budget, cx) {
+                    Some(want) => return want,
+                    None => self.response_done(cx),
+                },
+                State::Linger { .. } => match self.server.drain(cx.scratch, &mut budget) {
+                    Drain::More => {}
+                    Drain::Blocked => return self.want(false),
+                    Drain::Closed => return Want::Close,
+                },
+            }
+        }
+    }
+
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Head => Some(self.server.head_deadline()),
+            // The question has its own deadline; this is only a safety net.
+            State::Lookup { since, .. } => Some(since + Duration::from_secs(5)),
+            // The resolver gives up within 6 s; this is only a safety net.
+            State::Resolving { since, .. } => Some(since + Duration::from_secs(10)),
+            State::Status | State::Closed => None,
+            State::Reply => Some(self.server.last_progress + CLIENT_TIMEOUT),
+            State::Fetch => {
+                let client = self.server.last_progress + CLIENT_TIMEOUT;
+                match &self.source {
+                    // A full pipe means pacman is slow, not the source.
+                    Some(s) if !self.source_waits_on_pipe() => Some(s.timer.deadline().min(client)),
+                    _ => Some(client),
+                }
+            }
+            State::Linger { until } => Some(until),
+        }
+    }
+
+    /// A deadline passed. `Some` to stop here, `None` to go on running.
+    pub(super) fn on_deadline(&mut self, cx: &mut Context) -> Option<Want> {
+        match self.state {
+            State::Head => match self.server.head_expired() {
+                HeadExpiry::RequestTimeout => {
+                    debug!("pacman {}: request head timed out", self.server.remote);
+                    self.source = None;
+                    self.pipe.clear();
+                    self.set_state(State::Reply);
+                    None
+                }
+                HeadExpiry::Close => Some(Want::Close),
+            },
+            State::Linger { .. } => Some(Want::Close),
+            State::Resolving { lookup, .. } => {
+                cx.resolver.cancel(lookup);
+                self.set_state(State::Fetch);
+                self.next_source(cx);
+                None
+            }
+            State::Lookup { question, .. } => {
+                // As if nobody had answered: a query says so, a relayed
+                // request goes on without the LAN.
+                cx.discovery.cancel(question);
+                self.answered(None, cx);
+                None
+            }
+            State::Status => None,
+            State::Reply | State::Closed => Some(Want::Close),
+            State::Fetch => {
+                let due = match &self.source {
+                    Some(s) if !self.source_waits_on_pipe() => s.timer.due(cx.now),
+                    _ => None,
+                };
+                if let Some(failure) = due {
+                    self.source_failed(failure, cx);
+                    None
+                } else if cx.now >= self.server.last_progress + CLIENT_TIMEOUT {
+                    debug!("pacman {}: not reading, closing", self.server.remote);
+                    Some(Want::Close)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    pub(super) fn want(&self, again: bool) -> Want {
+        Want::Io {
+            deadline: self.deadline(),
+            again,
+            source: self.source.as_ref().map(|s| s.id),
+        }
+    }
+
+    // ---- requests ----------------------------------------------------------
+
+    /// Starts answering one complete request head.
+    pub(super) fn start(&mut self, head: &RequestHead, cx: &mut Context) {
+        let keep_alive = self.server.keep_alive(head, cx.stopping);
+        let with_body = head.method != Method::Head;
+        if head.has_body {
+            return self.reply_error(Status::BadRequest, false, with_body);
+        }
+        if head.method == Method::Other {
+            return self.reply_error(Status::MethodNotAllowed, keep_alive, with_body);
+        }
+        let path = head
+            .target
+            .split_once('?')
+            .map_or(head.target.as_str(), |(p, _)| p);
+        let new_job = |purpose, file: String, repo: &str, arch: &str, kind| Job {
+            purpose,
+            file,
+            repo: repo.to_owned(),
+            arch: arch.to_owned(),
+            kind,
+            head_only: !with_body,
+            range: head.range.clone(),
+            if_modified_since: head.if_modified_since.clone(),
+            keep_alive,
+            plan: SourcePlan::lazy(kind, true),
+            head_sent: false,
+            span: None,
+            received: 0,
+            origin: None,
+            started: cx.now,
+        };
+        if path == "/" || path == "/status" {
+            self.job = Some(new_job(
+                Purpose::Query,
+                String::new(),
+                "",
+                "",
+                FileKind::Package,
+            ));
+            self.set_state(State::Status);
+            return;
+        }
+        if let Some(raw) = path.strip_prefix("/query/") {
+            let Some(file) = percent_decode(raw) else {
+                return self.reply_error(Status::BadRequest, keep_alive, with_body);
+            };
+            if cache::check_servable(&file).is_err() {
+                return self.reply_error(Status::BadRequest, keep_alive, with_body);
+            }
+            let question = cx.discovery.ask(&file, &[], cx.now);
+            cx.asked.push(Wait::Question(question));
+            self.job = Some(new_job(Purpose::Query, file, "", "", FileKind::Package));
+            self.set_state(State::Lookup {
+                question,
+                since: cx.now,
+            });
+            return;
+        }
+        let Some((repo, arch, file)) = split_repo_path(path) else {
+            debug!(
+                "pacman {}: {} is not /$repo/os/$arch/<file>",
+                self.server.remote, head.target
+            );
+            return self.reply_error(Status::NotFound, keep_alive, with_body);
+        };
+        let kind = match cache::classify(&file) {
+            Ok(kind) => kind,
+            Err(e) => {
+                debug!("pacman {}: {file:?} refused: {e}", self.server.remote);
+                let status = if e.is_malformed() {
+                    Status::BadRequest
+                } else {
+                    Status::NotFound
+                };
+                return self.reply_error(status, keep_alive, with_body);
+            }
+        };
+        cx.relay.policy.counters.requests += 1;
+        debug!("pacman {} GET {repo}/{arch}/{file}", self.server.remote);
+        let mut job = new_job(Purpose::Relay, file, repo, arch, kind);
+        job.plan = SourcePlan::lazy(kind, cx.stopping);
+        // The peer a package came from is asked again first: for its
+        // signature (only it, then upstream, so the two agree) and for the
+        // package itself (then the others, if it no longer has it).
+        let package = job.file.trim_end_matches(".sig");
+        let origin = if job.plan.wants_origin() {
+            cx.relay.policy.origin_of(package)
+        } else {
+            None
+        };
+        let reachable = match origin {
+            Some(Origin::Peer(id)) if !cx.relay.policy.is_backed_off(id, cx.now) => {
+                cx.discovery.peer(id).map(crate::discovery::Peer::peer_ref)
+            }
+            _ => None,
+        };
+        let backed_off = cx.relay.policy.backed_off(cx.now);
+        let step = job.plan.start(origin, reachable, &backed_off);
+        self.job = Some(job);
+        self.set_state(State::Fetch);
+        self.take_step(step, cx);
+    }
+
+    pub(super) fn flush_out(&mut self, budget: &mut usize, now: Instant) -> Option<Want> {
+        match self.server.flush(budget, now, false) {
+            Flush::Done => None,
+            Flush::Blocked => Some(self.want(false)),
+            Flush::Closed => Some(Want::Close),
+        }
+    }
+
+    pub(super) fn response_done(&mut self, cx: &mut Context) {
+        self.source = None;
+        cx.relay.pool.give_buffer(self.pipe.release());
+        self.job = None;
+        match self.server.response_done(cx.now, cx.stopping) {
+            Some(until) => self.set_state(State::Linger { until }),
+            None => self.set_state(State::Head),
+        }
+    }
+
+    // ---- local answers -----------------------------------------------------
+
+    pub(super) fn reply_error(&mut self, status: Status, keep_alive: bool, with_body: bool) {
+        self.source = None;
+        self.pipe.clear();
+        self.server.queue_error(status, keep_alive, with_body);
+        self.set_state(State::Reply);
+    }
+
+    /// 416 for a range past the end of a file whose source ignored ranges.
+    pub(super) fn reply_unsatisfiable(&mut self, len: u64, keep_alive: bool) {
+        let out = self.server.start_response(keep_alive);
+        response::write_head(out, Status::RangeNotSatisfiable);
+        response::field(out, "Content-Range", format_args!("bytes */{len}"));
+        response::field(out, "Content-Length", 0u64);
+        response::finish(out, keep_alive);
+        self.set_state(State::Reply);
+    }
+
+    pub(super) fn reply_redirect(&mut self, location: &str, keep_alive: bool, with_body: bool) {
+        self.source = None;
+        let body = format!("302 Found: {location}\n");
+        let out = self.server.start_response(keep_alive);
+        response::write_head(out, Status::Found);
+        response::field(out, "Location", location);
+        response::field(out, "Content-Type", "text/plain");
+        response::field(out, "Content-Length", body.len());
+        response::finish(out, keep_alive);
+        if with_body {
+            out.extend_from_slice(body.as_bytes());
+        }
+        self.set_state(State::Reply);
+    }
+
+    pub(super) fn reply_text(
+        &mut self,
+        status: Status,
+        text: &str,
+        keep_alive: bool,
+        with_body: bool,
+    ) {
+        let out = self.server.start_response(keep_alive);
+        response::write_head(out, status);
+        response::field(out, "Content-Type", "text/plain; charset=utf-8");
+        response::field(out, "Content-Length", text.len());
+        response::field(out, "Cache-Control", "no-store");
+        response::finish(out, keep_alive);
+        if with_body {
+            out.extend_from_slice(text.as_bytes());
+        }
+        self.set_state(State::Reply);
+    }
+
+    /// Every change of state goes through here, logged as `old -> new`.
+    pub(super) fn set_state(&mut self, state: State) {
+        if self.state != state {
+            debug!(
+                "pacman {}: {} -> {}",
+                self.server.remote,
+                self.state.name(),
+                state.name()
+            );
+            self.state = state;
+        }
+    }
+}

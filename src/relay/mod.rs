@@ -1,0 +1,215 @@
+//! The pacman-facing relay: one loopback connection from pacman, and for each
+//! of its requests, the source the answer streams from.
+//!
+//! Owns what happens to a request for `/$repo/os/$arch/<file>`: packages and
+//! signatures are asked of the LAN peers first (a discovery question), then of
+//! the upstream mirrors; databases only come from one upstream that stays the
+//! same while it works. It streams the answer through one bounded buffer with
+//! back-pressure, fails over before and in the middle of a body (a `Range`
+//! request to the next source), redirects pacman to `https://` mirrors, and
+//! answers the status page and `flocon query`. It does not poll, register
+//! sockets, own timers or speak multicast: the event loop runs it, and the
+//! discovery core answers its questions.
+//!
+//! Where each rule lives:
+//! - `plan.rs`: which source next (origin peer, the LAN, upstreams in order,
+//!   the sticky database mirror, https redirects, give up) — pure;
+//! - `fetch.rs`: judging a source's response head (accept, cut a range out,
+//!   continue, redirect, fail), why a source failed and whether that counts
+//!   against it, the connect and stall timeouts — pure;
+//! - `policy.rs`: what is remembered across requests (back-off, origins,
+//!   sticky database mirror, counters) — pure;
+//! - `pool.rs`: idle kept-alive source connections (closed on a timer) and
+//!   transfer buffers; `pipe.rs`: the bounded buffer of one transfer;
+//! - `source.rs`: one exchange's socket I/O; `conn.rs`: the pacman
+//!   connection's states, requests and local answers; `transfer.rs`: moving
+//!   an answer from a source to pacman and failing over.
+//!
+//! KEPT-ALIVE SOURCES: a source connection whose answer was read to its end
+//! and allows another request stays with its pacman connection (still in the
+//! poll set) for that connection's next request to the same address; pacman
+//! asks one mirror line for file after file, so that is the common case and
+//! it costs no `epoll_ctl`. Otherwise, and when pacman's connection closes,
+//! it goes to the shared idle pool (out of the poll set) for any connection
+//! to take.
+
+mod conn;
+pub mod fetch;
+mod pipe;
+pub mod plan;
+pub mod policy;
+pub mod pool;
+mod source;
+mod transfer;
+
+pub use conn::PacmanConn;
+pub use fetch::STALL_TIMEOUT;
+pub use policy::{Counters, Origin, PEER_BACKOFF, Policy};
+pub use pool::{BUFFER, LARGE_BUFFER, LARGE_BUFFERS, Pool};
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+
+use crate::config::Upstreams;
+use crate::discovery::{Discovery, PeerRef, QuestionId};
+use crate::dns::{LookupId, Resolver};
+use crate::http::percent_decode;
+
+/// pacman not reading what we have for it.
+pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const TURN_BUDGET: usize = 4 << 20;
+
+/// Relay state shared by every pacman connection: the upstream mirrors, what
+/// is remembered across requests, and what transfers reuse.
+pub struct Relay {
+    pub upstreams: Upstreams,
+    pub policy: Policy,
+    pub pool: Pool<TcpStream>,
+}
+
+impl Relay {
+    pub fn new(upstreams: Upstreams) -> Relay {
+        Relay {
+            upstreams,
+            policy: Policy::default(),
+            pool: Pool::default(),
+        }
+    }
+}
+
+/// Something a connection waits on, answered through the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Wait {
+    /// A discovery question: who has the file.
+    Question(QuestionId),
+    /// An upstream host name being resolved.
+    Lookup(LookupId),
+}
+
+/// What a run of a pacman connection needs from the daemon.
+pub struct Context<'a> {
+    pub now: Instant,
+    pub relay: &'a mut Relay,
+    pub discovery: &'a mut Discovery,
+    pub resolver: &'a mut Resolver,
+    /// Questions and name lookups this run opened, for the loop to route
+    /// their answers here.
+    pub asked: &'a mut Vec<Wait>,
+    pub stopping: bool,
+    /// Kept source connections this run let go of (its next request went
+    /// elsewhere), still registered under the source token `id`: the loop
+    /// deregisters them and parks them in the pool.
+    pub retired: &'a mut Vec<Retired>,
+    /// The loop's one read buffer, lent for this run.
+    pub scratch: &'a mut [u8],
+}
+
+/// A kept-alive source connection a pacman connection let go of: its source
+/// token id (registered under it if the loop registered that id), address
+/// and socket.
+pub type Retired = (u32, SocketAddr, TcpStream);
+
+/// What a connection is run for.
+#[derive(Debug)]
+pub enum Input {
+    /// Readiness, a deadline, or another turn.
+    Ready,
+    /// The answer to its discovery question.
+    Answer(Option<PeerRef>),
+    /// The address of the upstream host it resolves (`None`: no address).
+    Address(Option<IpAddr>),
+    /// The status page it waits for ([`PacmanConn::wants_status`]).
+    Status(String),
+}
+
+/// What a closing connection leaves to the loop: the question or lookup to
+/// cancel, its outbound socket (registered or not), and the kept-alive
+/// connection for the pool.
+pub struct Leftovers {
+    pub wait: Option<Wait>,
+    pub source: Option<(u32, TcpStream)>,
+    pub kept: Option<Retired>,
+}
+
+/// Splits `/$repo/os/$arch/<file>`; the file name is percent-decoded once.
+/// Repository and architecture must be plain tokens.
+pub fn split_repo_path(path: &str) -> Option<(&str, &str, String)> {
+    let mut parts = path.strip_prefix('/')?.splitn(4, '/');
+    let (repo, os, arch, raw) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && !s.starts_with('.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
+    };
+    if os != "os" || !token(repo) || !token(arch) {
+        return None;
+    }
+    Some((repo, arch, percent_decode(raw)?))
+}
+
+/// Percent-encodes a file name for a request line: everything but the
+/// characters a path segment may hold as they are (so `:` and `+` stay, as
+/// pacman sends them).
+pub fn encode_path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_paths() {
+        assert_eq!(
+            split_repo_path("/core/os/x86_64/a+b-1:2-1-x86_64.pkg.tar.zst"),
+            Some(("core", "x86_64", "a+b-1:2-1-x86_64.pkg.tar.zst".to_owned()))
+        );
+        assert_eq!(
+            split_repo_path("/extra/os/aarch64/x%3Ay"),
+            Some(("extra", "aarch64", "x:y".to_owned()))
+        );
+        assert_eq!(
+            split_repo_path("/core/os/x86_64/sub/file"),
+            Some(("core", "x86_64", "sub/file".to_owned()))
+        );
+        for bad in [
+            "/core/x86_64/f",
+            "/core/os/x86_64",
+            "/../os/x86_64/f",
+            "/core/os/x86 64/f",
+            "//os/x86_64/f",
+            "core/os/x86_64/f",
+            "/core/os/x86_64/%zz",
+        ] {
+            assert_eq!(split_repo_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_segments_are_encoded_once() {
+        assert_eq!(
+            encode_path_segment("libc++-1:17.0-1-x86_64.pkg.tar.zst"),
+            "libc++-1:17.0-1-x86_64.pkg.tar.zst"
+        );
+        assert_eq!(encode_path_segment("a b%c/d?"), "a%20b%25c%2Fd%3F");
+        for name in ["a b", "x%y", "ü-1-1-any.pkg.tar.zst"] {
+            assert_eq!(
+                percent_decode(&encode_path_segment(name)).as_deref(),
+                Some(name)
+            );
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! What the relay remembers from one request to the next: which peers failed
+//! and are skipped for a while (back-off), where each package came from (so
+//! that its `.sig` comes from the same place), which upstream mirror each
+//! repository's databases come from (the sticky database mirror), and the
+//! totals of the status page.
+//!
+//! Pure: every rule takes `now`, nothing here touches a socket or the clock.
+//! It does not choose a source for a request (that is [`super::plan`]) or
+//! judge an answer (that is [`super::fetch`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use crate::discovery::PeerRef;
+use crate::rate_limit::RateLimit;
+
+/// How long a failing peer is skipped.
+pub const PEER_BACKOFF: Duration = Duration::from_secs(60);
+/// Remembered package origins (for choosing where their `.sig` comes from).
+pub const ORIGINS: usize = 512;
+/// Peers remembered as backed off at most (a bound on what peers can fill).
+const MAX_BACKED_OFF: usize = 1024;
+
+/// Totals since start, for the status page and SIGUSR1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub requests: u64,
+    pub from_peers: u64,
+    pub bytes_from_peers: u64,
+    pub from_upstream: u64,
+    pub bytes_from_upstream: u64,
+    pub redirects: u64,
+    pub not_found: u64,
+    pub failures: u64,
+    pub failovers: u64,
+}
+
+/// Where a file came from, remembered so its signature comes from the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Peer(u64),
+    Upstream,
+}
+
+/// The relay's memory across requests (see the module documentation).
+#[derive(Debug, Default)]
+pub struct Policy {
+    pub counters: Counters,
+    /// repo -> index of the upstream databases come from while it works.
+    db_mirror: HashMap<String, usize>,
+    /// peer host id -> skipped until.
+    backoff: HashMap<u64, Instant>,
+    origins: VecDeque<(String, Origin)>,
+    dns_warnings: RateLimit,
+}
+
+impl Policy {
+    /// Where `package` came from last, if it is remembered.
+    pub fn origin_of(&self, package: &str) -> Option<Origin> {
+        self.origins
+            .iter()
+            .rev()
+            .find(|(name, _)| name == package)
+            .map(|&(_, o)| o)
+    }
+
+    /// Remembers where `package` came from (the oldest is forgotten first).
+    pub fn remember_origin(&mut self, package: &str, origin: Origin) {
+        if self.origin_of(package) == Some(origin) {
+            return;
+        }
+        if self.origins.len() >= ORIGINS {
+            self.origins.pop_front();
+        }
+        self.origins.push_back((package.to_owned(), origin));
+    }
+
+    /// The peers skipped now.
+    pub fn backed_off(&mut self, now: Instant) -> Vec<u64> {
+        self.backoff.retain(|_, until| *until > now);
+        self.backoff.keys().copied().collect()
+    }
+
+    /// Whether `host_id` is skipped now.
+    pub fn is_backed_off(&self, host_id: u64, now: Instant) -> bool {
+        self.backoff.get(&host_id).is_some_and(|until| *until > now)
+    }
+
+    /// A peer failed: it is skipped for [`PEER_BACKOFF`].
+    pub fn penalize(&mut self, peer: &PeerRef, now: Instant, why: &str) {
+        self.counters.failures += 1;
+        if self.backoff.len() < MAX_BACKED_OFF {
+            self.backoff.insert(peer.host_id, now + PEER_BACKOFF);
+        }
+        info!(
+            "peer {:016x} at {} failed ({why}): skipped for {}s",
+            peer.host_id,
+            peer.addr,
+            PEER_BACKOFF.as_secs()
+        );
+    }
+
+    /// The upstream (by index) `repo`'s databases are asked of first.
+    pub fn db_mirror(&self, repo: &str) -> usize {
+        self.db_mirror.get(repo).copied().unwrap_or(0)
+    }
+
+    /// `index` answered a database of `repo`: it stays first while it works.
+    pub fn keep_db_mirror(&mut self, repo: &str, index: usize) {
+        if self.db_mirror.get(repo) != Some(&index) {
+            self.db_mirror.insert(repo.to_owned(), index);
+        }
+    }
+
+    /// An upstream whose host does not resolve is skipped, with a warning at
+    /// most once a minute.
+    pub fn warn_unresolved(&mut self, host: &str, now: Instant) {
+        if let Some(held_back) = self.dns_warnings.check(now) {
+            warn!("upstream host {host} does not resolve, skipped ({held_back} more held back)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: u64) -> PeerRef {
+        PeerRef {
+            host_id: id,
+            addr: ([127, 0, 0, 1], 7000).into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_peer_is_skipped_for_60_seconds() {
+        let t0 = Instant::now();
+        let mut p = Policy::default();
+        p.penalize(&peer(7), t0, "stalled");
+        assert_eq!(p.counters.failures, 1);
+        assert_eq!(p.backed_off(t0), [7]);
+        assert!(p.is_backed_off(7, t0 + Duration::from_secs(59)));
+        assert_eq!(p.backed_off(t0 + Duration::from_secs(59)), [7]);
+        assert!(!p.is_backed_off(7, t0 + PEER_BACKOFF));
+        assert!(p.backed_off(t0 + PEER_BACKOFF).is_empty());
+        // A second failure starts the 60 s again.
+        p.penalize(&peer(7), t0 + Duration::from_secs(30), "stalled");
+        assert!(p.is_backed_off(7, t0 + Duration::from_secs(89)));
+        assert!(!p.is_backed_off(8, t0));
+    }
+
+    #[test]
+    fn origins_are_the_latest_and_bounded() {
+        let mut p = Policy::default();
+        assert_eq!(p.origin_of("a"), None);
+        p.remember_origin("a", Origin::Peer(1));
+        p.remember_origin("a", Origin::Upstream);
+        assert_eq!(p.origin_of("a"), Some(Origin::Upstream));
+        for i in 0..ORIGINS {
+            p.remember_origin(&format!("p{i}"), Origin::Peer(i as u64));
+        }
+        assert_eq!(p.origin_of("a"), None, "the oldest is forgotten first");
+        assert_eq!(p.origin_of("p0"), Some(Origin::Peer(0)));
+        assert_eq!(p.origins.len(), ORIGINS);
+    }
+
+    #[test]
+    fn databases_stick_to_the_mirror_that_answered() {
+        let mut p = Policy::default();
+        assert_eq!(p.db_mirror("core"), 0);
+        p.keep_db_mirror("core", 2);
+        assert_eq!(p.db_mirror("core"), 2);
+        assert_eq!(p.db_mirror("extra"), 0);
+    }
+}

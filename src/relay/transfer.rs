@@ -1,0 +1,492 @@
+//! Moving one answer from a source to pacman: performing the steps of the
+//! request's [`SourcePlan`] (ask the LAN, resolve, connect, reuse a kept
+//! connection, redirect, give up), streaming the source's bytes through the
+//! pipe to pacman with back-pressure, acting on the judgement of its head
+//! ([`super::fetch::judge`]), and failing over when it fails.
+//!
+//! Part of [`PacmanConn`] (a second `impl` block); it does not choose the
+//! next source (the plan does) or register sockets (the loop does).
+
+use std::net::SocketAddr;
+
+use log::{debug, info};
+use mio::net::TcpStream;
+
+use super::conn::{PacmanConn, State};
+use super::fetch::{self, Failure, Judgement};
+use super::plan::{SourcePlan, Step};
+use super::policy::{Counters, Origin};
+use super::source::{Kept, RequestFields, Source, SourceKind, SourceStep};
+use super::{Context, Wait, encode_path_segment};
+use crate::cache::FileKind;
+use crate::config::expand;
+use crate::dns::Lookup;
+use crate::http::response::{ResponseHead, Status};
+use crate::net::{self, Io, Want};
+
+impl PacmanConn {
+    /// Moves the current job on to the next source.
+    pub(super) fn next_source(&mut self, cx: &mut Context) {
+        self.source = None;
+        let Some(job) = self.job.as_mut() else {
+            return;
+        };
+        let backed_off = cx.relay.policy.backed_off(cx.now);
+        let step = job.plan.next(&backed_off, job.head_sent);
+        self.take_step(step, cx);
+    }
+
+    /// Performs a step of the job's [`SourcePlan`]: ask the LAN, connect to a
+    /// peer, resolve and connect to an upstream, or answer pacman locally.
+    pub(super) fn take_step(&mut self, mut step: Step, cx: &mut Context) {
+        loop {
+            let Some(job) = self.job.as_mut() else {
+                return;
+            };
+            let (keep_alive, with_body) = (job.keep_alive, !job.head_only);
+            match step {
+                Step::AskPeers { exclude } => {
+                    let question = cx.discovery.ask(&job.file, &exclude, cx.now);
+                    cx.asked.push(Wait::Question(question));
+                    self.set_state(State::Lookup {
+                        question,
+                        since: cx.now,
+                    });
+                    return;
+                }
+                Step::Peer(peer) => {
+                    return self.connect(SourceKind::Peer(peer), peer.addr, cx);
+                }
+                Step::ListUpstreams => {
+                    // Databases start at the mirror that last answered them.
+                    let first = match job.kind {
+                        FileKind::Database => cx.relay.policy.db_mirror(&job.repo),
+                        _ => 0,
+                    };
+                    let templates: Vec<String> = cx
+                        .relay
+                        .upstreams
+                        .templates_for(&job.repo)
+                        .iter()
+                        .map(|t| expand(t, &job.repo, &job.arch))
+                        .collect();
+                    let path = encode_path_segment(&job.file);
+                    job.plan
+                        .set_upstreams(SourcePlan::upstreams_for(&templates, first, &path));
+                    let backed_off = cx.relay.policy.backed_off(cx.now);
+                    step = job.plan.next(&backed_off, job.head_sent);
+                }
+                Step::Upstream { index, url } => match cx.resolver.lookup(&url.host, cx.now) {
+                    Lookup::Ready(Some(ip)) => {
+                        let addr = SocketAddr::new(ip, url.port);
+                        return self.connect(SourceKind::Upstream { index, url }, addr, cx);
+                    }
+                    Lookup::Ready(None) => {
+                        cx.relay.policy.warn_unresolved(&url.host, cx.now);
+                        let backed_off = cx.relay.policy.backed_off(cx.now);
+                        step = job.plan.next(&backed_off, job.head_sent);
+                    }
+                    Lookup::Pending(lookup) => {
+                        cx.asked.push(Wait::Lookup(lookup));
+                        self.set_state(State::Resolving {
+                            lookup,
+                            since: cx.now,
+                            index,
+                            url,
+                        });
+                        return;
+                    }
+                },
+                Step::Redirect(url) => {
+                    cx.relay.policy.counters.redirects += 1;
+                    debug!("{}: redirecting pacman to {}", job.file, url.to_text());
+                    return self.reply_redirect(&url.to_text(), keep_alive, with_body);
+                }
+                Step::Reply(status) => {
+                    if status == Status::NotFound {
+                        cx.relay.policy.counters.not_found += 1;
+                        debug!("{}: not found on peers or upstream", job.file);
+                    } else {
+                        info!("{}: every upstream failed", job.file);
+                    }
+                    return self.reply_error(status, keep_alive, with_body);
+                }
+                Step::Abandon => {
+                    info!(
+                        "{}: no source left to continue from: closing so pacman moves on",
+                        job.file
+                    );
+                    let until = self.server.abort(cx.now);
+                    self.set_state(State::Linger { until });
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Opens the source socket and queues its request.
+    pub(super) fn connect(&mut self, kind: SourceKind, addr: SocketAddr, cx: &mut Context) {
+        self.connect_with(kind, addr, true, cx);
+    }
+
+    /// Opens (or, with `reuse`, takes a kept-alive) source connection and
+    /// queues its request.
+    pub(super) fn connect_with(
+        &mut self,
+        kind: SourceKind,
+        addr: SocketAddr,
+        reuse: bool,
+        cx: &mut Context,
+    ) {
+        let Some(job) = self.job.as_ref() else {
+            return;
+        };
+        // The connection this one kept from its last transfer, if it goes to
+        // the same address (it keeps its id: it is registered already);
+        // otherwise it goes back to the pool.
+        let mut kept = None;
+        if let Some(k) = self.kept.take() {
+            if reuse && k.addr == addr && (!k.event || net::is_idle_open(&k.stream)) {
+                kept = Some((k.id, k.stream));
+            } else if !k.event {
+                cx.retired.push((k.id, k.addr, k.stream));
+            }
+        }
+        let (id, idle) = match kept {
+            Some((id, stream)) => (Some(id), Some(stream)),
+            None if reuse => (None, cx.relay.pool.take(addr, cx.now, net::is_idle_open)),
+            None => (None, None),
+        };
+        let reused = idle.is_some();
+        let stream = match idle.map_or_else(|| TcpStream::connect(addr), Ok) {
+            Ok(s) => s,
+            Err(e) => {
+                debug!("connect to {addr}: {e}");
+                return self.fail_kind(kind, Failure::Unreachable(e.kind()), cx);
+            }
+        };
+        if !reused {
+            let _ = stream.set_nodelay(true);
+        }
+        let range = job.asked(kind.is_peer()).range_field();
+        let fields = RequestFields {
+            head_only: job.head_only,
+            range: range.as_deref(),
+            // A continuation asks for bytes, not whether they changed.
+            if_modified_since: job.if_modified_since.as_deref().filter(|_| !job.head_sent),
+        };
+        let request = Source::request(&kind, &encode_path_segment(&job.file), &fields);
+        let id = id.unwrap_or_else(|| {
+            self.next_source_id = self.next_source_id.wrapping_add(1);
+            self.next_source_id
+        });
+        debug!("{}: fetching from {}", job.file, kind.describe());
+        self.source = Some(Source::new(id, kind, addr, stream, reused, request, cx.now));
+        self.set_state(State::Fetch);
+    }
+
+    pub(super) fn fail_kind(&mut self, kind: SourceKind, failure: Failure, cx: &mut Context) {
+        self.note_failure(&kind, failure, cx);
+        self.next_source(cx);
+    }
+
+    pub(super) fn source_failed(&mut self, failure: Failure, cx: &mut Context) {
+        let Some(source) = self.source.take() else {
+            return;
+        };
+        if source.reused && source.unanswered() {
+            debug!(
+                "kept-alive connection to {} was closed: reconnecting",
+                source.addr
+            );
+            return self.connect_with(source.kind, source.addr, false, cx);
+        }
+        self.note_failure(&source.kind, failure, cx);
+        let from_peer = matches!(source.kind, SourceKind::Peer(_));
+        let describe = source.describe();
+        let received = self.job.as_ref().map_or(0, |j| j.received);
+        if source.reusable {
+            // An error answer read to its end: the connection carries the
+            // next request (to this address, or from the pool).
+            self.keep(source);
+        }
+        if let Some(job) = self.job.as_mut() {
+            if job.head_sent {
+                cx.relay.policy.counters.failovers += 1;
+                info!(
+                    "{}: {describe} failed after {received} bytes ({failure}): continuing from the \
+                     next source",
+                    job.file,
+                );
+            }
+            // A body delimited by close can't be continued.
+            let continuable = !job.head_sent || job.span.is_some();
+            job.plan.failed(failure, from_peer, continuable);
+        }
+        self.next_source(cx);
+    }
+
+    pub(super) fn note_failure(&mut self, kind: &SourceKind, failure: Failure, cx: &mut Context) {
+        let why = failure;
+        let penalize = failure.penalizes(matches!(kind, SourceKind::Peer(_)));
+        match kind {
+            SourceKind::Peer(p) if penalize => {
+                cx.relay.policy.penalize(p, cx.now, &why.to_string());
+            }
+            SourceKind::Peer(p) => debug!("peer {} did not serve it: {why}", p.addr),
+            SourceKind::Upstream { url, .. } => {
+                if penalize {
+                    cx.relay.policy.counters.failures += 1;
+                    info!("upstream {} failed: {why}", url.to_text());
+                } else {
+                    debug!("upstream {}: {why}", url.to_text());
+                }
+            }
+        }
+    }
+
+    // ---- moving bytes ------------------------------------------------------
+
+    /// Moves bytes between the source, the pipe and pacman until everything
+    /// blocks. `None` when the response is complete.
+    pub(super) fn pump(&mut self, budget: &mut usize, cx: &mut Context) -> Option<Want> {
+        loop {
+            if *budget == 0 {
+                return Some(self.want(true));
+            }
+            if self.state != State::Fetch {
+                // A failure turned into a local reply, a lookup or a close.
+                return match self.state {
+                    State::Reply => self.flush_out(budget, cx.now),
+                    State::Linger { .. } => Some(self.want(true)),
+                    _ => Some(self.want(false)),
+                };
+            }
+            let mut progress = false;
+            let mut client_blocked = false;
+            // 1. To pacman: the head, then body bytes.
+            if self.server.out_pos < self.server.out.len() {
+                // The head, and the body bytes already here, in one call.
+                match net::write2(
+                    &self.server.stream,
+                    &self.server.out[self.server.out_pos..],
+                    self.pipe.data(),
+                ) {
+                    Io::Done(n) => {
+                        let head = n.min(self.server.out.len() - self.server.out_pos);
+                        self.server.out_pos += head;
+                        self.pipe.consume(n - head);
+                        progress = true;
+                        self.server.last_progress = cx.now;
+                        if self.server.out_pos == self.server.out.len() {
+                            self.server.out.clear();
+                            self.server.out_pos = 0;
+                        }
+                    }
+                    Io::WouldBlock => client_blocked = true,
+                    Io::Closed | Io::Error(_) => return Some(Want::Close),
+                }
+            } else if !self.pipe.is_empty() {
+                match net::write(&mut self.server.stream, self.pipe.data()) {
+                    Io::Done(n) => {
+                        self.pipe.consume(n);
+                        *budget = budget.saturating_sub(n);
+                        progress = true;
+                        self.server.last_progress = cx.now;
+                        if let Some(source) = self.source.as_mut() {
+                            // The source's silence while the pipe was full
+                            // was ours: its stall clock starts now.
+                            if source.in_body() {
+                                source.timer.pipe_drained(cx.now);
+                            }
+                        }
+                    }
+                    Io::WouldBlock => client_blocked = true,
+                    Io::Closed | Io::Error(_) => return Some(Want::Close),
+                }
+            }
+            // 2. From the source.
+            if self.source.is_some() {
+                match self.source_step(budget, cx) {
+                    SourceStep::Head(_) => progress = true,
+                    SourceStep::Progress => progress = true,
+                    SourceStep::Blocked => {}
+                    SourceStep::Done => {
+                        self.source_done(cx);
+                        progress = true;
+                    }
+                    SourceStep::Failed(failure) => {
+                        self.source_failed(failure, cx);
+                        continue;
+                    }
+                }
+            }
+            // 3. Finished?
+            if self.source.is_none()
+                && self.state == State::Fetch
+                && self.pipe.is_empty()
+                && self.server.out_pos >= self.server.out.len()
+            {
+                return None;
+            }
+            if !progress || (client_blocked && self.source_waits_on_pipe()) {
+                return Some(self.want(false));
+            }
+        }
+    }
+
+    pub(super) fn source_waits_on_pipe(&self) -> bool {
+        self.source.as_ref().is_some_and(Source::in_body) && self.pipe.is_full()
+    }
+
+    pub(super) fn source_step(&mut self, budget: &mut usize, cx: &mut Context) -> SourceStep {
+        let (Some(source), Some(job)) = (self.source.as_mut(), self.job.as_mut()) else {
+            return SourceStep::Blocked;
+        };
+        let step = source.step(
+            &mut self.pipe,
+            cx.scratch,
+            budget,
+            cx.now,
+            &mut cx.relay.policy.counters,
+            &mut job.received,
+            job.head_only,
+            &self.limits,
+        );
+        match step {
+            SourceStep::Head(head) => self.source_head(head, cx),
+            step => step,
+        }
+    }
+
+    /// Acts on a source's response head, as [`fetch::judge`] sees it: accept
+    /// it (queue pacman's head), pass a redirect or a 416 on, or fail over.
+    pub(super) fn source_head(&mut self, head: ResponseHead, cx: &mut Context) -> SourceStep {
+        let (Some(job), Some(source)) = (self.job.as_mut(), self.source.as_mut()) else {
+            return SourceStep::Blocked;
+        };
+        let from_peer = matches!(source.kind, SourceKind::Peer(_));
+        let leftover = source.take_head_bytes(head.len);
+        // An answer not taken (an error, a redirect) leaves the connection
+        // usable when all of it is here already.
+        source.reusable = fetch::reusable_after(&head, leftover.len());
+        let accepted = match fetch::judge(&head, &job.asked(from_peer)) {
+            Judgement::Accept(accepted) => accepted,
+            Judgement::Continue {
+                remaining,
+                keep_alive,
+            } => {
+                source.start_body(remaining, 0);
+                source.keep_alive = keep_alive;
+                self.pipe.provide(&mut cx.relay.pool);
+                self.take_leftover(leftover, &mut cx.relay.policy.counters);
+                return SourceStep::Progress;
+            }
+            Judgement::Redirect(location) => {
+                cx.relay.policy.counters.redirects += 1;
+                let (keep_alive, with_body) = (job.keep_alive, !job.head_only);
+                if let Some(source) = self.source.take().filter(|s| s.reusable) {
+                    self.keep(source);
+                }
+                self.reply_redirect(&location, keep_alive, with_body);
+                return SourceStep::Progress;
+            }
+            Judgement::Unsatisfiable(len) => {
+                let keep_alive = job.keep_alive;
+                self.source = None;
+                self.reply_unsatisfiable(len, keep_alive);
+                return SourceStep::Progress;
+            }
+            Judgement::Fail(failure) => return SourceStep::Failed(failure),
+        };
+        if accepted.skip > 0 {
+            debug!(
+                "{}: source ignored Range, cutting {} out",
+                job.file,
+                job.range.as_deref().unwrap_or_default()
+            );
+        }
+        job.span = accepted.span;
+        job.head_sent = true;
+        job.origin = Some(match source.kind {
+            SourceKind::Peer(p) => Origin::Peer(p.host_id),
+            SourceKind::Upstream { .. } => Origin::Upstream,
+        });
+        if let (FileKind::Database, SourceKind::Upstream { index, .. }) = (job.kind, &source.kind) {
+            if matches!(head.code, 200 | 206 | 304) {
+                cx.relay.policy.keep_db_mirror(&job.repo, *index);
+            }
+        }
+        let keep_alive = job.keep_alive && accepted.length.is_some();
+        let out = self.server.start_response(keep_alive);
+        fetch::write_pacman_head(out, &accepted, &head, job.head_only, keep_alive);
+        source.start_body(accepted.remaining, accepted.skip);
+        source.keep_alive = accepted.keep_alive;
+        self.pipe.provide(&mut cx.relay.pool);
+        self.take_leftover(leftover, &mut cx.relay.policy.counters);
+        SourceStep::Progress
+    }
+
+    pub(super) fn take_leftover(&mut self, mut leftover: Vec<u8>, counters: &mut Counters) {
+        let Some(source) = self.source.as_mut() else {
+            return;
+        };
+        if let Some(r) = source.remaining() {
+            leftover.truncate(usize::try_from(r).unwrap_or(usize::MAX));
+        }
+        let n = leftover.len();
+        if n == 0 {
+            return;
+        }
+        let dropped = source.take_skip(n);
+        self.pipe.push(&leftover[dropped..]);
+        source.count(n, counters);
+        if let Some(job) = self.job.as_mut() {
+            job.received += (n - dropped) as u64;
+        }
+    }
+
+    pub(super) fn source_done(&mut self, cx: &mut Context) {
+        let Some(source) = self.source.take() else {
+            return;
+        };
+        let Some(job) = self.job.as_mut() else {
+            return;
+        };
+        if let Some(span) = job.span {
+            if job.received < span.end - span.start {
+                // Should not happen (remaining counts down to the span), but
+                // never promise bytes we don't have.
+                self.source = Some(source);
+                return self.source_failed(Failure::EndedEarly, cx);
+            }
+        }
+        match source.kind {
+            SourceKind::Peer(_) => cx.relay.policy.counters.from_peers += 1,
+            SourceKind::Upstream { .. } => cx.relay.policy.counters.from_upstream += 1,
+        }
+        let describe = source.describe();
+        if source.keep_alive && source.remaining() == Some(0) {
+            self.kept = Some(Kept::from(source));
+        }
+        if job.kind == FileKind::Package {
+            if let Some(origin) = job.origin {
+                cx.relay.policy.remember_origin(&job.file, origin);
+            }
+        }
+        debug!(
+            "{}: {} bytes from {} in {} ms",
+            job.file,
+            job.received,
+            describe,
+            cx.now.duration_since(job.started).as_millis()
+        );
+    }
+
+    /// Keeps a source connection whose answer was read to its end for this
+    /// connection's next request (pacman asks the same mirror line for the
+    /// next file); a request to another address returns it to the pool.
+    pub(super) fn keep(&mut self, source: Source) {
+        self.kept = Some(Kept::from(source));
+    }
+}
