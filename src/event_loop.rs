@@ -31,10 +31,10 @@ use mio::{Events, Interest, Poll, Token};
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::discovery::{self, Discovery, Event, Identity, MulticastSocket, Params, Transmit};
-use crate::dns::Resolver;
 use crate::http::response::{self, Status};
 use crate::net::Want;
 use crate::relay::{self, Input, PacmanConn, Wait};
+use crate::resolver::SystemResolver;
 use crate::serve::{self, PeerConn};
 use crate::signals::SignalPipe;
 
@@ -43,8 +43,8 @@ const PEER_LISTENER: Token = Token(1);
 const LOCAL_V4: Token = Token(2);
 const LOCAL_V6: Token = Token(3);
 const DISCOVERY: Token = Token(4);
-const DNS_V4: Token = Token(5);
-const DNS_V6: Token = Token(6);
+/// The resolver thread's waker: answers are ready.
+const RESOLVER: Token = Token(5);
 /// First connection token; everything below is a singleton.
 pub const FIRST_SLOT: usize = 16;
 
@@ -147,14 +147,6 @@ struct Multicast {
     writable: bool,
 }
 
-/// Name resolution for upstream mirrors: the sans-IO resolver and its UDP
-/// sockets (IPv6 only opened when a nameserver needs it).
-struct Dns {
-    core: Resolver,
-    v4: mio::net::UdpSocket,
-    v6: Option<mio::net::UdpSocket>,
-}
-
 /// The running daemon.
 pub struct Daemon {
     poll: Poll,
@@ -170,7 +162,8 @@ pub struct Daemon {
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     /// Slots to run again without waiting for an event (budget spent).
     again: VecDeque<(usize, u32)>,
-    dns: Dns,
+    /// Upstream host names, resolved by `getaddrinfo` on the helper thread.
+    resolver: SystemResolver,
     /// Open discovery questions and name lookups, and the slot waiting on each.
     waits: HashMap<Wait, (usize, u32)>,
     /// Listeners with connections possibly left to accept.
@@ -250,15 +243,8 @@ impl Daemon {
         };
         let core = Discovery::new(me, params, now, discovery::random_seed());
 
-        let (nameservers, hosts) = read_resolver_files();
-        let mut v4 = mio::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
-        poll.registry()
-            .register(&mut v4, DNS_V4, Interest::READABLE)?;
-        let dns = Dns {
-            core: Resolver::new(nameservers, hosts, discovery::random_seed()),
-            v4,
-            v6: None,
-        };
+        let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), RESOLVER)?);
+        let resolver = SystemResolver::start(waker)?;
 
         let (cache, warnings) = Cache::new(&settings.cache_dirs);
         for w in warnings {
@@ -289,7 +275,7 @@ impl Daemon {
             slots: Slots::default(),
             timers: BinaryHeap::new(),
             again: VecDeque::new(),
-            dns,
+            resolver,
             waits: HashMap::new(),
             accept_pending: [false; 4],
             again_discovery: false,
@@ -321,7 +307,7 @@ impl Daemon {
                             self.receive_datagrams(now);
                         }
                     }
-                    DNS_V4 | DNS_V6 => self.receive_dns(event.token(), now),
+                    RESOLVER => self.resolver_answers(now),
                     Token(t) if t < 4 => self.accept_pending[t] = true,
                     Token(t) if t >= FIRST_SLOT => {
                         let index = (t - FIRST_SLOT) / 2;
@@ -354,7 +340,6 @@ impl Daemon {
                 }
             }
             self.discovery_turn(now);
-            self.dns_turn(now);
             self.fire_timers(now);
             self.cache.expire(now);
             self.relay.pool.handle_timeout(now);
@@ -380,7 +365,6 @@ impl Daemon {
             self.timers.peek().map(|Reverse((t, _, _))| *t),
             self.stop_by,
             self.multicast.core.poll_timeout(),
-            self.dns.core.poll_timeout(),
             self.cache.next_expiry(),
             self.relay.pool.poll_timeout(),
         ];
@@ -402,9 +386,8 @@ impl Daemon {
             }
         }
         if pending.rejoin && self.stop_by.is_none() {
-            info!("SIGUSR2: rejoining the multicast group, re-reading /etc/resolv.conf");
-            let (nameservers, hosts) = read_resolver_files();
-            self.dns.core.set_nameservers(nameservers, hosts);
+            info!("SIGUSR2: rejoining the multicast group, forgetting cached mirror addresses");
+            self.resolver.forget_all();
             self.join_group(now);
             self.multicast.core.rejoin(now);
         }
@@ -602,49 +585,12 @@ impl Daemon {
 
     // ---- name resolution ---------------------------------------------------
 
-    fn receive_dns(&mut self, token: Token, now: Instant) {
-        let mut buf = [0u8; 1500];
-        let socket = match token {
-            DNS_V6 => self.dns.v6.as_ref(),
-            _ => Some(&self.dns.v4),
-        };
-        let Some(socket) = socket else {
-            return;
-        };
-        // Answers are few (one per lookup): reading until empty is bounded.
-        for _ in 0..DATAGRAMS_PER_TURN {
-            match socket.recv_from(&mut buf) {
-                Ok((n, from)) => self.dns.core.handle_datagram(from, &buf[..n], now),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return,
-            }
-        }
-    }
-
-    /// Runs the resolver's timers, routes its answers, sends its queries.
-    fn dns_turn(&mut self, now: Instant) {
-        self.dns.core.handle_timeout(now);
-        while let Some((lookup, address)) = self.dns.core.poll_event() {
+    /// The resolver thread woke the loop: route its answers to the connections waiting.
+    fn resolver_answers(&mut self, now: Instant) {
+        self.resolver.handle_wake(now);
+        while let Some((lookup, addresses)) = self.resolver.poll_event() {
             if let Some((index, generation)) = self.waits.remove(&Wait::Lookup(lookup)) {
-                self.run_slot_with(index, generation, now, Input::Address(address));
-            }
-        }
-        while let Some((to, query)) = self.dns.core.poll_transmit() {
-            if to.is_ipv6() && self.dns.v6.is_none() {
-                match open_dns_v6(self.poll.registry()) {
-                    Ok(socket) => self.dns.v6 = Some(socket),
-                    Err(e) => debug!("no IPv6 socket for DNS: {e}"),
-                }
-            }
-            let socket = if to.is_ipv6() {
-                self.dns.v6.as_ref()
-            } else {
-                Some(&self.dns.v4)
-            };
-            // A query that can't go out now (a full socket buffer) is lost
-            // like a dropped datagram: the resolver retries it in a second.
-            if let Some(Err(e)) = socket.map(|s| s.send_to(&query, to)) {
-                debug!("DNS query to {to}: {e}");
+                self.run_slot_with(index, generation, now, Input::Address(addresses));
             }
         }
     }
@@ -737,7 +683,7 @@ impl Daemon {
         let Some(slot) = self.slots.get(index, generation) else {
             return;
         };
-        let resolver = &mut self.dns.core;
+        let resolver = &mut self.resolver;
         let want = match slot.conn.as_mut() {
             Some(Conn::Peer(conn)) => conn.run(&mut serve::Context {
                 cache: &mut self.cache,
@@ -782,7 +728,7 @@ impl Daemon {
                         if let Some(wait) = left.wait {
                             match wait {
                                 Wait::Question(q) => self.multicast.core.cancel(q),
-                                Wait::Lookup(l) => self.dns.core.cancel(l),
+                                Wait::Lookup(l) => self.resolver.cancel(l),
                             }
                             self.waits.remove(&wait);
                         }
@@ -879,30 +825,6 @@ impl Daemon {
             self.run_slot(index, generation, now);
         }
     }
-}
-
-/// The nameservers of `/etc/resolv.conf` and the text of `/etc/hosts` (each
-/// read at most 1 MiB; a missing file means the resolver's defaults).
-fn read_resolver_files() -> (Vec<std::net::IpAddr>, String) {
-    let read = |path: &str| {
-        use std::io::Read;
-        let mut text = String::new();
-        let _ = std::fs::File::open(path).and_then(|f| {
-            f.take(crate::dns::MAX_HOSTS_BYTES as u64)
-                .read_to_string(&mut text)
-        });
-        text
-    };
-    (
-        crate::dns::parse_resolv_conf(&read("/etc/resolv.conf")),
-        read("/etc/hosts"),
-    )
-}
-
-fn open_dns_v6(registry: &mio::Registry) -> io::Result<mio::net::UdpSocket> {
-    let mut socket = mio::net::UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))?;
-    registry.register(&mut socket, DNS_V6, Interest::READABLE)?;
-    Ok(socket)
 }
 
 /// A non-blocking listener with `SO_REUSEADDR` and a deep backlog.

@@ -7,7 +7,6 @@
 pub mod cache;
 pub mod config;
 pub mod discovery;
-pub mod dns;
 pub mod event_loop;
 pub mod http;
 pub mod inbound;

@@ -1,5 +1,5 @@
 //! A small seeded pseudo-random generator (xorshift64*): announce jitter and question ids in
-//! discovery, query ids in the DNS resolver.
+//! discovery.
 //!
 //! Not cryptographic and not meant to be: it only spreads announcements of hosts that started
 //! together. The seed comes from outside (`host::random_seed` in the daemon, constants in

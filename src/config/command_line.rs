@@ -203,7 +203,7 @@ pacman.conf:
 
 Signals:
   SIGUSR1           log the known peers and the daemon's state
-  SIGUSR2           leave and rejoin the multicast group
+  SIGUSR2           rejoin the multicast group, forget mirror addresses
   SIGTERM, SIGINT   stop
 
 Exit status: 2 for a bad option or config file.

@@ -16,7 +16,7 @@
 //! the request on to the next source, not the connection on to another
 //! state. `Status` waits one turn for the loop to hand in the status page.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::debug;
@@ -26,18 +26,21 @@ use super::fetch::{Asked, Span};
 use super::pipe::Pipe;
 use super::plan::SourcePlan;
 use super::policy::Origin;
-use super::source::{Kept, Source, SourceKind};
+use super::source::{Kept, Source};
 use super::{CLIENT_TIMEOUT, Context, Input, Leftovers, TURN_BUDGET, Wait, split_repo_path};
 use crate::cache::{self, FileKind};
 use crate::discovery::{PeerRef, QuestionId};
-use crate::dns::LookupId;
 use crate::http::percent_decode;
 use crate::http::request::{Limits, Method, RequestHead};
 use crate::http::response::{self, Status};
 use crate::http::url::Url;
 use crate::inbound::{Drain, HeadStep};
 use crate::net::Want;
+use crate::resolver::{Addresses, LookupId, ResolveError};
 use crate::server::{Flush, HeadExpiry, ServerConn};
+
+/// How long a request waits for an upstream's host name before going on without it.
+pub(crate) const RESOLVE_TIMEOUT: Duration = Duration::from_secs(8);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum State {
@@ -219,22 +222,13 @@ impl PacmanConn {
         ))
     }
 
-    pub(super) fn resolved(&mut self, address: Option<IpAddr>, cx: &mut Context) {
+    pub(super) fn resolved(&mut self, answer: Result<Addresses, ResolveError>, cx: &mut Context) {
         let (index, url) = match &self.state {
             State::Resolving { index, url, .. } => (*index, url.clone()),
             _ => return,
         };
         self.set_state(State::Fetch);
-        match address {
-            Some(ip) => {
-                let addr = SocketAddr::new(ip, url.port);
-                self.connect(SourceKind::Upstream { index, url }, addr, cx);
-            }
-            None => {
-                cx.relay.policy.warn_unresolved(&url.host, cx.now);
-                self.next_source(cx);
-            }
-        }
+        self.connect_upstream(index, url, answer, cx);
     }
 
     pub(super) fn answered(&mut self, peer: Option<PeerRef>, cx: &mut Context) {
@@ -345,8 +339,9 @@ impl PacmanConn {
             State::Head => Some(self.server.head_deadline()),
             // The question has its own deadline; this is only a safety net.
             State::Lookup { since, .. } => Some(since + Duration::from_secs(5)),
-            // The resolver gives up within 6 s; this is only a safety net.
-            State::Resolving { since, .. } => Some(since + Duration::from_secs(10)),
+            // getaddrinfo gives up as resolv.conf says (5 s a try by default, more with several
+            // nameservers): the upstream is skipped before pacman's 10 s low-speed limit.
+            State::Resolving { since, .. } => Some(since + RESOLVE_TIMEOUT),
             State::Status | State::Closed => None,
             State::Reply => Some(self.server.last_progress + CLIENT_TIMEOUT),
             State::Fetch => {

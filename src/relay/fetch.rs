@@ -112,6 +112,15 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The connection itself could not be made (the address may be wrong, not the source):
+    /// another address of the same host is worth a try.
+    pub fn is_connect(self) -> bool {
+        matches!(
+            self,
+            Failure::Unreachable(_) | Failure::Connect(_) | Failure::ConnectTimedOut
+        )
+    }
+
     /// Whether the failure counts against the source (a peer is skipped for
     /// a while; an upstream's failure is counted and logged at `info`).
     pub fn penalizes(self, from_peer: bool) -> bool {

@@ -48,15 +48,15 @@ pub use policy::{Counters, Origin, PEER_BACKOFF, Policy};
 pub use pool::{BUFFER, LARGE_BUFFER, LARGE_BUFFERS, Pool};
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
 use crate::config::Upstreams;
 use crate::discovery::{Discovery, PeerRef, QuestionId};
-use crate::dns::{LookupId, Resolver};
 use crate::http::percent_decode;
+use crate::resolver::{Addresses, LookupId, ResolveError, SystemResolver};
 
 /// pacman not reading what we have for it.
 pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -94,7 +94,7 @@ pub struct Context<'a> {
     pub now: Instant,
     pub relay: &'a mut Relay,
     pub discovery: &'a mut Discovery,
-    pub resolver: &'a mut Resolver,
+    pub resolver: &'a mut SystemResolver,
     /// Questions and name lookups this run opened, for the loop to route
     /// their answers here.
     pub asked: &'a mut Vec<Wait>,
@@ -119,8 +119,8 @@ pub enum Input {
     Ready,
     /// The answer to its discovery question.
     Answer(Option<PeerRef>),
-    /// The address of the upstream host it resolves (`None`: no address).
-    Address(Option<IpAddr>),
+    /// The addresses of the upstream host it resolves, or why there are none.
+    Address(Result<Addresses, ResolveError>),
     /// The status page it waits for ([`PacmanConn::wants_status`]).
     Status(String),
 }

@@ -15,6 +15,7 @@ use log::{info, warn};
 
 use crate::discovery::PeerRef;
 use crate::rate_limit::RateLimit;
+use crate::resolver::ResolveError;
 
 /// How long a failing peer is skipped.
 pub const PEER_BACKOFF: Duration = Duration::from_secs(60);
@@ -116,9 +117,11 @@ impl Policy {
 
     /// An upstream whose host does not resolve is skipped, with a warning at
     /// most once a minute.
-    pub fn warn_unresolved(&mut self, host: &str, now: Instant) {
+    pub fn warn_unresolved(&mut self, host: &str, why: ResolveError, now: Instant) {
         if let Some(held_back) = self.dns_warnings.check(now) {
-            warn!("upstream host {host} does not resolve, skipped ({held_back} more held back)");
+            warn!(
+                "upstream host {host} does not resolve, skipped: {why} ({held_back} more held back)"
+            );
         }
     }
 }

@@ -27,12 +27,19 @@ use crate::http::request::Limits;
 use crate::http::response::{self, ResponseHead};
 use crate::http::url::Url;
 use crate::net::{self, Io};
+use crate::resolver::Addresses;
 
 /// Who a source is.
 #[derive(Clone, Debug)]
 pub enum SourceKind {
     Peer(PeerRef),
-    Upstream { index: usize, url: Url },
+    /// Upstream mirror `index`, at `addresses[at]` of every address its host name has.
+    Upstream {
+        index: usize,
+        url: Url,
+        addresses: Addresses,
+        at: usize,
+    },
 }
 
 impl SourceKind {
@@ -439,6 +446,8 @@ mod tests {
         let upstream = SourceKind::Upstream {
             index: 0,
             url: base.join("core.db"),
+            addresses: Addresses::from([std::net::IpAddr::from([192, 0, 2, 1])]),
+            at: 0,
         };
         let head = RequestFields {
             head_only: true,

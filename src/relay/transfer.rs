@@ -20,9 +20,10 @@ use super::source::{Kept, RequestFields, Source, SourceKind, SourceStep};
 use super::{Context, Wait, encode_path_segment};
 use crate::cache::FileKind;
 use crate::config::expand;
-use crate::dns::Lookup;
 use crate::http::response::{ResponseHead, Status};
+use crate::http::url::Url;
 use crate::net::{self, Io, Want};
+use crate::resolver::{Addresses, Lookup, ResolveError};
 
 impl PacmanConn {
     /// Moves the current job on to the next source.
@@ -77,15 +78,7 @@ impl PacmanConn {
                     step = job.plan.next(&backed_off, job.head_sent);
                 }
                 Step::Upstream { index, url } => match cx.resolver.lookup(&url.host, cx.now) {
-                    Lookup::Ready(Some(ip)) => {
-                        let addr = SocketAddr::new(ip, url.port);
-                        return self.connect(SourceKind::Upstream { index, url }, addr, cx);
-                    }
-                    Lookup::Ready(None) => {
-                        cx.relay.policy.warn_unresolved(&url.host, cx.now);
-                        let backed_off = cx.relay.policy.backed_off(cx.now);
-                        step = job.plan.next(&backed_off, job.head_sent);
-                    }
+                    Lookup::Ready(answer) => return self.connect_upstream(index, url, answer, cx),
                     Lookup::Pending(lookup) => {
                         cx.asked.push(Wait::Lookup(lookup));
                         self.set_state(State::Resolving {
@@ -185,7 +178,74 @@ impl PacmanConn {
         self.set_state(State::Fetch);
     }
 
+    /// Connects to the first address of upstream `index`, or goes on to the next source when
+    /// its host name has none.
+    pub(super) fn connect_upstream(
+        &mut self,
+        index: usize,
+        url: Url,
+        answer: Result<Addresses, ResolveError>,
+        cx: &mut Context,
+    ) {
+        match answer {
+            Ok(addresses) => {
+                let addr = SocketAddr::new(addresses[0], url.port);
+                let kind = SourceKind::Upstream {
+                    index,
+                    url,
+                    addresses,
+                    at: 0,
+                };
+                self.connect(kind, addr, cx);
+            }
+            Err(why) => {
+                cx.relay.policy.warn_unresolved(&url.host, why, cx.now);
+                self.next_source(cx);
+            }
+        }
+    }
+
+    /// After a failure to connect to an upstream's address: its next address, if it has one
+    /// (true); when it was the last, the resolver forgets the name so that the next request
+    /// asks the system again.
+    fn try_next_address(&mut self, kind: &SourceKind, failure: Failure, cx: &mut Context) -> bool {
+        let SourceKind::Upstream {
+            index,
+            url,
+            addresses,
+            at,
+        } = kind
+        else {
+            return false;
+        };
+        if !failure.is_connect() {
+            return false;
+        }
+        let Some(&next) = addresses.get(at + 1) else {
+            if addresses.len() > 1 {
+                cx.resolver.forget(&url.host);
+            }
+            return false;
+        };
+        debug!(
+            "upstream {}: {failure} at {}: trying its next address {next}",
+            url.to_text(),
+            addresses[*at]
+        );
+        let kind = SourceKind::Upstream {
+            index: *index,
+            url: url.clone(),
+            addresses: addresses.clone(),
+            at: at + 1,
+        };
+        self.connect(kind, SocketAddr::new(next, url.port), cx);
+        true
+    }
+
     pub(super) fn fail_kind(&mut self, kind: SourceKind, failure: Failure, cx: &mut Context) {
+        if self.try_next_address(&kind, failure, cx) {
+            return;
+        }
         self.note_failure(&kind, failure, cx);
         self.next_source(cx);
     }
@@ -200,6 +260,9 @@ impl PacmanConn {
                 source.addr
             );
             return self.connect_with(source.kind, source.addr, false, cx);
+        }
+        if self.try_next_address(&source.kind, failure, cx) {
+            return;
         }
         self.note_failure(&source.kind, failure, cx);
         let from_peer = matches!(source.kind, SourceKind::Peer(_));
