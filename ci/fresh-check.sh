@@ -4,6 +4,10 @@
 # the committed HEAD, and passes only if that run passes. Root only; it changes the machine.
 #
 #   ci/fresh-check.sh [--dry-run]
+#   ci/fresh-check.sh --isolated    the same inside a private mount namespace whose / is an
+#                                   overlay (changes kept in memory, gone at the end): the
+#                                   machine, its packages and whatever else runs on it are
+#                                   left as they were
 #
 # What it removes:
 # - the Debian packages of ci/debian-packages.txt that the suite installs (`apt-get purge`),
@@ -21,12 +25,37 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 dry_run=0
 case ${1-} in
   --dry-run) dry_run=1 ;;
+  --isolated | --inside-overlay) ;;
   '') ;;
-  *) echo "usage: ci/fresh-check.sh [--dry-run]" >&2; exit 2 ;;
+  *) echo "usage: ci/fresh-check.sh [--dry-run | --isolated]" >&2; exit 2 ;;
 esac
 if ((EUID != 0)); then
   echo "fresh-check: needs root (it purges packages)" >&2
   exit 2
+fi
+
+# --isolated: run this script again in a new mount namespace, chrooted into an overlay of /
+# whose upper layer is a tmpfs mounted in that namespace only (so everything it changes goes
+# with the namespace); /proc, /sys, /dev, /run and /tmp are the machine's own (the clone and
+# its build go to /tmp, network namespaces to /run/netns). Nothing is unmounted or removed by
+# hand: the mounts end with the namespace.
+if [[ ${1-} == --isolated ]]; then
+  layers=$(mktemp -d /dev/shm/flocon-fresh.XXXXXX)
+  status=0
+  unshare --mount --propagation private bash "${BASH_SOURCE[0]}" --inside-overlay "$layers" || status=$?
+  rmdir "$layers"
+  exit "$status"
+fi
+if [[ ${1-} == --inside-overlay ]]; then
+  layers=$2
+  mount -t tmpfs -o size=16g flocon-fresh "$layers"
+  mkdir -p "$layers/upper" "$layers/work" "$layers/root"
+  mount -t overlay overlay -o "lowerdir=/,upperdir=$layers/upper,workdir=$layers/work" "$layers/root"
+  for m in /proc /sys /dev /run /tmp; do
+    mount --rbind "$m" "$layers/root$m"
+  done
+  echo "fresh-check: inside an overlay of / (this mount namespace only)"
+  exec chroot "$layers/root" bash "$top/ci/fresh-check.sh"
 fi
 if [ -n "$(git -C "$top" status --porcelain)" ]; then
   echo "fresh-check: note: uncommitted changes are not part of the check (it clones HEAD)"
