@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod event_loop;
 pub mod http;
 pub mod inbound;
+pub mod journal;
 pub mod net;
 pub mod notify;
 pub mod prng;

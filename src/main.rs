@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use flocon::config::{self, Invocation, Settings};
 use flocon::event_loop::Daemon;
-use flocon::notify;
+use flocon::{journal, notify};
 use log::{error, info, warn};
 
 fn main() -> ExitCode {
@@ -41,10 +41,15 @@ fn init_logging(debug: bool) {
         log::LevelFilter::Info
     };
     // Only fails when a logger is already set, which cannot happen here.
-    let _ = simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .env()
-        .init();
+    if journal::stderr_is_journal() {
+        // Under systemd: `<N>` priority prefixes for journald, no time of our own.
+        let _ = journal::JournalLogger::init(level);
+    } else {
+        let _ = simple_logger::SimpleLogger::new()
+            .with_level(level)
+            .env()
+            .init();
+    }
 }
 
 fn run(settings: Settings) -> ExitCode {
