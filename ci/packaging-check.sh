@@ -25,6 +25,7 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$top"
 
 unit=systemd/flocon.service
+socket_unit=systemd/flocon.socket
 man_page=docs/flocon.8
 conf=packaging/flocon.conf
 pkgbuilds=(packaging/PKGBUILD packaging/release/PKGBUILD)
@@ -170,13 +171,14 @@ mkdir -p "$scratch/man/man8"
 cp "$man_page" "$scratch/man/man8/"
 grep -q '^ExecStart=/usr/bin/flocon$' "$unit" || fail "$unit: ExecStart is not /usr/bin/flocon"
 sed "s|^ExecStart=/usr/bin/flocon\$|ExecStart=$binary|" "$unit" >"$scratch/flocon.service"
+cp "$socket_unit" "$scratch/flocon.socket"
 # verify exits 0 on unknown keys and bad values: any message is a failure.
-if ! MANPATH="$scratch/man" systemd-analyze verify "$scratch/flocon.service" >"$scratch/verify" 2>&1 ||
+if ! MANPATH="$scratch/man" systemd-analyze verify "$scratch/flocon.service" "$scratch/flocon.socket" >"$scratch/verify" 2>&1 ||
   [[ -s "$scratch/verify" ]]; then
   cat "$scratch/verify" >&2
   fail "systemd-analyze verify $unit"
 else
-  ok "systemd-analyze verify $unit (ExecStart=$binary)"
+  ok "systemd-analyze verify $unit $socket_unit (ExecStart=$binary)"
 fi
 
 systemd-analyze security --offline=yes --no-pager "$unit" >"$scratch/security" 2>&1 || true
@@ -214,7 +216,8 @@ mount -t tmpfs tmpfs /run
 mkdir -p /run/flocon-check /run/systemd/system
 cp "$FLOCON_BINARY" /run/flocon-check/flocon
 sed "s|^ExecStart=/usr/bin/flocon\$|ExecStart=/run/flocon-check/flocon $FLOCON_BOOT_ARGS|" "$FLOCON_UNIT" >/run/systemd/system/flocon.service
-printf '[Unit]\nDescription=flocon check\nWants=flocon.service\n' >/run/systemd/system/flocon-check.target
+cp "$FLOCON_SOCKET_UNIT" /run/systemd/system/flocon.socket
+printf '[Unit]\nDescription=flocon check\nWants=flocon.socket flocon.service\n' >/run/systemd/system/flocon-check.target
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /var/log
 umount -l /sys/fs/cgroup 2>/dev/null || true
@@ -232,7 +235,8 @@ mkdir -p /var/cache/pacman/pkg
 export container=flocon-check
 exec /lib/systemd/systemd --system --unit=flocon-check.target --log-target=console --log-level=warning
 INNER
-  FLOCON_BINARY=$binary FLOCON_UNIT=$top/$unit FLOCON_BOOT_ARGS=${FLOCON_BOOT_ARGS-} \
+  FLOCON_BINARY=$binary FLOCON_UNIT=$top/$unit FLOCON_SOCKET_UNIT=$top/$socket_unit \
+    FLOCON_BOOT_ARGS=${FLOCON_BOOT_ARGS-} \
     CGROUP=$boot_cgroup BOOT=$scratch/boot.sh \
     bash -c 'echo $$ >"$CGROUP/cgroup.procs" && exec unshare --pid --fork --mount --net --uts --ipc --cgroup bash "$BOOT"' \
     >"$scratch/boot.log" 2>&1 &
@@ -260,6 +264,14 @@ INNER
     fail "--boot: flocon.service is $state, not active/running after READY=1"
   else
     ok "--boot: flocon.service active (READY=1 received)"
+    # Its TCP listeners are the ones systemd holds (flocon.socket).
+    local passed=0
+    for ((i = 0; i < 20 && passed < 3; i++)); do
+      ((i)) && sleep 0.1
+      passed=$(in_ns journalctl --no-pager -o cat -u flocon.service 2>/dev/null | grep -c 'a socket from systemd' || true)
+    done
+    ((passed == 3)) || fail "--boot: flocon used $passed of the 3 sockets of flocon.socket"
+    ok "--boot: the TCP listeners come from flocon.socket"
     in_ns systemctl reload flocon.service || fail "--boot: systemctl reload"
     sleep 1
     state=$(unit_state)
@@ -269,6 +281,10 @@ INNER
     state=$(in_ns systemctl show -P Result -P ExecMainStatus flocon.service | paste -sd/ || true)
     [[ $state == success/0 ]] || fail "--boot: stop gave result/status $state, not success/0"
     ok "--boot: stop (SIGTERM) exits 0"
+    # While flocon is stopped, systemd still holds pacman's port: nobody else can take it.
+    in_ns ss -Hltn 'sport = :19433' | grep -q 127.0.0.1:19433 ||
+      fail "--boot: 127.0.0.1:19433 is not held while flocon.service is stopped"
+    ok "--boot: flocon.socket holds 19433 while the service is stopped"
   fi
   if ((failures > checked)); then
     in_ns systemctl --no-pager status flocon.service >&2 || true

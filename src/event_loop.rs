@@ -28,6 +28,7 @@ use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+use crate::activation::{self, Role};
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::discovery::{self, Discovery, Event, Identity, MulticastSocket, Params, Transmit};
@@ -187,32 +188,44 @@ impl Daemon {
         poll.registry()
             .register(signals.receiver(), SIGNALS, Interest::READABLE)?;
 
+        // Listeners systemd holds for us (flocon.socket) come first; the rest are bound here.
+        let (mut passed, refused) = activation::take_listeners(settings.port, settings.local_port);
+        for why in refused {
+            warn!("socket passed by systemd not used: {why}");
+        }
+        let mut take_or_bind = |role: Role, addr: SocketAddr, what: &str| {
+            if let Some(i) = passed.iter().position(|(r, _)| *r == role) {
+                let (_, listener) = passed.swap_remove(i);
+                let local = listener.local_addr().map_or(addr, |a| a);
+                info!("listening on TCP {local} ({what}), a socket from systemd");
+                return Ok(TcpListener::from_std(listener));
+            }
+            let listener = listen(addr).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on TCP {addr} ({what}): {e}"),
+                )
+            })?;
+            info!("listening on TCP {addr} ({what})");
+            Ok::<_, io::Error>(listener)
+        };
+
         let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.port));
-        let mut peer_listener = listen(addr).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot listen on TCP {addr} (peers): {e}"),
-            )
-        })?;
+        let mut peer_listener = take_or_bind(Role::Peer, addr, "peers fetch files here")?;
         poll.registry()
             .register(&mut peer_listener, PEER_LISTENER, Interest::READABLE)?;
-        info!("listening on TCP {addr} (peers fetch files here)");
 
         let mut local_listeners = Vec::new();
         let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, settings.local_port));
-        let mut listener = listen(v4).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on TCP {v4} (pacman): {e}"))
-        })?;
+        let mut listener = take_or_bind(Role::LocalV4, v4, "pacman downloads through here")?;
         poll.registry()
             .register(&mut listener, LOCAL_V4, Interest::READABLE)?;
-        info!("listening on TCP {v4} (pacman downloads through here)");
         local_listeners.push((LOCAL_V4, listener));
         let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, settings.local_port));
-        match listen(v6) {
+        match take_or_bind(Role::LocalV6, v6, "pacman downloads through here") {
             Ok(mut listener) => {
                 poll.registry()
                     .register(&mut listener, LOCAL_V6, Interest::READABLE)?;
-                info!("listening on TCP {v6} (pacman downloads through here)");
                 local_listeners.push((LOCAL_V6, listener));
             }
             Err(e) => debug!("no IPv6 loopback listener ({e})"),

@@ -4,6 +4,7 @@
 //! fuzz targets can reach the pure parsers and protocol cores; `main.rs` is only
 //! the command line front.
 
+pub mod activation;
 pub mod cache;
 pub mod config;
 pub mod discovery;
