@@ -252,7 +252,8 @@ INNER
     fail "--boot: systemd did not start"
     return
   fi
-  in_ns() { nsenter -t "$init" -m -p -n -u -i -C -- "$@"; }
+  # --root: the namespace's root as init sees it (also when this script runs chrooted).
+  in_ns() { nsenter -t "$init" -m -p -n -u -i -C --root --wd -- "$@"; }
   unit_state() { in_ns systemctl show -P ActiveState -P SubState flocon.service 2>/dev/null | paste -sd/ || true; }
   state=
   for ((i = 0; i < 150; i++)); do
