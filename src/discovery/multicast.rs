@@ -182,7 +182,8 @@ impl MulticastSocket {
         }
         // socket2 creates it with SOCK_CLOEXEC.
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-        socket.set_reuse_address(true)?;
+        // No SO_REUSEADDR: with it, any local user could bind the same port beside the
+        // daemon and receive the unicast questions peers send here.
         socket.set_nonblocking(true)?;
         socket.set_multicast_loop_v4(false)?;
         socket.set_multicast_ttl_v4(1)?;
@@ -427,7 +428,7 @@ mod tests {
         let mut b = MulticastSocket::open(0, group).expect("open b");
         {
             let s = SockRef::from(&*a.socket_mut());
-            assert!(s.reuse_address().unwrap());
+            assert!(!s.reuse_address().unwrap(), "nobody may share the port");
             assert!(!s.multicast_loop_v4().unwrap());
             assert_eq!(s.multicast_ttl_v4().unwrap(), 1);
             assert!(!s.multicast_all_v4().unwrap());

@@ -1,13 +1,15 @@
-//! Socket activation (`flocon.socket`, `sd_listen_fds(3)`) against the real binary on
-//! loopback: listeners bound by someone else (here the test, as systemd would) and passed as
-//! fds 3.. with `LISTEN_PID`/`LISTEN_FDS` are the ones flocon serves on, so it binds nothing of
-//! its own; a passed fd that is not one of its listeners is named and left alone; and without
-//! activation, a port another process holds is a clear error and exit status 1.
+//! Who may hold flocon's ports on this host, against the real binary on loopback. Socket
+//! activation (`flocon.socket`, `sd_listen_fds(3)`): listeners bound by someone else (here the
+//! test, as systemd would) and passed as fds 3.. with `LISTEN_PID`/`LISTEN_FDS` are the ones
+//! flocon serves on, so it binds nothing of its own; a passed fd that is not one of its
+//! listeners is named and left alone; without activation, a port another process holds is a
+//! clear error and exit status 1. And no other socket, of any user, can bind the discovery UDP
+//! port beside the daemon to read the questions peers send it.
 
 mod common;
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -164,4 +166,25 @@ fn without_activation_a_port_held_by_another_process_is_a_clear_error() {
         .find_line(|l| l.contains(&format!("cannot listen on TCP 127.0.0.1:{local}")))
         .unwrap_or_else(|| panic!("no clear error: {:#?}", daemon.lines()));
     assert!(line.contains("pacman"), "{line}");
+}
+
+#[test]
+fn no_socket_can_share_the_discovery_port_beside_the_daemon() {
+    let dir = TempDir::new("udp-port");
+    let (port, local) = (free_port(), free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flocon"));
+    cmd.args(flocon_args(&dir, port, local));
+    let mut daemon = Daemon::spawn_command("flocon", cmd);
+    daemon.wait_for_line_containing("pacman downloads through here", START);
+    // What a local user would try: SO_REUSEADDR (and SO_REUSEPORT) on the same address.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+        .expect("a UDP socket");
+    socket.set_reuse_address(true).expect("SO_REUSEADDR");
+    socket.set_reuse_port(true).expect("SO_REUSEPORT");
+    let err = socket
+        .bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())
+        .expect_err("bound the daemon's UDP port beside it");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }
