@@ -21,7 +21,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -34,6 +34,7 @@ use crate::config::Settings;
 use crate::discovery::{self, Discovery, Event, Identity, MulticastSocket, Params, Transmit};
 use crate::http::response::{self, Status};
 use crate::net::Want;
+use crate::rate_limit::RateLimit;
 use crate::relay::{self, Input, PacmanConn, Wait};
 use crate::resolver::SystemResolver;
 use crate::serve::{self, PeerConn};
@@ -53,6 +54,12 @@ pub const FIRST_SLOT: usize = 16;
 const ACCEPTS_PER_TURN: usize = 64;
 /// Datagrams read per turn.
 const DATAGRAMS_PER_TURN: usize = 256;
+/// Connections at most from one address to the peer port (as nginx's `limit_conn`): one host
+/// cannot hold every slot with idle connections. A host's relay uses one connection per
+/// parallel download, plus the idle ones it keeps (32 at most), so this never limits an honest
+/// peer.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+
 /// How long transfers in flight may go on after SIGTERM/SIGINT.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -80,6 +87,8 @@ struct Slot {
     source: Option<u32>,
     /// Earliest deadline of this slot in the heap, if any.
     armed: Option<Instant>,
+    /// The address of a peer connection, counted in `Slots::per_address`.
+    peer_ip: Option<IpAddr>,
 }
 
 /// The slot table: connections by index, with free-list reuse.
@@ -89,13 +98,19 @@ struct Slots {
     free: Vec<usize>,
     peers: usize,
     pacman: usize,
+    /// Peer connections by source address.
+    per_address: HashMap<IpAddr, usize>,
 }
 
 impl Slots {
-    fn insert(&mut self, conn: Conn) -> (usize, u32) {
+    /// Adds a connection; `peer_ip` is the source address of a peer connection.
+    fn insert(&mut self, conn: Conn, peer_ip: Option<IpAddr>) -> (usize, u32) {
         match conn {
             Conn::Peer(_) => self.peers += 1,
             Conn::Pacman(_) => self.pacman += 1,
+        }
+        if let Some(ip) = peer_ip {
+            *self.per_address.entry(ip).or_default() += 1;
         }
         if let Some(i) = self.free.pop() {
             let slot = &mut self.slots[i];
@@ -104,6 +119,7 @@ impl Slots {
             slot.registered = false;
             slot.source = None;
             slot.armed = None;
+            slot.peer_ip = peer_ip;
             return (i, slot.generation);
         }
         self.slots.push(Slot {
@@ -112,6 +128,7 @@ impl Slots {
             registered: false,
             source: None,
             armed: None,
+            peer_ip,
         });
         (self.slots.len() - 1, 0)
     }
@@ -123,7 +140,16 @@ impl Slots {
     }
 
     fn remove(&mut self, index: usize) -> Option<Conn> {
-        let conn = self.slots.get_mut(index)?.conn.take()?;
+        let slot = self.slots.get_mut(index)?;
+        let conn = slot.conn.take()?;
+        if let Some(ip) = slot.peer_ip.take() {
+            if let Some(n) = self.per_address.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_address.remove(&ip);
+                }
+            }
+        }
         match conn {
             Conn::Peer(_) => self.peers -= 1,
             Conn::Pacman(_) => self.pacman -= 1,
@@ -134,6 +160,11 @@ impl Slots {
 
     fn live(&self) -> usize {
         self.peers + self.pacman
+    }
+
+    /// Peer connections open from `ip`.
+    fn peers_at(&self, ip: IpAddr) -> usize {
+        self.per_address.get(&ip).copied().unwrap_or(0)
     }
 }
 
@@ -176,6 +207,9 @@ pub struct Daemon {
     counters: serve::Counters,
     started: Instant,
     stop_by: Option<Instant>,
+    /// Peer connections refused for [`MAX_CONNECTIONS_PER_ADDRESS`], and their warnings.
+    refused_per_address: u64,
+    crowded_warnings: RateLimit,
 }
 
 impl Daemon {
@@ -296,6 +330,8 @@ impl Daemon {
             counters: serve::Counters::default(),
             started: now,
             stop_by: None,
+            refused_per_address: 0,
+            crowded_warnings: RateLimit::default(),
         })
     }
 
@@ -469,8 +505,15 @@ impl Daemon {
         ));
         let c = &self.counters;
         text.push_str(&format!(
-            "peer server: {} connections now, {} since start, {} requests, {} files, {} bytes sent, {} errors, {} refused (busy)\n",
-            self.slots.peers, c.connections, c.requests, c.files, c.bytes, c.errors, c.refused_busy
+            "peer server: {} connections now, {} since start, {} requests, {} files, {} bytes sent, {} errors, {} refused (busy), {} of them over {MAX_CONNECTIONS_PER_ADDRESS} from one address\n",
+            self.slots.peers,
+            c.connections,
+            c.requests,
+            c.files,
+            c.bytes,
+            c.errors,
+            c.refused_busy,
+            self.refused_per_address
         ));
         text
     }
@@ -653,9 +696,21 @@ impl Daemon {
             } else {
                 self.slots.pacman >= self.max_connections
             };
-            if busy {
+            let crowded =
+                peer_side && self.slots.peers_at(remote.ip()) >= MAX_CONNECTIONS_PER_ADDRESS;
+            if busy || crowded {
                 self.counters.refused_busy += 1;
-                debug!("{remote}: connection limit reached, 503");
+                if crowded {
+                    self.refused_per_address += 1;
+                    if let Some(held) = self.crowded_warnings.check(now) {
+                        warn!(
+                            "{}: {MAX_CONNECTIONS_PER_ADDRESS} connections from this address already, 503 ({held} more held back)",
+                            remote.ip()
+                        );
+                    }
+                } else {
+                    debug!("{remote}: connection limit reached, 503");
+                }
                 let mut page = Vec::new();
                 response::error_page(&mut page, Status::ServiceUnavailable, false, true);
                 let _ = crate::net::send(&stream, &page, false);
@@ -668,7 +723,7 @@ impl Daemon {
             } else {
                 Conn::Pacman(Box::new(PacmanConn::new(stream, remote, now)))
             };
-            let (index, generation) = self.slots.insert(conn);
+            let (index, generation) = self.slots.insert(conn, peer_side.then(|| remote.ip()));
             self.run_slot(index, generation, now);
         }
         true

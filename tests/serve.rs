@@ -74,6 +74,8 @@ fn put(dir: &Path, name: &str, data: &[u8]) {
     std::fs::write(dir.join(name), data).unwrap();
 }
 
+/// The daemon's per-address limit on the peer port.
+const MAX_PER_ADDRESS: usize = flocon::event_loop::MAX_CONNECTIONS_PER_ADDRESS;
 const PKG: &str = "hello-1.0-1-x86_64.pkg.tar.zst";
 
 #[test]
@@ -352,12 +354,27 @@ fn a_slow_request_head_gets_408() {
     );
 }
 
+/// A connection to `to` from the loopback address `from` (127.0.0.0/8: any of them is this
+/// host, so each stands for another LAN host).
+fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    socket
+        .bind(&SocketAddr::from((from, 0)).into())
+        .unwrap_or_else(|e| panic!("bind {from:?}: {e}"));
+    socket
+        .connect(&to.into())
+        .unwrap_or_else(|e| panic!("connect {to} from {from:?}: {e}"));
+    socket.into()
+}
+
 #[test]
 fn two_hundred_idle_connections_do_not_block_a_request() {
     let s = start();
     put(s.cache.path(), PKG, b"ok");
+    // From four other hosts (each under the per-address limit).
     let idle: Vec<TcpStream> = (0..200)
-        .map(|_| TcpStream::connect(s.addr).unwrap())
+        .map(|i| connect_from([127, 0, 1, 1 + (i % 4) as u8], s.addr))
         .collect();
     // Half of them started a request and stopped.
     for c in idle.iter().take(100) {
@@ -372,6 +389,59 @@ fn two_hundred_idle_connections_do_not_block_a_request() {
         started.elapsed()
     );
     drop(idle);
+}
+
+#[test]
+fn one_address_cannot_hold_every_connection() {
+    let s = start();
+    put(s.cache.path(), PKG, b"ok");
+    let crowd = [127, 0, 2, 1];
+    let held: Vec<TcpStream> = (0..MAX_PER_ADDRESS)
+        .map(|_| connect_from(crowd, s.addr))
+        .collect();
+    // One more from the same address: 503 at once, once the daemon holds the others.
+    common::wait_until(
+        "the crowded address refused",
+        Duration::from_secs(5),
+        || {
+            let mut c = connect_from(crowd, s.addr);
+            c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            c.write_all(format!("GET /{PKG} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .ok()?;
+            let mut answer = String::new();
+            let _ = c.read_to_string(&mut answer);
+            answer.starts_with("HTTP/1.1 503").then_some(())
+        },
+        || "no 503 yet".into(),
+    );
+    // Another host is served meanwhile.
+    let started = Instant::now();
+    let r = http_get(s.addr, &format!("/{PKG}"), &[]);
+    assert_eq!(r.body, b"ok");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let status = s.daemon.wait_for_line(
+        |l| l.contains("connections from this address already"),
+        Duration::from_secs(5),
+    );
+    assert!(status.contains("127.0.2.1"), "{status}");
+    drop(held);
+    // Once they close, that address is served again.
+    common::wait_until(
+        "the address served again",
+        Duration::from_secs(5),
+        || {
+            let mut c = connect_from(crowd, s.addr);
+            c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            c.write_all(
+                format!("GET /{PKG} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .ok()?;
+            let mut answer = String::new();
+            let _ = c.read_to_string(&mut answer);
+            answer.starts_with("HTTP/1.1 200").then_some(())
+        },
+        || "still refused".into(),
+    );
 }
 
 #[test]
