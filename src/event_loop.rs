@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::activation::{self, Role};
@@ -34,6 +35,7 @@ use crate::config::Settings;
 use crate::discovery::{self, Discovery, Event, Identity, MulticastSocket, Params, Transmit};
 use crate::http::response::{self, Status};
 use crate::net::Want;
+use crate::netlink::LinkWatch;
 use crate::rate_limit::RateLimit;
 use crate::relay::{self, Input, PacmanConn, Wait};
 use crate::resolver::SystemResolver;
@@ -47,6 +49,13 @@ const LOCAL_V6: Token = Token(3);
 const DISCOVERY: Token = Token(4);
 /// The resolver thread's waker: answers are ready.
 const RESOLVER: Token = Token(5);
+/// rtnetlink: interfaces and addresses changed.
+const LINKS: Token = Token(6);
+/// A burst of link and address events is one rejoin, this long after the first.
+const LINK_SETTLE: Duration = Duration::from_millis(200);
+/// Rejoins for link and address events are at least this far apart (a flapping interface
+/// cannot make a storm of HELLOs).
+const LINK_REJOIN_GAP: Duration = Duration::from_secs(1);
 /// First connection token; everything below is a singleton.
 pub const FIRST_SLOT: usize = 16;
 
@@ -196,6 +205,11 @@ pub struct Daemon {
     again: VecDeque<(usize, u32)>,
     /// Upstream host names, resolved by `getaddrinfo` on the helper thread.
     resolver: SystemResolver,
+    /// Link and address events (none where rtnetlink cannot be opened: SIGUSR2 still works).
+    links: Option<LinkWatch>,
+    /// When a rejoin is due after link or address events, and when the last one was.
+    rejoin_at: Option<Instant>,
+    last_link_rejoin: Option<Instant>,
     /// Open discovery questions and name lookups, and the slot waiting on each.
     waits: HashMap<Wait, (usize, u32)>,
     /// Listeners with connections possibly left to accept.
@@ -292,6 +306,20 @@ impl Daemon {
 
         let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), RESOLVER)?);
         let resolver = SystemResolver::start(waker)?;
+        let links = match LinkWatch::open() {
+            Ok(watch) => {
+                poll.registry().register(
+                    &mut SourceFd(&watch.raw_fd()),
+                    LINKS,
+                    Interest::READABLE,
+                )?;
+                Some(watch)
+            }
+            Err(e) => {
+                warn!("no rtnetlink socket ({e}): after a network change, SIGUSR2 rejoins");
+                None
+            }
+        };
 
         let (cache, warnings) = Cache::new(&settings.cache_dirs);
         for w in warnings {
@@ -323,6 +351,9 @@ impl Daemon {
             timers: BinaryHeap::new(),
             again: VecDeque::new(),
             resolver,
+            links,
+            rejoin_at: None,
+            last_link_rejoin: None,
             waits: HashMap::new(),
             accept_pending: [false; 4],
             again_discovery: false,
@@ -357,6 +388,7 @@ impl Daemon {
                         }
                     }
                     RESOLVER => self.resolver_answers(now),
+                    LINKS => self.link_events(now),
                     Token(t) if t < 4 => self.accept_pending[t] = true,
                     Token(t) if t >= FIRST_SLOT => {
                         let index = (t - FIRST_SLOT) / 2;
@@ -388,6 +420,7 @@ impl Daemon {
                     self.run_slot(index, generation, now);
                 }
             }
+            self.rejoin_when_due(now);
             self.discovery_turn(now);
             self.fire_timers(now);
             self.cache.expire(now);
@@ -414,6 +447,7 @@ impl Daemon {
             self.timers.peek().map(|Reverse((t, _, _))| *t),
             self.stop_by,
             self.multicast.core.poll_timeout(),
+            self.rejoin_at,
             self.cache.next_expiry(),
             self.relay.pool.poll_timeout(),
         ];
@@ -640,6 +674,41 @@ impl Daemon {
     }
 
     // ---- name resolution ---------------------------------------------------
+
+    /// rtnetlink said interfaces or addresses changed: rejoin soon (once per burst).
+    fn link_events(&mut self, now: Instant) {
+        let Some(links) = &self.links else { return };
+        let mut buf = [0u8; 8192];
+        let changes = links.read(&mut buf, DATAGRAMS_PER_TURN);
+        if changes.malformed {
+            debug!("rtnetlink: a malformed message, skipped");
+        }
+        if changes.any() && self.rejoin_at.is_none() && self.stop_by.is_none() {
+            let at = (now + LINK_SETTLE).max(
+                self.last_link_rejoin
+                    .map_or(now, |last| last + LINK_REJOIN_GAP),
+            );
+            debug!(
+                "rtnetlink: {} link and {} address changes: rejoining in {} ms",
+                changes.links,
+                changes.addresses,
+                at.duration_since(now).as_millis()
+            );
+            self.rejoin_at = Some(at);
+        }
+    }
+
+    fn rejoin_when_due(&mut self, now: Instant) {
+        if self.rejoin_at.is_some_and(|t| now >= t) {
+            self.rejoin_at = None;
+            self.last_link_rejoin = Some(now);
+            if self.stop_by.is_none() {
+                info!("network change: rejoining the multicast group");
+                self.join_group(now);
+                self.multicast.core.rejoin(now);
+            }
+        }
+    }
 
     /// The resolver thread woke the loop: route its answers to the connections waiting.
     fn resolver_answers(&mut self, now: Instant) {

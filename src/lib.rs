@@ -13,6 +13,7 @@ pub mod http;
 pub mod inbound;
 pub mod journal;
 pub mod net;
+pub mod netlink;
 pub mod notify;
 pub mod prng;
 pub mod rate_limit;

@@ -345,6 +345,40 @@ impl Lab {
         ip(&["-n", &self.switch_ns, "link", "set", &h.switch_port, "up"]);
     }
 
+    /// Cut host `i` off at the switch without its noticing: its bridge port stops forwarding
+    /// (`bridge link set ... state 0`), but its link stays up, with carrier, and no interface or
+    /// address event reaches the host.
+    #[track_caller]
+    pub fn isolate(&self, i: usize) {
+        let h = self.host(i);
+        bridge(&[
+            "-n",
+            &self.switch_ns,
+            "link",
+            "set",
+            "dev",
+            &h.switch_port,
+            "state",
+            "0",
+        ]);
+    }
+
+    /// Let host `i`'s bridge port forward again (`state 3`).
+    #[track_caller]
+    pub fn reconnect(&self, i: usize) {
+        let h = self.host(i);
+        bridge(&[
+            "-n",
+            &self.switch_ns,
+            "link",
+            "set",
+            "dev",
+            &h.switch_port,
+            "state",
+            "3",
+        ]);
+    }
+
     /// Take host `i`'s `eth0` down (`ip link set eth0 down` inside the host): the host sees its
     /// interface go away; the kernel drops the routes through it.
     #[track_caller]
@@ -407,6 +441,22 @@ fn ip(args: &[&str]) {
     if !out.status.success() {
         panic!(
             "ip {} failed: {}\n{}",
+            args.join(" "),
+            out.status,
+            show_output(&out)
+        );
+    }
+}
+
+/// `bridge <args>` (iproute2), panicking on failure.
+#[track_caller]
+fn bridge(args: &[&str]) {
+    let mut cmd = Command::new(which("bridge").unwrap_or_else(|| "bridge".into()));
+    cmd.args(args);
+    let out = output_within(cmd, IP_TIMEOUT);
+    if !out.status.success() {
+        panic!(
+            "bridge {} failed: {}\n{}",
             args.join(" "),
             out.status,
             show_output(&out)

@@ -1,0 +1,11 @@
+//! rtnetlink datagrams (`netlink::parse`): never a panic, never an endless walk; the counts
+//! stay below the number of 16-byte headers the datagram can hold.
+#![no_main]
+use flocon::netlink;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let c = netlink::parse(data);
+    let most = (data.len() / 16) as u32;
+    assert!(c.links + c.addresses <= most, "{c:?} from {} bytes", data.len());
+});
