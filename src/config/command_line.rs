@@ -173,7 +173,8 @@ Options (a value may also be given as --option=VALUE):
                              (default 239.255.19.32: administratively
                              scoped, RFC 2365, never routed off the site)
       --interface NAME       network interface to find peers on,
-                             repeatable (default: all)
+                             repeatable (default: all but loopback and
+                             container or VM bridges)
       --announce-interval S  seconds between announcements, 1 to 3600
                              (default 60)
       --lookup-timeout MS    how long to wait for peers to say they have

@@ -36,8 +36,9 @@ impl InterfaceInfo {
         self.flags & (flag as u32) != 0
     }
 
-    /// Why this interface cannot carry the group, or `None` if it can. Loopback interfaces are
-    /// refused unless `named` (the user asked for this one by name).
+    /// Why this interface cannot carry the group, or `None` if it can. Loopback interfaces and
+    /// the bridges and links of containers and virtual machines are refused unless `named` (the
+    /// user asked for this one by name).
     fn unfit(&self, named: bool) -> Option<&'static str> {
         if !self.has(libc::IFF_UP) {
             Some("interface is down")
@@ -45,6 +46,8 @@ impl InterfaceInfo {
             Some("interface is not multicast-capable")
         } else if !named && self.has(libc::IFF_LOOPBACK) {
             Some("loopback interface")
+        } else if !named && is_virtual_bridge(&self.name) {
+            Some("a container or virtual machine network")
         } else if self.ipv4.is_none() {
             Some("interface has no IPv4 address")
         } else {
@@ -53,8 +56,20 @@ impl InterfaceInfo {
     }
 }
 
+/// Names of the bridges and links that container and virtual machine managers make (Docker,
+/// libvirt, LXC, Podman, CNI, veth pairs): the hosts behind them are not the LAN, so they are
+/// joined only when named with `--interface`.
+pub const VIRTUAL_PREFIXES: [&str; 8] = [
+    "docker", "virbr", "veth", "br-", "lxcbr", "podman", "cni", "vnet",
+];
+
+/// Whether `name` is one of [`VIRTUAL_PREFIXES`]' interfaces.
+pub fn is_virtual_bridge(name: &str) -> bool {
+    VIRTUAL_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 /// The interfaces to join among `all`: every up, multicast-capable, non-loopback interface with
-/// an IPv4 address when `wanted` is empty, otherwise the named ones (each must exist, be up,
+/// an IPv4 address that is not a container or virtual machine network when `wanted` is empty, otherwise the named ones (each must exist, be up,
 /// multicast-capable and have an IPv4 address). Unfit named interfaces are reported as errors.
 pub fn select_interfaces(
     all: &[InterfaceInfo],
@@ -368,6 +383,10 @@ mod tests {
             iface("br0", ok, None),
             iface("wlan0", ok, Some([192, 168, 2, 3])),
             iface("lomc", ok | libc::IFF_LOOPBACK, Some([127, 0, 0, 1])),
+            iface("docker0", ok, Some([172, 17, 0, 1])),
+            iface("virbr0", ok, Some([192, 168, 122, 1])),
+            iface("br-5f3a9c", ok, Some([172, 18, 0, 1])),
+            iface("veth12ab", ok, Some([169, 254, 1, 1])),
         ]
     }
 
@@ -380,6 +399,18 @@ mod tests {
         let (chosen, errors) = select_interfaces(&host(), &[]);
         assert_eq!(names(&chosen), vec!["eth0", "wlan0"]);
         assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn container_and_vm_bridges_only_when_named() {
+        let (chosen, _) = select_interfaces(&host(), &[]);
+        assert!(chosen.iter().all(|i| !is_virtual_bridge(&i.name)));
+        let wanted = vec!["docker0".to_string(), "virbr0".to_string()];
+        let (chosen, errors) = select_interfaces(&host(), &wanted);
+        assert_eq!(names(&chosen), vec!["docker0", "virbr0"]);
+        assert!(errors.is_empty());
+        assert!(!is_virtual_bridge("eth0") && !is_virtual_bridge("enp3s0"));
+        assert!(!is_virtual_bridge("wlan0") && !is_virtual_bridge("bridge0"));
     }
 
     #[test]
