@@ -7,7 +7,8 @@
 #   ci/fresh-check.sh --isolated    the same inside a private mount namespace whose / is an
 #                                   overlay (changes kept in memory, gone at the end): the
 #                                   machine, its packages and whatever else runs on it are
-#                                   left as they were
+#                                   left as they were; the packaging check's systemd boot is
+#                                   left out there (FLOCON_NO_BOOT=1)
 #
 # What it removes:
 # - the Debian packages of ci/debian-packages.txt that the suite installs (`apt-get purge`),
@@ -40,7 +41,9 @@ fi
 # its build go to /tmp, network namespaces to /run/netns). Nothing is unmounted or removed by
 # hand: the mounts end with the namespace.
 if [[ ${1-} == --isolated ]]; then
-  layers=$(mktemp -d /dev/shm/flocon-fresh.XXXXXX)
+  # Not under /dev, /run or /tmp: those are bound into the overlay, and a layer inside them
+  # would make the mount tree contain itself.
+  layers=$(mktemp -d /var/tmp/flocon-fresh.XXXXXX)
   status=0
   unshare --mount --propagation private bash "${BASH_SOURCE[0]}" --inside-overlay "$layers" || status=$?
   rmdir "$layers"
@@ -55,7 +58,8 @@ if [[ ${1-} == --inside-overlay ]]; then
     mount --rbind "$m" "$layers/root$m"
   done
   echo "fresh-check: inside an overlay of / (this mount namespace only)"
-  exec chroot "$layers/root" bash "$top/ci/fresh-check.sh"
+  echo "fresh-check: without the packaging check's systemd boot (its DynamicUser cannot be allocated in this chroot)"
+  exec chroot "$layers/root" env FLOCON_NO_BOOT=1 bash "$top/ci/fresh-check.sh"
 fi
 if [ -n "$(git -C "$top" status --porcelain)" ]; then
   echo "fresh-check: note: uncommitted changes are not part of the check (it clones HEAD)"
