@@ -22,23 +22,7 @@ const START: Duration = Duration::from_secs(20);
 
 /// flocon on loopback serving `dir`, with these ports.
 fn flocon_args(dir: &TempDir, port: u16, local: u16) -> Vec<String> {
-    [
-        "-c",
-        "/dev/null",
-        "--pacman-conf",
-        "/nonexistent",
-        "--interface",
-        "lo",
-        "--port",
-        &port.to_string(),
-        "--local-port",
-        &local.to_string(),
-        "--cache-dir",
-        &dir.path().display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    common::flocon::loopback_args(dir.path(), port, local)
 }
 
 /// Starts flocon with `fds` as its fds 3, 4, ... and `LISTEN_PID` set to its own pid (through

@@ -23,22 +23,7 @@ fn receive(socket: &UnixDatagram) -> String {
 /// The daemon on loopback only, serving `dir`.
 fn daemon_command(dir: &TempDir, port: u16, local: u16) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flocon"));
-    cmd.args([
-        "-c",
-        "/dev/null",
-        "--pacman-conf",
-        "/nonexistent",
-        "--interface",
-        "lo",
-    ])
-    .arg("--cache-dir")
-    .arg(dir.path())
-    .args([
-        "--port",
-        &port.to_string(),
-        "--local-port",
-        &local.to_string(),
-    ]);
+    cmd.args(common::flocon::loopback_args(dir.path(), port, local));
     cmd
 }
 

@@ -65,6 +65,30 @@ impl Host {
     }
 }
 
+/// The arguments of a daemon on this host's loopback only (no namespace): no config file, no
+/// pacman.conf, `lo` as its interface, serving `cache` on `port` and relaying on `local`.
+pub fn loopback_args(cache: &Path, port: u16, local: u16) -> Vec<String> {
+    let (port, local) = (port.to_string(), local.to_string());
+    let cache = cache.display().to_string();
+    [
+        "-c",
+        "/dev/null",
+        "--pacman-conf",
+        "/nonexistent",
+        "--interface",
+        "lo",
+        "--port",
+        &port,
+        "--local-port",
+        &local,
+        "--cache-dir",
+        &cache,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// The arguments every lab daemon gets, then `extra`.
 pub fn daemon_args(cache: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [

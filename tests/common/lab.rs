@@ -435,28 +435,24 @@ pub fn in_netns<R: Send>(ns: &str, f: impl FnOnce() -> R + Send) -> R {
 /// Run one `ip` command, panicking with its output if it fails.
 #[track_caller]
 fn ip(args: &[&str]) {
-    let mut cmd = Command::new(which("ip").unwrap_or_else(|| "ip".into()));
-    cmd.args(args);
-    let out = output_within(cmd, IP_TIMEOUT);
-    if !out.status.success() {
-        panic!(
-            "ip {} failed: {}\n{}",
-            args.join(" "),
-            out.status,
-            show_output(&out)
-        );
-    }
+    iproute2("ip", args);
 }
 
 /// `bridge <args>` (iproute2), panicking on failure.
 #[track_caller]
 fn bridge(args: &[&str]) {
-    let mut cmd = Command::new(which("bridge").unwrap_or_else(|| "bridge".into()));
+    iproute2("bridge", args);
+}
+
+/// Run an iproute2 `program` with `args`, panicking with its output if it fails.
+#[track_caller]
+fn iproute2(program: &str, args: &[&str]) {
+    let mut cmd = Command::new(which(program).unwrap_or_else(|| program.into()));
     cmd.args(args);
     let out = output_within(cmd, IP_TIMEOUT);
     if !out.status.success() {
         panic!(
-            "bridge {} failed: {}\n{}",
+            "{program} {} failed: {}\n{}",
             args.join(" "),
             out.status,
             show_output(&out)
