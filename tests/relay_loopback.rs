@@ -1392,6 +1392,34 @@ fn an_upstream_redirect_is_passed_on() {
     wait_counters(r.addr, "2 redirects");
 }
 
+#[test]
+fn a_relative_redirect_is_resolved_against_the_mirror() {
+    let root = Root::new();
+    let mirror = Mirror::start_with(
+        root.path(),
+        None,
+        free_loopback_addr(),
+        &MirrorOptions {
+            // nginx sends `Location` as written: relative to the mirror.
+            extra_server_conf: "absolute_redirect off; \
+                 location /testrepo/ { return 302 /pool$request_uri; }"
+                .into(),
+            ..MirrorOptions::default()
+        },
+    );
+    let r = relay(&[mirror.server_url()]);
+    for file in [PKG, DB] {
+        let got = get(r.addr, &url(file), &[]);
+        assert_eq!(got.status, 302, "{file}");
+        assert_eq!(
+            got.header("location"),
+            Some(format!("http://{}/pool{}", mirror.addr(), url(file)).as_str()),
+            "pacman is sent to the mirror, not back to flocon"
+        );
+    }
+    wait_counters(r.addr, "2 redirects");
+}
+
 // ---- no upstream ---------------------------------------------------------------------------
 
 #[test]

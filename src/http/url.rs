@@ -103,6 +103,46 @@ impl Url {
         url
     }
 
+    /// A `Location` value resolved against this URL (RFC 3986, section 5.2): absolute `http(s)`
+    /// URLs as they are, `//host/path` with this scheme, `/path` on this host, and relative
+    /// paths against this URL's directory, with `.` and `..` segments removed. `None` for
+    /// anything that is not an `http(s)` URL in the end (another scheme, a space, a control
+    /// character, no host, too long).
+    pub fn resolve(&self, reference: &str) -> Option<String> {
+        let scheme = if self.https { "https" } else { "http" };
+        let lower = reference.get(..8).unwrap_or(reference).to_ascii_lowercase();
+        let text = if lower.starts_with("http://") || lower.starts_with("https://") {
+            reference.to_owned()
+        } else if reference.starts_with("//") {
+            format!("{scheme}:{reference}")
+        } else if reference.contains(':')
+            && reference
+                .split(['/', '?', '#'])
+                .next()
+                .is_some_and(|first| first.contains(':'))
+        {
+            return None; // another scheme (`ftp:`, `file:`, `javascript:`)
+        } else {
+            // The query and fragment of a relative reference stay with it.
+            let cut = reference.find(['?', '#']).unwrap_or(reference.len());
+            let (path, tail) = reference.split_at(cut);
+            let merged = if path.is_empty() {
+                self.path.clone()
+            } else if path.starts_with('/') {
+                path.to_owned()
+            } else {
+                let dir = &self.path[..self.path.rfind('/').map_or(0, |i| i + 1)];
+                format!("{dir}{path}")
+            };
+            format!(
+                "{scheme}://{}{}{tail}",
+                self.authority,
+                remove_dot_segments(&merged)
+            )
+        };
+        parse(&text).map(|_| text)
+    }
+
     pub fn to_text(&self) -> String {
         format!(
             "{}://{}{}",
@@ -113,9 +153,92 @@ impl Url {
     }
 }
 
+/// RFC 3986's `remove_dot_segments` for an absolute path: `.` and `..` segments go, and a
+/// `..` never climbs above the root.
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locations_resolve_against_the_upstream_url() {
+        let base =
+            parse("https://mirror.example:8443/arch/core/os/x86_64/zstd-1.5-1-x86_64.pkg.tar.zst")
+                .expect("base");
+        let cases = [
+            ("https://other.example/x", Some("https://other.example/x")),
+            ("HTTP://other.example/x", Some("HTTP://other.example/x")),
+            ("//cdn.example/p/f", Some("https://cdn.example/p/f")),
+            ("/pool/f", Some("https://mirror.example:8443/pool/f")),
+            (
+                "f2",
+                Some("https://mirror.example:8443/arch/core/os/x86_64/f2"),
+            ),
+            (
+                "../../any/f",
+                Some("https://mirror.example:8443/arch/core/any/f"),
+            ),
+            (
+                "./f?sig=1",
+                Some("https://mirror.example:8443/arch/core/os/x86_64/f?sig=1"),
+            ),
+            (
+                "../../../../../../etc",
+                Some("https://mirror.example:8443/etc"),
+            ),
+            (
+                "a/./b/../c",
+                Some("https://mirror.example:8443/arch/core/os/x86_64/a/c"),
+            ),
+            ("ftp://mirror.example/f", None),
+            ("javascript:alert(1)", None),
+            ("/a b", None),
+            ("/a\x01", None),
+        ];
+        for (reference, want) in cases {
+            assert_eq!(base.resolve(reference).as_deref(), want, "{reference:?}");
+        }
+        let plain = parse("http://m.example/repo/os/x86_64/f").expect("base");
+        assert_eq!(
+            plain.resolve("//cdn.example/f").as_deref(),
+            Some("http://cdn.example/f")
+        );
+        assert_eq!(
+            plain.resolve("").as_deref(),
+            Some("http://m.example/repo/os/x86_64/f")
+        );
+    }
+
+    #[test]
+    fn dot_segments() {
+        assert_eq!(remove_dot_segments("/a/b/c/./../../g"), "/a/g");
+        assert_eq!(remove_dot_segments("/../a"), "/a");
+        assert_eq!(remove_dot_segments("/a/.."), "/");
+        assert_eq!(remove_dot_segments("/a/."), "/a/");
+        assert_eq!(remove_dot_segments("/"), "/");
+    }
 
     #[test]
     fn accepted_urls_read_back_from_their_text() {

@@ -446,6 +446,16 @@ impl PacmanConn {
                 return SourceStep::Progress;
             }
             Judgement::Redirect(location) => {
+                // A relative `Location` is relative to the mirror, not to flocon: resolved
+                // here, or pacman would come back to flocon with it.
+                let resolved = match &source.kind {
+                    SourceKind::Upstream { url, .. } => url.resolve(&location),
+                    SourceKind::Peer(_) => None,
+                };
+                let Some(location) = resolved else {
+                    debug!("{}: unusable redirect to {location:?}", job.file);
+                    return SourceStep::Failed(Failure::Status(head.code));
+                };
                 cx.relay.policy.counters.redirects += 1;
                 let (keep_alive, with_body) = (job.keep_alive, !job.head_only);
                 if let Some(source) = self.source.take().filter(|s| s.reusable) {
