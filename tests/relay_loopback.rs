@@ -1535,6 +1535,47 @@ fn the_status_page_counts_and_shows_transfers_in_flight() {
 // ---- bad requests and refused names --------------------------------------------------------
 
 #[test]
+fn a_request_for_another_host_is_refused() {
+    // What a web page reaches through DNS rebinding: the loopback port, with its own name in
+    // `Host`. Only this machine's names are answered.
+    let root = Root::new();
+    root.put(PKG, b"data");
+    let mirror = root.mirror();
+    let r = relay(&[mirror.server_url()]);
+    let ask = |host: Option<&str>, path: &str| {
+        let head = host.map_or_else(String::new, |h| format!("Host: {h}\r\n"));
+        let raw = format!("GET {path} HTTP/1.1\r\n{head}Connection: close\r\n\r\n");
+        request(r.addr, raw.as_bytes()).unwrap()
+    };
+    for host in ["attacker.example", "attacker.example:19433", "192.0.2.7"] {
+        assert_eq!(ask(Some(host), &url(PKG)).status, 403, "{host}");
+        assert_eq!(ask(Some(host), "/status").status, 403, "{host}");
+    }
+    r.daemon.wait_for_line(
+        |l| l.contains("refused a request for host \"attacker.example\""),
+        Duration::from_secs(5),
+    );
+    let port = r.addr.port();
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "localhost".to_owned(),
+    ] {
+        let got = ask(Some(&host), &url(PKG));
+        assert_eq!(
+            (got.status, got.body.as_slice()),
+            (200, &b"data"[..]),
+            "{host}"
+        );
+    }
+    assert_eq!(
+        ask(None, "/status").status,
+        200,
+        "HTTP/1.1 without Host: as HTTP/1.0"
+    );
+}
+
+#[test]
 fn bad_requests_get_the_right_status() {
     let root = Root::new();
     root.put(PKG, b"data");

@@ -50,6 +50,8 @@ pub struct RequestHead {
     pub range: Option<String>,
     pub if_modified_since: Option<String>,
     pub user_agent: Option<String>,
+    /// The `Host` field, if any.
+    pub host: Option<String>,
     /// Whether the client lets the connection stay open after the answer.
     pub keep_alive: bool,
     /// The head announced a body (`Content-Length` > 0 or `Transfer-Encoding`).
@@ -135,6 +137,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadErr
         range: None,
         if_modified_since: None,
         user_agent: None,
+        host: None,
         keep_alive: minor_version >= 1,
         has_body: false,
         len,
@@ -148,6 +151,8 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadErr
             head.if_modified_since = Some(value());
         } else if name.eq_ignore_ascii_case("user-agent") {
             head.user_agent = Some(value());
+        } else if name.eq_ignore_ascii_case("host") {
+            head.host = Some(value());
         } else if name.eq_ignore_ascii_case("connection") {
             for token in value().split(',') {
                 let token = token.trim();

@@ -19,7 +19,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::debug;
+use log::{debug, warn};
 use mio::net::TcpStream;
 
 use super::fetch::{Asked, Span};
@@ -422,6 +422,16 @@ impl PacmanConn {
         }
         if head.method == Method::Other {
             return self.reply_error(Status::MethodNotAllowed, keep_alive, with_body);
+        }
+        if !super::is_local_host(head.host.as_deref(), cx.relay.machine_name.as_deref()) {
+            if let Some(held) = cx.relay.foreign_hosts.check(cx.now) {
+                warn!(
+                    "pacman {}: refused a request for host {:?} (only this machine's names are served; {held} more held back)",
+                    self.server.remote,
+                    head.host.as_deref().unwrap_or_default()
+                );
+            }
+            return self.reply_error(Status::Forbidden, false, with_body);
         }
         let path = head
             .target

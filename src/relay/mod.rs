@@ -56,6 +56,7 @@ use mio::net::TcpStream;
 use crate::config::Upstreams;
 use crate::discovery::{Discovery, PeerRef, QuestionId};
 use crate::http::percent_decode;
+use crate::rate_limit::RateLimit;
 use crate::resolver::{Addresses, LookupId, ResolveError, SystemResolver};
 
 /// pacman not reading what we have for it.
@@ -66,6 +67,10 @@ pub(crate) const TURN_BUDGET: usize = 4 << 20;
 /// is remembered across requests, and what transfers reuse.
 pub struct Relay {
     pub upstreams: Upstreams,
+    /// This machine's own name, which pacman may also use for the relay (`Host`).
+    pub machine_name: Option<String>,
+    /// Warnings about requests for other hosts, at most one a minute.
+    pub foreign_hosts: RateLimit,
     pub policy: Policy,
     pub pool: Pool<TcpStream>,
 }
@@ -74,6 +79,8 @@ impl Relay {
     pub fn new(upstreams: Upstreams) -> Relay {
         Relay {
             upstreams,
+            machine_name: machine_name(),
+            foreign_hosts: RateLimit::default(),
             policy: Policy::default(),
             pool: Pool::default(),
         }
@@ -132,6 +139,44 @@ pub struct Leftovers {
     pub wait: Option<Wait>,
     pub source: Option<(u32, TcpStream)>,
     pub kept: Option<Retired>,
+}
+
+/// This machine's host name (gethostname(2)), in lower case.
+fn machine_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?.to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
+/// Whether a request's `Host` names this machine's loopback service: `localhost`, a
+/// 127.0.0.0/8 address, `[::1]` or the machine's own name, with any port; or no `Host` at all
+/// (HTTP/1.0). Anything else is a request for another site that reached the loopback port,
+/// as a web page does through DNS rebinding, and is refused.
+pub fn is_local_host(host: Option<&str>, machine_name: Option<&str>) -> bool {
+    let Some(host) = host else { return true };
+    let host = host.trim().to_ascii_lowercase();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((inner, port)) if port.is_empty() || port.starts_with(':') => inner.to_owned(),
+            _ => return false,
+        }
+    } else {
+        host.rsplit_once(':')
+            .map_or(host.as_str(), |(n, _)| n)
+            .to_owned()
+    };
+    let name = name.strip_suffix('.').unwrap_or(&name);
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+        || machine_name.is_some_and(|m| m == name)
 }
 
 /// Splits `/$repo/os/$arch/<file>`; the file name is percent-decoded once.
@@ -196,6 +241,38 @@ mod tests {
         ] {
             assert_eq!(split_repo_path(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn only_requests_for_this_machine_are_local() {
+        let me = Some("archbox");
+        for ok in [
+            None,
+            Some("localhost"),
+            Some("localhost:19433"),
+            Some("LOCALHOST."),
+            Some("127.0.0.1:19433"),
+            Some("127.1.2.3"),
+            Some("[::1]:19433"),
+            Some("[::1]"),
+            Some("archbox:19433"),
+        ] {
+            assert!(is_local_host(ok, me), "{ok:?}");
+        }
+        for bad in [
+            Some("attacker.example"),
+            Some("attacker.example:19433"),
+            Some("localhost.attacker.example"),
+            Some("192.168.1.5:19433"),
+            Some("[::2]:19433"),
+            Some("[::1"),
+            Some("[::1]x"),
+            Some(""),
+            Some("archbox.evil"),
+        ] {
+            assert!(!is_local_host(bad, me), "{bad:?}");
+        }
+        assert!(!is_local_host(Some("archbox"), None));
     }
 
     #[test]
