@@ -37,6 +37,7 @@ use crate::relay::{self, Input, PacmanConn, Wait};
 use crate::resolver::SystemResolver;
 use crate::serve::{self, PeerConn};
 use crate::signals::SignalPipe;
+use crate::trust::Trust;
 
 const SIGNALS: Token = Token(0);
 const PEER_LISTENER: Token = Token(1);
@@ -154,6 +155,8 @@ pub struct Daemon {
     peer_listener: Option<TcpListener>,
     local_listeners: Vec<(Token, TcpListener)>,
     cache: Cache,
+    /// The sync databases and the digests of cached files.
+    trust: Trust,
     max_connections: usize,
     multicast: Multicast,
     relay: relay::Relay,
@@ -263,6 +266,7 @@ impl Daemon {
             peer_listener: Some(peer_listener),
             local_listeners,
             cache,
+            trust: Trust::new(settings.sync_databases.clone(), now),
             max_connections: settings.max_connections,
             multicast: Multicast {
                 core,
@@ -271,7 +275,7 @@ impl Daemon {
                 pending: None,
                 writable: false,
             },
-            relay: relay::Relay::new(upstreams),
+            relay: relay::Relay::new(upstreams, settings.ban_time),
             slots: Slots::default(),
             timers: BinaryHeap::new(),
             again: VecDeque::new(),
@@ -340,6 +344,10 @@ impl Daemon {
                 }
             }
             self.discovery_turn(now);
+            self.trust.handle_timeout(now, false);
+            if self.trust.is_busy() {
+                self.trust.work();
+            }
             self.fire_timers(now);
             self.cache.expire(now);
             self.relay.pool.handle_timeout(now);
@@ -357,7 +365,10 @@ impl Daemon {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.again.is_empty() || self.again_discovery || self.accept_pending.iter().any(|&p| p)
+        if !self.again.is_empty()
+            || self.again_discovery
+            || self.accept_pending.iter().any(|&p| p)
+            || self.trust.is_busy()
         {
             return Some(Duration::ZERO);
         }
@@ -367,6 +378,7 @@ impl Daemon {
             self.multicast.core.poll_timeout(),
             self.cache.next_expiry(),
             self.relay.pool.poll_timeout(),
+            self.trust.poll_timeout(),
         ];
         let earliest = deadlines.into_iter().flatten().min();
         // Round up to the next millisecond: a timeout that rounds down to 0
@@ -386,8 +398,12 @@ impl Daemon {
             }
         }
         if pending.rejoin && self.stop_by.is_none() {
-            info!("SIGUSR2: rejoining the multicast group, forgetting cached mirror addresses");
+            info!(
+                "SIGUSR2: rejoining the multicast group, forgetting cached mirror addresses, \
+                 looking at the sync databases"
+            );
             self.resolver.forget_all();
+            self.trust.handle_timeout(now, true);
             self.join_group(now);
             self.multicast.core.rejoin(now);
         }
@@ -443,7 +459,7 @@ impl Daemon {
         }
         let r = &self.relay.policy.counters;
         text.push_str(&format!(
-            "relay: {} requests, {} files ({} bytes) from peers, {} files ({} bytes) from upstream, {} redirects, {} not found, {} failures, {} failovers\n",
+            "relay: {} requests, {} files ({} bytes) from peers, {} files ({} bytes) from upstream, {} redirects, {} not found, {} failures, {} failovers, {} bodies verified, {} wrong\n",
             r.requests,
             r.from_peers,
             r.bytes_from_peers,
@@ -452,8 +468,18 @@ impl Daemon {
             r.redirects,
             r.not_found,
             r.failures,
-            r.failovers
+            r.failovers,
+            r.verified,
+            r.verify_failures
         ));
+        for line in self.relay.policy.describe_bans(now) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        for line in self.trust.describe() {
+            text.push_str(&line);
+            text.push('\n');
+        }
         let c = &self.counters;
         text.push_str(&format!(
             "peer server: {} connections now, {} since start, {} requests, {} files, {} bytes sent, {} errors, {} refused (busy)\n",
@@ -479,13 +505,15 @@ impl Daemon {
     fn receive_datagrams(&mut self, now: Instant) {
         let mut buf = [0u8; 512];
         let cache = &self.cache;
+        let trust = &mut self.trust;
         for _ in 0..DATAGRAMS_PER_TURN {
             match self.multicast.socket.recv(&mut buf) {
-                Ok((n, from)) => {
-                    self.multicast
-                        .core
-                        .handle_datagram(from, &buf[..n], now, &mut |name| cache.contains(name))
-                }
+                Ok((n, from)) => self.multicast.core.handle_datagram(
+                    from,
+                    &buf[..n],
+                    now,
+                    &mut |name, wanted| trust.answer(cache, name, wanted),
+                ),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -687,6 +715,7 @@ impl Daemon {
         let want = match slot.conn.as_mut() {
             Some(Conn::Peer(conn)) => conn.run(&mut serve::Context {
                 cache: &mut self.cache,
+                trust: &mut self.trust,
                 scratch: &mut self.scratch,
                 now,
                 counters: &mut self.counters,
@@ -696,6 +725,7 @@ impl Daemon {
                 &mut relay::Context {
                     now,
                     relay: &mut self.relay,
+                    trust: &self.trust,
                     discovery: &mut self.multicast.core,
                     resolver,
                     asked: &mut asked,

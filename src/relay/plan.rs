@@ -2,10 +2,13 @@
 //!
 //! A [`SourcePlan`] is made for each request pacman relays and is fed what
 //! happens (the peers' answer, a source's failure); each time it says the
-//! next [`Step`]. The order: the peer a package came from first (for its
-//! `.sig`: only that peer, then upstream, so that the two agree); then the
-//! LAN is asked who has it (up to [`MAX_PEER_TRIES`] peers, leaving out those
-//! tried and those backed off); then the upstream mirrors in order
+//! next [`Step`]. The order: for a `.sig`, the peer its package came from
+//! (only that peer, then upstream, so that the two agree); then the LAN is
+//! asked who has it (up to [`MAX_PEER_TRIES`] peers, leaving out those tried,
+//! backed off and banned); a package asked again after it was delivered
+//! whole never goes straight back to the peer it came from: a fresh question
+//! (by content, when its body is checked), and without a check that peer is
+//! left out, since pacman asking again is evidence against it; then the upstream mirrors in order
 //! (databases: from the one that last answered them, then the others;
 //! `https://` ones are a redirect for pacman, never a continuation); then a
 //! 404 (no upstream has it), a 502 (they all failed), or, once pacman has
@@ -68,6 +71,8 @@ pub struct SourcePlan {
     not_found: bool,
     /// A body pacman has begun can't be continued (it had no known end).
     abandoned: bool,
+    /// The body is checked against the sync database as it streams.
+    checked: bool,
 }
 
 impl SourcePlan {
@@ -91,7 +96,14 @@ impl SourcePlan {
             next_upstream: 0,
             not_found: false,
             abandoned: false,
+            checked: false,
         }
+    }
+
+    /// Whether the body is checked against the sync database as it streams (then a peer is
+    /// asked by content, so a fresh question may go to the peer a package came from).
+    pub fn set_checked(&mut self, checked: bool) {
+        self.checked = checked;
     }
 
     /// The upstream URLs the plan asked for ([`Step::ListUpstreams`]).
@@ -131,13 +143,17 @@ impl SourcePlan {
     ) -> Step {
         match origin {
             Some(Origin::Upstream) if self.kind == FileKind::Signature => self.peers_done = true,
-            Some(Origin::Peer(id)) => {
-                // A signature comes from its package's peer or from upstream;
-                // a package from its peer first, then from any other.
-                self.peers_done = self.kind == FileKind::Signature;
+            Some(Origin::Peer(id)) if self.kind == FileKind::Signature => {
+                // A signature comes from its package's peer or from upstream.
+                self.peers_done = true;
                 if let Some(peer) = reachable.filter(|p| p.host_id == id) {
                     return self.peer(peer);
                 }
+            }
+            Some(Origin::Peer(id)) if !self.checked => {
+                // Asked again after it was delivered whole, unchecked: pacman
+                // found it bad, or lost it; either way not from that peer.
+                self.tried_peers.push(id);
             }
             _ => {}
         }
@@ -322,18 +338,35 @@ mod tests {
     }
 
     #[test]
-    fn a_package_goes_to_its_origin_peer_first_then_the_others() {
+    fn a_package_asked_again_never_goes_straight_back_to_its_peer() {
+        // Checked by content: a fresh question, which that peer may answer.
         let mut plan = SourcePlan::new(FileKind::Package, mirrors(&TWO, 0), false);
+        plan.set_checked(true);
         let origin = Some(Origin::Peer(4));
-        assert_eq!(plan.start(origin, Some(peer(4)), &[]), Step::Peer(peer(4)));
-        plan.failed(Failure::NotFound(404), true, true);
-        assert_eq!(plan.next(&[], false), Step::AskPeers { exclude: vec![4] });
-        // Gone or backed off: asked like any other.
-        let mut plan = SourcePlan::new(FileKind::Package, mirrors(&TWO, 0), false);
         assert_eq!(
-            plan.start(origin, None, &[]),
+            plan.start(origin, Some(peer(4)), &[]),
             Step::AskPeers { exclude: vec![] }
         );
+        // Unchecked: the question leaves it out.
+        let mut plan = SourcePlan::new(FileKind::Package, mirrors(&TWO, 0), false);
+        assert_eq!(
+            plan.start(origin, Some(peer(4)), &[9]),
+            Step::AskPeers {
+                exclude: vec![9, 4]
+            }
+        );
+        assert_eq!(plan.answered(None, &[9], false), step_a());
+    }
+
+    fn step_a() -> Step {
+        let plan_upstreams = mirrors(&TWO, 0);
+        match &plan_upstreams[0] {
+            (index, Ok(url)) => Step::Upstream {
+                index: *index,
+                url: url.clone(),
+            },
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -209,6 +209,7 @@ fn discovery_loop(
             Body::WhoHas {
                 question,
                 name: raw,
+                expected: _,
             } => {
                 let file = String::from_utf8_lossy(&raw).into_owned();
                 let have = claims.has(&file);
