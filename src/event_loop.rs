@@ -4,7 +4,9 @@
 //! (with generation numbers so stale timers and events are skipped), the
 //! deadline heap that sets the poll timeout, the per-turn work limits, the
 //! signal pipe, the multicast socket's I/O, the routing of discovery answers
-//! to the connections that asked, the state report, and the clean stop. It does
+//! to the connections that asked, the slices of time given to reading sync
+//! databases and hashing cached files ([`crate::trust`]), the state report,
+//! and the clean stop. It does
 //! not parse or decide protocol matters: the state machines in `serve`, `relay`
 //! and `discovery` do, and tell it what they want.
 //!
@@ -15,7 +17,8 @@
 //!
 //! One pass: poll; read the clock once; handle events (signals first);
 //! accept; run connections that asked to run again; join the multicast group
-//! when due; discovery timeouts; route discovery answers; fire connection
+//! when due; discovery timeouts; route discovery answers; look at the sync
+//! databases when due and read or hash for about a millisecond; fire connection
 //! deadlines; send queued datagrams; check the stop.
 
 use std::cmp::Reverse;

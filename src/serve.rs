@@ -2,7 +2,9 @@
 //!
 //! Owns answering `GET`/`HEAD` of `/<file name>` from the local cache
 //! (ranges, `If-Modified-Since`, errors), sending bodies with `sendfile` in
-//! bounded chunks, and the send timeout. The server skeleton it shares with
+//! bounded chunks, and the send timeout; a file unlike its sync database, or
+//! not hashed yet, is answered 404 ([`crate::trust::Trust::serve_verdict`]).
+//! The server skeleton it shares with
 //! the relay ([`crate::server`]) reads request heads and keeps the head and
 //! idle timeouts, keep-alive and the lingering close. It does not accept
 //! connections, register sockets or keep timers: the event loop runs it and

@@ -207,7 +207,6 @@ fuzz_target!(|data: &[u8]| {
     };
     // A checked body (the sync database knows the file): its size is 100.
     let file_size = (setup & 0x01 != 0 && kind == FileKind::Package).then_some(100u64);
-    r.plan.set_checked(file_size.is_some());
     let backed_off = policy.excluded(now, std::iter::empty());
     let step = r.plan.start(origin, reachable, &backed_off);
     r.take(step, &backed_off, now);

@@ -512,7 +512,6 @@ impl PacmanConn {
         // seen here, so the rest cannot be checked; it comes from upstream, not the LAN.
         let unverifiable = job.range.is_some() && job.identity.is_some_and(|i| i.sha256.is_some());
         job.plan = SourcePlan::lazy(kind, cx.stopping || unverifiable);
-        job.plan.set_checked(job.check.is_some());
         // The peer a package came from: its signature comes from it (only
         // it, then upstream, so the two agree); the package itself never goes
         // back to it without a fresh question (see `SourcePlan::start`).

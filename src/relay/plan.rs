@@ -6,9 +6,9 @@
 //! (only that peer, then upstream, so that the two agree); then the LAN is
 //! asked who has it (up to [`MAX_PEER_TRIES`] peers, leaving out those tried,
 //! backed off and banned); a package asked again after it was delivered
-//! whole never goes straight back to the peer it came from: a fresh question
-//! (by content, when its body is checked), and without a check that peer is
-//! left out, since pacman asking again is evidence against it; then the upstream mirrors in order
+//! whole never goes straight back to the peer it came from without a fresh
+//! question (pacman asking again is evidence against it; the question goes
+//! by content when the sync database knows the file); then the upstream mirrors in order
 //! (databases: from the one that last answered them, then the others;
 //! `https://` ones are a redirect for pacman, never a continuation); then a
 //! 404 (no upstream has it), a 502 (they all failed), or, once pacman has
@@ -71,8 +71,6 @@ pub struct SourcePlan {
     not_found: bool,
     /// A body pacman has begun can't be continued (it had no known end).
     abandoned: bool,
-    /// The body is checked against the sync database as it streams.
-    checked: bool,
 }
 
 impl SourcePlan {
@@ -96,14 +94,7 @@ impl SourcePlan {
             next_upstream: 0,
             not_found: false,
             abandoned: false,
-            checked: false,
         }
-    }
-
-    /// Whether the body is checked against the sync database as it streams (then a peer is
-    /// asked by content, so a fresh question may go to the peer a package came from).
-    pub fn set_checked(&mut self, checked: bool) {
-        self.checked = checked;
     }
 
     /// The upstream URLs the plan asked for ([`Step::ListUpstreams`]).
@@ -149,11 +140,6 @@ impl SourcePlan {
                 if let Some(peer) = reachable.filter(|p| p.host_id == id) {
                     return self.peer(peer);
                 }
-            }
-            Some(Origin::Peer(id)) if !self.checked => {
-                // Asked again after it was delivered whole, unchecked: pacman
-                // found it bad, or lost it; either way not from that peer.
-                self.tried_peers.push(id);
             }
             _ => {}
         }
@@ -339,34 +325,18 @@ mod tests {
 
     #[test]
     fn a_package_asked_again_never_goes_straight_back_to_its_peer() {
-        // Checked by content: a fresh question, which that peer may answer.
+        // A fresh question instead, which that peer may answer (by content, when the
+        // database knows the file).
         let mut plan = SourcePlan::new(FileKind::Package, mirrors(&TWO, 0), false);
-        plan.set_checked(true);
         let origin = Some(Origin::Peer(4));
         assert_eq!(
-            plan.start(origin, Some(peer(4)), &[]),
-            Step::AskPeers { exclude: vec![] }
-        );
-        // Unchecked: the question leaves it out.
-        let mut plan = SourcePlan::new(FileKind::Package, mirrors(&TWO, 0), false);
-        assert_eq!(
             plan.start(origin, Some(peer(4)), &[9]),
-            Step::AskPeers {
-                exclude: vec![9, 4]
-            }
+            Step::AskPeers { exclude: vec![9] }
         );
-        assert_eq!(plan.answered(None, &[9], false), step_a());
-    }
-
-    fn step_a() -> Step {
-        let plan_upstreams = mirrors(&TWO, 0);
-        match &plan_upstreams[0] {
-            (index, Ok(url)) => Step::Upstream {
-                index: *index,
-                url: url.clone(),
-            },
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            plan.answered(Some(peer(4)), &[9], false),
+            Step::Peer(peer(4))
+        );
     }
 
     #[test]
