@@ -306,6 +306,7 @@ impl Daemon {
                 return Err(e);
             }
             let now = Instant::now();
+            self.trust.new_turn();
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.on_signals(now),

@@ -127,6 +127,12 @@ impl Trust {
         self.databases.handle_timeout(now, force);
     }
 
+    /// A new loop pass: small files may be hashed at once again, up to
+    /// [`digests::HASH_NOW_PER_TURN`] bytes.
+    pub fn new_turn(&mut self) {
+        self.digests.new_turn();
+    }
+
     /// Reads databases, then hashes queued files, in slices, for about [`WORK_SLICE`] of
     /// wall-clock time (read here: this is the shell's part).
     pub fn work(&mut self) {
