@@ -336,7 +336,8 @@ fuzz_target!(|data: &[u8]| {
                     assert!(t > now, "an idle connection past its time");
                 }
                 for id in policy.excluded(now, std::iter::empty()) {
-                    assert!(policy.is_backed_off(id, now));
+                    let ip = peer(id).addr.ip();
+                    assert!(policy.is_backed_off(id, now) || policy.is_banned(id, ip, now));
                 }
             }
             // pacman takes bytes from a full pipe.
