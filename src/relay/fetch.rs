@@ -461,6 +461,63 @@ mod tests {
     }
 
     #[test]
+    fn a_size_unlike_the_databases_is_refused_before_pacman_sees_a_head() {
+        let sized = Asked {
+            file_size: Some(1000),
+            from_peer: true,
+            ..GET
+        };
+        let h = head("HTTP/1.1 200 OK\nContent-Length: 1000\n", false);
+        assert!(matches!(judge(&h, &sized), Judgement::Accept(_)));
+        let h = head("HTTP/1.1 200 OK\nContent-Length: 999\n", false);
+        let failure = Failure::WrongSize(999);
+        assert_eq!(judge(&h, &sized), Judgement::Fail(failure));
+        assert!(failure.is_lie() && failure.penalizes(true));
+        assert!(Failure::WrongHash.is_lie() && !Failure::Stalled.is_lie());
+        // A range's total counts, on a first request and on a continuation.
+        let h = head(
+            "HTTP/1.1 206 Partial Content\nContent-Range: bytes 0-9/1001\nContent-Length: 10\n",
+            false,
+        );
+        assert_eq!(judge(&h, &sized), Judgement::Fail(Failure::WrongSize(1001)));
+        let continuation = Asked {
+            continuation: true,
+            rest: Some(Span {
+                start: 500,
+                end: 1000,
+            }),
+            ..sized
+        };
+        let h = head(
+            "HTTP/1.1 206 Partial Content\nContent-Range: bytes 500-999/1001\nContent-Length: 500\n",
+            false,
+        );
+        assert_eq!(
+            judge(&h, &continuation),
+            Judgement::Fail(Failure::WrongSize(1001))
+        );
+        let h = head(
+            "HTTP/1.1 206 Partial Content\nContent-Range: bytes 500-999/1000\nContent-Length: 500\n",
+            false,
+        );
+        assert!(matches!(
+            judge(&h, &continuation),
+            Judgement::Continue { .. }
+        ));
+        // HEAD, errors and a size the database does not know: not judged by size.
+        let h = head("HTTP/1.1 200 OK\nContent-Length: 5\n", true);
+        let head_only = Asked {
+            head_only: true,
+            ..sized
+        };
+        assert!(matches!(judge(&h, &head_only), Judgement::Accept(_)));
+        let h = head("HTTP/1.1 404 Not Found\nContent-Length: 5\n", false);
+        assert_eq!(judge(&h, &sized), Judgement::Fail(Failure::NotFound(404)));
+        let h = head("HTTP/1.1 200 OK\nContent-Length: 5\n", false);
+        assert!(matches!(judge(&h, &GET), Judgement::Accept(_)));
+    }
+
+    #[test]
     fn a_whole_file_is_streamed_and_its_connection_kept() {
         let h = head("HTTP/1.1 200 OK\nContent-Length: 1000\n", false);
         let a = accepted(judge(&h, &GET));

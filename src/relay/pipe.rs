@@ -142,4 +142,21 @@ mod tests {
         assert_eq!(pipe.release().len(), BUFFER);
         assert!(pipe.buf.is_empty());
     }
+
+    #[test]
+    fn new_bytes_are_seen_by_the_check_once_and_before_they_leave() {
+        let mut pipe = Pipe::new();
+        pipe.space()[..5].copy_from_slice(b"abcde");
+        pipe.commit(5);
+        assert_eq!(pipe.unchecked(), b"abcde");
+        pipe.mark_checked();
+        assert!(pipe.unchecked().is_empty());
+        pipe.push(b"fgh");
+        assert_eq!(pipe.unchecked(), b"fgh");
+        // Taken by pacman before the check (only without a check): never more than is here.
+        pipe.consume(7);
+        assert_eq!(pipe.unchecked(), b"h");
+        pipe.clear();
+        assert!(pipe.unchecked().is_empty());
+    }
 }
