@@ -56,6 +56,9 @@ pub const FIRST_SLOT: usize = 16;
 const ACCEPTS_PER_TURN: usize = 64;
 /// Datagrams read per turn.
 const DATAGRAMS_PER_TURN: usize = 256;
+/// After pacman got a database through the relay, the sync databases are looked at this
+/// soon (besides every [`crate::trust::LOOK_EVERY`]).
+const DB_LOOK_AFTER_RELAY: Duration = Duration::from_millis(500);
 /// How long transfers in flight may go on after SIGTERM/SIGINT.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -179,6 +182,8 @@ pub struct Daemon {
     /// The multicast socket may hold more datagrams (a turn's worth was read).
     again_discovery: bool,
     counters: serve::Counters,
+    /// The relay's count of databases relayed, when last seen.
+    databases_relayed: u64,
     started: Instant,
     stop_by: Option<Instant>,
 }
@@ -288,6 +293,7 @@ impl Daemon {
             again_discovery: false,
             scratch: vec![0; serve::READ_CHUNK],
             counters: serve::Counters::default(),
+            databases_relayed: 0,
             started: now,
             stop_by: None,
         })
@@ -348,6 +354,12 @@ impl Daemon {
                 }
             }
             self.discovery_turn(now);
+            let relayed = self.relay.policy.counters.databases_relayed;
+            if relayed != self.databases_relayed {
+                // pacman renames a database into place right after its download.
+                self.databases_relayed = relayed;
+                self.trust.databases.look_soon(now + DB_LOOK_AFTER_RELAY);
+            }
             self.trust.handle_timeout(now, false);
             if self.trust.is_busy() {
                 self.trust.work();

@@ -55,6 +55,8 @@ pub struct Counters {
     /// Bodies checked against the sync database, and those that failed.
     pub verified: u64,
     pub verify_failures: u64,
+    /// Databases relayed whole (`200`) to pacman: its sync databases change soon after.
+    pub databases_relayed: u64,
 }
 
 /// Where a file came from, remembered so its signature comes from the same.

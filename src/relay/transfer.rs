@@ -604,6 +604,9 @@ impl PacmanConn {
         {
             cx.relay.policy.counters.verified += 1;
         }
+        if job.kind == FileKind::Database && !job.head_only && job.span.is_some() {
+            cx.relay.policy.counters.databases_relayed += 1;
+        }
         match source.kind {
             SourceKind::Peer(_) => cx.relay.policy.counters.from_peers += 1,
             SourceKind::Upstream { .. } => cx.relay.policy.counters.from_upstream += 1,

@@ -51,6 +51,12 @@ impl Databases {
         (!self.paths.is_empty()).then_some(self.next_look)
     }
 
+    /// Looks at the files no later than `at` (pacman just downloaded a database through the
+    /// relay: it renames it into place right after).
+    pub fn look_soon(&mut self, at: Instant) {
+        self.next_look = self.next_look.min(at);
+    }
+
     /// Whether a database is being read (the loop then polls with a zero timeout).
     pub fn is_loading(&self) -> bool {
         self.loaders.iter().any(Option::is_some)
@@ -193,18 +199,29 @@ mod tests {
         // Nothing changed: no reading at the next look.
         dbs.handle_timeout(t0 + LOOK_EVERY, false);
         assert!(!dbs.is_loading());
+        dbs.look_soon(t0 + LOOK_EVERY + Duration::from_millis(500));
+        assert_eq!(
+            dbs.poll_timeout(),
+            Some(t0 + LOOK_EVERY + Duration::from_millis(500))
+        );
+        dbs.handle_timeout(t0 + LOOK_EVERY + Duration::from_millis(500), false);
+        assert!(!dbs.is_loading());
+        assert_eq!(
+            dbs.poll_timeout(),
+            Some(t0 + LOOK_EVERY * 2 + Duration::from_millis(500))
+        );
         // pacman -Sy: a new database renamed into place, read at the next look (or SIGUSR2).
         let part = dir.join("core.db.part");
         std::fs::write(&part, tar_db("a-1-1-any.pkg.tar.zst", 6, &hash)).unwrap();
         std::fs::rename(&part, &core).unwrap();
-        dbs.handle_timeout(t0 + LOOK_EVERY, false);
+        dbs.handle_timeout(t0 + LOOK_EVERY * 2, false);
         assert!(!dbs.is_loading(), "not due yet");
-        dbs.handle_timeout(t0 + LOOK_EVERY, true);
+        dbs.handle_timeout(t0 + LOOK_EVERY * 2, true);
         while dbs.load_slice(512) {}
         assert_eq!(dbs.lookup("a-1-1-any.pkg.tar.zst").unwrap().size, 6);
         // Damaged: that repository degrades, the others stay.
         std::fs::write(&core, b"not a database at all, not even close").unwrap();
-        dbs.handle_timeout(t0 + LOOK_EVERY * 3, false);
+        dbs.handle_timeout(t0 + LOOK_EVERY * 4, false);
         while dbs.load_slice(512) {}
         assert_eq!(dbs.lookup("a-1-1-any.pkg.tar.zst"), None);
         assert!(dbs.describe()[0].contains("error"), "{:?}", dbs.describe());
