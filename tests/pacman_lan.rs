@@ -18,7 +18,10 @@
 //! `https://` one a 302; a signature comes from the peer that gave its package, or from the
 //! mirror when that peer lacks it; nothing in a pacman 7 download folder (nor any `.part`) is
 //! served to a peer; pacman 7 with flocon as its `CacheServer` takes peer hits through flocon
-//! and the rest from its mirror without an error. Every download is compared byte for byte
+//! and the rest from its mirror without an error. With sync databases read (trust): a host's
+//! corrupted copies are never offered, a peer sending wrong bytes is banned and costs one run
+//! at most, and identical files are shared across distributions by content while another build
+//! of the same name is never used. Every download is compared byte for byte
 //! with the mirror's file. One test measures: 20 packages through flocon against straight from
 //! the mirror, and the daemons' peak memory during five parallel 200 MB transfers.
 
