@@ -362,7 +362,7 @@ impl Daemon {
             }
             self.trust.handle_timeout(now, false);
             if self.trust.is_busy() {
-                self.trust.work();
+                self.trust.work(&self.cache);
             }
             self.fire_timers(now);
             self.cache.expire(now);

@@ -25,6 +25,8 @@ pub struct Databases {
     /// The problem last logged per database.
     logged: Vec<Option<DbError>>,
     next_look: Instant,
+    /// Counts the databases loaded since start (a new index to sweep the cache with).
+    loads: u64,
 }
 
 impl Databases {
@@ -38,6 +40,7 @@ impl Databases {
             loaders: (0..count).map(|_| None).collect(),
             logged: vec![None; count],
             next_look: now,
+            loads: 0,
         }
     }
 
@@ -97,6 +100,7 @@ impl Databases {
                     stats.oversize + stats.bad_desc
                 );
                 self.indexes.set(repo, Ok(index));
+                self.loads += 1;
                 self.logged[i] = None;
                 self.loaders[i] = None;
             }
@@ -113,6 +117,37 @@ impl Databases {
             }
         }
         self.is_loading()
+    }
+
+    /// How many databases were loaded since start: it changes when there is a new index.
+    pub fn loads(&self) -> u64 {
+        self.loads
+    }
+
+    /// Up to `count` (file name, identity) pairs of the repositories' indexes, in order,
+    /// after `cursor` (repository position, last name); `None` as the new cursor when the
+    /// walk is over.
+    pub fn walk(
+        &self,
+        cursor: &(usize, Option<Box<str>>),
+        count: usize,
+        out: &mut Vec<(Box<str>, FileIdentity)>,
+    ) -> Option<(usize, Option<Box<str>>)> {
+        let (mut repo, mut after) = cursor.clone();
+        while let Some((name, _)) = self.paths.get(repo) {
+            if let Some(index) = self.indexes.index(name) {
+                for (file, id) in index.iter_after(after.as_deref()) {
+                    if out.len() >= count {
+                        return Some((repo, after));
+                    }
+                    out.push((file.into(), id));
+                    after = Some(file.into());
+                }
+            }
+            repo += 1;
+            after = None;
+        }
+        None
     }
 
     /// One line per repository for the status page.
@@ -143,10 +178,11 @@ impl Databases {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn tar_db(name: &str, size: u64, hash: &str) -> Vec<u8> {
+    /// An uncompressed sync database with one entry.
+    pub(in crate::trust) fn tar_db(name: &str, size: u64, hash: &str) -> Vec<u8> {
         let desc = format!("%FILENAME%\n{name}\n\n%CSIZE%\n{size}\n\n%SHA256SUM%\n{hash}\n\n");
         let mut header = [0u8; 512];
         let path = b"a-1-1/desc";

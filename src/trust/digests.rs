@@ -145,6 +145,11 @@ impl Digests {
             .push_back((name.to_owned(), path.to_owned(), stamp));
     }
 
+    /// Whether the queue is full (a sweep waits then).
+    pub fn is_full(&self) -> bool {
+        self.queue.len() >= MAX_QUEUED
+    }
+
     /// Whether there is hashing to do.
     pub fn is_busy(&self) -> bool {
         self.current.is_some() || !self.queue.is_empty()

@@ -11,6 +11,12 @@
 //!
 //! The loop calls [`Trust::work`] each pass with a small time budget while
 //! [`Trust::is_busy`], and [`Trust::handle_timeout`] when [`Trust::poll_timeout`] is due.
+//!
+//! After each database load the cache is swept: every file the databases list (the current
+//! versions, the ones peers ask for) that the cache holds with the listed size is queued for
+//! hashing, [`SWEEP_STEP`] names at a time, so that a large package is offered at the first
+//! question rather than after it was hashed on demand. Old versions are never hashed unless
+//! asked for.
 
 pub mod databases;
 pub mod digests;
@@ -34,6 +40,8 @@ use crate::sync_db::{FileIdentity, FileStamp, LOAD_BUDGET, Sha256};
 pub const MAX_BAD_LISTED: usize = 256;
 /// The longest a [`Trust::work`] call goes on (the loop's slice of time for it).
 pub const WORK_SLICE: Duration = Duration::from_millis(1);
+/// Database entries looked up in the cache (a `stat` per cache directory) per sweep step.
+pub const SWEEP_STEP: usize = 32;
 
 /// A cached file unlike its sync database.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +57,10 @@ pub struct Trust {
     pub digests: Digests,
     /// By file name.
     bad: BTreeMap<String, BadFile>,
+    /// The sweep of the cache in progress: where it is in the databases' indexes.
+    sweep: Option<(usize, Option<Box<str>>)>,
+    /// [`Databases::loads`] when the last sweep started.
+    swept_loads: u64,
 }
 
 impl Trust {
@@ -57,6 +69,8 @@ impl Trust {
             databases: Databases::new(sync_databases, now),
             digests: Digests::default(),
             bad: BTreeMap::new(),
+            sweep: None,
+            swept_loads: 0,
         }
     }
 
@@ -114,7 +128,10 @@ impl Trust {
 
     /// Whether there is reading or hashing to do (poll with a zero timeout then).
     pub fn is_busy(&self) -> bool {
-        self.databases.is_loading() || self.digests.is_busy()
+        self.databases.is_loading()
+            || self.digests.is_busy()
+            || self.sweep.is_some()
+            || self.databases.loads() != self.swept_loads
     }
 
     /// When the next look at the databases is due.
@@ -135,11 +152,20 @@ impl Trust {
 
     /// Reads databases, then hashes queued files, in slices, for about [`WORK_SLICE`] of
     /// wall-clock time (read here: this is the shell's part).
-    pub fn work(&mut self) {
+    pub fn work(&mut self, cache: &Cache) {
         let start = Instant::now();
         while start.elapsed() < WORK_SLICE {
             if self.databases.is_loading() {
                 self.databases.load_slice(LOAD_BUDGET);
+                continue;
+            }
+            if self.databases.loads() != self.swept_loads {
+                // A new index: sweep the cache again from the start.
+                self.swept_loads = self.databases.loads();
+                self.sweep = Some((0, None));
+            }
+            if self.sweep.is_some() && !self.digests.is_full() {
+                self.sweep_step(cache);
                 continue;
             }
             if !self.digests.is_busy() {
@@ -181,6 +207,25 @@ impl Trust {
         self.bad.iter().map(|(n, b)| (n.as_str(), b))
     }
 
+    /// Queues the cached files of the next [`SWEEP_STEP`] database entries for hashing.
+    fn sweep_step(&mut self, cache: &Cache) {
+        let Some(cursor) = self.sweep.take() else {
+            return;
+        };
+        let mut entries = Vec::with_capacity(SWEEP_STEP);
+        self.sweep = self.databases.walk(&cursor, SWEEP_STEP, &mut entries);
+        for (name, id) in entries {
+            if id.sha256.is_none() {
+                continue;
+            }
+            if let Some((path, stamp)) = cache.find(&name) {
+                if stamp.size == id.size && self.digests.get(&stamp).is_none() {
+                    self.digests.queue(&name, &path, stamp);
+                }
+            }
+        }
+    }
+
     fn digest(&mut self, name: &str, path: &Path, stamp: FileStamp) -> Option<Sha256> {
         if let Some(d) = self.digests.get(&stamp) {
             return Some(d);
@@ -217,5 +262,66 @@ impl Trust {
                 expected,
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    #[test]
+    fn a_loaded_database_sweeps_the_cache_and_bad_copies_are_never_served() {
+        let dir = std::env::temp_dir().join(format!("flocon-trust-{}", std::process::id()));
+        let cache_dir = dir.join("cache");
+        std::fs::create_dir_all(&cache_dir).unwrap();
+        let good: Vec<u8> = (0..HASH_NOW_LIMIT as usize * 2).map(|i| i as u8).collect();
+        let hash = Sha256(sha2::Sha256::digest(&good).into());
+        let name = "big-1-1-any.pkg.tar.zst";
+        std::fs::write(cache_dir.join(name), &good).unwrap();
+        let db = dir.join("core.db");
+        let entry = databases::tests::tar_db(name, good.len() as u64, &hash.to_string());
+        std::fs::write(&db, entry).unwrap();
+        let (cache, _) = Cache::new(std::slice::from_ref(&cache_dir));
+        let mut trust = Trust::new(vec![("core".into(), db)], Instant::now());
+        trust.handle_timeout(Instant::now(), false);
+        let mut passes = 0;
+        while trust.is_busy() {
+            trust.new_turn();
+            trust.work(&cache);
+            passes += 1;
+            assert!(passes < 10_000, "never done");
+        }
+        let (path, stamp) = cache.find(name).unwrap();
+        assert_eq!(trust.digests.get(&stamp), Some(hash), "hashed by the sweep");
+        assert_eq!(trust.serve_verdict(name, &path, stamp), Verdict::Good);
+        let wanted = trust.expected(name);
+        assert!(trust.answer(&cache, name, wanted));
+        assert_eq!(trust.expected("nope-1-1-any.pkg.tar.zst"), None);
+
+        // The same name, same size, other bytes: never served nor offered, listed once.
+        let mut bad = good.clone();
+        bad[1000] ^= 1;
+        std::fs::write(cache_dir.join(name), &bad).unwrap();
+        let (path, stamp) = cache.find(name).unwrap();
+        // Large: not hashed at once, so not served until it is.
+        assert_eq!(trust.serve_verdict(name, &path, stamp), Verdict::NotYet);
+        assert!(!trust.answer(&cache, name, wanted));
+        while trust.is_busy() {
+            trust.new_turn();
+            trust.work(&cache);
+        }
+        assert_eq!(trust.serve_verdict(name, &path, stamp), Verdict::Bad);
+        assert!(!trust.answer(&cache, name, wanted));
+        assert!(!trust.answer(&cache, name, None));
+        assert_eq!(trust.bad_files().count(), 1);
+        let lines = trust.describe();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("bad copy") && l.contains(&hash.to_string())),
+            "{lines:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
