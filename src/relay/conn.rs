@@ -434,6 +434,7 @@ impl PacmanConn {
             .target
             .split_once('?')
             .map_or(head.target.as_str(), |(p, _)| p);
+        let started = cx.now;
         let new_job = |purpose, file: String, repo: &str, arch: &str, kind| Job {
             purpose,
             file,
@@ -449,7 +450,7 @@ impl PacmanConn {
             span: None,
             received: 0,
             origin: None,
-            started: cx.now,
+            started,
             identity: None,
             check: None,
         };
@@ -471,9 +472,8 @@ impl PacmanConn {
             if cache::check_servable(&file).is_err() {
                 return self.reply_error(Status::BadRequest, keep_alive, with_body);
             }
-            let question = cx
-                .discovery
-                .ask(&file, cx.trust.expected(&file), &[], cx.now);
+            let (expected, exclude) = (cx.trust.expected(&file), cx.excluded_peers());
+            let question = cx.discovery.ask(&file, expected, &exclude, cx.now);
             cx.asked.push(Wait::Question(question));
             self.job = Some(new_job(Purpose::Query, file, "", "", FileKind::Package));
             self.set_state(State::Lookup {
