@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::sync_db::FileStamp;
+
 /// Compression suffixes pacman knows for `*.pkg.tar.<ext>`.
 const PACKAGE_EXTENSIONS: [&str; 8] = ["zst", "xz", "gz", "bz2", "lz4", "lrz", "lzo", "Z"];
 
@@ -149,6 +151,8 @@ pub struct CachedFile {
     /// Modification time, Unix seconds.
     pub modified: u64,
     pub path: PathBuf,
+    /// Which version of the file this is (its digest is remembered by it).
+    pub stamp: FileStamp,
 }
 
 #[derive(Clone, Debug)]
@@ -206,12 +210,18 @@ impl Cache {
     /// The fast check peers' questions are answered with: a `stat` per cache
     /// directory.
     pub fn contains(&self, name: &str) -> bool {
-        check_servable(name).is_ok()
-            && self.dirs.iter().any(|dir| {
-                resolve(dir, name)
-                    .and_then(|p| std::fs::metadata(p).ok())
-                    .is_some_and(|m| m.is_file())
-            })
+        self.find(name).is_some()
+    }
+
+    /// Where `name` is (the first directory holding it as a regular file) and
+    /// which version of the file it is: a `stat` per cache directory.
+    pub fn find(&self, name: &str) -> Option<(PathBuf, FileStamp)> {
+        check_servable(name).ok()?;
+        self.dirs.iter().find_map(|dir| {
+            let path = resolve(dir, name)?;
+            let meta = std::fs::metadata(&path).ok()?;
+            meta.is_file().then(|| (path, FileStamp::of(&meta)))
+        })
     }
 
     /// Opens `name` for reading from the first directory that holds it as a
@@ -286,6 +296,7 @@ impl Cache {
                 len: meta.len(),
                 modified: u64::try_from(meta.mtime()).unwrap_or(0),
                 path,
+                stamp: FileStamp::of(&meta),
             });
         }
         None

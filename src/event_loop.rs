@@ -4,7 +4,9 @@
 //! (with generation numbers so stale timers and events are skipped), the
 //! deadline heap that sets the poll timeout, the per-turn work limits, the
 //! signal pipe, the multicast socket's I/O, the routing of discovery answers
-//! to the connections that asked, the state report, and the clean stop. It does
+//! to the connections that asked, the slices of time given to reading sync
+//! databases and hashing cached files ([`crate::trust`]), the state report,
+//! and the clean stop. It does
 //! not parse or decide protocol matters: the state machines in `serve`, `relay`
 //! and `discovery` do, and tell it what they want.
 //!
@@ -15,7 +17,8 @@
 //!
 //! One pass: poll; read the clock once; handle events (signals first);
 //! accept; run connections that asked to run again; join the multicast group
-//! when due; discovery timeouts; route discovery answers; fire connection
+//! when due; discovery timeouts; route discovery answers; look at the sync
+//! databases when due and read or hash for about a millisecond; fire connection
 //! deadlines; send queued datagrams; check the stop.
 
 use std::cmp::Reverse;
@@ -41,6 +44,7 @@ use crate::relay::{self, Input, PacmanConn, Wait};
 use crate::resolver::SystemResolver;
 use crate::serve::{self, PeerConn};
 use crate::signals::SignalPipe;
+use crate::trust::Trust;
 
 const SIGNALS: Token = Token(0);
 const PEER_LISTENER: Token = Token(1);
@@ -69,6 +73,9 @@ const DATAGRAMS_PER_TURN: usize = 256;
 /// peer.
 pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 
+/// After pacman got a database through the relay, the sync databases are looked at this
+/// soon (besides every [`crate::trust::LOOK_EVERY`]).
+const DB_LOOK_AFTER_RELAY: Duration = Duration::from_millis(500);
 /// How long transfers in flight may go on after SIGTERM/SIGINT.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -195,6 +202,8 @@ pub struct Daemon {
     peer_listener: Option<TcpListener>,
     local_listeners: Vec<(Token, TcpListener)>,
     cache: Cache,
+    /// The sync databases and the digests of cached files.
+    trust: Trust,
     max_connections: usize,
     multicast: Multicast,
     relay: relay::Relay,
@@ -219,6 +228,8 @@ pub struct Daemon {
     /// The multicast socket may hold more datagrams (a turn's worth was read).
     again_discovery: bool,
     counters: serve::Counters,
+    /// The relay's count of databases relayed, when last seen.
+    databases_relayed: u64,
     started: Instant,
     stop_by: Option<Instant>,
     /// Peer connections refused for [`MAX_CONNECTIONS_PER_ADDRESS`], and their warnings.
@@ -338,6 +349,7 @@ impl Daemon {
             peer_listener: Some(peer_listener),
             local_listeners,
             cache,
+            trust: Trust::new(settings.sync_databases.clone(), now),
             max_connections: settings.max_connections,
             multicast: Multicast {
                 core,
@@ -346,7 +358,7 @@ impl Daemon {
                 pending: None,
                 writable: false,
             },
-            relay: relay::Relay::new(upstreams),
+            relay: relay::Relay::new(upstreams, settings.ban_time),
             slots: Slots::default(),
             timers: BinaryHeap::new(),
             again: VecDeque::new(),
@@ -359,6 +371,7 @@ impl Daemon {
             again_discovery: false,
             scratch: vec![0; serve::READ_CHUNK],
             counters: serve::Counters::default(),
+            databases_relayed: 0,
             started: now,
             stop_by: None,
             refused_per_address: 0,
@@ -379,6 +392,7 @@ impl Daemon {
                 return Err(e);
             }
             let now = Instant::now();
+            self.trust.new_turn();
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.on_signals(now),
@@ -422,6 +436,16 @@ impl Daemon {
             }
             self.rejoin_when_due(now);
             self.discovery_turn(now);
+            let relayed = self.relay.policy.counters.databases_relayed;
+            if relayed != self.databases_relayed {
+                // pacman renames a database into place right after its download.
+                self.databases_relayed = relayed;
+                self.trust.databases.look_soon(now + DB_LOOK_AFTER_RELAY);
+            }
+            self.trust.handle_timeout(now, false);
+            if self.trust.is_busy() {
+                self.trust.work(&self.cache);
+            }
             self.fire_timers(now);
             self.cache.expire(now);
             self.relay.pool.handle_timeout(now);
@@ -439,7 +463,10 @@ impl Daemon {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.again.is_empty() || self.again_discovery || self.accept_pending.iter().any(|&p| p)
+        if !self.again.is_empty()
+            || self.again_discovery
+            || self.accept_pending.iter().any(|&p| p)
+            || self.trust.is_busy()
         {
             return Some(Duration::ZERO);
         }
@@ -450,6 +477,7 @@ impl Daemon {
             self.rejoin_at,
             self.cache.next_expiry(),
             self.relay.pool.poll_timeout(),
+            self.trust.poll_timeout(),
         ];
         let earliest = deadlines.into_iter().flatten().min();
         // Round up to the next millisecond: a timeout that rounds down to 0
@@ -469,8 +497,12 @@ impl Daemon {
             }
         }
         if pending.rejoin && self.stop_by.is_none() {
-            info!("SIGUSR2: rejoining the multicast group, forgetting cached mirror addresses");
+            info!(
+                "SIGUSR2: rejoining the multicast group, forgetting cached mirror addresses, \
+                 looking at the sync databases"
+            );
             self.resolver.forget_all();
+            self.trust.handle_timeout(now, true);
             self.join_group(now);
             self.multicast.core.rejoin(now);
         }
@@ -526,7 +558,7 @@ impl Daemon {
         }
         let r = &self.relay.policy.counters;
         text.push_str(&format!(
-            "relay: {} requests, {} files ({} bytes) from peers, {} files ({} bytes) from upstream, {} redirects, {} not found, {} failures, {} failovers\n",
+            "relay: {} requests, {} files ({} bytes) from peers, {} files ({} bytes) from upstream, {} redirects, {} not found, {} failures, {} failovers, {} bodies verified, {} wrong\n",
             r.requests,
             r.from_peers,
             r.bytes_from_peers,
@@ -535,8 +567,18 @@ impl Daemon {
             r.redirects,
             r.not_found,
             r.failures,
-            r.failovers
+            r.failovers,
+            r.verified,
+            r.verify_failures
         ));
+        for line in self.relay.policy.describe_bans(now) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        for line in self.trust.describe() {
+            text.push_str(&line);
+            text.push('\n');
+        }
         let c = &self.counters;
         text.push_str(&format!(
             "peer server: {} connections now, {} since start, {} requests, {} files, {} bytes sent, {} errors, {} refused (busy), {} of them over {MAX_CONNECTIONS_PER_ADDRESS} from one address\n",
@@ -569,13 +611,15 @@ impl Daemon {
     fn receive_datagrams(&mut self, now: Instant) {
         let mut buf = [0u8; 512];
         let cache = &self.cache;
+        let trust = &mut self.trust;
         for _ in 0..DATAGRAMS_PER_TURN {
             match self.multicast.socket.recv(&mut buf) {
-                Ok((n, from)) => {
-                    self.multicast
-                        .core
-                        .handle_datagram(from, &buf[..n], now, &mut |name| cache.contains(name))
-                }
+                Ok((n, from)) => self.multicast.core.handle_datagram(
+                    from,
+                    &buf[..n],
+                    now,
+                    &mut |name, wanted| trust.answer(cache, name, wanted),
+                ),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -824,6 +868,7 @@ impl Daemon {
         let want = match slot.conn.as_mut() {
             Some(Conn::Peer(conn)) => conn.run(&mut serve::Context {
                 cache: &mut self.cache,
+                trust: &mut self.trust,
                 scratch: &mut self.scratch,
                 now,
                 counters: &mut self.counters,
@@ -833,6 +878,7 @@ impl Daemon {
                 &mut relay::Context {
                     now,
                     relay: &mut self.relay,
+                    trust: &self.trust,
                     discovery: &mut self.multicast.core,
                     resolver,
                     asked: &mut asked,

@@ -23,3 +23,4 @@ pub mod serve;
 pub mod server;
 pub mod signals;
 pub mod sync_db;
+pub mod trust;

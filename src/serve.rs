@@ -2,7 +2,9 @@
 //!
 //! Owns answering `GET`/`HEAD` of `/<file name>` from the local cache
 //! (ranges, `If-Modified-Since`, errors), sending bodies with `sendfile` in
-//! bounded chunks, and the send timeout. The server skeleton it shares with
+//! bounded chunks, and the send timeout; a file unlike its sync database, or
+//! not hashed yet, is answered 404 ([`crate::trust::Trust::serve_verdict`]).
+//! The server skeleton it shares with
 //! the relay ([`crate::server`]) reads request heads and keeps the head and
 //! idle timeouts, keep-alive and the lingering close. It does not accept
 //! connections, register sockets or keep timers: the event loop runs it and
@@ -27,6 +29,7 @@ use crate::http::{date, percent_decode};
 use crate::inbound::{Drain, HeadStep};
 use crate::net::{self, Io, Want};
 use crate::server::{Flush, HeadExpiry, ServerConn};
+use crate::trust::{Trust, Verdict};
 
 /// A response that makes no progress at all (the client stopped reading).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,6 +56,8 @@ pub struct Counters {
 /// What a run of a connection needs from the daemon.
 pub struct Context<'a> {
     pub cache: &'a mut Cache,
+    /// Whether a cached file agrees with its sync database.
+    pub trust: &'a mut Trust,
     /// The loop's one read buffer, lent for this run.
     pub scratch: &'a mut [u8],
     pub now: Instant,
@@ -307,6 +312,14 @@ impl PeerConn {
             Err(e) if e.is_malformed() => return Err((Status::BadRequest, e.to_string())),
             Err(e) => return Err((Status::NotFound, e.to_string())),
         };
+        // Never a copy unlike its sync database, nor one not checked yet.
+        match cx.trust.serve_verdict(&name, &file.path, file.stamp) {
+            Verdict::Good | Verdict::Unchecked => {}
+            Verdict::NotYet => return Err((Status::NotFound, "not verified yet".into())),
+            Verdict::Bad => {
+                return Err((Status::NotFound, "unlike its sync database entry".into()));
+            }
+        }
         let status = self.queue_file(file, head, keep_alive, with_body, cx.counters);
         Ok(status)
     }

@@ -627,7 +627,7 @@ fn garbage(rng: &mut Rng, distro: &str, arch: &str) -> Vec<Vec<u8>> {
     // Random bodies behind a good magic and version: whatever the parser refuses.
     for _ in 0..1500 {
         let len = 5 + (rng.next() % 300) as usize;
-        let mut d = b"FLOC\x01".to_vec();
+        let mut d = b"FLOC\x02".to_vec();
         d.extend(rng.bytes(len - 5));
         if wire::parse(&d).is_err() {
             out.push(d);
@@ -646,6 +646,7 @@ fn garbage(rng: &mut Rng, distro: &str, arch: &str) -> Vec<Vec<u8>> {
         body: Body::WhoHas {
             question: 7,
             name: HELD.as_bytes().to_vec(),
+            expected: None,
         },
     });
     let valid_have = fl::encode(&Message {
@@ -658,8 +659,8 @@ fn garbage(rng: &mut Rng, distro: &str, arch: &str) -> Vec<Vec<u8>> {
         d[..4].copy_from_slice(magic);
         out.push(d);
     }
-    // Other versions (a future one, and 0).
-    for version in [0u8, 2, 3, 255] {
+    // Other versions (version 1, before the expected content; a future one; and 0).
+    for version in [0u8, 1, 3, 255] {
         for base in [&valid_announce, &valid_hello, &valid_who_has] {
             let mut d = base.clone();
             d[4] = version;
@@ -702,7 +703,7 @@ fn garbage(rng: &mut Rng, distro: &str, arch: &str) -> Vec<Vec<u8>> {
         (distro, "x86_64\u{e9}"),
         (distro, "x86;64"),
     ] {
-        let mut d = b"FLOC\x01\x01".to_vec();
+        let mut d = b"FLOC\x02\x01".to_vec();
         d.extend(fresh(rng).to_be_bytes());
         d.extend(fl::PEER_PORT.to_be_bytes());
         d.push(distro.len() as u8);
@@ -712,7 +713,7 @@ fn garbage(rng: &mut Rng, distro: &str, arch: &str) -> Vec<Vec<u8>> {
         out.push(d);
     }
     // A label longer than 64 bytes, its length byte telling the truth.
-    let mut d = b"FLOC\x01\x02".to_vec();
+    let mut d = b"FLOC\x02\x02".to_vec();
     d.extend(fresh(rng).to_be_bytes());
     d.extend(fl::PEER_PORT.to_be_bytes());
     d.push(65);
@@ -798,6 +799,7 @@ fn garbage_and_foreign_datagrams_change_nothing() {
             body: Body::WhoHas {
                 question: *q,
                 name: name.clone(),
+                expected: None,
             },
         });
         sock.send_to(&d, h0).expect("send");
@@ -1029,7 +1031,7 @@ fn answers_count_only_from_asked_peers_and_a_leaving_peer_ends_the_wait() {
             };
             if let Ok(Message {
                 host_id,
-                body: Body::WhoHas { question, name },
+                body: Body::WhoHas { question, name, .. },
             }) = wire::parse(&buf[..n])
             {
                 if host_id == hosts[0].id && name == file.as_bytes() && from == h0 {
@@ -1130,7 +1132,7 @@ fn answers_count_only_from_asked_peers_and_a_leaving_peer_ends_the_wait() {
             };
             if let Ok(Message {
                 host_id,
-                body: Body::WhoHas { question, name },
+                body: Body::WhoHas { question, name, .. },
             }) = wire::parse(&buf[..n])
             {
                 if host_id == hosts[0].id && name == MISSING.as_bytes() {

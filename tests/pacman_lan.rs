@@ -18,7 +18,10 @@
 //! `https://` one a 302; a signature comes from the peer that gave its package, or from the
 //! mirror when that peer lacks it; nothing in a pacman 7 download folder (nor any `.part`) is
 //! served to a peer; pacman 7 with flocon as its `CacheServer` takes peer hits through flocon
-//! and the rest from its mirror without an error. Every download is compared byte for byte
+//! and the rest from its mirror without an error. With sync databases read (trust): a host's
+//! corrupted copies are never offered, a peer sending wrong bytes is banned and costs one run
+//! at most, and identical files are shared across distributions by content while another build
+//! of the same name is never used. Every download is compared byte for byte
 //! with the mirror's file. One test measures: 20 packages through flocon against straight from
 //! the mirror, and the daemons' peak memory during five parallel 200 MB transfers.
 
@@ -30,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::fake_peer::{Behaviour, Claims, FakePeer};
+use common::fake_peer::{Behaviour, Claims, FakePeer, corrupt};
 use common::http::{Response, build_request, request};
 use common::mirror::AccessLogEntry;
 use common::pacman::{
@@ -233,6 +236,66 @@ impl Lan {
             .spawn_named(host, &name, env!("CARGO_BIN_EXE_flocon"), &args);
         daemon.wait_for_line_containing("pacman downloads through here", START);
         self.daemons[host] = Some(daemon);
+    }
+
+    /// Start flocon on `host` as `distro`, with the mirror as upstream, reading `host`'s sync
+    /// database (a pacman.conf for flocon naming pacman's `DBPath` and the test repository),
+    /// and `extra` arguments; waits until it listens.
+    fn start_trusting(&mut self, host: usize, distro: &str, extra: &[&str]) {
+        let conf = self._work.join(format!("flocon-pacman-{host}.conf"));
+        let text = format!(
+            "[options]\nDBPath = {}/\n\n[{TEST_REPO}]\n",
+            self.client(host).dbpath.display()
+        );
+        fs::write(&conf, text).unwrap_or_else(|e| panic!("{}: {e}", conf.display()));
+        let (url, conf) = (self.mirror.server_url(), conf.display().to_string());
+        let mut args = vec!["--distro", distro, "--architecture", ARCH];
+        args.extend(["--upstream", &url, "--pacman-conf", &conf]);
+        args.extend_from_slice(extra);
+        let args = common::flocon::daemon_args(&self.client(host).cachedir, &args);
+        let name = format!("flocon {}", host_letter(host));
+        let daemon = self
+            .lab
+            .spawn_named(host, &name, env!("CARGO_BIN_EXE_flocon"), &args);
+        daemon.wait_for_line_containing("pacman downloads through here", START);
+        self.daemons[host] = Some(daemon);
+    }
+
+    /// `pacman -Sy` on `host`, then SIGUSR2 to its flocon (look at the databases now), and
+    /// wait until its status page says the test repository's database is indexed.
+    fn sync_and_index(&mut self, host: usize) {
+        self.sync(host);
+        self.daemons[host]
+            .as_mut()
+            .expect("flocon runs there")
+            .signal(libc::SIGUSR2);
+        wait_until(
+            &format!("flocon {} to index its sync database", host_letter(host)),
+            START,
+            || {
+                self.try_status(host)
+                    .filter(|s| s.contains(&format!("database {TEST_REPO} (")))
+                    .filter(|s| s.contains(" files indexed"))
+            },
+            || {
+                self.try_status(host)
+                    .unwrap_or_else(|| "<no status>".into())
+            },
+        );
+    }
+
+    /// No package of `names` is in `host`'s cache with other bytes than the mirror's.
+    #[track_caller]
+    fn assert_no_bad_file(&self, host: usize, names: &[&str]) {
+        for name in names {
+            let file = self.file(name);
+            let got = self.client(host).cached(&file);
+            assert!(
+                !got.exists() || same_bytes(&got, &self.mirror_file(&file)),
+                "a bad {file} in {}'s cache",
+                host_letter(host)
+            );
+        }
     }
 
     /// Start A, B and C with the mirror as upstream and wait until each knows the others.
@@ -1141,11 +1204,12 @@ fn a_peer_that_ignores_the_range_of_a_resume_is_not_passed_on() {
     lan.assert_cached(B, &["resumed"], false);
 }
 
-/// A package asked again goes straight to the peer that gave it (no "who has" round), and
-/// when that peer no longer has it, the other peers are asked.
-fn a_package_asked_again_goes_to_the_peer_that_gave_it_first(pacman: Pacman) {
+/// A package asked again after it was delivered whole is evidence against the peer it came
+/// from (pacman found it bad, or lost it): the second request never goes straight back to it,
+/// it asks the LAN afresh (a peer with a sync database then checks its copy again).
+fn a_package_asked_again_never_goes_straight_back_to_its_peer(pacman: Pacman) {
     let packages = [("zeta", 200 * KB)];
-    let Some(mut lan) = Lan::new(pacman, "pacman_lan::origin_first", 0, &packages, None) else {
+    let Some(mut lan) = Lan::new(pacman, "pacman_lan::origin_left_out", 0, &packages, None) else {
         return;
     };
     lan.seed_cache(A, &["zeta"]);
@@ -1189,41 +1253,25 @@ fn a_package_asked_again_goes_to_the_peer_that_gave_it_first(pacman: Pacman) {
         C
     };
     let other = if origin == A { C } else { A };
+    assert_eq!(served(&lan, origin, 1), 1);
 
     let again = lan.relay_request(B, "GET", &path);
     assert_eq!((again.status, &again.body), (200, &first.body));
     assert_eq!(transfers_done(&lan, 2), 2);
-    assert_eq!(
-        lookups(&lan),
-        1,
-        "asked again: straight to the peer that gave it"
+    assert_eq!(lookups(&lan), 2, "asked again: a fresh question");
+    let served_by = |host: usize| {
+        lan.daemon(host)
+            .count_lines(|l| l.contains("GET /zeta") && l.contains("-> 200"))
+    };
+    wait_until(
+        "both requests served by a peer",
+        wait,
+        || (served_by(origin) + served_by(other) == 2).then_some(()),
+        || format!("{} + {}", served_by(origin), served_by(other)),
     );
-    assert_eq!(
-        served(&lan, origin, 2),
-        2,
-        "both requests went to the same peer"
-    );
-
-    // The origin loses the file (after its 1 s open-file sharing is over): the others are asked.
-    for entry in std::fs::read_dir(&lan.client(origin).cachedir).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name().to_string_lossy().starts_with("zeta") {
-            std::fs::remove_file(entry.path()).unwrap();
-        }
-    }
-    std::thread::sleep(Duration::from_millis(1200));
-    let third = lan.relay_request(B, "GET", &path);
-    assert_eq!((third.status, &third.body), (200, &first.body));
-    assert_eq!(transfers_done(&lan, 3), 3);
-    assert_eq!(
-        lookups(&lan),
-        2,
-        "after the origin's 404 the peers are asked again"
-    );
-    assert_eq!(served(&lan, other, 1), 1, "the other peer served it");
     assert!(same_bytes(&lan.mirror_file(&lan.file("zeta")), &{
-        let p = lan._work.join("third");
-        std::fs::write(&p, &third.body).unwrap();
+        let p = lan._work.join("again");
+        std::fs::write(&p, &again.body).unwrap();
         p
     }));
 }
@@ -1351,6 +1399,191 @@ fn pacman7_takes_peer_hits_from_a_cache_server_line_and_the_rest_from_its_mirror
     assert_eq!(relay_counter(&status, "from upstream"), 0, "{status}");
 }
 
+/// A host whose cache holds corrupted copies (same names and sizes, 14 bytes flipped in the
+/// middle: a dying SD card) never offers them: asked by content (protocol version 2), it
+/// hashes its copy, finds it unlike its own sync database, says no, and logs it once; the
+/// first `pacman -Sw` is clean, every file byte for byte the mirror's, and that host is never
+/// asked to send one. A good copy on another host is still shared.
+fn corrupted_copies_are_never_offered(pacman: Pacman) {
+    let packages = [
+        ("rot-a", 150 * KB),
+        ("rot-b", 150 * KB),
+        ("good-c", 150 * KB),
+    ];
+    let Some(mut lan) = Lan::new(pacman, "pacman_lan::corrupted_copies", 0, &packages, None) else {
+        return;
+    };
+    for name in ["rot-a", "rot-b"] {
+        let file = lan.file(name);
+        let mut bytes = fs::read(lan.mirror_file(&file)).expect("mirror file");
+        corrupt(&mut bytes);
+        fs::write(lan.client(A).cachedir.join(&file), &bytes).expect("write copy");
+    }
+    lan.seed_cache_files(C, &["good-c"], false);
+    for h in FLOCON_HOSTS {
+        lan.start_trusting(h, DISTRO, &[]);
+    }
+    lan.wait_peers(&FLOCON_HOSTS, 2);
+    for h in FLOCON_HOSTS {
+        lan.sync_and_index(h);
+    }
+    let all = ["rot-a", "rot-b", "good-c"];
+    lan.download(B, &all);
+    lan.assert_cached(B, &all, false);
+    let wait = Duration::from_secs(5);
+    let a = lan.daemon(A);
+    for name in ["rot-a", "rot-b"] {
+        let file = lan.file(name);
+        assert_eq!(
+            a.count_lines(|l| l.contains(&format!("GET /{file}"))),
+            0,
+            "A was asked to send its bad {file}"
+        );
+        let warned = |l: &str| l.contains(&file) && l.contains("does not match its sync database");
+        assert_eq!(
+            a.count_lines_when(warned, 1, wait),
+            1,
+            "one warning for {file}"
+        );
+    }
+    let good = lan.file("good-c");
+    assert_eq!(
+        lan.daemon(C).count_lines_when(
+            |l| l.contains(&format!("GET /{good}")) && l.contains("-> 200"),
+            1,
+            wait
+        ),
+        1,
+        "C's good copy was shared"
+    );
+    let status = lan.status(A);
+    assert!(
+        status.contains("cached files unlike their sync database: 2"),
+        "{status}"
+    );
+}
+
+/// A fake peer that says HAVE to every question and sends the right number of wrong bytes:
+/// B's relay hashes what it streams, closes pacman's connection before the last byte, and
+/// bans the peer (by address and host id). pacman (flocon first, then its usual mirror, as
+/// the README advises) resumes from the mirror: at most the first run reports an error, no run
+/// leaves a bad file in the cache, the second run is clean, the status page shows the ban, and
+/// once the ban (`--ban-time 8`) is over the peer is asked again.
+fn a_lying_peer_is_banned_and_costs_one_run_at_most(pacman: Pacman) {
+    let packages = [
+        ("lie-a", 150 * KB),
+        ("lie-b", 150 * KB),
+        ("later", 100 * KB),
+    ];
+    let Some(mut lan) = Lan::new(pacman, "pacman_lan::liar", 1, &packages, None) else {
+        return;
+    };
+    let liar = FakePeer::start(
+        &lan.lab,
+        4,
+        DISTRO,
+        ARCH,
+        Claims::All,
+        Behaviour::Corrupt {
+            dir: lan.repo.dir.clone(),
+        },
+    );
+    let mut conf = PacmanConf::new(&[RELAY_SERVER.to_string(), lan.mirror.server_url()]);
+    conf.parallel_downloads = 5;
+    lan.client(B).write_conf(&conf);
+    for h in FLOCON_HOSTS {
+        lan.start_trusting(h, DISTRO, &["--ban-time", "8"]);
+    }
+    lan.wait_peers(&FLOCON_HOSTS, 3);
+    lan.sync_and_index(B);
+    let names = ["lie-a", "lie-b"];
+    let args = ["-Sw", "lie-a", "lie-b"];
+    let first = lan.client(B).run(Some(lan.ns(B)), &args);
+    eprintln!("first run: {}", first.status);
+    lan.assert_no_bad_file(B, &names);
+    let tried = liar
+        .requests()
+        .iter()
+        .any(|r| r.contains(&lan.file("lie-a")) || r.contains(&lan.file("lie-b")));
+    assert!(tried, "the liar was never tried: the test proves nothing");
+    let second = lan.client(B).run(Some(lan.ns(B)), &args);
+    assert!(second.status.success(), "the second run failed");
+    lan.assert_cached(B, &names, false);
+    let status = lan.status(B);
+    let banned = format!("banned peer {:016x}", liar.host_id());
+    assert!(status.contains(&banned), "{status}");
+    assert!(status.contains("1 peers banned"), "{status}");
+    lan.daemon(B)
+        .wait_for_line_containing("banned for 8 s", Duration::from_secs(1));
+
+    // The ban ends: the peer is asked again.
+    wait_until(
+        "the ban to end",
+        Duration::from_secs(15),
+        || lan.try_status(B).filter(|s| s.contains("0 peers banned")),
+        || lan.try_status(B).unwrap_or_default(),
+    );
+    let later = lan.file("later");
+    // It lies again: the connection is closed short of the end, which is all this asks.
+    let path = format!("/{TEST_REPO}/os/x86_64/{later}");
+    let raw = build_request("GET", "localhost:19433", &path, &[]);
+    let _ = lan.lab.run_in(B, || request(relay_addr(), &raw));
+    assert!(
+        liar.who_has().iter().any(|n| n == &later),
+        "the peer was not asked again after its ban: {:?}",
+        liar.who_has()
+    );
+}
+
+/// Share by content: an EndeavourOS host (`--distro endeavouros`) gives an Arch host a file
+/// whose SHA-256 is the Arch database's, and a compatible host holding another build under the
+/// same name (other bytes; it reads no database, so it can only answer by content) is never
+/// used: that file comes from the mirror.
+fn identical_files_are_shared_across_distributions_by_content(pacman: Pacman) {
+    let packages = [("shared", 150 * KB), ("rebuilt", 150 * KB)];
+    let Some(mut lan) = Lan::new(pacman, "pacman_lan::by_content", 0, &packages, None) else {
+        return;
+    };
+    lan.seed_cache_files(A, &["shared"], false);
+    let build = lan._work.join("other-build");
+    fs::create_dir_all(&build).expect("mkdir");
+    let mut spec = PackageSpec::new("rebuilt", "1.0", 150 * KB);
+    spec.seed = Some(0x0123_4567);
+    let other = make_package_spec(&build, &spec);
+    let rebuilt = lan.file("rebuilt");
+    fs::copy(&other, lan.client(C).cachedir.join(&rebuilt)).expect("copy");
+    assert!(!same_bytes(&other, &lan.mirror_file(&rebuilt)));
+    lan.start_trusting(A, "endeavouros", &[]);
+    lan.start_trusting(B, DISTRO, &[]);
+    lan.start_flocon(C, &Upstream::Mirror);
+    lan.wait_peers_compatible(&[B], 2, 1);
+    lan.sync_and_index(A);
+    lan.sync_and_index(B);
+    lan.mirror.clear_access_log();
+    lan.download(B, &["shared", "rebuilt"]);
+    lan.assert_cached(B, &["shared", "rebuilt"], false);
+    let wait = Duration::from_secs(5);
+    let shared = lan.file("shared");
+    assert_eq!(
+        lan.daemon(A).count_lines_when(
+            |l| l.contains(&format!("GET /{shared}")) && l.contains("-> 200"),
+            1,
+            wait
+        ),
+        1,
+        "the EndeavourOS host gave the identical file"
+    );
+    assert_eq!(
+        lan.daemon(C)
+            .count_lines(|l| l.contains(&format!("GET /{rebuilt}"))),
+        0,
+        "the other build was used"
+    );
+    let log = lan.mirror.access_log();
+    assert!(lan.mirror_requests(&log, &shared).is_empty(), "{log:?}");
+    assert!(!lan.mirror_requests(&log, &rebuilt).is_empty(), "{log:?}");
+}
+
 /// Each scenario above that holds for every pacman runs twice: under Debian's pacman 6.0.2
 /// (`pacman6::NAME`) and under pacman 7 with its download user and sandbox (`pacman7::NAME`).
 macro_rules! under_pacman_6_and_7 {
@@ -1371,6 +1604,9 @@ under_pacman_6_and_7!(
     without_an_upstream_what_no_peer_has_is_a_quiet_404,
     an_https_upstream_is_a_redirect_for_what_no_peer_has,
     a_signature_comes_from_the_peer_that_gave_the_package,
-    a_package_asked_again_goes_to_the_peer_that_gave_it_first,
+    a_package_asked_again_never_goes_straight_back_to_its_peer,
     nothing_in_a_download_folder_is_ever_served,
+    corrupted_copies_are_never_offered,
+    a_lying_peer_is_banned_and_costs_one_run_at_most,
+    identical_files_are_shared_across_distributions_by_content,
 );

@@ -1492,7 +1492,7 @@ fn the_status_page_counts_and_shows_transfers_in_flight() {
     let line = counters(r.addr);
     assert_eq!(
         line,
-        "relay: 4 requests, 0 files (0 bytes) from peers, 3 files (10600 bytes) from upstream, 1 redirects, 0 not found, 4 failures, 0 failovers",
+        "relay: 4 requests, 0 files (0 bytes) from peers, 3 files (10600 bytes) from upstream, 1 redirects, 0 not found, 4 failures, 0 failovers, 0 bodies verified, 0 wrong",
     );
 
     // A transfer in flight shows on the page with its file, source and progress.

@@ -8,10 +8,11 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use flocon::discovery::wire::{Announcement, Body, Message};
+use flocon::discovery::wire::{Announcement, Body, Expected, Message};
 use flocon::discovery::{
     Discovery, Event, Identity, JoinReport, Params, QuestionId, TRANSMIT_QUEUE_LIMIT, emit, parse,
 };
+use flocon::sync_db::Sha256;
 use libfuzzer_sys::fuzz_target;
 
 const FILES: [&str; 3] = ["a-1-1-any.pkg.tar.zst", "b-1-1-any.pkg.tar.zst.sig", "../x"];
@@ -42,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
             0 => {
                 let len = usize::from(bytes.next().unwrap_or(0));
                 let raw: Vec<u8> = bytes.by_ref().take(len).collect();
-                core.handle_datagram(from, &raw, now, &mut |_| arg & 1 == 0);
+                core.handle_datagram(from, &raw, now, &mut |_, _| arg & 1 == 0);
             }
             1 => {
                 let ann = Announcement {
@@ -58,17 +59,26 @@ fuzz_target!(|data: &[u8]| {
                     3 => Body::WhoHas {
                         question,
                         name: FILES[usize::from(arg) % 3].as_bytes().to_vec(),
+                        expected: (arg & 16 != 0).then_some(Expected {
+                            size: u64::from(question),
+                            sha256: Sha256([arg; 32]),
+                        }),
                     },
                     4 | 5 => Body::Have { question },
                     _ => Body::HaveNot { question },
                 };
                 let mut out = Vec::new();
                 emit(&Message { host_id: host, body }, &mut out);
-                core.handle_datagram(from, &out, now, &mut |_| arg & 1 == 0);
+                core.handle_datagram(from, &out, now, &mut |_, _| arg & 1 == 0);
             }
             2 => {
                 let exclude = [u64::from(arg % 6) + 1];
-                let q = core.ask(FILES[usize::from(arg) % 3], &exclude, now);
+                // A known content is asked of every peer, compatible or not.
+                let expected = (arg & 64 != 0).then_some(Expected {
+                    size: 1,
+                    sha256: Sha256([arg; 32]),
+                });
+                let q = core.ask(FILES[usize::from(arg) % 3], expected, &exclude, now);
                 assert!(open.insert(q), "question id {q:?} reused while open");
             }
             3 => {

@@ -1,11 +1,12 @@
 //! The relay's pure core as one request's life: a `SourcePlan` fed LAN answers, failures,
 //! response heads (arbitrary bytes through `parse_response` and `fetch::judge`), body bytes
 //! and clock steps, with the back-off of `Policy` and the exchange `Timer`, driven with a fake
-//! clock. Checked after every step: never two sources at once; never a step after the final
+//! clock, with a file whose size the sync database may know (a wrong size is a lie: the peer
+//! is banned). Checked after every step: never two sources at once; never a step after the final
 //! one (a reply, a redirect, giving up), and after its own reply or giving up the plan has
 //! nothing else to offer;
 //! no redirect once pacman has a head; no peer tried twice or more than three; every
-//! upstream at most once; backed-off and tried peers are left out of the LAN's question;
+//! upstream at most once; backed-off, banned and tried peers are left out of the LAN's question;
 //! every deadline set is in the future; an accepted answer's numbers agree with each other.
 #![no_main]
 use std::collections::HashSet;
@@ -144,13 +145,16 @@ impl Request {
         };
         self.timer = None;
         let from_peer = matches!(on, On::Peer(_));
-        if let (On::Peer(id), true) = (on, f.penalizes(from_peer)) {
+        if let (On::Peer(id), true) = (on, f.is_lie()) {
+            policy.ban(&peer(id), now, &f.to_string());
+            assert!(policy.is_banned(id, peer(id).addr.ip(), now));
+        } else if let (On::Peer(id), true) = (on, f.penalizes(from_peer)) {
             policy.penalize(&peer(id), now, &f.to_string());
             assert!(policy.is_backed_off(id, now));
         }
         let continuable = !self.head_sent || self.span.is_some();
         self.plan.failed(f, from_peer, continuable);
-        let backed_off = policy.backed_off(now);
+        let backed_off = policy.excluded(now, std::iter::empty());
         let step = self.plan.next(&backed_off, self.head_sent);
         self.take(step, &backed_off, now);
     }
@@ -201,7 +205,9 @@ fuzz_target!(|data: &[u8]| {
         Some(Origin::Peer(id)) if bytes.next().unwrap_or(0) & 1 == 0 => Some(peer(id)),
         _ => None,
     };
-    let backed_off = policy.backed_off(now);
+    // A checked body (the sync database knows the file): its size is 100.
+    let file_size = (setup & 0x01 != 0 && kind == FileKind::Package).then_some(100u64);
+    let backed_off = policy.excluded(now, std::iter::empty());
     let step = r.plan.start(origin, reachable, &backed_off);
     r.take(step, &backed_off, now);
 
@@ -209,7 +215,7 @@ fuzz_target!(|data: &[u8]| {
         if r.over {
             if r.plan_final {
                 // After its own reply or giving up, the plan has nothing else.
-                let step = r.plan.next(&policy.backed_off(now), r.head_sent);
+                let step = r.plan.next(&policy.excluded(now, std::iter::empty()), r.head_sent);
                 assert!(
                     matches!(step, Step::Reply(_) | Step::Abandon),
                     "a source after the final step: {step:?}"
@@ -223,7 +229,7 @@ fuzz_target!(|data: &[u8]| {
             0 if r.asking => {
                 r.asking = false;
                 let answer = (arg % 8 != 0).then(|| peer(u64::from(arg % 8)));
-                let backed_off = policy.backed_off(now);
+                let backed_off = policy.excluded(now, std::iter::empty());
                 // The discovery core never names a peer left out.
                 let answer = answer.filter(|p| !r.peers.contains(&p.host_id))
                     .filter(|p| !backed_off.contains(&p.host_id));
@@ -255,11 +261,16 @@ fuzz_target!(|data: &[u8]| {
                         end: s.end,
                     }),
                     from_peer: matches!(r.on, Some(On::Peer(_))),
+                    file_size,
                 };
                 let _ = fetch::reusable_after(&head, raw.len().saturating_sub(head.len));
                 match fetch::judge(&head, &asked) {
                     Judgement::Accept(a) => {
                         assert!(!r.head_sent, "accepted twice");
+                        // Never a whole file of another size than the database's.
+                        if let (Some(want), 200, Some(n)) = (file_size, head.code, a.length) {
+                            assert!(head_only || n == want, "{n} bytes accepted, not {want}");
+                        }
                         if let Some(span) = a.span {
                             assert!(span.start <= span.end);
                             assert!(!head_only);
@@ -324,8 +335,9 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(t) = pool.poll_timeout() {
                     assert!(t > now, "an idle connection past its time");
                 }
-                for id in policy.backed_off(now) {
-                    assert!(policy.is_backed_off(id, now));
+                for id in policy.excluded(now, std::iter::empty()) {
+                    let ip = peer(id).addr.ip();
+                    assert!(policy.is_backed_off(id, now) || policy.is_banned(id, ip, now));
                 }
             }
             // pacman takes bytes from a full pipe.

@@ -185,6 +185,9 @@ Options (a value may also be given as --option=VALUE):
                              pacman.conf's Architecture, else the machine's)
       --distro ID            distribution id (default: ID= of
                              /etc/os-release, else unknown)
+      --ban-time S           seconds a peer that sent a file unlike its
+                             sync database entry is banned, 1 to 604800
+                             (default 3600)
   -h, --help                 print this help and exit
   -V, --version              print the version and exit
 
@@ -192,7 +195,7 @@ Config file:
   Each option but -c, -h and -V can be set in the config file, one
   'Key = Value' per line: Debug, CacheDir, PacmanConf, Upstream, Port,
   LocalPort, Group, Interface, AnnounceInterval, LookupTimeout,
-  MaxConnections, Architecture, Distro (keys match in any case; a bare
+  MaxConnections, Architecture, Distro, BanTime (keys match in any case; a bare
   'Debug' line means Debug = yes). CacheDir, Upstream and Interface may be
   repeated. '#' starts a comment. The command line wins over the file; a
   repeatable option given on the command line replaces the file's list.
@@ -239,7 +242,7 @@ mod tests {
              --upstream http://m/$repo/os/$arch --upstream https://n/$repo \
              --port 1 --local-port 65535 --group 224.0.0.1 --interface eth0 \
              --interface wlan0 --announce-interval 3600 --lookup-timeout 10 \
-             --max-connections 16384 --architecture aarch64 --distro archarm",
+             --max-connections 16384 --architecture aarch64 --distro archarm --ban-time 5",
         );
         let want = FileSettings {
             debug: Some(true),
@@ -258,6 +261,7 @@ mod tests {
             max_connections: Some(16384),
             architecture: Some("aarch64".into()),
             distro: Some("archarm".into()),
+            ban_time: Some(Duration::from_secs(5)),
         };
         assert_eq!(s, want);
     }

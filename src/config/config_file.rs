@@ -136,6 +136,7 @@ Distro = arch
             max_connections: Some(10),
             architecture: Some("auto".into()),
             distro: Some("arch".into()),
+            ban_time: None,
         };
         assert_eq!(s, want);
     }

@@ -27,9 +27,9 @@ pub use command_line::{Action, CommandLine, help_text, parse_args};
 pub use config_file::parse_config_file;
 pub use host::{machine_architecture, parse_os_release};
 pub use options::{
-    DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_CACHE_DIR, DEFAULT_CONFIG_FILE, DEFAULT_GROUP,
-    DEFAULT_LOCAL_PORT, DEFAULT_LOOKUP_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_PACMAN_CONF,
-    DEFAULT_PORT, FileSettings, MAX_LIST_VALUES,
+    DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_BAN_TIME, DEFAULT_CACHE_DIR, DEFAULT_CONFIG_FILE,
+    DEFAULT_GROUP, DEFAULT_LOCAL_PORT, DEFAULT_LOOKUP_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PACMAN_CONF, DEFAULT_PORT, FileSettings, MAX_LIST_VALUES,
 };
 pub use pacman_conf::{
     ConfigSource, DEFAULT_DB_PATH, MemoryFs, PacmanConf, RealFs, Repo, TemplateError, Upstreams,
@@ -113,6 +113,11 @@ pub struct Settings {
     pub architecture: String,
     /// Distribution id, `unknown` if none is known.
     pub distro: String,
+    /// The sync database of each repository of pacman.conf, in its order:
+    /// `(repo, <DBPath>/sync/<repo>.db)`. Empty when pacman.conf has none.
+    pub sync_databases: Vec<(String, PathBuf)>,
+    /// How long a peer caught sending wrong bytes is banned.
+    pub ban_time: Duration,
     /// Things worth a warning in the log (unknown keys, unreadable mirror lists, ...).
     pub warnings: Vec<String>,
 }
@@ -168,13 +173,17 @@ fn resolve(
     let architecture_given = given.architecture.filter(|a| a != "auto");
     let needs_pacman_conf =
         given.cache_dirs.is_none() || given.upstreams.is_none() || architecture_given.is_none();
-    let pacman = if needs_pacman_conf {
-        let (pacman, pacman_warnings) = parse_pacman_conf(&pacman_conf_path, source, local_port);
+    // Always read: its repositories and DBPath say where the sync databases are. Its
+    // warnings matter only when flocon takes settings from it.
+    let (pacman, pacman_warnings) = parse_pacman_conf(&pacman_conf_path, source, local_port);
+    if needs_pacman_conf {
         warnings.extend(pacman_warnings);
-        pacman
-    } else {
-        PacmanConf::default()
-    };
+    }
+    let sync_databases = pacman
+        .repos
+        .iter()
+        .map(|r| (r.name.clone(), pacman.sync_database(&r.name)))
+        .collect();
 
     let cache_dirs = match given.cache_dirs {
         Some(dirs) => dirs,
@@ -208,6 +217,8 @@ fn resolve(
         max_connections: given.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         architecture,
         distro,
+        sync_databases,
+        ban_time: given.ban_time.unwrap_or(DEFAULT_BAN_TIME),
         warnings,
     };
     Ok(match command_line.action {

@@ -28,6 +28,8 @@ pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 19, 32);
 pub const DEFAULT_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a "who has this file" question waits for peers.
 pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long a peer that sent bytes other than its database's is banned.
+pub const DEFAULT_BAN_TIME: Duration = Duration::from_secs(3600);
 /// Connections per listener.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Most values a repeatable setting (`CacheDir`, `Upstream`, `Interface`) may hold.
@@ -54,10 +56,11 @@ pub(super) enum Setting {
     MaxConnections,
     Architecture,
     Distro,
+    BanTime,
 }
 
 impl Setting {
-    pub(super) const ALL: [Setting; 13] = [
+    pub(super) const ALL: [Setting; 14] = [
         Setting::Debug,
         Setting::CacheDir,
         Setting::PacmanConf,
@@ -71,6 +74,7 @@ impl Setting {
         Setting::MaxConnections,
         Setting::Architecture,
         Setting::Distro,
+        Setting::BanTime,
     ];
 
     /// The command line spelling, e.g. `--cache-dir`.
@@ -89,6 +93,7 @@ impl Setting {
             Setting::MaxConnections => "--max-connections",
             Setting::Architecture => "--architecture",
             Setting::Distro => "--distro",
+            Setting::BanTime => "--ban-time",
         }
     }
 
@@ -108,6 +113,7 @@ impl Setting {
             Setting::MaxConnections => "MaxConnections",
             Setting::Architecture => "Architecture",
             Setting::Distro => "Distro",
+            Setting::BanTime => "BanTime",
         }
     }
 
@@ -183,6 +189,7 @@ pub struct FileSettings {
     /// As given, `auto` included (so that the command line can undo a file's value).
     pub architecture: Option<String>,
     pub distro: Option<String>,
+    pub ban_time: Option<Duration>,
 }
 
 impl FileSettings {
@@ -221,6 +228,12 @@ impl FileSettings {
                 }
                 self.architecture = Some(value.to_owned());
             }
+            Setting::BanTime => {
+                let seconds = parse_number(value, 1, 7 * 24 * 3600).ok_or_else(|| {
+                    invalid("expected a number of seconds from 1 to 604800 (a week)")
+                })?;
+                self.ban_time = Some(Duration::from_secs(seconds));
+            }
             Setting::Distro => {
                 if !valid_distro(value) {
                     return Err(invalid(
@@ -249,6 +262,7 @@ impl FileSettings {
             max_connections: top.max_connections.or(self.max_connections),
             architecture: top.architecture.or(self.architecture),
             distro: top.distro.or(self.distro),
+            ban_time: top.ban_time.or(self.ban_time),
         }
     }
 }

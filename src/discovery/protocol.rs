@@ -18,7 +18,7 @@ use super::identity::{Identity, Params};
 use super::join_schedule::{JoinNote, JoinReport, JoinSchedule};
 use super::peer_table::{GoneReason, Heard, Peer, PeerRef, PeerTable};
 use super::questions::{OpenQuestions, Outcome, QuestionId};
-use super::wire::{self, Announcement, Body, Message};
+use super::wire::{self, Announcement, Body, Expected, Message};
 use crate::prng::Xorshift64;
 use crate::rate_limit::RateLimit;
 
@@ -164,13 +164,15 @@ impl Discovery {
 
     /// One datagram received on the discovery socket from `from`. `has_file` answers WHO_HAS:
     /// it is called only with a checked name (non-empty UTF-8, at most 255 bytes, no `/`, no
-    /// NUL, not `.`/`..`); other names are answered HAVE_NOT without calling it.
+    /// NUL, not `.`/`..`) and the content the asker expects, if it said; other names are
+    /// answered HAVE_NOT without calling it. It must say yes only for a file of exactly the
+    /// expected size and SHA-256 (see `crate::trust`).
     pub fn handle_datagram(
         &mut self,
         from: SocketAddr,
         bytes: &[u8],
         now: Instant,
-        has_file: &mut dyn FnMut(&str) -> bool,
+        has_file: &mut dyn FnMut(&str, Option<Expected>) -> bool,
     ) {
         self.clock = now;
         let msg = match wire::parse(bytes) {
@@ -203,8 +205,12 @@ impl Discovery {
                     self.peer_gone(peer, GoneReason::Goodbye);
                 }
             }
-            Body::WhoHas { question, name } => {
-                let have = wire::file_name(&name).is_some_and(&mut *has_file);
+            Body::WhoHas {
+                question,
+                name,
+                expected,
+            } => {
+                let have = wire::file_name(&name).is_some_and(|n| has_file(n, expected));
                 let body = if have {
                     Body::Have { question }
                 } else {
@@ -256,6 +262,7 @@ impl Discovery {
                     body: Body::WhoHas {
                         question: r.id.0,
                         name: r.name.into_bytes(),
+                        expected: r.expected,
                     },
                 },
                 &mut payload,
@@ -295,12 +302,21 @@ impl Discovery {
         self.events.pop_front()
     }
 
-    /// Ask the compatible peers, except those in `exclude`, who has `file`. The answer comes as
+    /// Ask the peers, except those in `exclude`, who has `file`: the compatible ones (same
+    /// distribution and architecture) when the content is unknown; every peer when `expected`
+    /// says what it must be (a file of that size and SHA-256 is the same file whoever has it:
+    /// share by content). The answer comes as
     /// one `Event::Answer` with the returned id: the first peer that says HAVE, or `None` once
     /// every asked peer said no or left, or when `lookup_timeout` has passed. The WHO_HAS is
     /// sent again at half the timeout to the peers that have not answered. With nobody to ask,
     /// an unfit name, or too many open questions, the answer `None` is queued at once.
-    pub fn ask(&mut self, file: &str, exclude: &[u64], now: Instant) -> QuestionId {
+    pub fn ask(
+        &mut self,
+        file: &str,
+        expected: Option<Expected>,
+        exclude: &[u64],
+        now: Instant,
+    ) -> QuestionId {
         self.clock = now;
         let id = self.questions.allocate();
         if !wire::is_valid_file_name(file) {
@@ -321,7 +337,7 @@ impl Discovery {
         let targets: Vec<(u64, SocketAddr)> = self
             .peers
             .iter()
-            .filter(|p| p.compatible && !exclude.contains(&p.host_id))
+            .filter(|p| (p.compatible || expected.is_some()) && !exclude.contains(&p.host_id))
             .map(|p| (p.host_id, p.udp))
             .collect();
         if targets.is_empty() {
@@ -335,6 +351,7 @@ impl Discovery {
                 body: Body::WhoHas {
                     question: id.0,
                     name: file.as_bytes().to_vec(),
+                    expected,
                 },
             },
             &mut payload,
@@ -347,7 +364,7 @@ impl Discovery {
         }
         let hosts = targets.into_iter().map(|(h, _)| h).collect();
         self.questions
-            .open(id, file, hosts, now, self.params.lookup_timeout);
+            .open(id, file, expected, hosts, now, self.params.lookup_timeout);
         id
     }
 
@@ -664,7 +681,7 @@ mod tests {
         )
     }
 
-    fn no_files(_: &str) -> bool {
+    fn no_files(_: &str, _: Option<Expected>) -> bool {
         false
     }
 
@@ -804,10 +821,11 @@ mod tests {
                 Body::WhoHas {
                     question: 1,
                     name: b"f".to_vec(),
+                    expected: None,
                 },
             ),
             t0,
-            &mut |_| {
+            &mut |_, _| {
                 called = true;
                 true
             },
@@ -1014,7 +1032,7 @@ mod tests {
         assert_eq!(d.peers().count(), 3);
         assert!(d.peers().all(|p| !p.compatible));
         drain_events(&mut d);
-        let q = d.ask("f.pkg.tar.zst", &[], t0);
+        let q = d.ask("f.pkg.tar.zst", None, &[], t0);
         assert!(drain_transmits(&mut d).is_empty());
         assert_eq!(
             drain_events(&mut d),
@@ -1024,7 +1042,7 @@ mod tests {
             }]
         );
         add_peer(&mut d, 4, "arch", "x86_64", t0);
-        let q = d.ask("f.pkg.tar.zst", &[], t0);
+        let q = d.ask("f.pkg.tar.zst", None, &[], t0);
         let sent = drain_transmits(&mut d);
         assert_eq!(who_has_targets(&sent), vec![(addr(4), q.0)]);
         let lines = d.describe_peers(t0 + secs(5));
@@ -1052,7 +1070,7 @@ mod tests {
             add_peer(&mut d, n, "arch", "x86_64", t0);
         }
         drain_events(&mut d);
-        let q = d.ask("zstd-1.5.6-1-x86_64.pkg.tar.zst", &[], t0);
+        let q = d.ask("zstd-1.5.6-1-x86_64.pkg.tar.zst", None, &[], t0);
         let sent = drain_transmits(&mut d);
         let targets = who_has_targets(&sent);
         assert_eq!(targets.len(), 3);
@@ -1099,7 +1117,7 @@ mod tests {
         add_peer(&mut d, 1, "arch", "x86_64", t0);
         add_peer(&mut d, 2, "arch", "x86_64", t0);
         drain_events(&mut d);
-        let q = d.ask("f", &[], t0);
+        let q = d.ask("f", None, &[], t0);
         drain_transmits(&mut d);
         d.handle_datagram(
             addr(1),
@@ -1137,7 +1155,7 @@ mod tests {
         add_peer(&mut d, 1, "arch", "x86_64", t0);
         add_peer(&mut d, 2, "arch", "x86_64", t0);
         drain_events(&mut d);
-        let q = d.ask("f", &[], t0);
+        let q = d.ask("f", None, &[], t0);
         drain_transmits(&mut d);
         assert_eq!(d.poll_timeout(), Some(t0 + ms(125)));
         d.handle_datagram(
@@ -1182,7 +1200,7 @@ mod tests {
         let t0 = Instant::now();
         let mut d = started(t0);
         add_peer(&mut d, 1, "arch", "x86_64", t0);
-        let q = d.ask("f", &[], t0);
+        let q = d.ask("f", None, &[], t0);
         d.handle_timeout(t0 + ms(125));
         drain_events(&mut d);
         d.handle_datagram(
@@ -1207,7 +1225,7 @@ mod tests {
         add_peer(&mut d, 1, "arch", "x86_64", t0);
         add_peer(&mut d, 2, "archarm", "aarch64", t0);
         drain_events(&mut d);
-        let q = d.ask("f", &[], t0);
+        let q = d.ask("f", None, &[], t0);
         // Incompatible peer 2 was not asked; stranger 9 is not even known.
         d.handle_datagram(
             addr(2),
@@ -1243,7 +1261,7 @@ mod tests {
         add_peer(&mut d, 1, "arch", "x86_64", t0);
         add_peer(&mut d, 2, "arch", "x86_64", t0);
         drain_events(&mut d);
-        let q = d.ask("f", &[1], t0);
+        let q = d.ask("f", None, &[1], t0);
         assert_eq!(
             who_has_targets(&drain_transmits(&mut d)),
             vec![(addr(2), q.0)]
@@ -1258,7 +1276,7 @@ mod tests {
             drain_events(&mut d).is_empty(),
             "excluded peer was not asked"
         );
-        let q2 = d.ask("f", &[1, 2], t0);
+        let q2 = d.ask("f", None, &[1, 2], t0);
         assert!(drain_transmits(&mut d).is_empty());
         assert_eq!(
             drain_events(&mut d),
@@ -1274,7 +1292,7 @@ mod tests {
     fn no_peers_or_bad_name_answers_nobody_on_next_poll() {
         let t0 = Instant::now();
         let mut d = started(t0);
-        let q = d.ask("f", &[], t0);
+        let q = d.ask("f", None, &[], t0);
         assert_eq!(
             d.poll_event(),
             Some(Event::Answer {
@@ -1285,7 +1303,7 @@ mod tests {
         add_peer(&mut d, 1, "arch", "x86_64", t0);
         drain_events(&mut d);
         for bad in ["", "a/b", "a\0b", "..", &"n".repeat(256)] {
-            let q = d.ask(bad, &[], t0);
+            let q = d.ask(bad, None, &[], t0);
             assert_eq!(
                 d.poll_event(),
                 Some(Event::Answer {
@@ -1304,7 +1322,7 @@ mod tests {
         let mut d = started(t0);
         add_peer(&mut d, 1, "arch", "x86_64", t0);
         drain_events(&mut d);
-        let q = d.ask("f", &[], t0);
+        let q = d.ask("f", None, &[], t0);
         d.cancel(q);
         d.handle_datagram(
             addr(1),
@@ -1314,7 +1332,7 @@ mod tests {
         );
         d.handle_timeout(t0 + secs(1));
         assert!(drain_events(&mut d).is_empty());
-        let q = d.ask("", &[], t0);
+        let q = d.ask("", None, &[], t0);
         d.cancel(q);
         assert!(drain_events(&mut d).is_empty());
     }
@@ -1325,7 +1343,7 @@ mod tests {
         let mut d = started(t0);
         add_peer(&mut d, 1, "arch", "x86_64", t0);
         drain_events(&mut d);
-        let q = d.ask("f", &[], t0);
+        let q = d.ask("f", None, &[], t0);
         d.handle_datagram(
             addr(1),
             &datagram(1, Body::Goodbye),
@@ -1350,11 +1368,11 @@ mod tests {
         add_peer(&mut d, 1, "arch", "x86_64", t0);
         drain_events(&mut d);
         for _ in 0..crate::discovery::questions::MAX_OPEN_QUESTIONS {
-            d.ask("f", &[], t0);
+            d.ask("f", None, &[], t0);
             d.poll_transmit();
         }
         assert!(drain_events(&mut d).is_empty());
-        let q = d.ask("f", &[], t0);
+        let q = d.ask("f", None, &[], t0);
         assert_eq!(
             drain_events(&mut d),
             vec![Event::Answer {
@@ -1373,7 +1391,7 @@ mod tests {
         let t0 = Instant::now();
         let mut d = started(t0);
         let mut asked = Vec::new();
-        let mut has = |name: &str| {
+        let mut has = |name: &str, _: Option<Expected>| {
             asked.push(name.to_owned());
             name == "yes.pkg.tar.zst"
         };
@@ -1393,6 +1411,7 @@ mod tests {
                     Body::WhoHas {
                         question: q,
                         name: name.to_vec(),
+                        expected: None,
                     },
                 ),
                 t0,
@@ -1434,6 +1453,7 @@ mod tests {
                     Body::WhoHas {
                         question: q,
                         name: b"f".to_vec(),
+                        expected: None,
                     },
                 ),
                 t0,

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::wire::Expected;
+
 /// Most questions open at once; past that `ask` answers "nobody" at once.
 pub const MAX_OPEN_QUESTIONS: usize = 4096;
 
@@ -27,6 +29,7 @@ pub enum Outcome {
 #[derive(Debug)]
 struct Question {
     name: String,
+    expected: Option<Expected>,
     deadline: Instant,
     /// When to send the WHO_HAS again to peers still pending; `None` once done.
     resend_at: Option<Instant>,
@@ -39,6 +42,7 @@ struct Question {
 pub struct Resend {
     pub id: QuestionId,
     pub name: String,
+    pub expected: Option<Expected>,
     pub pending: Vec<u64>,
 }
 
@@ -94,6 +98,7 @@ impl OpenQuestions {
         &mut self,
         id: QuestionId,
         name: &str,
+        expected: Option<Expected>,
         pending: Vec<u64>,
         now: Instant,
         timeout: Duration,
@@ -105,6 +110,7 @@ impl OpenQuestions {
             id,
             Question {
                 name: name.to_owned(),
+                expected,
                 deadline: now + timeout,
                 resend_at: Some(now + timeout / 2),
                 pending,
@@ -168,6 +174,7 @@ impl OpenQuestions {
                 resend.push(Resend {
                     id,
                     name: q.name.clone(),
+                    expected: q.expected,
                     pending: q.pending.clone(),
                 });
             }
@@ -196,7 +203,7 @@ mod tests {
         let mut q = OpenQuestions::new(10);
         let id = q.allocate();
         assert_eq!(id, QuestionId(10));
-        assert!(q.open(id, "f", vec![1, 2, 3], t0, T));
+        assert!(q.open(id, "f", None, vec![1, 2, 3], t0, T));
         assert_eq!(q.answer(id, 2, false), None);
         assert_eq!(q.answer(id, 2, true), None, "already answered no");
         assert_eq!(q.answer(id, 9, true), None, "not asked");
@@ -211,7 +218,7 @@ mod tests {
         let t0 = Instant::now();
         let mut q = OpenQuestions::new(0);
         let id = q.allocate();
-        q.open(id, "f", vec![1, 2], t0, T);
+        q.open(id, "f", None, vec![1, 2], t0, T);
         assert_eq!(q.answer(id, 1, false), None);
         assert_eq!(q.answer(id, 2, false), Some(Outcome::Nobody));
     }
@@ -221,7 +228,7 @@ mod tests {
         let t0 = Instant::now();
         let mut q = OpenQuestions::new(0);
         let id = q.allocate();
-        q.open(id, "f", vec![1, 2], t0, T);
+        q.open(id, "f", None, vec![1, 2], t0, T);
         q.answer(id, 1, false);
         assert_eq!(q.next_deadline(), Some(t0 + T / 2));
         let (mut out, mut re) = (Vec::new(), Vec::new());
@@ -233,6 +240,7 @@ mod tests {
             vec![Resend {
                 id,
                 name: "f".into(),
+                expected: None,
                 pending: vec![2]
             }]
         );
@@ -252,8 +260,8 @@ mod tests {
         let mut q = OpenQuestions::new(0);
         let a = q.allocate();
         let b = q.allocate();
-        q.open(a, "f", vec![1], t0, T);
-        q.open(b, "g", vec![1, 2], t0, T);
+        q.open(a, "f", None, vec![1], t0, T);
+        q.open(b, "g", None, vec![1, 2], t0, T);
         let mut closed = Vec::new();
         q.forget_peer(1, &mut closed);
         assert_eq!(closed, vec![a]);
@@ -268,7 +276,7 @@ mod tests {
         let mut q = OpenQuestions::new(u32::MAX);
         let a = q.allocate();
         assert_eq!(a, QuestionId(u32::MAX));
-        q.open(a, "f", vec![1], t0, T);
+        q.open(a, "f", None, vec![1], t0, T);
         assert_eq!(q.allocate(), QuestionId(0));
         // Force a collision: the counter comes round to an open id.
         q.next_id = u32::MAX;
@@ -281,15 +289,15 @@ mod tests {
         let mut q = OpenQuestions::new(0);
         for _ in 0..MAX_OPEN_QUESTIONS {
             let id = q.allocate();
-            assert!(q.open(id, "f", vec![1], t0, T));
+            assert!(q.open(id, "f", None, vec![1], t0, T));
         }
         assert!(q.is_full());
         let id = q.allocate();
-        assert!(!q.open(id, "f", vec![1], t0, T));
+        assert!(!q.open(id, "f", None, vec![1], t0, T));
         assert_eq!(q.len(), MAX_OPEN_QUESTIONS);
         let mut empty = OpenQuestions::new(0);
         assert!(
-            !empty.open(QuestionId(1), "f", Vec::new(), t0, T),
+            !empty.open(QuestionId(1), "f", None, Vec::new(), t0, T),
             "nobody to ask"
         );
     }

@@ -7,18 +7,22 @@
 
 use std::fmt;
 
+use crate::sync_db::Sha256;
+
 /// The four bytes every flocon datagram starts with.
 pub const MAGIC: [u8; 4] = *b"FLOC";
-/// The only version this build speaks.
-pub const VERSION: u8 = 1;
+/// The only version this build speaks. Version 2 added the expected content of a WHO_HAS;
+/// version 1 datagrams are dropped like any other unsupported version.
+pub const VERSION: u8 = 2;
 /// Size of the common header: magic, version, kind, sender host id.
 pub const HEADER_LEN: usize = 14;
 /// Longest distribution id or architecture name on the wire.
 pub const MAX_LABEL_LEN: usize = 64;
 /// Longest file name a WHO_HAS can carry.
 pub const MAX_NAME_LEN: usize = 255;
-/// Largest datagram a version 1 host ever sends (a WHO_HAS with a 255-byte name).
-pub const MAX_DATAGRAM: usize = HEADER_LEN + 4 + 1 + MAX_NAME_LEN;
+/// Largest datagram a version 2 host ever sends (a WHO_HAS with a 255-byte name and the
+/// expected content).
+pub const MAX_DATAGRAM: usize = HEADER_LEN + 4 + 1 + MAX_NAME_LEN + 1 + 8 + 32;
 
 /// The kind byte at offset 5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +61,13 @@ pub struct Announcement {
     pub arch: String,
 }
 
+/// What the asker's sync database says the file must be: its size (`%CSIZE%`) and SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub size: u64,
+    pub sha256: Sha256,
+}
+
 /// The body of a datagram, one variant per kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
@@ -68,7 +79,13 @@ pub enum Body {
     Goodbye,
     /// "Do you have this file?" The name is raw bytes here: the parser only bounds its length,
     /// the receiver checks it (see [`file_name`]) and answers HAVE_NOT when it is unfit.
-    WhoHas { question: u32, name: Vec<u8> },
+    /// `expected`: the content the asker wants, when its database knows it; the receiver
+    /// answers HAVE only for a file of exactly that size and SHA-256.
+    WhoHas {
+        question: u32,
+        name: Vec<u8>,
+        expected: Option<Expected>,
+    },
     /// "Yes" to the WHO_HAS with this question id.
     Have { question: u32 },
     /// "No" to the WHO_HAS with this question id.
@@ -117,6 +134,8 @@ pub enum WireError {
     /// A distribution id or architecture that is empty, too long or has characters outside
     /// `[A-Za-z0-9._-]`.
     BadLabel,
+    /// A WHO_HAS content flag other than 0 or 1.
+    BadFlag(u8),
 }
 
 impl fmt::Display for WireError {
@@ -130,6 +149,7 @@ impl fmt::Display for WireError {
             WireError::TrailingBytes => write!(f, "trailing bytes"),
             WireError::ZeroPort => write!(f, "announced TCP port 0"),
             WireError::BadLabel => write!(f, "bad distribution or architecture label"),
+            WireError::BadFlag(b) => write!(f, "bad content flag {b}"),
         }
     }
 }
@@ -260,7 +280,19 @@ pub fn parse(bytes: &[u8]) -> Result<Message, WireError> {
             let question = r.u32()?;
             let len = usize::from(r.u8()?);
             let name = r.take(len)?.to_vec();
-            Body::WhoHas { question, name }
+            let expected = match r.u8()? {
+                0 => None,
+                1 => Some(Expected {
+                    size: r.u64()?,
+                    sha256: Sha256(r.array()?),
+                }),
+                flag => return Err(WireError::BadFlag(flag)),
+            };
+            Body::WhoHas {
+                question,
+                name,
+                expected,
+            }
         }
         Kind::Have => Body::Have { question: r.u32()? },
         Kind::HaveNot => Body::HaveNot { question: r.u32()? },
@@ -287,9 +319,21 @@ pub fn emit(msg: &Message, out: &mut Vec<u8>) {
             put_bytes(out, a.arch.as_bytes(), MAX_LABEL_LEN);
         }
         Body::Goodbye => {}
-        Body::WhoHas { question, name } => {
+        Body::WhoHas {
+            question,
+            name,
+            expected,
+        } => {
             out.extend_from_slice(&question.to_be_bytes());
             put_bytes(out, name, MAX_NAME_LEN);
+            match expected {
+                None => out.push(0),
+                Some(e) => {
+                    out.push(1);
+                    out.extend_from_slice(&e.size.to_be_bytes());
+                    out.extend_from_slice(&e.sha256.0);
+                }
+            }
         }
         Body::Have { question } | Body::HaveNot { question } => {
             out.extend_from_slice(&question.to_be_bytes());
@@ -336,6 +380,18 @@ mod tests {
                 body: Body::WhoHas {
                     question: 7,
                     name: b"zstd-1.5.6-1-x86_64.pkg.tar.zst".to_vec(),
+                    expected: None,
+                },
+            },
+            Message {
+                host_id: id,
+                body: Body::WhoHas {
+                    question: 8,
+                    name: b"zstd-1.5.6-1-x86_64.pkg.tar.zst".to_vec(),
+                    expected: Some(Expected {
+                        size: 0x0102_0304_0506_0708,
+                        sha256: Sha256([0xAB; 32]),
+                    }),
                 },
             },
             Message {
@@ -343,6 +399,10 @@ mod tests {
                 body: Body::WhoHas {
                     question: u32::MAX,
                     name: vec![b'a'; MAX_NAME_LEN],
+                    expected: Some(Expected {
+                        size: u64::MAX,
+                        sha256: Sha256([0xFF; 32]),
+                    }),
                 },
             },
             Message {
@@ -350,6 +410,7 @@ mod tests {
                 body: Body::WhoHas {
                     question: 0,
                     name: Vec::new(),
+                    expected: None,
                 },
             },
             Message {
@@ -385,7 +446,7 @@ mod tests {
         };
         let expected: Vec<u8> = [
             &b"FLOC"[..],
-            &[1, 1],
+            &[2, 1],
             &[1, 2, 3, 4, 5, 6, 7, 8],
             &[0x4B, 0xE8],
             &[4],
@@ -404,29 +465,58 @@ mod tests {
             body: Body::WhoHas {
                 question: 0x0A0B_0C0D,
                 name: b"x.sig".to_vec(),
+                expected: None,
             },
         };
         let expected: Vec<u8> = [
             &b"FLOC"[..],
-            &[1, 4],
+            &[2, 4],
             &[0, 0, 0, 0, 0, 0, 0, 9],
             &[0x0A, 0x0B, 0x0C, 0x0D],
             &[5],
             b"x.sig",
+            &[0],
         ]
         .concat();
         assert_eq!(bytes_of(&who), expected);
+        let with_content = Message {
+            host_id: 9,
+            body: Body::WhoHas {
+                question: 1,
+                name: b"x".to_vec(),
+                expected: Some(Expected {
+                    size: 300,
+                    sha256: Sha256([7; 32]),
+                }),
+            },
+        };
+        let expected: Vec<u8> = [
+            &b"FLOC"[..],
+            &[2, 4],
+            &[0, 0, 0, 0, 0, 0, 0, 9],
+            &[0, 0, 0, 1],
+            &[1],
+            b"x",
+            &[1],
+            &[0, 0, 0, 0, 0, 0, 1, 44],
+            &[7; 32],
+        ]
+        .concat();
+        assert_eq!(bytes_of(&with_content), expected);
+        let mut bad_flag = expected[..HEADER_LEN + 6].to_vec();
+        bad_flag.push(2);
+        assert_eq!(parse(&bad_flag), Err(WireError::BadFlag(2)));
         let have = bytes_of(&Message {
             host_id: 9,
             body: Body::Have { question: 1 },
         });
-        assert_eq!(&have[4..6], &[1, 5]);
+        assert_eq!(&have[4..6], &[2, 5]);
         assert_eq!(&have[14..], &[0, 0, 0, 1]);
         let not = bytes_of(&Message {
             host_id: 9,
             body: Body::HaveNot { question: 1 },
         });
-        assert_eq!(&not[4..6], &[1, 6]);
+        assert_eq!(&not[4..6], &[2, 6]);
         let bye = bytes_of(&Message {
             host_id: 9,
             body: Body::Goodbye,
@@ -452,6 +542,7 @@ mod tests {
         emit(&samples()[2], &mut out);
         assert_eq!(out[0], 0xEE);
         assert_eq!(parse(&out[1..]), Ok(samples()[2].clone()));
+        assert!(matches!(samples()[2].body, Body::Goodbye));
     }
 
     #[test]
@@ -493,8 +584,11 @@ mod tests {
     #[test]
     fn future_version_and_unknown_kind() {
         let mut bytes = bytes_of(&samples()[0]);
-        bytes[4] = 2;
-        assert_eq!(parse(&bytes), Err(WireError::UnsupportedVersion(2)));
+        bytes[4] = 3;
+        assert_eq!(parse(&bytes), Err(WireError::UnsupportedVersion(3)));
+        // Version 1 (before the expected content): dropped like any other version.
+        bytes[4] = 1;
+        assert_eq!(parse(&bytes), Err(WireError::UnsupportedVersion(1)));
         bytes[4] = 0;
         assert_eq!(parse(&bytes), Err(WireError::UnsupportedVersion(0)));
         let mut bytes = bytes_of(&samples()[2]);
@@ -539,6 +633,10 @@ mod tests {
             body: Body::WhoHas {
                 question: 1,
                 name: vec![b'n'; 300],
+                expected: Some(Expected {
+                    size: 1,
+                    sha256: Sha256([0; 32]),
+                }),
             },
         };
         let bytes = bytes_of(&msg);
@@ -550,7 +648,9 @@ mod tests {
             }) => assert_eq!(name.len(), MAX_NAME_LEN),
             other => panic!("{other:?}"),
         }
-        // A length byte of 255 with 256 bytes behind it: trailing byte.
+        // A length byte of 255 with 256 bytes behind it: the flag is then 'n'.
+        let b = [&bytes[..HEADER_LEN + 5 + MAX_NAME_LEN], b"n"].concat();
+        assert_eq!(parse(&b), Err(WireError::BadFlag(b'n')));
         let b = [&bytes[..], b"n"].concat();
         assert_eq!(parse(&b), Err(WireError::TrailingBytes));
     }
@@ -569,6 +669,27 @@ mod tests {
         assert!(!is_valid_file_name(&"n".repeat(256)));
     }
 
+    #[test]
+    fn the_fuzz_seeds_are_version_2_and_canonical() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/corpus/discovery_datagram"
+        );
+        let mut with_content = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let msg = parse(&bytes).unwrap();
+            assert_eq!(bytes_of(&msg), bytes);
+            if let Body::WhoHas {
+                expected: Some(_), ..
+            } = msg.body
+            {
+                with_content += 1;
+            }
+        }
+        assert_eq!(with_content, 1);
+    }
+
     /// A tiny xorshift so the test needs no crate; deterministic.
     fn next(state: &mut u64) -> u64 {
         *state ^= *state << 13;
@@ -583,7 +704,7 @@ mod tests {
         let mut buf = Vec::new();
         for round in 0..200_000 {
             buf.clear();
-            let len = (next(&mut s) % 300) as usize;
+            let len = (next(&mut s) % 340) as usize;
             for _ in 0..len {
                 buf.push(next(&mut s) as u8);
             }

@@ -27,6 +27,7 @@ use super::pipe::Pipe;
 use super::plan::SourcePlan;
 use super::policy::Origin;
 use super::source::{Kept, Source};
+use super::verify::BodyCheck;
 use super::{CLIENT_TIMEOUT, Context, Input, Leftovers, TURN_BUDGET, Wait, split_repo_path};
 use crate::cache::{self, FileKind};
 use crate::discovery::{PeerRef, QuestionId};
@@ -38,6 +39,7 @@ use crate::inbound::{Drain, HeadStep};
 use crate::net::Want;
 use crate::resolver::{Addresses, LookupId, ResolveError};
 use crate::server::{Flush, HeadExpiry, ServerConn};
+use crate::sync_db::FileIdentity;
 
 /// How long a request waits for an upstream's host name before going on without it.
 pub(crate) const RESOLVE_TIMEOUT: Duration = Duration::from_secs(8);
@@ -112,6 +114,10 @@ pub(super) struct Job {
     pub(super) received: u64,
     pub(super) origin: Option<Origin>,
     pub(super) started: Instant,
+    /// What the sync database says the file must be (packages only).
+    pub(super) identity: Option<FileIdentity>,
+    /// The body checked against it while it streams, when it can be.
+    pub(super) check: Option<BodyCheck>,
 }
 
 impl Job {
@@ -127,6 +133,7 @@ impl Job {
                 end: span.end,
             }),
             from_peer,
+            file_size: self.identity.map(|id| id.size),
         }
     }
 }
@@ -266,7 +273,7 @@ impl PacmanConn {
             waited.as_millis(),
             peer.map_or_else(|| "nobody".to_owned(), |p| p.addr.to_string())
         );
-        let backed_off = cx.relay.policy.backed_off(cx.now);
+        let backed_off = cx.excluded_peers();
         let step = job.plan.answered(peer, &backed_off, job.head_sent);
         self.set_state(State::Fetch);
         self.take_step(step, cx);
@@ -437,6 +444,7 @@ impl PacmanConn {
             .target
             .split_once('?')
             .map_or(head.target.as_str(), |(p, _)| p);
+        let started = cx.now;
         let new_job = |purpose, file: String, repo: &str, arch: &str, kind| Job {
             purpose,
             file,
@@ -452,7 +460,9 @@ impl PacmanConn {
             span: None,
             received: 0,
             origin: None,
-            started: cx.now,
+            started,
+            identity: None,
+            check: None,
         };
         if path == "/" || path == "/status" {
             self.job = Some(new_job(
@@ -472,7 +482,8 @@ impl PacmanConn {
             if cache::check_servable(&file).is_err() {
                 return self.reply_error(Status::BadRequest, keep_alive, with_body);
             }
-            let question = cx.discovery.ask(&file, &[], cx.now);
+            let (expected, exclude) = (cx.trust.expected(&file), cx.excluded_peers());
+            let question = cx.discovery.ask(&file, expected, &exclude, cx.now);
             cx.asked.push(Wait::Question(question));
             self.job = Some(new_job(Purpose::Query, file, "", "", FileKind::Package));
             self.set_state(State::Lookup {
@@ -503,10 +514,17 @@ impl PacmanConn {
         cx.relay.policy.counters.requests += 1;
         debug!("pacman {} GET {repo}/{arch}/{file}", self.server.remote);
         let mut job = new_job(Purpose::Relay, file, repo, arch, kind);
-        job.plan = SourcePlan::lazy(kind, cx.stopping);
-        // The peer a package came from is asked again first: for its
-        // signature (only it, then upstream, so the two agree) and for the
-        // package itself (then the others, if it no longer has it).
+        if kind == FileKind::Package {
+            job.identity = cx.trust.identity(&job.file);
+        }
+        job.check = BodyCheck::wanted(kind, job.identity, job.range.is_some(), job.head_only);
+        // A resumed `.part` whose content the database knows: its first bytes were never
+        // seen here, so the rest cannot be checked; it comes from upstream, not the LAN.
+        let unverifiable = job.range.is_some() && job.identity.is_some_and(|i| i.sha256.is_some());
+        job.plan = SourcePlan::lazy(kind, cx.stopping || unverifiable);
+        // The peer a package came from: its signature comes from it (only
+        // it, then upstream, so the two agree); the package itself never goes
+        // back to it without a fresh question (see `SourcePlan::start`).
         let package = job.file.trim_end_matches(".sig");
         let origin = if job.plan.wants_origin() {
             cx.relay.policy.origin_of(package)
@@ -514,12 +532,14 @@ impl PacmanConn {
             None
         };
         let reachable = match origin {
-            Some(Origin::Peer(id)) if !cx.relay.policy.is_backed_off(id, cx.now) => {
-                cx.discovery.peer(id).map(crate::discovery::Peer::peer_ref)
-            }
+            Some(Origin::Peer(id)) if !cx.relay.policy.is_backed_off(id, cx.now) => cx
+                .discovery
+                .peer(id)
+                .map(crate::discovery::Peer::peer_ref)
+                .filter(|p| !cx.relay.policy.is_banned(p.host_id, p.addr.ip(), cx.now)),
             _ => None,
         };
-        let backed_off = cx.relay.policy.backed_off(cx.now);
+        let backed_off = cx.excluded_peers();
         let step = job.plan.start(origin, reachable, &backed_off);
         self.job = Some(job);
         self.set_state(State::Fetch);

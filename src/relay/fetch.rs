@@ -109,6 +109,11 @@ pub enum Failure {
     LostAfter(u64),
     /// The body ended before the length it announced.
     EndedEarly,
+    /// The whole file is not the size the sync database says (`%CSIZE%`): refused before
+    /// pacman sees a head.
+    WrongSize(u64),
+    /// The body's SHA-256 is not the sync database's.
+    WrongHash,
 }
 
 impl Failure {
@@ -135,7 +140,9 @@ impl Failure {
             | Failure::ClosedBeforeAnswer
             | Failure::BadResponse(_)
             | Failure::LostAfter(_)
-            | Failure::EndedEarly => true,
+            | Failure::EndedEarly
+            | Failure::WrongSize(_)
+            | Failure::WrongHash => true,
         }
     }
 }
@@ -154,6 +161,10 @@ impl fmt::Display for Failure {
             Failure::NotFound(code) | Failure::Status(code) => write!(f, "answered {code}"),
             Failure::LostAfter(bytes) => write!(f, "connection lost after {bytes} body bytes"),
             Failure::EndedEarly => f.write_str("body ended early"),
+            Failure::WrongSize(n) => {
+                write!(f, "sent a file of {n} bytes, not its sync database's size")
+            }
+            Failure::WrongHash => f.write_str("sent bytes unlike its sync database's SHA-256"),
         }
     }
 }
@@ -178,6 +189,15 @@ pub struct Asked<'a> {
     /// no answer can continue it).
     pub rest: Option<Span>,
     pub from_peer: bool,
+    /// The file's size as the sync database says (`%CSIZE%`), when it knows.
+    pub file_size: Option<u64>,
+}
+
+impl Failure {
+    /// Whether the source is caught lying about the file (a peer is then banned).
+    pub fn is_lie(self) -> bool {
+        matches!(self, Failure::WrongSize(_) | Failure::WrongHash)
+    }
 }
 
 impl<'a> Asked<'a> {
@@ -239,6 +259,17 @@ pub fn judge(head: &ResponseHead, asked: &Asked) -> Judgement {
         return Judgement::Fail(Failure::Chunked);
     }
     let length = body_length(head.framing);
+    // The size of the whole file as the head says it, against the database's.
+    if let (Some(want), false, 200 | 206) = (asked.file_size, asked.head_only, head.code) {
+        let whole = match (head.code, head.content_range) {
+            (206, Some(cr)) => cr.complete_len,
+            (200, _) => length,
+            _ => None,
+        };
+        if let Some(got) = whole.filter(|&n| n != want) {
+            return Judgement::Fail(Failure::WrongSize(got));
+        }
+    }
     if asked.continuation {
         // A continuation must be exactly the rest of the span.
         let fits = match (head.code, head.content_range, asked.rest) {
@@ -390,6 +421,7 @@ mod tests {
         continuation: false,
         rest: None,
         from_peer: false,
+        file_size: None,
     };
 
     fn accepted(j: Judgement) -> Accepted {
@@ -426,6 +458,63 @@ mod tests {
         // A reused connection that never answers has stalled, not timed out.
         let reused = Timer::start(t0, false, false);
         assert_eq!(reused.due(t0 + ms(8000)), Some(Failure::Stalled));
+    }
+
+    #[test]
+    fn a_size_unlike_the_databases_is_refused_before_pacman_sees_a_head() {
+        let sized = Asked {
+            file_size: Some(1000),
+            from_peer: true,
+            ..GET
+        };
+        let h = head("HTTP/1.1 200 OK\nContent-Length: 1000\n", false);
+        assert!(matches!(judge(&h, &sized), Judgement::Accept(_)));
+        let h = head("HTTP/1.1 200 OK\nContent-Length: 999\n", false);
+        let failure = Failure::WrongSize(999);
+        assert_eq!(judge(&h, &sized), Judgement::Fail(failure));
+        assert!(failure.is_lie() && failure.penalizes(true));
+        assert!(Failure::WrongHash.is_lie() && !Failure::Stalled.is_lie());
+        // A range's total counts, on a first request and on a continuation.
+        let h = head(
+            "HTTP/1.1 206 Partial Content\nContent-Range: bytes 0-9/1001\nContent-Length: 10\n",
+            false,
+        );
+        assert_eq!(judge(&h, &sized), Judgement::Fail(Failure::WrongSize(1001)));
+        let continuation = Asked {
+            continuation: true,
+            rest: Some(Span {
+                start: 500,
+                end: 1000,
+            }),
+            ..sized
+        };
+        let h = head(
+            "HTTP/1.1 206 Partial Content\nContent-Range: bytes 500-999/1001\nContent-Length: 500\n",
+            false,
+        );
+        assert_eq!(
+            judge(&h, &continuation),
+            Judgement::Fail(Failure::WrongSize(1001))
+        );
+        let h = head(
+            "HTTP/1.1 206 Partial Content\nContent-Range: bytes 500-999/1000\nContent-Length: 500\n",
+            false,
+        );
+        assert!(matches!(
+            judge(&h, &continuation),
+            Judgement::Continue { .. }
+        ));
+        // HEAD, errors and a size the database does not know: not judged by size.
+        let h = head("HTTP/1.1 200 OK\nContent-Length: 5\n", true);
+        let head_only = Asked {
+            head_only: true,
+            ..sized
+        };
+        assert!(matches!(judge(&h, &head_only), Judgement::Accept(_)));
+        let h = head("HTTP/1.1 404 Not Found\nContent-Length: 5\n", false);
+        assert_eq!(judge(&h, &sized), Judgement::Fail(Failure::NotFound(404)));
+        let h = head("HTTP/1.1 200 OK\nContent-Length: 5\n", false);
+        assert!(matches!(judge(&h, &GET), Judgement::Accept(_)));
     }
 
     #[test]

@@ -17,8 +17,11 @@
 //! - `fetch.rs`: judging a source's response head (accept, cut a range out,
 //!   continue, redirect, fail), why a source failed and whether that counts
 //!   against it, the connect and stall timeouts — pure;
-//! - `policy.rs`: what is remembered across requests (back-off, origins,
-//!   sticky database mirror, counters) — pure;
+//! - `policy.rs`: what is remembered across requests (back-off, bans of
+//!   peers caught sending wrong bytes, origins, sticky database mirror,
+//!   counters) — pure;
+//! - `verify.rs`: checking a body against the sync database's size and
+//!   SHA-256 while it streams, the last byte held until the verdict — pure;
 //! - `pool.rs`: idle kept-alive source connections (closed on a timer) and
 //!   transfer buffers; `pipe.rs`: the bounded buffer of one transfer;
 //! - `source.rs`: one exchange's socket I/O; `conn.rs`: the pacman
@@ -41,6 +44,7 @@ pub mod policy;
 pub mod pool;
 mod source;
 mod transfer;
+pub mod verify;
 
 pub use conn::PacmanConn;
 pub use fetch::STALL_TIMEOUT;
@@ -58,6 +62,7 @@ use crate::discovery::{Discovery, PeerRef, QuestionId};
 use crate::http::percent_decode;
 use crate::rate_limit::RateLimit;
 use crate::resolver::{Addresses, LookupId, ResolveError, SystemResolver};
+use crate::trust::Trust;
 
 /// pacman not reading what we have for it.
 pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -76,12 +81,13 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(upstreams: Upstreams) -> Relay {
+    /// A relay to these upstreams that bans a lying peer for `ban_time`.
+    pub fn new(upstreams: Upstreams, ban_time: Duration) -> Relay {
         Relay {
             upstreams,
             machine_name: machine_name(),
             foreign_hosts: RateLimit::default(),
-            policy: Policy::default(),
+            policy: Policy::with_ban_time(ban_time),
             pool: Pool::default(),
         }
     }
@@ -100,6 +106,8 @@ pub enum Wait {
 pub struct Context<'a> {
     pub now: Instant,
     pub relay: &'a mut Relay,
+    /// What the sync databases say each file must be.
+    pub trust: &'a Trust,
     pub discovery: &'a mut Discovery,
     pub resolver: &'a mut SystemResolver,
     /// Questions and name lookups this run opened, for the loop to route
@@ -112,6 +120,14 @@ pub struct Context<'a> {
     pub retired: &'a mut Vec<Retired>,
     /// The loop's one read buffer, lent for this run.
     pub scratch: &'a mut [u8],
+}
+
+impl Context<'_> {
+    /// The peers a question leaves out now: backed off, or banned by host id or address.
+    pub(crate) fn excluded_peers(&mut self) -> Vec<u64> {
+        let peers = self.discovery.peers().map(|p| (p.host_id, p.addr.ip()));
+        self.relay.policy.excluded(self.now, peers)
+    }
 }
 
 /// A kept-alive source connection a pacman connection let go of: its source

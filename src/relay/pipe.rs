@@ -16,6 +16,8 @@ pub struct Pipe {
     cap: usize,
     start: usize,
     end: usize,
+    /// Bytes at the end not yet handed to the body check ([`Pipe::unchecked`]).
+    unchecked: usize,
 }
 
 impl Pipe {
@@ -25,6 +27,7 @@ impl Pipe {
             cap: BUFFER,
             start: 0,
             end: 0,
+            unchecked: 0,
         }
     }
 
@@ -42,6 +45,17 @@ impl Pipe {
             self.start = 0;
             self.end = 0;
         }
+        self.unchecked = self.unchecked.min(self.end - self.start);
+    }
+
+    /// The bytes that came in since the last [`Pipe::mark_checked`] and are still here.
+    pub fn unchecked(&self) -> &[u8] {
+        &self.buf[self.end - self.unchecked..self.end]
+    }
+
+    /// Every byte here has been seen by the body check.
+    pub fn mark_checked(&mut self) {
+        self.unchecked = 0;
     }
 
     /// Free space before the pipe holds its capacity, compacting first if
@@ -70,6 +84,7 @@ impl Pipe {
         }
         self.buf[self.end..self.end + data.len()].copy_from_slice(data);
         self.end += data.len();
+        self.unchecked += data.len();
     }
 
     fn compact(&mut self) {
@@ -82,6 +97,7 @@ impl Pipe {
 
     pub fn commit(&mut self, n: usize) {
         self.end += n;
+        self.unchecked += n;
     }
 
     /// Gives the pipe a buffer before a body streams through it.
@@ -95,6 +111,7 @@ impl Pipe {
     pub fn clear(&mut self) {
         self.start = 0;
         self.end = 0;
+        self.unchecked = 0;
     }
 
     /// Takes the buffer out, to give it back between transfers.
@@ -124,5 +141,22 @@ mod tests {
         assert_eq!(pipe.space().len(), BUFFER);
         assert_eq!(pipe.release().len(), BUFFER);
         assert!(pipe.buf.is_empty());
+    }
+
+    #[test]
+    fn new_bytes_are_seen_by_the_check_once_and_before_they_leave() {
+        let mut pipe = Pipe::new();
+        pipe.space()[..5].copy_from_slice(b"abcde");
+        pipe.commit(5);
+        assert_eq!(pipe.unchecked(), b"abcde");
+        pipe.mark_checked();
+        assert!(pipe.unchecked().is_empty());
+        pipe.push(b"fgh");
+        assert_eq!(pipe.unchecked(), b"fgh");
+        // Taken by pacman before the check (only without a check): never more than is here.
+        pipe.consume(7);
+        assert_eq!(pipe.unchecked(), b"h");
+        pipe.clear();
+        assert!(pipe.unchecked().is_empty());
     }
 }

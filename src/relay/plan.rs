@@ -2,10 +2,13 @@
 //!
 //! A [`SourcePlan`] is made for each request pacman relays and is fed what
 //! happens (the peers' answer, a source's failure); each time it says the
-//! next [`Step`]. The order: the peer a package came from first (for its
-//! `.sig`: only that peer, then upstream, so that the two agree); then the
-//! LAN is asked who has it (up to [`MAX_PEER_TRIES`] peers, leaving out those
-//! tried and those backed off); then the upstream mirrors in order
+//! next [`Step`]. The order: for a `.sig`, the peer its package came from
+//! (only that peer, then upstream, so that the two agree); then the LAN is
+//! asked who has it (up to [`MAX_PEER_TRIES`] peers, leaving out those tried,
+//! backed off and banned); a package asked again after it was delivered
+//! whole never goes straight back to the peer it came from without a fresh
+//! question (pacman asking again is evidence against it; the question goes
+//! by content when the sync database knows the file); then the upstream mirrors in order
 //! (databases: from the one that last answered them, then the others;
 //! `https://` ones are a redirect for pacman, never a continuation); then a
 //! 404 (no upstream has it), a 502 (they all failed), or, once pacman has
@@ -131,10 +134,9 @@ impl SourcePlan {
     ) -> Step {
         match origin {
             Some(Origin::Upstream) if self.kind == FileKind::Signature => self.peers_done = true,
-            Some(Origin::Peer(id)) => {
-                // A signature comes from its package's peer or from upstream;
-                // a package from its peer first, then from any other.
-                self.peers_done = self.kind == FileKind::Signature;
+            Some(Origin::Peer(id)) if self.kind == FileKind::Signature => {
+                // A signature comes from its package's peer or from upstream.
+                self.peers_done = true;
                 if let Some(peer) = reachable.filter(|p| p.host_id == id) {
                     return self.peer(peer);
                 }
@@ -322,17 +324,18 @@ mod tests {
     }
 
     #[test]
-    fn a_package_goes_to_its_origin_peer_first_then_the_others() {
+    fn a_package_asked_again_never_goes_straight_back_to_its_peer() {
+        // A fresh question instead, which that peer may answer (by content, when the
+        // database knows the file).
         let mut plan = SourcePlan::new(FileKind::Package, mirrors(&TWO, 0), false);
         let origin = Some(Origin::Peer(4));
-        assert_eq!(plan.start(origin, Some(peer(4)), &[]), Step::Peer(peer(4)));
-        plan.failed(Failure::NotFound(404), true, true);
-        assert_eq!(plan.next(&[], false), Step::AskPeers { exclude: vec![4] });
-        // Gone or backed off: asked like any other.
-        let mut plan = SourcePlan::new(FileKind::Package, mirrors(&TWO, 0), false);
         assert_eq!(
-            plan.start(origin, None, &[]),
-            Step::AskPeers { exclude: vec![] }
+            plan.start(origin, Some(peer(4)), &[9]),
+            Step::AskPeers { exclude: vec![9] }
+        );
+        assert_eq!(
+            plan.answered(Some(peer(4)), &[9], false),
+            Step::Peer(peer(4))
         );
     }
 

@@ -1,5 +1,7 @@
 //! What the relay remembers from one request to the next: which peers failed
-//! and are skipped for a while (back-off), where each package came from (so
+//! and are skipped for a while (back-off), which peers sent bytes unlike the
+//! sync database and are banned, by host id and by address, for the ban time
+//! (bans), where each package came from (so
 //! that its `.sig` comes from the same place), which upstream mirror each
 //! repository's databases come from (the sticky database mirror), and the
 //! totals of the status page.
@@ -9,6 +11,7 @@
 //! judge an answer (that is [`super::fetch`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -23,6 +26,19 @@ pub const PEER_BACKOFF: Duration = Duration::from_secs(60);
 pub const ORIGINS: usize = 512;
 /// Peers remembered as backed off at most (a bound on what peers can fill).
 const MAX_BACKED_OFF: usize = 1024;
+/// Bans kept at most; past that the one ending first is dropped.
+pub const MAX_BANS: usize = 256;
+/// The default ban time (`--ban-time`).
+pub const DEFAULT_BAN_TIME: Duration = Duration::from_secs(3600);
+
+/// A peer caught sending bytes unlike the sync database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ban {
+    pub host_id: u64,
+    pub ip: IpAddr,
+    pub until: Instant,
+    pub reason: String,
+}
 
 /// Totals since start, for the status page and SIGUSR1.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +52,11 @@ pub struct Counters {
     pub not_found: u64,
     pub failures: u64,
     pub failovers: u64,
+    /// Bodies checked against the sync database, and those that failed.
+    pub verified: u64,
+    pub verify_failures: u64,
+    /// Databases relayed whole (`200`) to pacman: its sync databases change soon after.
+    pub databases_relayed: u64,
 }
 
 /// Where a file came from, remembered so its signature comes from the same.
@@ -49,6 +70,9 @@ pub enum Origin {
 #[derive(Debug, Default)]
 pub struct Policy {
     pub counters: Counters,
+    /// How long a ban lasts; zero means [`DEFAULT_BAN_TIME`].
+    pub ban_time: Duration,
+    bans: Vec<Ban>,
     /// repo -> index of the upstream databases come from while it works.
     db_mirror: HashMap<String, usize>,
     /// peer host id -> skipped until.
@@ -58,6 +82,14 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// A policy whose bans last `ban_time`.
+    pub fn with_ban_time(ban_time: Duration) -> Policy {
+        Policy {
+            ban_time,
+            ..Policy::default()
+        }
+    }
+
     /// Where `package` came from last, if it is remembered.
     pub fn origin_of(&self, package: &str) -> Option<Origin> {
         self.origins
@@ -101,6 +133,86 @@ impl Policy {
             peer.addr,
             PEER_BACKOFF.as_secs()
         );
+    }
+
+    /// Bans `peer` (by host id and by address) for the ban time: it sent bytes unlike the
+    /// sync database. A ban already there is renewed.
+    pub fn ban(&mut self, peer: &PeerRef, now: Instant, reason: &str) {
+        let ban_time = if self.ban_time.is_zero() {
+            DEFAULT_BAN_TIME
+        } else {
+            self.ban_time
+        };
+        self.bans
+            .retain(|b| b.until > now && b.host_id != peer.host_id);
+        if self.bans.len() >= MAX_BANS {
+            if let Some(i) = (0..self.bans.len()).min_by_key(|&i| self.bans[i].until) {
+                self.bans.swap_remove(i);
+            }
+        }
+        warn!(
+            "peer {:016x} at {} banned for {} s: {reason}",
+            peer.host_id,
+            peer.addr,
+            ban_time.as_secs()
+        );
+        self.bans.push(Ban {
+            host_id: peer.host_id,
+            ip: peer.addr.ip(),
+            until: now + ban_time,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Whether a peer with this host id or at this address is banned at `now`.
+    pub fn is_banned(&self, host_id: u64, ip: IpAddr, now: Instant) -> bool {
+        self.bans
+            .iter()
+            .any(|b| b.until > now && (b.host_id == host_id || b.ip == ip))
+    }
+
+    /// The peers (host id, address) that a question must leave out at `now`: backed off,
+    /// or banned by id or by address. `peers`: the peers discovery knows.
+    pub fn excluded(
+        &mut self,
+        now: Instant,
+        peers: impl IntoIterator<Item = (u64, IpAddr)>,
+    ) -> Vec<u64> {
+        let mut out = self.backed_off(now);
+        self.bans.retain(|b| {
+            let live = b.until > now;
+            if !live {
+                info!("ban of peer {:016x} at {} is over", b.host_id, b.ip);
+            }
+            live
+        });
+        for (id, ip) in peers {
+            if !out.contains(&id) && self.is_banned(id, ip, now) {
+                out.push(id);
+            }
+        }
+        for b in &self.bans {
+            if !out.contains(&b.host_id) {
+                out.push(b.host_id);
+            }
+        }
+        out
+    }
+
+    /// The status page's lines about bans in force at `now`.
+    pub fn describe_bans(&self, now: Instant) -> Vec<String> {
+        let live: Vec<&Ban> = self.bans.iter().filter(|b| b.until > now).collect();
+        let mut lines = vec![format!("{} peers banned", live.len())];
+        for b in live {
+            lines.push(format!(
+                "  banned peer {:016x} at {} for {} s more: {}",
+                b.host_id,
+                b.ip,
+                b.until.duration_since(now).as_secs(),
+                b.reason
+            ));
+        }
+        lines
     }
 
     /// The upstream (by index) `repo`'s databases are asked of first.
@@ -167,6 +279,56 @@ mod tests {
         assert_eq!(p.origin_of("a"), None, "the oldest is forgotten first");
         assert_eq!(p.origin_of("p0"), Some(Origin::Peer(0)));
         assert_eq!(p.origins.len(), ORIGINS);
+    }
+
+    #[test]
+    fn a_liar_is_banned_by_id_and_address_for_the_ban_time() {
+        let t0 = Instant::now();
+        let mut p = Policy {
+            ban_time: Duration::from_secs(100),
+            ..Policy::default()
+        };
+        p.ban(
+            &peer(7),
+            t0,
+            "sent bytes unlike its sync database's SHA-256",
+        );
+        assert!(p.is_banned(7, [10, 9, 9, 9].into(), t0));
+        // Restarted with a new host id, same address: still banned.
+        assert!(p.is_banned(8, [127, 0, 0, 1].into(), t0 + Duration::from_secs(99)));
+        assert!(!p.is_banned(8, [10, 0, 0, 8].into(), t0));
+        let known = [
+            (8u64, IpAddr::from([127, 0, 0, 1])),
+            (9, [10, 0, 0, 9].into()),
+        ];
+        let mut excluded = p.excluded(t0, known);
+        excluded.sort_unstable();
+        assert_eq!(excluded, [7, 8]);
+        let lines = p.describe_bans(t0 + Duration::from_secs(40));
+        assert_eq!(lines[0], "1 peers banned");
+        assert!(lines[1].contains("0000000000000007") && lines[1].contains("60 s more"));
+        assert!(lines[1].contains("SHA-256"), "{lines:?}");
+        // Over: asked again.
+        let end = t0 + Duration::from_secs(100);
+        assert!(!p.is_banned(7, [127, 0, 0, 1].into(), end));
+        assert!(p.excluded(end, known).is_empty());
+        assert_eq!(p.describe_bans(end), ["0 peers banned"]);
+        // The default is an hour.
+        let mut d = Policy::default();
+        d.ban(&peer(1), t0, "x");
+        assert!(d.is_banned(1, [1, 1, 1, 1].into(), t0 + Duration::from_secs(3599)));
+        assert!(!d.is_banned(1, [1, 1, 1, 1].into(), t0 + DEFAULT_BAN_TIME));
+    }
+
+    #[test]
+    fn bans_are_bounded() {
+        let t0 = Instant::now();
+        let mut p = Policy::default();
+        for i in 0..MAX_BANS as u64 + 10 {
+            p.ban(&peer(i), t0 + Duration::from_millis(i), "x");
+        }
+        assert_eq!(p.bans.len(), MAX_BANS);
+        assert!(p.is_banned(MAX_BANS as u64 + 9, [1, 1, 1, 1].into(), t0));
     }
 
     #[test]

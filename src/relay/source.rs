@@ -47,6 +47,14 @@ impl SourceKind {
         matches!(self, SourceKind::Peer(_))
     }
 
+    /// The peer, for a LAN source.
+    pub fn peer(&self) -> Option<PeerRef> {
+        match self {
+            SourceKind::Peer(p) => Some(*p),
+            SourceKind::Upstream { .. } => None,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             SourceKind::Peer(p) => format!("peer {:016x} at {}", p.host_id, p.addr),

@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 
-use log::{debug, info};
+use log::{debug, info, warn};
 use mio::net::TcpStream;
 
 use super::conn::{PacmanConn, State};
@@ -17,6 +17,7 @@ use super::fetch::{self, Failure, Judgement};
 use super::plan::{SourcePlan, Step};
 use super::policy::{Counters, Origin};
 use super::source::{Kept, RequestFields, Source, SourceKind, SourceStep};
+use super::verify::Check;
 use super::{Context, Wait, encode_path_segment};
 use crate::cache::FileKind;
 use crate::config::expand;
@@ -32,7 +33,7 @@ impl PacmanConn {
         let Some(job) = self.job.as_mut() else {
             return;
         };
-        let backed_off = cx.relay.policy.backed_off(cx.now);
+        let backed_off = cx.excluded_peers();
         let step = job.plan.next(&backed_off, job.head_sent);
         self.take_step(step, cx);
     }
@@ -47,7 +48,8 @@ impl PacmanConn {
             let (keep_alive, with_body) = (job.keep_alive, !job.head_only);
             match step {
                 Step::AskPeers { exclude } => {
-                    let question = cx.discovery.ask(&job.file, &exclude, cx.now);
+                    let expected = cx.trust.expected(&job.file);
+                    let question = cx.discovery.ask(&job.file, expected, &exclude, cx.now);
                     cx.asked.push(Wait::Question(question));
                     self.set_state(State::Lookup {
                         question,
@@ -74,7 +76,7 @@ impl PacmanConn {
                     let path = encode_path_segment(&job.file);
                     job.plan
                         .set_upstreams(SourcePlan::upstreams_for(&templates, first, &path));
-                    let backed_off = cx.relay.policy.backed_off(cx.now);
+                    let backed_off = cx.excluded_peers();
                     step = job.plan.next(&backed_off, job.head_sent);
                 }
                 Step::Upstream { index, url } => match cx.resolver.lookup(&url.host, cx.now) {
@@ -293,6 +295,10 @@ impl PacmanConn {
         let why = failure;
         let penalize = failure.penalizes(matches!(kind, SourceKind::Peer(_)));
         match kind {
+            SourceKind::Peer(p) if failure.is_lie() => {
+                cx.relay.policy.counters.failures += 1;
+                cx.relay.policy.ban(p, cx.now, &why.to_string());
+            }
             SourceKind::Peer(p) if penalize => {
                 cx.relay.policy.penalize(p, cx.now, &why.to_string());
             }
@@ -324,6 +330,11 @@ impl PacmanConn {
                     State::Linger { .. } => Some(self.want(true)),
                     _ => Some(self.want(false)),
                 };
+            }
+            // 0. New bytes are checked before any of them can go to pacman, so
+            // the last one goes only once the verdict is known.
+            if let Some(want) = self.check_new_bytes(cx) {
+                return Some(want);
             }
             let mut progress = false;
             let mut client_blocked = false;
@@ -384,6 +395,9 @@ impl PacmanConn {
                     }
                 }
             }
+            if let Some(want) = self.check_new_bytes(cx) {
+                return Some(want);
+            }
             // 3. Finished?
             if self.source.is_none()
                 && self.state == State::Fetch
@@ -396,6 +410,52 @@ impl PacmanConn {
                 return Some(self.want(false));
             }
         }
+    }
+
+    /// Feeds the bytes that came into the pipe since the last call to the job's body check.
+    fn feed_check(&mut self) -> Check {
+        let Some(check) = self.job.as_mut().and_then(|j| j.check.as_mut()) else {
+            self.pipe.mark_checked();
+            return Check::Partial;
+        };
+        let verdict = check.feed(self.pipe.unchecked());
+        self.pipe.mark_checked();
+        verdict
+    }
+
+    /// Checks the new bytes; on a mismatch, closes pacman's connection short of the last
+    /// byte and bans the peers that sent any of the body (`Some`: stop here).
+    fn check_new_bytes(&mut self, cx: &mut Context) -> Option<Want> {
+        if self.feed_check() != Check::Mismatch || self.state != State::Fetch {
+            return None;
+        }
+        let job = self.job.as_ref()?;
+        let check = job.check.as_ref()?;
+        cx.relay.policy.counters.verify_failures += 1;
+        let reason = format!(
+            "sent {} bytes unlike the sync database's sha256 {}",
+            job.file,
+            check.expected()
+        );
+        if check.peers().is_empty() {
+            warn!(
+                "{}: the upstream's bytes are unlike the sync database's sha256 {}                  (is the database out of date?): closing pacman's connection",
+                job.file,
+                check.expected()
+            );
+        }
+        for peer in check.peers().to_vec() {
+            cx.relay.policy.ban(&peer, cx.now, &reason);
+        }
+        info!(
+            "{}: wrong bytes held back: closing pacman's connection before the last byte",
+            job.file
+        );
+        self.pipe.clear();
+        self.source = None;
+        let until = self.server.abort(cx.now);
+        self.set_state(State::Linger { until });
+        Some(self.want(true))
     }
 
     pub(super) fn source_waits_on_pipe(&self) -> bool {
@@ -439,6 +499,9 @@ impl PacmanConn {
                 remaining,
                 keep_alive,
             } => {
+                if let Some(check) = job.check.as_mut() {
+                    check.source(source.kind.peer());
+                }
                 source.start_body(remaining, 0);
                 source.keep_alive = keep_alive;
                 self.pipe.provide(&mut cx.relay.pool);
@@ -481,6 +544,9 @@ impl PacmanConn {
         }
         job.span = accepted.span;
         job.head_sent = true;
+        if let Some(check) = job.check.as_mut() {
+            check.source(source.kind.peer());
+        }
         job.origin = Some(match source.kind {
             SourceKind::Peer(p) => Origin::Peer(p.host_id),
             SourceKind::Upstream { .. } => Origin::Upstream,
@@ -533,6 +599,23 @@ impl PacmanConn {
                 self.source = Some(source);
                 return self.source_failed(Failure::EndedEarly, cx);
             }
+        }
+        if self.feed_check() == Check::Mismatch {
+            // `check_new_bytes` closes pacman's connection on the next step.
+            return;
+        }
+        let Some(job) = self.job.as_mut() else {
+            return;
+        };
+        if job
+            .check
+            .as_ref()
+            .is_some_and(|c| c.verdict() == Check::Match)
+        {
+            cx.relay.policy.counters.verified += 1;
+        }
+        if job.kind == FileKind::Database && !job.head_only && job.span.is_some() {
+            cx.relay.policy.counters.databases_relayed += 1;
         }
         match source.kind {
             SourceKind::Peer(_) => cx.relay.policy.counters.from_peers += 1,

@@ -70,6 +70,22 @@ impl SyncIndex {
         self.files.iter().map(|(name, id)| (&**name, *id))
     }
 
+    /// The (file name, identity) pairs after `after` (all of them for `None`), in file name
+    /// order: a walk that stops and resumes.
+    pub fn iter_after<'a>(
+        &'a self,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = (&'a str, FileIdentity)> + 'a {
+        use std::ops::Bound;
+        let start = match after {
+            Some(name) => Bound::Excluded(name),
+            None => Bound::Unbounded,
+        };
+        self.files
+            .range::<str, _>((start, Bound::Unbounded))
+            .map(|(name, id)| (&**name, *id))
+    }
+
     /// Adds a parsed entry (its file name was checked by `parse_desc`). A name already present
     /// keeps its first identity and counts a duplicate. Fails when a cap is passed.
     pub fn insert(&mut self, entry: &DescEntry<'_>) -> Result<(), DbError> {
@@ -191,6 +207,13 @@ mod tests {
         assert_eq!(index.lookup("b-1-1-any.pkg.tar.zst").unwrap().sha256, None);
         assert_eq!(index.lookup("a-1-1-any.pkg.tar.zst.sig"), None);
         assert_eq!(index.lookup("c-1-1-any.pkg.tar.zst"), None);
+        let after: Vec<&str> = index
+            .iter_after(Some("a-1-1-any.pkg.tar.zst"))
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(after, ["b-1-1-any.pkg.tar.zst"]);
+        assert_eq!(index.iter_after(None).count(), 2);
+        assert_eq!(index.iter_after(Some("zzz")).count(), 0);
         let stats = index.stats();
         assert_eq!(
             (stats.entries, stats.without_hash, stats.duplicates),

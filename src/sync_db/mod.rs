@@ -10,7 +10,7 @@
 //! files or the relay, does not read pacman.conf (the caller passes paths from
 //! [`crate::config::PacmanConf::sync_database`]) and does not hash files.
 //!
-//! # Wiring it into the event loop (not done yet: after the relay rewrite)
+//! # How the event loop uses it (`crate::trust::Databases` does this)
 //! ```text
 //! start, and each time a look is due (say every 10 s, and on SIGUSR2):
 //!   let stamps = repos.iter().map(|r| FileStamp::of_path(&conf.sync_database(&r.name)));
@@ -49,7 +49,7 @@ pub use watch::{DbWatch, FileStamp};
 /// 13 to 31 us of CPU (zstd, tar, gzip) and 154 us (xz) on the 2-core x86_64 development
 /// machine, p99 at most 202 us; a Raspberry Pi is several times slower, which keeps a call
 /// around a millisecond. A few calls per load cost more, when a decoder grows its window
-/// (`tests/sync_db.rs`, `large_database_budgeted_calls`, prints the figures).
+/// (`bench/sync_db.sh` prints the figures of every call).
 pub const LOAD_BUDGET: usize = 16 * 1024;
 
 /// Largest `desc` read; a larger one is skipped and counted in [`LoadStats::oversize`].

@@ -36,6 +36,10 @@ pub enum Behaviour {
     HeadThenStall { dir: PathBuf, prefix: u64 },
     /// Send these bytes whatever was asked, then close.
     Raw(Vec<u8>),
+    /// Answer `200` with the true `Content-Length` of `<dir>/<file asked for>` and all of its
+    /// bytes but 14 flipped in the middle (a lying or dying peer), then close. A file that is
+    /// not in `dir` is answered 404.
+    Corrupt { dir: PathBuf },
 }
 
 /// Which WHO_HAS questions it says HAVE to.
@@ -209,6 +213,7 @@ fn discovery_loop(
             Body::WhoHas {
                 question,
                 name: raw,
+                expected: _,
             } => {
                 let file = String::from_utf8_lossy(&raw).into_owned();
                 let have = claims.has(&file);
@@ -331,6 +336,32 @@ fn serve_one(
             let _ = stream.write_all(bytes);
             return;
         }
+        Behaviour::Corrupt { dir } => {
+            let file = first
+                .split_whitespace()
+                .nth(1)
+                .and_then(|t| t.rsplit('/').next())
+                .unwrap_or("")
+                .to_owned();
+            let out = match std::fs::read(dir.join(&file)) {
+                Ok(mut bytes) => {
+                    corrupt(&mut bytes);
+                    let mut out = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        bytes.len()
+                    )
+                    .into_bytes();
+                    out.extend_from_slice(&bytes);
+                    out
+                }
+                Err(_) => {
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_vec()
+                }
+            };
+            let _ = stream.write_all(&out);
+            return;
+        }
     }
     // Hold the connection open, reading whatever comes, until the other side closes or the
     // fake peer stops.
@@ -341,6 +372,14 @@ fn serve_one(
             Err(e) if is_timeout(&e) => {}
             Err(_) => return,
         }
+    }
+}
+
+/// Flips 14 bytes in the middle of `bytes`, as a dying SD card does: same size, other bytes.
+pub fn corrupt(bytes: &mut [u8]) {
+    let middle = bytes.len() / 2;
+    for b in bytes.iter_mut().skip(middle).take(14) {
+        *b ^= 0x5a;
     }
 }
 

@@ -507,6 +507,8 @@ pub struct SeenWhoHas {
     pub asker: u64,
     pub question: u32,
     pub name: Vec<u8>,
+    /// The content the asker expects (protocol version 2), when its database knows it.
+    pub expected: Option<flocon::discovery::wire::Expected>,
 }
 
 /// A packet socket on `eth0` of one lab host: sees every IPv4 packet the host receives there,
@@ -605,12 +607,18 @@ impl Sniffer {
         match wire::parse(&udp[8..]) {
             Ok(Message {
                 host_id,
-                body: Body::WhoHas { question, name },
+                body:
+                    Body::WhoHas {
+                        question,
+                        name,
+                        expected,
+                    },
             }) => Some(SeenWhoHas {
                 from: src,
                 asker: host_id,
                 question,
                 name,
+                expected,
             }),
             _ => None,
         }
