@@ -47,6 +47,8 @@ struct Request {
     head_sent: bool,
     span: Option<Span>,
     received: u64,
+    /// The whole file's length as the accepted answer gave it.
+    complete: Option<u64>,
     over: bool,
     /// The plan itself ended the request (a reply or giving up).
     plan_final: bool,
@@ -190,6 +192,7 @@ fuzz_target!(|data: &[u8]| {
         timer: None,
         head_sent: false,
         span: None,
+        complete: None,
         received: 0,
         over: false,
         plan_final: false,
@@ -262,6 +265,7 @@ fuzz_target!(|data: &[u8]| {
                     }),
                     from_peer: matches!(r.on, Some(On::Peer(_))),
                     file_size,
+                    complete: r.complete,
                 };
                 let _ = fetch::reusable_after(&head, raw.len().saturating_sub(head.len));
                 match fetch::judge(&head, &asked) {
@@ -287,6 +291,11 @@ fuzz_target!(|data: &[u8]| {
                         assert!(matches!(parsed, Ok(Some(_))), "pacman's head does not parse");
                         r.head_sent = true;
                         r.span = a.span;
+                        r.complete = match a.content_range {
+                            Some(cr) => cr.complete_len,
+                            None if a.code == 200 => a.length,
+                            None => None,
+                        };
                         r.received = 0;
                         if let Some(t) = r.timer.as_mut() {
                             t.bytes(now);

@@ -112,6 +112,8 @@ pub(super) struct Job {
     pub(super) span: Option<Span>,
     /// Body bytes taken from sources so far.
     pub(super) received: u64,
+    /// The whole file's length as pacman's answer gave it, if it did.
+    pub(super) complete: Option<u64>,
     pub(super) origin: Option<Origin>,
     pub(super) started: Instant,
     /// What the sync database says the file must be (packages only).
@@ -134,6 +136,7 @@ impl Job {
             }),
             from_peer,
             file_size: self.identity.map(|id| id.size),
+            complete: self.complete,
         }
     }
 }
@@ -459,6 +462,7 @@ impl PacmanConn {
             head_sent: false,
             span: None,
             received: 0,
+            complete: None,
             origin: None,
             started,
             identity: None,

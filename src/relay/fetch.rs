@@ -191,6 +191,9 @@ pub struct Asked<'a> {
     pub from_peer: bool,
     /// The file's size as the sync database says (`%CSIZE%`), when it knows.
     pub file_size: Option<u64>,
+    /// The whole file's length as the answer pacman got said it (a 200's length, a 206's
+    /// complete length), when it said it: a continuation must agree.
+    pub complete: Option<u64>,
 }
 
 impl Failure {
@@ -271,10 +274,16 @@ pub fn judge(head: &ResponseHead, asked: &Asked) -> Judgement {
         }
     }
     if asked.continuation {
-        // A continuation must be exactly the rest of the span.
+        // A continuation must be exactly the rest of the span, of a file of the same length
+        // (else its bytes belong to another file, spliced onto what pacman has).
         let fits = match (head.code, head.content_range, asked.rest) {
             (206, Some(cr), Some(rest)) => {
-                cr.range.start == rest.start && cr.range.end + 1 == rest.end
+                cr.range.start == rest.start
+                    && cr.range.end + 1 == rest.end
+                    && match (cr.complete_len, asked.complete) {
+                        (Some(theirs), Some(ours)) => theirs == ours,
+                        _ => true,
+                    }
             }
             _ => false,
         };
@@ -422,6 +431,7 @@ mod tests {
         rest: None,
         from_peer: false,
         file_size: None,
+        complete: None,
     };
 
     fn accepted(j: Judgement) -> Accepted {
@@ -648,6 +658,34 @@ mod tests {
         let whole = head("HTTP/1.1 200 OK\nContent-Length: 1000\n", false);
         let j = judge(&whole, &asked);
         assert_eq!(j, Judgement::Fail(Failure::Continuation(200)));
+        // The right range of a file of another length: the bytes of another file.
+        let same_file = Asked {
+            continuation: true,
+            rest: Some(Span {
+                start: 500,
+                end: 1000,
+            }),
+            complete: Some(1000),
+            ..GET
+        };
+        assert!(matches!(judge(&h, &same_file), Judgement::Continue { .. }));
+        let other_file = head(
+            "HTTP/1.1 206 Partial\nContent-Length: 500\nContent-Range: bytes 500-999/2000\n",
+            false,
+        );
+        assert_eq!(
+            judge(&other_file, &same_file),
+            Judgement::Fail(Failure::Continuation(206))
+        );
+        // A length the first answer did not give, or this one does not: nothing to compare.
+        let unknown = head(
+            "HTTP/1.1 206 Partial\nContent-Length: 500\nContent-Range: bytes 500-999/*\n",
+            false,
+        );
+        assert!(matches!(
+            judge(&unknown, &same_file),
+            Judgement::Continue { .. }
+        ));
     }
 
     #[test]

@@ -543,6 +543,11 @@ impl PacmanConn {
             );
         }
         job.span = accepted.span;
+        job.complete = match accepted.content_range {
+            Some(cr) => cr.complete_len,
+            None if accepted.code == 200 => accepted.length,
+            None => None,
+        };
         job.head_sent = true;
         if let Some(check) = job.check.as_mut() {
             check.source(source.kind.peer());
