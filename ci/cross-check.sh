@@ -80,24 +80,56 @@ no_net=()
 # The ARM daemon under qemu, on loopback only (--interface lo: no multicast
 # leaves the machine): its peer server serves a 300 MiB file (offsets past
 # 2^31 would break a 32-bit off_t; past 2^28 a careless usize), and its relay,
-# with that same peer port as its upstream, streams it again.
+# with that same peer port as its upstream, streams it again. A sync database
+# (gzip, as repo-add writes it) lists the file with its SHA-256, so the file is
+# served only once the ARM build has read the database and hashed 300 MiB; a
+# second file whose bytes are not its database's is never served.
 smoke() {
   local triple=$1 qemu=$2 sysroot=$3 binary=$4
   local dir port local_port pid ok=0 name=smoke-1.0-1-any.pkg.tar.zst
   dir=$(mktemp -d)
   port=$((20000 + RANDOM % 20000))
   local_port=$((port + 1))
+  local bad=bad-1.0-1-any.pkg.tar.zst
+  mkdir "$dir/cache" "$dir/tree" "$dir/db" "$dir/db/sync"
   # Sparse, with known bytes near the end.
-  truncate -s 300M "$dir/$name"
-  printf 'flocon-tail-marker' | dd of="$dir/$name" bs=1 seek=$((300 * 1024 * 1024 - 18)) conv=notrunc status=none
-  "$qemu" -L "$sysroot" "$binary" -c /dev/null --pacman-conf /nonexistent --interface lo \
-    --cache-dir "$dir" --port "$port" --local-port "$local_port" \
+  truncate -s 300M "$dir/cache/$name"
+  printf 'flocon-tail-marker' | dd of="$dir/cache/$name" bs=1 seek=$((300 * 1024 * 1024 - 18)) conv=notrunc status=none
+  printf 'not the bytes the database lists' >"$dir/cache/$bad"
+  desc() { # desc FILE SIZE SHA256
+    mkdir -p "$dir/tree/${1%-any.pkg.tar.zst}"
+    printf '%%FILENAME%%\n%s\n\n%%NAME%%\n%s\n\n%%VERSION%%\n1.0-1\n\n%%CSIZE%%\n%s\n\n%%SHA256SUM%%\n%s\n\n' \
+      "$1" "${1%%-*}" "$2" "$3" >"$dir/tree/${1%-any.pkg.tar.zst}/desc"
+  }
+  desc "$name" 314572800 "$(sha256sum "$dir/cache/$name" | cut -d' ' -f1)"
+  desc "$bad" 32 "$(printf 'other bytes, same length, 32 B.' | sha256sum | cut -d' ' -f1)"
+  (cd "$dir/tree" && tar -czf "$dir/db/sync/core.db" -- *)
+  printf '[options]\nDBPath = %s/db/\n\n[core]\nServer = http://127.0.0.1:%s\n' "$dir" "$port" >"$dir/pacman.conf"
+  "$qemu" -L "$sysroot" "$binary" -c /dev/null --pacman-conf "$dir/pacman.conf" --interface lo \
+    --cache-dir "$dir/cache" --port "$port" --local-port "$local_port" \
     --upstream "http://127.0.0.1:$port" >"$dir/log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do
     curl -s -o /dev/null "http://127.0.0.1:$local_port/status" && break
     sleep 0.1
   done
+  # Served once read and hashed (404 until then).
+  local code=
+  for _ in $(seq 600); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -r 0-0 "http://127.0.0.1:$port/$name")
+    [[ $code == 206 ]] && break
+    sleep 0.2
+  done
+  local bad_code
+  bad_code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/$bad")
+  if [[ $code != 206 || $bad_code != 404 ]]; then
+    echo "$triple: the verified file answered $code (want 206), the bad one $bad_code (want 404)" >&2
+    cat "$dir/log" >&2
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    rm -rf "$dir"
+    return 1
+  fi
   local tail_peer tail_relay size
   tail_peer=$(curl -s -r -18 "http://127.0.0.1:$port/$name")
   tail_relay=$(curl -s -H 'Range: bytes=314572782-' "http://127.0.0.1:$local_port/core/os/x86_64/$name")
