@@ -159,7 +159,8 @@ fn no_socket_can_share_the_discovery_port_beside_the_daemon() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flocon"));
     cmd.args(flocon_args(&dir, port, local));
     let mut daemon = Daemon::spawn_command("flocon", cmd);
-    daemon.wait_for_line_containing("pacman downloads through here", START);
+    // The UDP socket is opened after the TCP listeners.
+    daemon.wait_for_line_containing("listening on UDP", START);
     // What a local user would try: SO_REUSEADDR (and SO_REUSEPORT) on the same address.
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
         .expect("a UDP socket");
