@@ -1204,6 +1204,14 @@ def versions(single):
     return ", ".join(f"{k} {v}" for k, v in out.items())
 
 
+def bin_commit():
+    """For BENCH_BIN inside a git work tree: the commit that tree is at (it may have been built
+    from another state; a hint, not a proof)."""
+    r = run(["git", "-C", os.path.dirname(os.path.abspath(BIN)), "rev-parse", "--short", "HEAD"],
+            check=False, timeout=10)
+    return f" (in a work tree at {r.stdout.strip()})" if r.returncode == 0 else ""
+
+
 def machine():
     model = "?"
     with open("/proc/cpuinfo") as f:
@@ -1217,6 +1225,8 @@ def machine():
     return {
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "commit": git.stdout.strip() + (" (work tree modified)" if dirty.stdout.strip() else ""),
+        "binary": (f"BENCH_BIN={BIN}{bin_commit()}" if os.environ.get("BENCH_BIN")
+                   else "target/release/flocon built from that commit"),
         "machine": f"{os.cpu_count()} CPUs, {model}, kernel {os.uname().release}",
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
