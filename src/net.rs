@@ -104,10 +104,11 @@ fn outcome(n: isize) -> Option<Io> {
 /// 1 MiB: a call pushes its segments when it returns, so smaller calls feed
 /// the receiver a steady stream where 1 MiB ones came in bursts that filled
 /// its window (twice the zero-window advertisements on loopback) and left it
-/// idle in between. A curl reading a 200 MiB file on loopback got 0.72-0.90x
-/// lighttpd's rate with 1 MiB calls, 0.86-0.98x with 256 KiB and 1.06-1.09x
-/// with 128 KiB, at the same CPU per byte (docs/performance.md, issue 11
-/// item 9).
+/// idle in between. A curl reading a 200 MiB file on loopback, on the other
+/// core, got 0.72-0.90x lighttpd's rate with 1 MiB calls, 0.86-0.98x with
+/// 256 KiB and 1.06-1.09x with 128 KiB, at the same CPU per byte; sharing a
+/// core with the server, the size made no difference (docs/performance.md,
+/// issue 11 item 9).
 pub const SENDFILE_CHUNK: u64 = 128 << 10;
 
 /// Sends up to `count` bytes of `file` from `offset` with `sendfile(2)`, the
