@@ -54,6 +54,9 @@ SLOW_READERS, SLOW_RATE = 64, "2M"
 MIX = [("4k", 30), ("1m", 12), (SIZES[2][0], 4)]
 
 REPO, ARCH = "testrepo", "x86_64"
+# The miss path: a repository only the mirror has (not h1's cache), asked in a rotation of
+# MISS_FOUND files it holds and MISS_ABSENT names nobody has (upstream 404s).
+MISS_REPO, MISS_FOUND, MISS_ABSENT = "mirroronly", 7, 3
 FLOCON_PORT, FLOCON_LOCAL = 19432, 19433
 MIRROR_PORT, NGINX_FILES_PORT, SINGLE_PORT, PROXY_PORT = 8080, 8081, 8082, 8090
 NS_PREFIX = "fbench"
@@ -445,6 +448,70 @@ def wrk(ns, url, secs):
     return float(m.group(1)), int(n.group(1)) if n else 0, r.stdout
 
 
+def wrk_mix(ns, script, url, secs):
+    """wrk with a Lua script that rotates paths; non-2xx answers are expected. Returns
+    (req/s or None, requests, non-2xx answers, socket error text or "")."""
+    r = run(["wrk", "-t2", "-c32", f"-d{secs}s", "-s", script, url], ns=ns, check=False,
+            timeout=secs + 60)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
+    n = re.search(r"(\d+) requests in", r.stdout)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", r.stdout)
+    errs = re.search(r"Socket errors:(.*)", r.stdout)
+    if not m or not n:
+        log(f"  wrk {url}: {r.stdout.strip()} {r.stderr.strip()}")
+        return None, 0, 0, ""
+    if errs:
+        log(f"  wrk {url}: Socket errors:{errs.group(1)}")
+    return (float(m.group(1)), int(n.group(1)), int(bad.group(1)) if bad else 0,
+            errs.group(1).strip() if errs else "")
+
+
+class MirrorLog:
+    """The mirror's access log, one line per request: nginx's `$connection` (its serial number
+    of accepted connections, shared by the workers) and `$status`. Buffered by nginx (flushed
+    every second), so a window is read a moment after its traffic ended."""
+
+    FORMAT = "log_format conns '$connection $status';"
+
+    def __init__(self, path):
+        self.path = path
+        self.pos = 0
+        self.top = 0  # the highest serial seen so far
+
+    def window(self):
+        """Since the last call: (requests, {status: count}, the connections that carried them
+        (serial numbers past the highest one seen before))."""
+        time.sleep(1.5)  # nginx's flush=1s
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except OSError:
+            return 0, {}, 0
+        end = data.rfind(b"\n") + 1
+        self.pos += end
+        statuses, serials = {}, set()
+        for line in data[:end].decode(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0].isdigit():
+                serials.add(int(parts[0]))
+                statuses[parts[1]] = statuses.get(parts[1], 0) + 1
+        top0 = self.top
+        self.top = max([top0] + list(serials))
+        fresh = {c for c in serials if c > top0}
+        return sum(statuses.values()), statuses, len(fresh)
+
+
+def passive_opens(ns):
+    """TCP connections accepted so far in namespace `ns` (Tcp PassiveOpens of its
+    /proc/net/snmp)."""
+    r = run(["cat", "/proc/net/snmp"], ns=ns, check=False, timeout=10)
+    rows = [line.split() for line in r.stdout.splitlines() if line.startswith("Tcp:")]
+    if len(rows) < 2 or "PassiveOpens" not in rows[0]:
+        return None
+    return int(rows[1][rows[0].index("PassiveOpens")])
+
+
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -640,7 +707,11 @@ class Bench:
         # h1: the peer (flocon peer server), the mirror and the reference file servers.
         self.peer = Proc("flocon-h1", self.h1, flocon_argv(self.repo_dir), self.logs)
         mirror_root = os.path.join(self.work, "mirror")
-        body = (f"    server {{ listen {MIRROR_PORT}; root {mirror_root}; }}\n"
+        self.mirror_log = MirrorLog(os.path.join(self.work, "nginx-h1", "mirror-access.log"))
+        self.make_miss_repo(mirror_root)
+        body = (f"    {MirrorLog.FORMAT}\n"
+                f"    server {{ listen {MIRROR_PORT}; root {mirror_root};\n"
+                f"             access_log {self.mirror_log.path} conns buffer=64k flush=1s; }}\n"
                 f"    server {{ listen 127.0.0.1:{NGINX_FILES_PORT}; root {self.repo_dir}; }}")
         self.nginx = Proc("nginx-h1", self.h1, nginx_conf(os.path.join(self.work, "nginx-h1"),
                                                           body), self.logs)
@@ -688,6 +759,34 @@ class Bench:
                 while fh.read(8 * MIB):
                     pass
         self.relay_ok = self.probe_relay()
+
+    def make_miss_repo(self, mirror_root):
+        """Files only the mirror has: copies of the 4 KiB package in a repository h1's cache
+        does not hold, and names nobody has; the paths in the order the miss row asks them."""
+        d = os.path.join(mirror_root, MISS_REPO, "os", ARCH)
+        os.makedirs(d)
+        os.chmod(os.path.dirname(d), 0o755)
+        os.chmod(os.path.dirname(os.path.dirname(d)), 0o755)
+        os.chmod(d, 0o755)
+        found = [pkg_file(f"mirroronly-{i:02d}") for i in range(1, MISS_FOUND + 1)]
+        for name in found:
+            shutil.copy(os.path.join(self.repo_dir, self.small), os.path.join(d, name))
+            os.chmod(os.path.join(d, name), 0o644)
+        absent = [pkg_file(f"nowhere-{i:02d}") for i in range(1, MISS_ABSENT + 1)]
+        # Interleaved: 404s spread over the rotation, not in a row.
+        order = found[:]
+        for k, name in enumerate(absent):
+            order.insert(1 + k * (len(order) + 1) // len(absent), name)
+        self.miss_paths = [f"/{MISS_REPO}/os/{ARCH}/{n}" for n in order]
+        self.miss_script = os.path.join(self.work, "miss.lua")
+        with open(self.miss_script, "w") as f:
+            f.write("local paths = {" + ", ".join(f'"{p}"' for p in self.miss_paths) + "}\n"
+                    "local i = 0\n"
+                    "request = function()\n"
+                    "  i = i % #paths + 1\n"
+                    '  return wrk.format("GET", paths[i])\n'
+                    "end\n")
+        os.chmod(self.miss_script, 0o644)
 
     def relay_url(self, f):
         return f"http://127.0.0.1:{FLOCON_LOCAL}/{REPO}/os/{ARCH}/{f}"
@@ -869,6 +968,73 @@ class Bench:
         add_row(sec, names[3], "ms", pctl(d_relay, 99), "nginx proxy", pctl(d_proxy, 99), None,
                 noise.share(), note)
 
+    def miss_path(self):
+        """Files only the mirror has, with a share of upstream 404s: the relay against the same
+        wrk client straight to the mirror, counting the mirror's new connections in both."""
+        sec = "relay"
+        name = f"relay miss path req/s ({MISS_ABSENT} in {MISS_FOUND + MISS_ABSENT} upstream 404s)"
+        if not self.relay_ok:
+            unavailable(sec, name, "req/s", "mirror direct", ("ratio>=", 0.8))
+            return
+        log(f"{sec}: miss path, {len(self.miss_paths)} paths of {MISS_REPO} in rotation "
+            f"({MISS_ABSENT} absent), wrk -t2 -c32 -d{WRK_SECS}s, median of {WRK_REPS}")
+        targets = [
+            ("mirror direct", f"http://{self.h1ip}:{MIRROR_PORT}", lambda: []),
+            ("flocon", f"http://127.0.0.1:{FLOCON_LOCAL}", self.relay.pids),
+        ]
+        rates = {t[0]: [] for t in targets}
+        tot = {t[0]: {"client": 0, "non2xx": 0, "mirror": 0, "accepts": 0, "conns": 0,
+                      "errors": []} for t in targets}
+        # CPU of the processes on the path: h0's relay, h1's daemon (it answers the relay's
+        # "who has" with no), the mirror's nginx.
+        groups = {"relay": self.relay.pids, "h1 daemon": self.peer.pids,
+                  "mirror": self.nginx.pids}
+        cpu = {t[0]: {g: 0.0 for g in groups} for t in targets}
+        noise = Window()
+        peers0 = self.from_peers()
+        self.mirror_log.window()  # start from here
+        for rnd in range(WRK_REPS):
+            for which, url, _ in alternate(targets, rnd):
+                pids = {g: f() for g, f in groups.items()}
+                c0 = {g: proc_cpu(ps) for g, ps in pids.items()}
+                opens0 = passive_opens(self.h1)
+                with noise:
+                    rate, n, non2xx, errs = wrk_mix(self.h0, self.miss_script, url, WRK_SECS)
+                for g, ps in pids.items():
+                    cpu[which][g] += proc_cpu(ps) - c0[g]
+                reqs, statuses, conns = self.mirror_log.window()
+                opens1 = passive_opens(self.h1)
+                accepts = None if None in (opens0, opens1) else opens1 - opens0
+                rates[which].append(rate)
+                t = tot[which]
+                t["client"] += n
+                t["non2xx"] += non2xx
+                t["mirror"] += reqs
+                t["accepts"] = None if None in (accepts, t["accepts"]) else t["accepts"] + accepts
+                t["conns"] += conns
+                if errs and not re.fullmatch(r"connect 0, read 0, write 0, timeout 0", errs):
+                    t["errors"].append(errs)
+                log(f"  {which}: {None if rate is None else round(rate)} req/s, {n} requests "
+                    f"({non2xx} non-2xx); mirror: {reqs} requests {statuses} on {conns} new "
+                    f"connections; h1 accepted {accepts} TCP connections")
+        via = self.via(peers0)
+
+        def summary(which):
+            t = tot[which]
+            share = f"{100 * t['non2xx'] / t['client']:.0f}%" if t["client"] else "—"
+            per_k = ", ".join(f"{g} {1e6 * c / t['client']:.1f}" for g, c in cpu[which].items()
+                              if c > 0 and t["client"])
+            text = (f"{which}: {t['client']} requests ({share} 404), mirror saw {t['mirror']} "
+                    f"requests on {t['conns']} new connections (h1 accepted {t['accepts']}); "
+                    f"CPU ms/1k req: {per_k}")
+            if t["errors"]:
+                text += f", wrk socket errors: {'; '.join(t['errors'])}"
+            return text
+
+        add_row(sec, name, "req/s", median(rates["flocon"]), "mirror direct",
+                median(rates["mirror direct"]), ("ratio>=", 0.8), noise.share(),
+                f"{summary('flocon')}; {summary('mirror direct')}; {via}")
+
     def pacman(self):
         sec = "pacman"
         name = "pacman -Sw, 50 packages"
@@ -1038,6 +1204,14 @@ def versions(single):
     return ", ".join(f"{k} {v}" for k, v in out.items())
 
 
+def bin_commit():
+    """For BENCH_BIN inside a git work tree: the commit that tree is at (it may have been built
+    from another state; a hint, not a proof)."""
+    r = run(["git", "-C", os.path.dirname(os.path.abspath(BIN)), "rev-parse", "--short", "HEAD"],
+            check=False, timeout=10)
+    return f" (in a work tree at {r.stdout.strip()})" if r.returncode == 0 else ""
+
+
 def machine():
     model = "?"
     with open("/proc/cpuinfo") as f:
@@ -1051,6 +1225,8 @@ def machine():
     return {
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "commit": git.stdout.strip() + (" (work tree modified)" if dirty.stdout.strip() else ""),
+        "binary": (f"BENCH_BIN={BIN}{bin_commit()}" if os.environ.get("BENCH_BIN")
+                   else "target/release/flocon built from that commit"),
         "machine": f"{os.cpu_count()} CPUs, {model}, kernel {os.uname().release}",
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
@@ -1097,6 +1273,7 @@ def main():
         bench.idle(after_load=False)
         bench.peer_server()
         bench.relay_rows()
+        bench.miss_path()
         bench.pacman()
         bench.memory()
         bench.idle(after_load=True)

@@ -100,8 +100,16 @@ fn outcome(n: isize) -> Option<Io> {
 }
 
 /// Largest `sendfile` request; bounded so that one call never holds the loop
-/// long and the count always fits a 32-bit `size_t`.
-pub const SENDFILE_CHUNK: u64 = 1 << 20;
+/// long and the count always fits a 32-bit `size_t`. 128 KiB rather than
+/// 1 MiB: likely because a call pushes its last segments when it returns,
+/// smaller calls feed the receiver a steadier stream, where 1 MiB ones came
+/// in bursts that filled its window (more zero-window advertisements on a
+/// quiet loopback). A curl reading a 200 MiB file on loopback, on the other
+/// core, got 0.72-0.90x lighttpd's rate with 1 MiB calls, 0.86-0.98x with
+/// 256 KiB and 1.06-1.09x with 128 KiB, at the same CPU per byte; sharing a
+/// core with the server, the size made no difference (docs/performance.md,
+/// issue 11 item 9).
+pub const SENDFILE_CHUNK: u64 = 128 << 10;
 
 /// Sends up to `count` bytes of `file` from `offset` with `sendfile(2)`, the
 /// large-file variant on glibc so offsets past 2 GiB work on 32-bit targets.
