@@ -1366,17 +1366,16 @@ fn https_upstreams_get_a_redirect() {
     assert_eq!(empty.request_count(&url(PKG)), 1);
 }
 
-#[test]
-fn an_upstream_redirect_is_passed_on() {
+/// A mirror whose nginx answers every `/testrepo/` request with `server_conf`'s redirect: the
+/// relay passes a 302 to pacman, with the `Location` that `want(mirror, path)` gives.
+fn assert_redirect_passed_on(server_conf: &str, want: impl Fn(&Mirror, &str) -> String) {
     let root = Root::new();
     let mirror = Mirror::start_with(
         root.path(),
         None,
         free_loopback_addr(),
         &MirrorOptions {
-            extra_server_conf:
-                "location /testrepo/ { return 302 http://elsewhere.invalid:8080$request_uri; }"
-                    .into(),
+            extra_server_conf: server_conf.into(),
             ..MirrorOptions::default()
         },
     );
@@ -1386,38 +1385,28 @@ fn an_upstream_redirect_is_passed_on() {
         assert_eq!(got.status, 302, "{file}");
         assert_eq!(
             got.header("location"),
-            Some(format!("http://elsewhere.invalid:8080{}", url(file)).as_str())
+            Some(want(&mirror, &url(file)).as_str())
         );
     }
     wait_counters(r.addr, "2 redirects");
 }
 
 #[test]
-fn a_relative_redirect_is_resolved_against_the_mirror() {
-    let root = Root::new();
-    let mirror = Mirror::start_with(
-        root.path(),
-        None,
-        free_loopback_addr(),
-        &MirrorOptions {
-            // nginx sends `Location` as written: relative to the mirror.
-            extra_server_conf: "absolute_redirect off; \
-                 location /testrepo/ { return 302 /pool$request_uri; }"
-                .into(),
-            ..MirrorOptions::default()
-        },
+fn an_upstream_redirect_is_passed_on() {
+    assert_redirect_passed_on(
+        "location /testrepo/ { return 302 http://elsewhere.invalid:8080$request_uri; }",
+        |_, path| format!("http://elsewhere.invalid:8080{path}"),
     );
-    let r = relay(&[mirror.server_url()]);
-    for file in [PKG, DB] {
-        let got = get(r.addr, &url(file), &[]);
-        assert_eq!(got.status, 302, "{file}");
-        assert_eq!(
-            got.header("location"),
-            Some(format!("http://{}/pool{}", mirror.addr(), url(file)).as_str()),
-            "pacman is sent to the mirror, not back to flocon"
-        );
-    }
-    wait_counters(r.addr, "2 redirects");
+}
+
+#[test]
+fn a_relative_redirect_is_resolved_against_the_mirror() {
+    // nginx sends `Location` as written: relative to the mirror. pacman is sent to the mirror,
+    // not back to flocon.
+    assert_redirect_passed_on(
+        "absolute_redirect off; location /testrepo/ { return 302 /pool$request_uri; }",
+        |mirror, path| format!("http://{}/pool{path}", mirror.addr()),
+    );
 }
 
 // ---- no upstream ---------------------------------------------------------------------------
