@@ -1,173 +1,22 @@
-//! One outbound exchange with a source, judged without I/O: why a source
-//! failed ([`Failure`], and whether that counts against it), when it has
-//! failed by silence ([`Timer`]: connect timeouts, then the stall timeout),
-//! what its response head means for the request ([`judge`]: stream it, cut
-//! a range out of it, continue a body, pass a redirect on, or fail over),
-//! and the head pacman gets for an accepted answer ([`write_pacman_head`]).
+//! One outbound exchange with a source, judged without I/O: what its response head means
+//! for the request ([`judge`]: stream it, cut a range out of it, continue a body, pass a
+//! redirect on, or fail over), and the head pacman gets for an accepted answer
+//! ([`write_pacman_head`]). Why a source failed and when it has failed by silence are in
+//! `failure.rs` ([`Failure`], [`Timer`]), re-exported here.
 //!
 //! Pure: heads and numbers in, decisions out. It does not read sockets,
 //! choose the next source ([`super::plan`]) or remember anything across
 //! requests ([`super::policy`]).
 
 use std::borrow::Cow;
-use std::fmt;
-use std::io::ErrorKind;
-use std::time::{Duration, Instant};
 
 use crate::http::date;
 use crate::http::range::{self, ContentRange, RangeRequest};
-use crate::http::request::HeadError;
 use crate::http::response::{self, Framing, ResponseHead};
 
-/// Connecting to a LAN peer.
-pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Connecting to an upstream mirror.
-pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
-/// A source that sends nothing for this long while we wait for it has
-/// failed: well before pacman's own 10 s low-speed limit.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(4);
-
-/// The clock of one exchange: a connect deadline, then a stall deadline
-/// pushed on by every byte that arrives. While pacman is slow (the pipe is
-/// full) the source's silence is ours: the caller does not ask then, and the
-/// stall clock starts again when pacman takes bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timer {
-    connecting: bool,
-    deadline: Instant,
-}
-
-impl Timer {
-    /// A new connection (`connecting`), or a kept-alive one being reused,
-    /// to a peer or to an upstream: its connect timeout.
-    pub fn start(now: Instant, to_peer: bool, connecting: bool) -> Timer {
-        let timeout = if to_peer {
-            PEER_CONNECT_TIMEOUT
-        } else {
-            UPSTREAM_CONNECT_TIMEOUT
-        };
-        Timer {
-            connecting,
-            deadline: now + timeout,
-        }
-    }
-
-    /// The connection is established: the source has a stall timeout to
-    /// answer in.
-    pub fn connected(&mut self, now: Instant) {
-        self.connecting = false;
-        self.deadline = now + STALL_TIMEOUT;
-    }
-
-    /// Bytes arrived.
-    pub fn bytes(&mut self, now: Instant) {
-        self.deadline = now + STALL_TIMEOUT;
-    }
-
-    /// pacman took bytes from a full pipe: the source's stall clock starts
-    /// now at the latest.
-    pub fn pipe_drained(&mut self, now: Instant) {
-        self.deadline = self.deadline.max(now + STALL_TIMEOUT);
-    }
-
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    /// Whether the source has failed by silence at `now`, and how.
-    pub fn due(&self, now: Instant) -> Option<Failure> {
-        (now >= self.deadline).then_some(if self.connecting {
-            Failure::ConnectTimedOut
-        } else {
-            Failure::Stalled
-        })
-    }
-}
-
-/// Why a source did not deliver. Small and `Copy`, like the outcomes it
-/// names; [`Failure::penalizes`] says whether it counts against the source.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// `connect` itself failed (no route, refused on the spot).
-    Unreachable(ErrorKind),
-    /// The connection attempt failed later.
-    Connect(ErrorKind),
-    ConnectTimedOut,
-    /// Nothing arrived for the stall timeout while we waited for it.
-    Stalled,
-    RequestLost,
-    ClosedBeforeAnswer,
-    BadResponse(HeadError),
-    Chunked,
-    /// A continuation answered with something else than the rest asked for.
-    Continuation(u16),
-    /// 404 or 410: the source does not have the file.
-    NotFound(u16),
-    /// Any other status that is not an answer to relay.
-    Status(u16),
-    /// The connection broke after this many body bytes.
-    LostAfter(u64),
-    /// The body ended before the length it announced.
-    EndedEarly,
-    /// The whole file is not the size the sync database says (`%CSIZE%`): refused before
-    /// pacman sees a head.
-    WrongSize(u64),
-    /// The body's SHA-256 is not the sync database's.
-    WrongHash,
-}
-
-impl Failure {
-    /// The connection itself could not be made (the address may be wrong, not the source):
-    /// another address of the same host is worth a try.
-    pub fn is_connect(self) -> bool {
-        matches!(
-            self,
-            Failure::Unreachable(_) | Failure::Connect(_) | Failure::ConnectTimedOut
-        )
-    }
-
-    /// Whether the failure counts against the source (a peer is skipped for
-    /// a while; an upstream's failure is counted and logged at `info`).
-    pub fn penalizes(self, from_peer: bool) -> bool {
-        match self {
-            Failure::Unreachable(_) => from_peer,
-            Failure::Chunked | Failure::Continuation(_) | Failure::NotFound(_) => false,
-            Failure::Status(code) => code >= 500 || from_peer,
-            Failure::Connect(_)
-            | Failure::ConnectTimedOut
-            | Failure::Stalled
-            | Failure::RequestLost
-            | Failure::ClosedBeforeAnswer
-            | Failure::BadResponse(_)
-            | Failure::LostAfter(_)
-            | Failure::EndedEarly
-            | Failure::WrongSize(_)
-            | Failure::WrongHash => true,
-        }
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Unreachable(kind) | Failure::Connect(kind) => write!(f, "connect: {kind}"),
-            Failure::ConnectTimedOut => f.write_str("connect timed out"),
-            Failure::Stalled => f.write_str("stalled"),
-            Failure::RequestLost => f.write_str("connection lost while sending the request"),
-            Failure::ClosedBeforeAnswer => f.write_str("closed before answering"),
-            Failure::BadResponse(e) => write!(f, "bad response: {e}"),
-            Failure::Chunked => f.write_str("chunked bodies are not relayed"),
-            Failure::Continuation(code) => write!(f, "answered the continuation with {code}"),
-            Failure::NotFound(code) | Failure::Status(code) => write!(f, "answered {code}"),
-            Failure::LostAfter(bytes) => write!(f, "connection lost after {bytes} body bytes"),
-            Failure::EndedEarly => f.write_str("body ended early"),
-            Failure::WrongSize(n) => {
-                write!(f, "sent a file of {n} bytes, not its sync database's size")
-            }
-            Failure::WrongHash => f.write_str("sent bytes unlike its sync database's SHA-256"),
-        }
-    }
-}
+pub use super::failure::{
+    Failure, PEER_CONNECT_TIMEOUT, STALL_TIMEOUT, Timer, UPSTREAM_CONNECT_TIMEOUT,
+};
 
 /// The part of the representation pacman gets: `start..end` of the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,13 +43,6 @@ pub struct Asked<'a> {
     /// The whole file's length as the answer pacman got said it (a 200's length, a 206's
     /// complete length), when it said it: a continuation must agree.
     pub complete: Option<u64>,
-}
-
-impl Failure {
-    /// Whether the source is caught lying about the file (a peer is then banned).
-    pub fn is_lie(self) -> bool {
-        matches!(self, Failure::WrongSize(_) | Failure::WrongHash)
-    }
 }
 
 impl<'a> Asked<'a> {
@@ -415,6 +257,7 @@ mod tests {
     use super::*;
     use crate::http::range::ByteRange;
     use crate::http::request::Limits;
+    use std::io::ErrorKind;
 
     fn head(text: &str, head_only: bool) -> ResponseHead {
         let text = text.replace('\n', "\r\n") + "\r\n";
@@ -439,35 +282,6 @@ mod tests {
             Judgement::Accept(a) => a,
             other => panic!("not accepted: {other:?}"),
         }
-    }
-
-    #[test]
-    fn a_silent_source_has_stalled_after_4_seconds() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut t = Timer::start(t0, false, true);
-        assert_eq!(t.due(t0 + ms(7999)), None);
-        assert_eq!(t.due(t0 + ms(8000)), Some(Failure::ConnectTimedOut));
-        let mut peer = Timer::start(t0, true, true);
-        assert_eq!(peer.due(t0 + ms(2000)), Some(Failure::ConnectTimedOut));
-        peer.connected(t0 + ms(100));
-        assert_eq!(peer.due(t0 + ms(4099)), None);
-        assert_eq!(peer.due(t0 + ms(4100)), Some(Failure::Stalled));
-        // Every byte pushes the deadline on.
-        t.connected(t0);
-        t.bytes(t0 + ms(3000));
-        assert_eq!(t.due(t0 + ms(6999)), None);
-        assert_eq!(t.deadline(), t0 + ms(7000));
-        assert_eq!(t.due(t0 + ms(7000)), Some(Failure::Stalled));
-        // pacman was slow: the silence until it took bytes was ours.
-        t.pipe_drained(t0 + ms(9000));
-        assert_eq!(t.due(t0 + ms(12_999)), None);
-        assert_eq!(t.due(t0 + ms(13_000)), Some(Failure::Stalled));
-        t.pipe_drained(t0 + ms(5000));
-        assert_eq!(t.deadline(), t0 + ms(13_000), "never earlier");
-        // A reused connection that never answers has stalled, not timed out.
-        let reused = Timer::start(t0, false, false);
-        assert_eq!(reused.due(t0 + ms(8000)), Some(Failure::Stalled));
     }
 
     #[test]

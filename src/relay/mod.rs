@@ -15,8 +15,9 @@
 //! - `plan.rs`: which source next (origin peer, the LAN, upstreams in order,
 //!   the sticky database mirror, https redirects, give up) — pure;
 //! - `fetch.rs`: judging a source's response head (accept, cut a range out,
-//!   continue, redirect, fail), why a source failed and whether that counts
-//!   against it, the connect and stall timeouts — pure;
+//!   continue, redirect, fail) — pure;
+//! - `failure.rs`: why a source failed and whether that counts against it,
+//!   the connect and stall timeouts — pure;
 //! - `policy.rs`: what is remembered across requests (back-off, bans of
 //!   peers caught sending wrong bytes, origins, sticky database mirror,
 //!   counters) — pure;
@@ -37,6 +38,7 @@
 //! to take.
 
 mod conn;
+pub mod failure;
 pub mod fetch;
 mod pipe;
 pub mod plan;
