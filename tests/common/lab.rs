@@ -350,32 +350,27 @@ impl Lab {
     /// address event reaches the host.
     #[track_caller]
     pub fn isolate(&self, i: usize) {
-        let h = self.host(i);
-        bridge(&[
-            "-n",
-            &self.switch_ns,
-            "link",
-            "set",
-            "dev",
-            &h.switch_port,
-            "state",
-            "0",
-        ]);
+        self.set_port_state(i, "0");
     }
 
     /// Let host `i`'s bridge port forward again (`state 3`).
     #[track_caller]
     pub fn reconnect(&self, i: usize) {
-        let h = self.host(i);
+        self.set_port_state(i, "3");
+    }
+
+    #[track_caller]
+    fn set_port_state(&self, i: usize, state: &str) {
+        let port = &self.host(i).switch_port;
         bridge(&[
             "-n",
             &self.switch_ns,
             "link",
             "set",
             "dev",
-            &h.switch_port,
+            port,
             "state",
-            "3",
+            state,
         ]);
     }
 
