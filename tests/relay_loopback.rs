@@ -518,14 +518,7 @@ fn a_head_request_gets_the_mirrors_headers_and_no_body() {
     for file in [PKG, DB] {
         let direct = common::http::http_head(mirror.addr(), &url(file), &[]);
         let mut conn = HttpConn::connect(r.addr).unwrap();
-        conn.send(&build_request(
-            "HEAD",
-            "localhost",
-            &url(file),
-            &[("Connection", "keep-alive")],
-        ))
-        .unwrap();
-        let got = conn.read_response(true).unwrap();
+        let got = head_on(&mut conn, file);
         assert_eq!(got.status, 200, "{file}");
         assert_eq!(
             got.header("last-modified"),
@@ -949,6 +942,18 @@ fn get_on(
     }
 }
 
+/// HEAD of `name` on `conn`, kept alive.
+fn head_on(conn: &mut HttpConn, name: &str) -> Response {
+    conn.send(&build_request(
+        "HEAD",
+        "localhost",
+        &url(name),
+        &[("Connection", "keep-alive")],
+    ))
+    .unwrap();
+    conn.read_response(true).unwrap()
+}
+
 #[test]
 fn upstream_connections_are_kept_alive_and_reused() {
     let files = Arc::new(vec![
@@ -1109,14 +1114,7 @@ fn every_answer_read_to_its_end_keeps_the_mirror_connection() {
                 assert!(got.body == data[100..200]);
             }
         }
-        conn.send(&build_request(
-            "HEAD",
-            "localhost",
-            &url(PKG),
-            &[("Connection", "keep-alive")],
-        ))
-        .unwrap();
-        let got = conn.read_response(true).unwrap();
+        let got = head_on(&mut conn, PKG);
         assert_eq!(got.status, 200, "HEAD, round {round}");
     }
     assert_eq!(mirror.heads().len(), 2 * (gets.len() + 1));
@@ -1333,14 +1331,7 @@ fn https_upstreams_get_a_redirect() {
         );
     }
     let mut conn = HttpConn::connect(r.addr).unwrap();
-    conn.send(&build_request(
-        "HEAD",
-        "localhost",
-        &url(PKG),
-        &[("Connection", "keep-alive")],
-    ))
-    .unwrap();
-    let got = conn.read_response(true).unwrap();
+    let got = head_on(&mut conn, PKG);
     assert_eq!(got.status, 302);
     conn.send(&build_request("GET", "localhost", &url(PKG), &[]))
         .unwrap();

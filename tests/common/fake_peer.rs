@@ -305,12 +305,7 @@ fn serve_one(
     match behaviour {
         Behaviour::Silent => {}
         Behaviour::HeadThenStall { dir, prefix } => {
-            let file = first
-                .split_whitespace()
-                .nth(1)
-                .and_then(|t| t.rsplit('/').next())
-                .unwrap_or("")
-                .to_owned();
+            let file = requested_file(&first);
             match std::fs::read(dir.join(&file)) {
                 Ok(bytes) => {
                     let n = usize::try_from(*prefix)
@@ -337,12 +332,7 @@ fn serve_one(
             return;
         }
         Behaviour::Corrupt { dir } => {
-            let file = first
-                .split_whitespace()
-                .nth(1)
-                .and_then(|t| t.rsplit('/').next())
-                .unwrap_or("")
-                .to_owned();
+            let file = requested_file(&first);
             let out = match std::fs::read(dir.join(&file)) {
                 Ok(mut bytes) => {
                     corrupt(&mut bytes);
@@ -390,4 +380,14 @@ fn is_timeout(e: &std::io::Error) -> bool {
             | std::io::ErrorKind::TimedOut
             | std::io::ErrorKind::Interrupted
     )
+}
+
+/// The last path segment of a request line's target (`GET /a/b/file HTTP/1.1` -> `file`).
+fn requested_file(request_line: &str) -> String {
+    request_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|t| t.rsplit('/').next())
+        .unwrap_or("")
+        .to_owned()
 }
