@@ -34,6 +34,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::activation::{self, Role};
 use crate::cache::Cache;
+use crate::cache_watch::{self, CacheChange, CacheWatch};
 use crate::config::Settings;
 use crate::discovery::{self, Discovery, Event, Identity, MulticastSocket, Params, Transmit};
 use crate::http::response::{self, Status};
@@ -44,6 +45,7 @@ use crate::relay::{self, Input, PacmanConn, Wait};
 use crate::resolver::SystemResolver;
 use crate::serve::{self, PeerConn};
 use crate::signals::SignalPipe;
+use crate::suspend::{self, SleepWatch};
 use crate::trust::Trust;
 
 const SIGNALS: Token = Token(0);
@@ -55,6 +57,8 @@ const DISCOVERY: Token = Token(4);
 const RESOLVER: Token = Token(5);
 /// rtnetlink: interfaces and addresses changed.
 const LINKS: Token = Token(6);
+/// inotify: names came into or left the cache directories.
+const CACHE_WATCH: Token = Token(7);
 /// A burst of link and address events is one rejoin, this long after the first.
 const LINK_SETTLE: Duration = Duration::from_millis(200);
 /// Rejoins for link and address events are at least this far apart (a flapping interface
@@ -216,6 +220,10 @@ pub struct Daemon {
     resolver: SystemResolver,
     /// Link and address events (none where rtnetlink cannot be opened: SIGUSR2 still works).
     links: Option<LinkWatch>,
+    /// inotify on the cache directories (the summary peers ask by).
+    cache_watch: Option<CacheWatch>,
+    /// Notices a suspend (boot time jumping ahead of the monotonic clock).
+    sleep: SleepWatch,
     /// When a rejoin is due after link or address events, and when the last one was.
     rejoin_at: Option<Instant>,
     last_link_rejoin: Option<Instant>,
@@ -313,7 +321,7 @@ impl Daemon {
             lookup_timeout: settings.lookup_timeout,
             ..Params::default()
         };
-        let core = Discovery::new(me, params, now, discovery::random_seed());
+        let mut core = Discovery::new(me, params, now, discovery::random_seed());
 
         let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), RESOLVER)?);
         let resolver = SystemResolver::start(waker)?;
@@ -339,6 +347,26 @@ impl Daemon {
         for dir in cache.dirs() {
             info!("serving cache directory {}", dir.display());
         }
+        // What the caches hold, for the summary peers ask by; kept current by inotify.
+        let cache_watch = match CacheWatch::open(cache.dirs()) {
+            Ok((watch, warnings)) => {
+                for w in warnings {
+                    warn!("{w}");
+                }
+                poll.registry().register(
+                    &mut SourceFd(&watch.raw_fd()),
+                    CACHE_WATCH,
+                    Interest::READABLE,
+                )?;
+                Some(watch)
+            }
+            Err(e) => {
+                warn!("no inotify ({e}): peers learn of new cache files at each rescan only");
+                None
+            }
+        };
+        let names = cache_watch::scan(cache.dirs());
+        core.set_cache_names(names.iter().map(String::as_str), now);
         let upstreams = settings.upstreams.clone();
         if upstreams.is_empty() {
             info!("no upstream mirror: files no peer has are answered 404");
@@ -364,6 +392,8 @@ impl Daemon {
             again: VecDeque::new(),
             resolver,
             links,
+            cache_watch,
+            sleep: SleepWatch::default(),
             rejoin_at: None,
             last_link_rejoin: None,
             waits: HashMap::new(),
@@ -403,6 +433,7 @@ impl Daemon {
                     }
                     RESOLVER => self.resolver_answers(now),
                     LINKS => self.link_events(now),
+                    CACHE_WATCH => self.cache_events(now),
                     Token(t) if t < 4 => self.accept_pending[t] = true,
                     Token(t) if t >= FIRST_SLOT => {
                         let index = (t - FIRST_SLOT) / 2;
@@ -608,8 +639,30 @@ impl Daemon {
         self.multicast.core.handle_join(now, &report);
     }
 
+    /// inotify said names came into or left the caches: keep the summary current.
+    fn cache_events(&mut self, now: Instant) {
+        let Some(watch) = &self.cache_watch else {
+            return;
+        };
+        let mut changes = Vec::new();
+        watch.read(&mut changes, 16);
+        let core = &mut self.multicast.core;
+        let mut rescan = false;
+        for change in changes {
+            match change {
+                CacheChange::Added(name) => core.cache_added(&name),
+                CacheChange::Removed(name) => core.cache_removed(&name),
+                CacheChange::Rescan => rescan = true,
+            }
+        }
+        if rescan {
+            let names = cache_watch::scan(self.cache.dirs());
+            core.set_cache_names(names.iter().map(String::as_str), now);
+        }
+    }
+
     fn receive_datagrams(&mut self, now: Instant) {
-        let mut buf = [0u8; 512];
+        let mut buf = [0u8; 2048];
         let cache = &self.cache;
         let trust = &mut self.trust;
         for _ in 0..DATAGRAMS_PER_TURN {
@@ -634,6 +687,11 @@ impl Daemon {
 
     /// Joins when due, runs the core's timers and routes its answers.
     fn discovery_turn(&mut self, now: Instant) {
+        if let Some(slept) =
+            suspend::clocks().and_then(|(boot, mono)| self.sleep.observe(boot, mono))
+        {
+            self.multicast.core.handle_resume(now, slept);
+        }
         if self.again_discovery {
             self.again_discovery = false;
             self.receive_datagrams(now);

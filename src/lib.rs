@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod cache;
+pub mod cache_watch;
 pub mod config;
 pub mod discovery;
 pub mod event_loop;
@@ -22,5 +23,6 @@ pub mod resolver;
 pub mod serve;
 pub mod server;
 pub mod signals;
+pub mod suspend;
 pub mod sync_db;
 pub mod trust;

@@ -277,6 +277,8 @@ fn sigusr2_rejoins_and_is_known_again_at_once() {
     let h1 = fl::spawn_host(&lab, 1, &interval);
     fl::wait_peers(&lab, 0, &[h1.id], MESH);
     fl::wait_peers(&lab, 1, &[h0.id], MESH);
+    // Their HELLOs are re-sent within about a second of start; let those pass unheard.
+    thread::sleep(Duration::from_millis(1500));
     lab.reconnect(2);
     // Nothing is announced for a minute: without a rejoin nobody learns anything.
     thread::sleep(Duration::from_millis(500));
@@ -464,7 +466,8 @@ fn who_has_finds_the_holder_and_says_nobody_fast_or_at_the_deadline() {
         "{text}"
     );
 
-    // h2's cable is pulled: its answer never comes, so "nobody" waits for the deadline...
+    // h2's cable is pulled. A file nobody's summary lists is still "nobody" at once: no
+    // question goes out, so nobody is waited for...
     lab.unplug(2);
     let lost = fl::query(&lab, 0, MISSING);
     eprintln!(
@@ -472,28 +475,38 @@ fn who_has_finds_the_holder_and_says_nobody_fast_or_at_the_deadline() {
         nobody.reported_ms, nobody.elapsed, lost.reported_ms, lost.elapsed
     );
     assert_eq!(lost.peer, None);
-    // Never before the deadline; after it by no more than a loaded machine's scheduling delay.
-    assert!(
-        (1000..=2000).contains(&lost.reported_ms),
-        "with an answer lost, nobody should come at the 1000 ms deadline: {lost:?}"
+    assert!(lost.reported_ms < 100, "{lost:?}");
+    // ... a file only h2 holds waits for h2 once, no longer than its measured answer time
+    // allows (it answered h0 before), and then not at all until h2 is heard again.
+    let waited = fl::query(&lab, 0, &sig);
+    assert_eq!(waited.peer, None, "{waited:?}");
+    assert!(waited.reported_ms < 1000, "{waited:?}");
+    let skipped = fl::query(&lab, 0, &sig);
+    assert_eq!(skipped.peer, None, "{skipped:?}");
+    assert!(skipped.reported_ms < 100, "{skipped:?}");
+    eprintln!(
+        "a file only the unplugged host has: {} ms the first time, {} ms after",
+        waited.reported_ms, skipped.reported_ms
     );
-    assert!(lost.elapsed < Duration::from_millis(2500), "{lost:?}");
     // ... while a HAVE from a host still there answers at once.
     let found = fl::query(&lab, 0, HELD);
     assert_eq!(found.peer, Some((hosts[1].id, h1_addr)), "{found:?}");
     assert!(found.reported_ms < 100, "{found:?}");
 
-    // Plugged back in, it answers again.
+    // Plugged back in, its link comes up, it says HELLO (rtnetlink), and it is asked again.
     lab.plug(2);
     fl::wait_link_usable(&lab, 2, Duration::from_secs(3));
     let again = fl::query(&lab, 0, MISSING);
     assert_eq!(again.peer, None);
     assert!(again.reported_ms < 100, "{again:?}");
-    let found_sig = fl::query(&lab, 0, &sig);
-    assert_eq!(
-        found_sig.peer,
-        Some((hosts[2].id, h2_addr)),
-        "{found_sig:?}"
+    common::wait_until(
+        "h0 to find the signature on h2 again",
+        Duration::from_secs(3),
+        || {
+            let q = fl::query(&lab, 0, &sig);
+            (q.peer == Some((hosts[2].id, h2_addr))).then_some(())
+        },
+        || format!("{:?}", fl::status(&lab, 0).peers),
     );
 }
 
@@ -536,7 +549,8 @@ fn incompatible_hosts_are_listed_but_never_asked() {
     }
     assert_eq!((view.count.peers, view.count.compatible), (3, 1));
 
-    // Never asked: only h1 sees the question, h1 says no, and that settles it at once.
+    // Never asked: h2 and h3 are of another kind, and h1's cache summary does not list ONLY,
+    // so no question goes out at all and "nobody" comes at once.
     let sniffers: Vec<fl::Sniffer> = (1..4).map(|i| fl::Sniffer::open(&lab, i)).collect();
     let answer = fl::query(&lab, 0, ONLY);
     assert_eq!(
@@ -547,10 +561,8 @@ fn incompatible_hosts_are_listed_but_never_asked() {
     thread::sleep(Duration::from_millis(100));
     let seen: Vec<Vec<fl::SeenWhoHas>> = sniffers.iter().map(fl::Sniffer::who_has).collect();
     assert!(
-        seen[0]
-            .iter()
-            .any(|w| w.asker == hosts[0].id && w.name == ONLY.as_bytes() && w.from == hosts[0].ip),
-        "the compatible h1 should have been asked: {:?}",
+        seen[0].is_empty(),
+        "h1's summary says it has no {ONLY}, yet it was asked: {:?}",
         seen[0]
     );
     assert!(
@@ -610,6 +622,7 @@ fn announcement(distro: &str, arch: &str) -> Announcement {
         tcp_port: fl::PEER_PORT,
         distro: distro.to_string(),
         arch: arch.to_string(),
+        summary: 0,
     }
 }
 
@@ -834,6 +847,7 @@ fn garbage_and_foreign_datagrams_change_nothing() {
             tcp_port: 4242,
             distro: "garbage-test".into(),
             arch: "none".into(),
+            summary: 0,
         }),
     });
     sock.send_to(&hello, h0).expect("send");
@@ -1012,6 +1026,7 @@ fn answers_count_only_from_asked_peers_and_a_leaving_peer_ends_the_wait() {
         tcp_port: 4242,
         distro: hosts[0].distro.clone(),
         arch: hosts[0].arch.clone(),
+        summary: 0,
     };
     let hello = fl::encode(&Message {
         host_id: fake,
@@ -1118,8 +1133,9 @@ fn answers_count_only_from_asked_peers_and_a_leaving_peer_ends_the_wait() {
     );
     assert!(answer.reported_ms < 500, "{answer:?}");
 
-    // It stays silent: asked once more at half the deadline (only it: h1 and h2 answered),
-    // then "nobody" at the deadline.
+    // It stays silent: asked once more at half its wait (only it: h1's and h2's summaries
+    // say they do not have the file, and a peer with no summary is asked about everything),
+    // then "nobody" when that wait is over. It answered fast before, so the wait is short.
     let sniffers: Vec<fl::Sniffer> = (1..3).map(|i| fl::Sniffer::open(&lab, i)).collect();
     let (answer, asked_at) = thread::scope(|s| {
         let asking = s.spawn(|| fl::query(&lab, 0, MISSING));
@@ -1147,7 +1163,7 @@ fn answers_count_only_from_asked_peers_and_a_leaving_peer_ends_the_wait() {
         answer.reported_ms
     );
     assert_eq!(answer.peer, None, "{answer:?}");
-    assert!((1000..=2000).contains(&answer.reported_ms), "{answer:?}");
+    assert!(answer.reported_ms < 1000, "{answer:?}");
     assert_eq!(
         asked_at.len(),
         2,
@@ -1156,8 +1172,8 @@ fn answers_count_only_from_asked_peers_and_a_leaving_peer_ends_the_wait() {
     assert_eq!(asked_at[0].0, asked_at[1].0, "{asked_at:?}");
     let gap = asked_at[1].1 - asked_at[0].1;
     assert!(
-        gap >= Duration::from_millis(400) && gap <= Duration::from_millis(900),
-        "the re-send should come at half the 1000 ms deadline, came {gap:?} after the first"
+        gap < Duration::from_millis(500),
+        "the re-send should come at half the wait, came {gap:?} after the first"
     );
     for (k, sniffer) in sniffers.iter().enumerate() {
         let seen: Vec<fl::SeenWhoHas> = sniffer
@@ -1165,8 +1181,16 @@ fn answers_count_only_from_asked_peers_and_a_leaving_peer_ends_the_wait() {
             .into_iter()
             .filter(|w| w.name == MISSING.as_bytes())
             .collect();
-        assert_eq!(seen.len(), 1, "h{} answered, yet was asked {seen:?}", k + 1);
+        assert!(
+            seen.is_empty(),
+            "h{}'s summary says no, yet it was asked {seen:?}",
+            k + 1
+        );
     }
+    // Silent once: not waited for again until it is heard from.
+    let again = fl::query(&lab, 0, MISSING);
+    assert_eq!(again.peer, None, "{again:?}");
+    assert!(again.reported_ms < 100, "{again:?}");
     for h in &hosts {
         assert!(fl::status(&lab, h.index).count.peers >= 2);
     }

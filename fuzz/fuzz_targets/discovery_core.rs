@@ -1,6 +1,7 @@
 //! The discovery core as a state machine: a sequence of datagrams (raw, or well-formed
 //! messages from a few hosts), questions, cancels, joins and clock steps, driven with a fake
-//! clock. Checked after every step: nothing panics, the peer table and the queues stay
+//! clock, with cache summaries (versions, deltas, parts, requests), cache changes and
+//! resumes from suspend. Checked after every step: nothing panics, the peer table and the queues stay
 //! bounded, every datagram it wants sent parses, and every question gets exactly one answer
 //! unless it was cancelled.
 #![no_main]
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use flocon::discovery::wire::{Announcement, Body, Expected, Message};
 use flocon::discovery::{
-    Discovery, Event, Identity, JoinReport, Params, QuestionId, TRANSMIT_QUEUE_LIMIT, emit, parse,
+    Discovery, Event, Identity, JoinReport, Params, QuestionId, TRANSMIT_QUEUE_LIMIT, emit,
+    fingerprint, parse,
 };
 use flocon::sync_db::Sha256;
 use libfuzzer_sys::fuzz_target;
@@ -39,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         let arg = bytes.next().unwrap_or(0);
         let host = u64::from(arg % 6) + 1; // 1 is this host's own id
         let from: SocketAddr = format!("10.0.0.{}:19432", arg % 6).parse().unwrap();
-        match op % 8 {
+        match op % 11 {
             0 => {
                 let len = usize::from(bytes.next().unwrap_or(0));
                 let raw: Vec<u8> = bytes.by_ref().take(len).collect();
@@ -50,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
                     tcp_port: 19432,
                     distro: if arg & 8 == 0 { "arch" } else { "archarm" }.into(),
                     arch: "x86_64".into(),
+                    summary: u32::from(arg >> 6),
                 };
                 let question = u32::from(bytes.next().unwrap_or(0));
                 let body = match arg >> 5 {
@@ -64,7 +67,22 @@ fuzz_target!(|data: &[u8]| {
                             sha256: Sha256([arg; 32]),
                         }),
                     },
-                    4 | 5 => Body::Have { question },
+                    4 => Body::Have { question },
+                    5 => Body::HaveNot { question },
+                    6 => match question % 3 {
+                        0 => Body::SummaryRequest,
+                        1 => Body::SummaryDelta {
+                            version: u32::from(arg & 7) + 1,
+                            added: if arg & 1 == 0 { vec![fingerprint(FILES[0])] } else { vec![] },
+                            removed: if arg & 2 == 0 { vec![fingerprint(FILES[1])] } else { vec![] },
+                        },
+                        _ => Body::SummaryPart {
+                            version: u32::from(arg & 3) + 1,
+                            part: u16::from(arg & 1),
+                            parts: 1 + u16::from(arg & 2 != 0),
+                            fingerprints: if arg & 4 == 0 { vec![fingerprint(FILES[0])] } else { vec![] },
+                        },
+                    },
                     _ => Body::HaveNot { question },
                 };
                 let mut out = Vec::new();
@@ -97,10 +115,22 @@ fuzz_target!(|data: &[u8]| {
                 };
                 core.handle_join(now, &report);
             }
-            _ => core.goodbye(),
+            7 => core.goodbye(),
+            8 => core.cache_added(FILES[usize::from(arg) % 3]),
+            9 => core.cache_removed(FILES[usize::from(arg) % 3]),
+            _ => {
+                if arg & 1 == 0 {
+                    core.set_cache_names(FILES.iter().take(usize::from(arg) % 4).copied(), now);
+                } else {
+                    now += Duration::from_secs(u64::from(arg));
+                    core.handle_resume(now, Duration::from_secs(u64::from(arg)));
+                }
+            }
         }
         core.handle_timeout(now);
-        if let Some(t) = core.poll_timeout() {
+        // A join that is due stays due until the loop reports one (`poll_join`); any other
+        // deadline in the past is handled by `handle_timeout` above.
+        if let Some(t) = core.poll_timeout().filter(|_| !core.poll_join(now)) {
             assert!(t + Duration::from_secs(3600) > now, "a deadline far in the past");
         }
         let mut sent = 0;
@@ -121,12 +151,15 @@ fuzz_target!(|data: &[u8]| {
         assert!(core.peers().count() <= 4);
         assert!(core.peers().all(|p| p.host_id != 1));
     }
-    // Every open question ends by its deadline.
-    now += Duration::from_secs(2);
-    core.handle_timeout(now);
-    while let Some(event) = core.poll_event() {
-        if let Event::Answer { question, .. } = event {
-            open.remove(&question);
+    // Every open question ends by its deadline: one per wave, and a question has at most
+    // as many waves as there are peers.
+    for _ in 0..8 {
+        now += Duration::from_millis(300);
+        core.handle_timeout(now);
+        while let Some(event) = core.poll_event() {
+            if let Event::Answer { question, .. } = event {
+                open.remove(&question);
+            }
         }
     }
     assert!(open.is_empty(), "questions left open past their deadline: {open:?}");

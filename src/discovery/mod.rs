@@ -51,10 +51,14 @@
 mod host;
 mod identity;
 mod join_schedule;
+#[cfg(test)]
+mod lookup_tests;
 mod multicast;
 mod peer_table;
 mod protocol;
 mod questions;
+mod rtt;
+mod summary;
 pub mod wire;
 
 pub use host::random_seed;
@@ -67,6 +71,7 @@ pub use protocol::{
     TRANSMIT_QUEUE_LIMIT, Transmit,
 };
 pub use questions::{MAX_OPEN_QUESTIONS, QuestionId};
+pub use summary::fingerprint;
 pub use wire::{Message, WireError, emit, parse};
 
 /// The default peer port: UDP for discovery (and TCP for the peer file server by convention).

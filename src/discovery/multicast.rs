@@ -185,6 +185,9 @@ pub struct MulticastSocket {
     resume: Option<(Vec<u8>, usize)>,
 }
 
+/// Socket buffer asked for, each way.
+pub const SOCKET_BUFFER: usize = 1 << 20;
+
 impl MulticastSocket {
     /// A socket bound to `0.0.0.0:port` for multicast `group`, not yet joined anywhere.
     /// `port` 0 binds an ephemeral port (tests); the group is then sent to that port too.
@@ -208,6 +211,21 @@ impl MulticastSocket {
         if let Err(e) = socket.set_multicast_all_v4(false) {
             log::debug!("IP_MULTICAST_ALL off not supported here: {e}");
         }
+        // Room for bursts (every host of a large LAN asking at once): the kernel caps these at
+        // net.core.rmem_max / wmem_max for an unprivileged process; what it gave is logged.
+        for (what, result) in [
+            ("receive", socket.set_recv_buffer_size(SOCKET_BUFFER)),
+            ("send", socket.set_send_buffer_size(SOCKET_BUFFER)),
+        ] {
+            if let Err(e) = result {
+                log::debug!("discovery: cannot size the {what} buffer: {e}");
+            }
+        }
+        log::debug!(
+            "discovery: socket buffers {} bytes to receive, {} to send",
+            socket.recv_buffer_size().unwrap_or(0),
+            socket.send_buffer_size().unwrap_or(0)
+        );
         socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
         let std_socket: std::net::UdpSocket = socket.into();
         let port = std_socket.local_addr()?.port();
@@ -475,7 +493,7 @@ mod tests {
             payload: b"FLOC hello".to_vec(),
         };
         a.send(&to_b).expect("unicast send");
-        let mut buf = [0u8; 512];
+        let mut buf = [0u8; 2048];
         let deadline = Instant::now() + Duration::from_secs(5);
         let (n, from) = loop {
             match b.recv(&mut buf) {

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::rtt::AnswerTime;
+use super::summary::PeerSummary;
 use super::wire::Announcement;
 
 /// One host heard on the group.
@@ -28,6 +30,16 @@ pub struct Peer {
     pub last_heard: Instant,
     /// Same distribution and architecture as this host: only such peers are asked for files.
     pub compatible: bool,
+    /// What it holds, as far as its cache summary tells.
+    pub summary: PeerSummary,
+    /// How long it takes to answer a question.
+    pub answers: AnswerTime,
+    /// It left a question unanswered: not asked (nor waited for) again until heard from.
+    pub missed: bool,
+    /// Our last SUMMARY_REQUEST to it and how many are unanswered in a row.
+    pub summary_asked: Option<(Instant, u8)>,
+    /// When we last sent it our whole summary (answers are rate-limited per peer).
+    pub summary_sent: Option<Instant>,
 }
 
 impl Peer {
@@ -136,6 +148,11 @@ impl PeerTable {
             arch: ann.arch.clone(),
             last_heard: now,
             compatible,
+            summary: PeerSummary::default(),
+            answers: AnswerTime::default(),
+            missed: false,
+            summary_asked: None,
+            summary_sent: None,
         };
         let new = peer.peer_ref();
         self.peers.insert(host_id, peer);
@@ -162,6 +179,25 @@ impl PeerTable {
         });
     }
 
+    /// The host slept for `slept`: count it as silence of every peer, and forget those now
+    /// silent for the expiry time or longer (appended to `gone`).
+    pub fn age(&mut self, slept: Duration, now: Instant, gone: &mut Vec<PeerRef>) {
+        let expiry = self.expiry;
+        self.peers.retain(|_, p| {
+            let silent = now.saturating_duration_since(p.last_heard) + slept;
+            match p.last_heard.checked_sub(slept) {
+                Some(earlier) if silent < expiry => {
+                    p.last_heard = earlier;
+                    true
+                }
+                _ => {
+                    gone.push(p.peer_ref());
+                    false
+                }
+            }
+        });
+    }
+
     /// When the next peer will be forgotten if nothing is heard from it.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.peers
@@ -172,6 +208,14 @@ impl PeerTable {
 
     pub fn get(&self, host_id: u64) -> Option<&Peer> {
         self.peers.get(&host_id)
+    }
+
+    pub fn get_mut(&mut self, host_id: u64) -> Option<&mut Peer> {
+        self.peers.get_mut(&host_id)
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Peer> {
+        self.peers.values_mut()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Peer> {
@@ -197,6 +241,7 @@ mod tests {
             tcp_port: port,
             distro: distro.into(),
             arch: arch.into(),
+            summary: 0,
         }
     }
 

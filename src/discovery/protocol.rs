@@ -10,14 +10,15 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
 use super::identity::{Identity, Params};
 use super::join_schedule::{JoinNote, JoinReport, JoinSchedule};
 use super::peer_table::{GoneReason, Heard, Peer, PeerRef, PeerTable};
-use super::questions::{OpenQuestions, Outcome, QuestionId};
+use super::questions::{Expired, OpenQuestions, Progress, QuestionId, Rest};
+use super::summary::{self, Change, LocalSummary};
 use super::wire::{self, Announcement, Body, Expected, Message};
 use crate::prng::Xorshift64;
 use crate::rate_limit::RateLimit;
@@ -33,6 +34,21 @@ pub const PEER_EVENT_LIMIT: usize = 4096;
 pub const EXPIRY_INTERVALS: u32 = 3;
 /// Announce intervals are jittered by this many percent either way.
 pub const JITTER_PERCENT: u64 = 10;
+/// Most peers asked at once about one file; the next ones only if all of these say no, leave
+/// or stay silent. So a lookup costs the same few datagrams whatever the size of the LAN.
+pub const WAVE: usize = 3;
+/// At most one SUMMARY_DELTA per this interval: changes in between are sent together.
+pub const DELTA_EVERY: Duration = Duration::from_secs(1);
+/// A SUMMARY_REQUEST unanswered for this long is sent again, at most `SUMMARY_TRIES` times in
+/// a row (then again only when the peer announces a version we do not hold).
+pub const SUMMARY_RETRY: Duration = Duration::from_secs(1);
+pub const SUMMARY_TRIES: u8 = 3;
+/// Most fingerprints of peers' summaries held in all (4 MiB); a summary past that is dropped
+/// and its peer asked about everything.
+pub const SUMMARY_BUDGET: usize = 1 << 20;
+/// HELLO is sent again this long after start or a rejoin (each ±25 %), so that a host whose
+/// first datagrams were lost (a link still coming up, a busy switch) is known within 2 s.
+pub const HELLO_AGAIN: [Duration; 2] = [Duration::from_millis(300), Duration::from_millis(1000)];
 
 /// Where a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +96,12 @@ pub struct Discovery {
     events: VecDeque<Event>,
     announce_payload: Vec<u8>,
     hello_payload: Vec<u8>,
+    /// This host's cache summary.
+    summary: LocalSummary,
+    /// No SUMMARY_DELTA before this.
+    next_delta: Instant,
+    /// When HELLO is due again (start, rejoin).
+    hello_again: Vec<Instant>,
     /// The latest `now` seen, for rate-limited warnings from methods that take no `now`.
     clock: Instant,
     table_full: RateLimit,
@@ -107,27 +129,6 @@ impl Discovery {
         let params = params.clamped();
         let mut rng = Xorshift64::new(seed);
         let first_question = rng.next_u64() as u32;
-        let ann = Announcement {
-            tcp_port: me.tcp_port,
-            distro: me.distro.clone(),
-            arch: me.arch.clone(),
-        };
-        let mut announce_payload = Vec::with_capacity(wire::MAX_DATAGRAM);
-        wire::emit(
-            &Message {
-                host_id: me.host_id,
-                body: Body::Announce(ann.clone()),
-            },
-            &mut announce_payload,
-        );
-        let mut hello_payload = Vec::with_capacity(wire::MAX_DATAGRAM);
-        wire::emit(
-            &Message {
-                host_id: me.host_id,
-                body: Body::Hello(ann),
-            },
-            &mut hello_payload,
-        );
         let expiry = params.announce_interval.saturating_mul(EXPIRY_INTERVALS);
         let first_interval = rng.jitter(params.announce_interval, JITTER_PERCENT);
         let mut core = Discovery {
@@ -140,16 +141,111 @@ impl Discovery {
             next_announce: now + first_interval,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            announce_payload,
-            hello_payload,
+            announce_payload: Vec::new(),
+            hello_payload: Vec::new(),
+            summary: LocalSummary::default(),
+            next_delta: now,
+            hello_again: Vec::new(),
             clock: now,
             table_full: RateLimit::default(),
             queue_full: RateLimit::default(),
             too_many_questions: RateLimit::default(),
             bad_datagrams: RateLimit::default(),
         };
+        core.build_announcements();
         core.queue_hello_and_announce();
+        core.schedule_hellos(now);
         core
+    }
+
+    /// Rebuild the ANNOUNCE and HELLO datagrams (they carry the summary version).
+    fn build_announcements(&mut self) {
+        let ann = Announcement {
+            tcp_port: self.me.tcp_port,
+            distro: self.me.distro.clone(),
+            arch: self.me.arch.clone(),
+            summary: self.summary.version(),
+        };
+        self.announce_payload.clear();
+        wire::emit(
+            &Message {
+                host_id: self.me.host_id,
+                body: Body::Announce(ann.clone()),
+            },
+            &mut self.announce_payload,
+        );
+        self.hello_payload.clear();
+        wire::emit(
+            &Message {
+                host_id: self.me.host_id,
+                body: Body::Hello(ann),
+            },
+            &mut self.hello_payload,
+        );
+    }
+
+    /// HELLO again twice within about a second (see [`HELLO_AGAIN`]).
+    fn schedule_hellos(&mut self, now: Instant) {
+        self.hello_again = HELLO_AGAIN
+            .iter()
+            .map(|&d| now + self.rng.jitter(d, 25))
+            .collect();
+    }
+
+    /// The names in this host's caches, all of them (at start, and after a rescan). The first
+    /// call gives the summary its version 1 and announces it.
+    pub fn set_cache_names<'a>(&mut self, names: impl IntoIterator<Item = &'a str>, now: Instant) {
+        self.clock = now;
+        let first = self.summary.version() == 0;
+        self.summary.replace_all(names);
+        if first {
+            info!(
+                "discovery: cache summary of {} names, version 1",
+                self.summary.len()
+            );
+            self.build_announcements();
+            let payload = self.announce_payload.clone();
+            self.queue_unique(Transmit {
+                dest: Dest::Group,
+                payload,
+            });
+        }
+    }
+
+    /// A name appeared in a cache (a finished download).
+    pub fn cache_added(&mut self, name: &str) {
+        self.summary.add(name);
+    }
+
+    /// A name left a cache.
+    pub fn cache_removed(&mut self, name: &str) {
+        self.summary.remove(name);
+    }
+
+    /// The version of this host's summary and its size.
+    pub fn summary_version(&self) -> (u32, usize) {
+        (self.summary.version(), self.summary.len())
+    }
+
+    /// The host was suspended for `slept` (CLOCK_BOOTTIME moved that much more than the
+    /// monotonic clock): count that time as silence of every peer, forget those now silent
+    /// for too long, wait for none of the others until they are heard again, and say HELLO.
+    pub fn handle_resume(&mut self, now: Instant, slept: Duration) {
+        self.clock = now;
+        info!(
+            "discovery: resumed after {} s asleep: checking who is still here",
+            slept.as_secs()
+        );
+        let mut gone = Vec::new();
+        self.peers.age(slept, now, &mut gone);
+        for peer in gone {
+            self.peer_gone(peer, GoneReason::Silent);
+        }
+        for p in self.peers.iter_mut() {
+            p.missed = true;
+        }
+        self.queue_hello_and_announce();
+        self.schedule_hellos(now);
     }
 
     /// This host's identity as announced (labels cleaned).
@@ -190,6 +286,14 @@ impl Discovery {
         if msg.host_id == self.me.host_id {
             return; // our own, looped back by some interface or bridge
         }
+        // Anything from a peer, at its address, shows it is awake again.
+        let known = match self.peers.get_mut(msg.host_id) {
+            Some(p) if p.udp == from => {
+                p.missed = false;
+                true
+            }
+            _ => false,
+        };
         match msg.body {
             Body::Announce(ann) => self.heard(msg.host_id, from, &ann, now),
             Body::Hello(ann) => {
@@ -218,8 +322,112 @@ impl Discovery {
                 };
                 self.queue_message(Dest::Peer(from), body);
             }
-            Body::Have { question } => self.answered(QuestionId(question), msg.host_id, true),
-            Body::HaveNot { question } => self.answered(QuestionId(question), msg.host_id, false),
+            Body::Have { question } if known => {
+                self.answered(QuestionId(question), msg.host_id, true, now)
+            }
+            Body::HaveNot { question } if known => {
+                self.answered(QuestionId(question), msg.host_id, false, now)
+            }
+            Body::SummaryDelta {
+                version,
+                added,
+                removed,
+            } if known => {
+                if let Some(p) = self.peers.get_mut(msg.host_id) {
+                    if !p.summary.delta(version, &added, &removed) {
+                        self.request_summary(msg.host_id, now);
+                    }
+                }
+            }
+            Body::SummaryRequest if known => self.send_summary(msg.host_id, now),
+            Body::SummaryPart {
+                version,
+                part,
+                parts,
+                fingerprints,
+            } if known => self.summary_part(msg.host_id, version, part, parts, &fingerprints),
+            // Answers and summaries count only from a peer in the table, at its address.
+            Body::Have { .. }
+            | Body::HaveNot { .. }
+            | Body::SummaryDelta { .. }
+            | Body::SummaryRequest
+            | Body::SummaryPart { .. } => {
+                if let Some(held) = self.bad_datagrams.check(now) {
+                    debug!(
+                        "discovery: dropped a {:?} from {from}, not a peer at that address ({held} more dropped since the last note)",
+                        msg.body.kind()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Ask peer `host` for its whole summary, unless asked within [`SUMMARY_RETRY`] or given
+    /// up on (after [`SUMMARY_TRIES`] until it announces a new version).
+    fn request_summary(&mut self, host: u64, now: Instant) {
+        let Some(p) = self.peers.get_mut(host) else {
+            return;
+        };
+        let tries = match p.summary_asked {
+            Some((at, _)) if now < at + SUMMARY_RETRY => return,
+            Some((_, n)) if n >= SUMMARY_TRIES => return,
+            Some((_, n)) => n + 1,
+            None => 1,
+        };
+        p.summary_asked = Some((now, tries));
+        let udp = p.udp;
+        self.queue_message(Dest::Peer(udp), Body::SummaryRequest);
+    }
+
+    /// Peer `host` asked for our whole summary: send it, at most once per second per peer.
+    fn send_summary(&mut self, host: u64, now: Instant) {
+        let Some(p) = self.peers.get_mut(host) else {
+            return;
+        };
+        if p.summary_sent.is_some_and(|at| now < at + SUMMARY_RETRY) || self.summary.version() == 0
+        {
+            return;
+        }
+        p.summary_sent = Some(now);
+        let udp = p.udp;
+        let Some(parts) = self.summary.parts() else {
+            return; // too big to send: the peer asks us about everything
+        };
+        let count = parts.len() as u16;
+        let version = self.summary.version();
+        for (i, fingerprints) in parts.into_iter().enumerate() {
+            self.queue_message(
+                Dest::Peer(udp),
+                Body::SummaryPart {
+                    version,
+                    part: i as u16,
+                    parts: count,
+                    fingerprints,
+                },
+            );
+        }
+    }
+
+    fn summary_part(&mut self, host: u64, version: u32, part: u16, parts: u16, fps: &[u32]) {
+        let held: usize = self.peers.iter().map(|p| p.summary.len()).sum();
+        let Some(p) = self.peers.get_mut(host) else {
+            return;
+        };
+        if held + fps.len() > SUMMARY_BUDGET {
+            p.summary.clear();
+            if let Some(held) = self.table_full.check(self.clock) {
+                warn!(
+                    "discovery: peers' cache summaries exceed {SUMMARY_BUDGET} entries; asking peer {host:016x} about every file ({held} more since the last warning)"
+                );
+            }
+            return;
+        }
+        if p.summary.part(version, part, parts, fps) {
+            p.summary_asked = None;
+            debug!(
+                "discovery: peer {host:016x} summary version {version}: {} names",
+                p.summary.len()
+            );
         }
     }
 
@@ -227,6 +435,56 @@ impl Discovery {
     /// Calling it early or often is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = now;
+        if self.hello_again.first().is_some_and(|&at| now >= at) {
+            self.hello_again.remove(0);
+            let payload = self.hello_payload.clone();
+            self.queue_unique(Transmit {
+                dest: Dest::Group,
+                payload,
+            });
+        }
+        if self.summary.is_dirty() && now >= self.next_delta {
+            self.next_delta = now + DELTA_EVERY;
+            match self.summary.take_change() {
+                Some(Change::Delta {
+                    version,
+                    added,
+                    removed,
+                }) => {
+                    self.build_announcements();
+                    self.queue_message(
+                        Dest::Group,
+                        Body::SummaryDelta {
+                            version,
+                            added,
+                            removed,
+                        },
+                    );
+                }
+                Some(Change::Reset { .. }) => {
+                    self.build_announcements();
+                    let payload = self.announce_payload.clone();
+                    self.queue_unique(Transmit {
+                        dest: Dest::Group,
+                        payload,
+                    });
+                }
+                None => {}
+            }
+        }
+        let retry: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|p| p.summary.is_stale())
+            .filter(|p| {
+                p.summary_asked
+                    .is_some_and(|(at, n)| n < SUMMARY_TRIES && now >= at + SUMMARY_RETRY)
+            })
+            .map(|p| p.host_id)
+            .collect();
+        for host in retry {
+            self.request_summary(host, now);
+        }
         if now >= self.next_announce {
             let payload = self.announce_payload.clone();
             self.queue_unique(Transmit {
@@ -245,14 +503,22 @@ impl Discovery {
             self.peer_gone(peer, GoneReason::Silent);
         }
 
-        let mut timed_out = Vec::new();
+        let mut expired = Vec::new();
         let mut resend = Vec::new();
-        self.questions.expire(now, &mut timed_out, &mut resend);
-        for question in timed_out {
-            self.events.push_back(Event::Answer {
-                question,
-                peer: None,
-            });
+        self.questions.expire(now, &mut expired, &mut resend);
+        for Expired { silent, rest } in expired {
+            for host in silent {
+                if let Some(p) = self.peers.get_mut(host) {
+                    if !p.missed {
+                        debug!(
+                            "discovery: peer {host:016x} did not answer within {} ms; not waiting for it until it is heard again",
+                            p.answers.wait(self.params.lookup_timeout).as_millis()
+                        );
+                    }
+                    p.missed = true;
+                }
+            }
+            self.next_wave(rest, now);
         }
         for r in resend {
             let mut payload = Vec::with_capacity(wire::MAX_DATAGRAM);
@@ -282,6 +548,16 @@ impl Discovery {
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             Some(self.next_announce),
+            self.hello_again.first().copied(),
+            self.summary.is_dirty().then_some(self.next_delta),
+            self.peers
+                .iter()
+                .filter(|p| p.summary.is_stale())
+                .filter_map(|p| match p.summary_asked {
+                    Some((at, n)) if n < SUMMARY_TRIES => Some(at + SUMMARY_RETRY),
+                    _ => None,
+                })
+                .min(),
             self.peers.next_expiry(),
             self.questions.next_deadline(),
             self.join.next_try(),
@@ -334,38 +610,92 @@ impl Discovery {
             self.answer_nobody(id);
             return id;
         }
-        let targets: Vec<(u64, SocketAddr)> = self
-            .peers
-            .iter()
-            .filter(|p| (p.compatible || expected.is_some()) && !exclude.contains(&p.host_id))
-            .map(|p| (p.host_id, p.udp))
-            .collect();
-        if targets.is_empty() {
-            self.answer_nobody(id);
-            return id;
+        let fp = summary::fingerprint(file);
+        let mut listed = Vec::new();
+        let mut unknown = Vec::new();
+        for p in self.peers.iter() {
+            if !(p.compatible || expected.is_some())
+                || exclude.contains(&p.host_id)
+                || p.missed
+                || !p.summary.may_have(fp)
+            {
+                continue;
+            }
+            if p.summary.is_known() && !p.summary.is_stale() {
+                listed.push(p.host_id);
+            } else {
+                unknown.push(p.host_id);
+            }
         }
+        // Peers whose summary lists the file first, in random order so that the load of a
+        // popular file spreads over its holders; then those whose summary is not known.
+        self.shuffle(&mut listed);
+        self.shuffle(&mut unknown);
+        listed.extend(unknown);
+        self.next_wave(
+            Rest {
+                id,
+                name: file.to_owned(),
+                expected,
+                later: listed,
+            },
+            now,
+        );
+        id
+    }
+
+    /// Ask the next [`WAVE`] candidates of a question (still in the table and not silent),
+    /// waiting for the slowest of them; with none left, the answer is nobody.
+    fn next_wave(&mut self, rest: Rest, now: Instant) {
+        let Rest {
+            id,
+            name,
+            expected,
+            mut later,
+        } = rest;
+        later.retain(|h| self.peers.get(*h).is_some_and(|p| !p.missed));
+        if later.is_empty() {
+            self.answer_nobody(id);
+            return;
+        }
+        let wave: Vec<u64> = later.drain(..later.len().min(WAVE)).collect();
+        let ceiling = self.params.lookup_timeout;
+        let mut wait = Duration::ZERO;
         let mut payload = Vec::with_capacity(wire::MAX_DATAGRAM);
         wire::emit(
             &Message {
                 host_id: self.me.host_id,
                 body: Body::WhoHas {
                     question: id.0,
-                    name: file.as_bytes().to_vec(),
+                    name: name.as_bytes().to_vec(),
                     expected,
                 },
             },
             &mut payload,
         );
-        for &(_, udp) in &targets {
-            self.queue(Transmit {
-                dest: Dest::Peer(udp),
-                payload: payload.clone(),
-            });
+        for &host in &wave {
+            if let Some(p) = self.peers.get(host) {
+                wait = wait.max(p.answers.wait(ceiling));
+                let udp = p.udp;
+                self.queue(Transmit {
+                    dest: Dest::Peer(udp),
+                    payload: payload.clone(),
+                });
+            }
         }
-        let hosts = targets.into_iter().map(|(h, _)| h).collect();
-        self.questions
-            .open(id, file, expected, hosts, now, self.params.lookup_timeout);
-        id
+        if !self
+            .questions
+            .open(id, &name, expected, wave, later, now, wait)
+        {
+            self.answer_nobody(id);
+        }
+    }
+
+    fn shuffle(&mut self, v: &mut [u64]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.rng.next_u64() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
     }
 
     /// Forget question `q`: no answer will come for it (a queued one is removed).
@@ -397,6 +727,7 @@ impl Discovery {
         info!("discovery: rejoining the multicast group");
         self.join.rejoin(now);
         self.queue_hello_and_announce();
+        self.schedule_hellos(now);
     }
 
     /// Clean shutdown: queue GOODBYE to the group (even past the queue limit).
@@ -441,6 +772,7 @@ impl Discovery {
                     after_failure: true,
                 }) {
                 self.queue_hello_and_announce();
+                self.schedule_hellos(now);
                 " after retrying"
             } else {
                 ""
@@ -508,7 +840,18 @@ impl Discovery {
     }
 
     fn heard(&mut self, host_id: u64, from: SocketAddr, ann: &Announcement, now: Instant) {
-        match self.peers.heard(host_id, from, ann, now) {
+        let outcome = self.peers.heard(host_id, from, ann, now);
+        if let Some(p) = self.peers.get_mut(host_id) {
+            p.missed = false;
+            p.summary.announced(ann.summary);
+            if p.summary.is_stale() {
+                if p.summary_asked.is_some_and(|(_, n)| n >= SUMMARY_TRIES) {
+                    p.summary_asked = None; // a new version: try again
+                }
+                self.request_summary(host_id, now);
+            }
+        }
+        match outcome {
             Heard::Refreshed => {}
             Heard::New(peer) => {
                 info!(
@@ -554,21 +897,27 @@ impl Discovery {
             peer.host_id, peer.addr
         );
         self.push_peer_event(Event::PeerGone(peer, reason));
-        let mut closed = Vec::new();
-        self.questions.forget_peer(peer.host_id, &mut closed);
-        for q in closed {
-            self.answer_nobody(q);
+        let mut over = Vec::new();
+        self.questions.forget_peer(peer.host_id, &mut over);
+        for rest in over {
+            self.next_wave(rest, self.clock);
         }
     }
 
-    fn answered(&mut self, q: QuestionId, host: u64, have: bool) {
-        match self.questions.answer(q, host, have) {
-            Some(Outcome::Found(h)) => {
+    fn answered(&mut self, q: QuestionId, host: u64, have: bool, now: Instant) {
+        let Some((progress, sample)) = self.questions.answer(q, host, have, now) else {
+            return;
+        };
+        if let (Some(rtt), Some(p)) = (sample, self.peers.get_mut(host)) {
+            p.answers.sample(rtt);
+        }
+        match progress {
+            Progress::Found(h) => {
                 let peer = self.peers.get(h).map(Peer::peer_ref);
                 self.events.push_back(Event::Answer { question: q, peer });
             }
-            Some(Outcome::Nobody) => self.answer_nobody(q),
-            None => {}
+            Progress::WaveOver(rest) => self.next_wave(rest, now),
+            Progress::Waiting => {}
         }
     }
 
@@ -677,6 +1026,7 @@ mod tests {
                 tcp_port: port,
                 distro: distro.into(),
                 arch: arch.into(),
+                summary: 0,
             }),
         )
     }
@@ -688,6 +1038,7 @@ mod tests {
     /// A started core with its start-up transmits and join handled.
     fn started(t0: Instant) -> Discovery {
         let mut d = Discovery::new(me(), params(), t0, SEED);
+        d.hello_again.clear(); // tested on their own
         d.handle_join(
             t0,
             &JoinReport {
@@ -773,6 +1124,7 @@ mod tests {
                 tcp_port: 9000,
                 distro: "arch".into(),
                 arch: "x86_64".into(),
+                summary: 0,
             }),
         );
         d.handle_datagram(addr(7), &hello, t0, &mut no_files);
@@ -804,6 +1156,7 @@ mod tests {
                 tcp_port: 1,
                 distro: "arch".into(),
                 arch: "x86_64".into(),
+                summary: 0,
             }),
         );
         d.handle_datagram(addr(1), &hello, t0, &mut no_files);
@@ -1502,6 +1855,7 @@ mod tests {
     fn failed_joins_retry_and_success_sends_hello_again() {
         let t0 = Instant::now();
         let mut d = Discovery::new(me(), params(), t0, SEED);
+        d.hello_again.clear(); // tested on their own
         drain_transmits(&mut d);
         let fail = JoinReport::default();
         assert_eq!(d.handle_join(t0, &fail), JoinNote::FirstFailure);

@@ -20,9 +20,11 @@ pub const HEADER_LEN: usize = 14;
 pub const MAX_LABEL_LEN: usize = 64;
 /// Longest file name a WHO_HAS can carry.
 pub const MAX_NAME_LEN: usize = 255;
-/// Largest datagram a version 2 host ever sends (a WHO_HAS with a 255-byte name and the
-/// expected content).
-pub const MAX_DATAGRAM: usize = HEADER_LEN + 4 + 1 + MAX_NAME_LEN + 1 + 8 + 32;
+/// Most fingerprints one SUMMARY_DELTA or SUMMARY_PART carries (added and removed together),
+/// so that every datagram fits a 1,400-byte payload: no IP fragments on any usual link.
+pub const MAX_FINGERPRINTS: usize = 340;
+/// Largest datagram a version 2 host ever sends (a SUMMARY_PART or SUMMARY_DELTA that is full).
+pub const MAX_DATAGRAM: usize = HEADER_LEN + 10 + 4 * MAX_FINGERPRINTS;
 
 /// The kind byte at offset 5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,9 @@ pub enum Kind {
     WhoHas = 4,
     Have = 5,
     HaveNot = 6,
+    SummaryDelta = 7,
+    SummaryRequest = 8,
+    SummaryPart = 9,
 }
 
 impl Kind {
@@ -45,6 +50,9 @@ impl Kind {
             4 => Some(Kind::WhoHas),
             5 => Some(Kind::Have),
             6 => Some(Kind::HaveNot),
+            7 => Some(Kind::SummaryDelta),
+            8 => Some(Kind::SummaryRequest),
+            9 => Some(Kind::SummaryPart),
             _ => None,
         }
     }
@@ -59,6 +67,8 @@ pub struct Announcement {
     pub distro: String,
     /// Its architecture, e.g. `x86_64`; see [`is_valid_label`].
     pub arch: String,
+    /// The version of its cache summary (see `summary.rs`); 0 when it has none yet.
+    pub summary: u32,
 }
 
 /// What the asker's sync database says the file must be: its size (`%CSIZE%`) and SHA-256.
@@ -90,6 +100,23 @@ pub enum Body {
     Have { question: u32 },
     /// "No" to the WHO_HAS with this question id.
     HaveNot { question: u32 },
+    /// To the group: the sender's cache summary moved from version `version - 1` to `version`
+    /// by adding and removing these fingerprints (each list strictly ascending).
+    SummaryDelta {
+        version: u32,
+        added: Vec<u32>,
+        removed: Vec<u32>,
+    },
+    /// Unicast: "send me your whole cache summary".
+    SummaryRequest,
+    /// Unicast answer to a SUMMARY_REQUEST: part `part` (0-based) of `parts` of summary
+    /// version `version`; the parts split the ascending fingerprint list in order.
+    SummaryPart {
+        version: u32,
+        part: u16,
+        parts: u16,
+        fingerprints: Vec<u32>,
+    },
 }
 
 impl Body {
@@ -102,6 +129,9 @@ impl Body {
             Body::WhoHas { .. } => Kind::WhoHas,
             Body::Have { .. } => Kind::Have,
             Body::HaveNot { .. } => Kind::HaveNot,
+            Body::SummaryDelta { .. } => Kind::SummaryDelta,
+            Body::SummaryRequest => Kind::SummaryRequest,
+            Body::SummaryPart { .. } => Kind::SummaryPart,
         }
     }
 }
@@ -136,6 +166,9 @@ pub enum WireError {
     BadLabel,
     /// A WHO_HAS content flag other than 0 or 1.
     BadFlag(u8),
+    /// A summary datagram with more than [`MAX_FINGERPRINTS`] fingerprints, a list not
+    /// strictly ascending, version 0, or a part number not below the number of parts.
+    BadSummary,
 }
 
 impl fmt::Display for WireError {
@@ -150,6 +183,7 @@ impl fmt::Display for WireError {
             WireError::ZeroPort => write!(f, "announced TCP port 0"),
             WireError::BadLabel => write!(f, "bad distribution or architecture label"),
             WireError::BadFlag(b) => write!(f, "bad content flag {b}"),
+            WireError::BadSummary => write!(f, "bad cache summary"),
         }
     }
 }
@@ -234,11 +268,37 @@ impl<'a> Reader<'a> {
         if tcp_port == 0 {
             return Err(WireError::ZeroPort);
         }
+        let summary = self.u32()?;
         Ok(Announcement {
             tcp_port,
             distro,
             arch,
+            summary,
         })
+    }
+
+    /// A u16 count then that many u32 fingerprints, strictly ascending.
+    fn fingerprints(&mut self, room: usize) -> Result<Vec<u32>, WireError> {
+        let n = usize::from(self.u16()?);
+        if n > room {
+            return Err(WireError::BadSummary);
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let fp = self.u32()?;
+            if out.last().is_some_and(|&last| last >= fp) {
+                return Err(WireError::BadSummary);
+            }
+            out.push(fp);
+        }
+        Ok(out)
+    }
+
+    fn version(&mut self) -> Result<u32, WireError> {
+        match self.u32()? {
+            0 => Err(WireError::BadSummary),
+            v => Ok(v),
+        }
     }
 
     fn finish(&self) -> Result<(), WireError> {
@@ -296,6 +356,32 @@ pub fn parse(bytes: &[u8]) -> Result<Message, WireError> {
         }
         Kind::Have => Body::Have { question: r.u32()? },
         Kind::HaveNot => Body::HaveNot { question: r.u32()? },
+        Kind::SummaryDelta => {
+            let version = r.version()?;
+            let added = r.fingerprints(MAX_FINGERPRINTS)?;
+            let removed = r.fingerprints(MAX_FINGERPRINTS - added.len())?;
+            Body::SummaryDelta {
+                version,
+                added,
+                removed,
+            }
+        }
+        Kind::SummaryRequest => Body::SummaryRequest,
+        Kind::SummaryPart => {
+            let version = r.version()?;
+            let part = r.u16()?;
+            let parts = r.u16()?;
+            if part >= parts {
+                return Err(WireError::BadSummary);
+            }
+            let fingerprints = r.fingerprints(MAX_FINGERPRINTS)?;
+            Body::SummaryPart {
+                version,
+                part,
+                parts,
+                fingerprints,
+            }
+        }
     };
     r.finish()?;
     Ok(Message { host_id, body })
@@ -317,6 +403,7 @@ pub fn emit(msg: &Message, out: &mut Vec<u8>) {
             out.extend_from_slice(&a.tcp_port.to_be_bytes());
             put_bytes(out, a.distro.as_bytes(), MAX_LABEL_LEN);
             put_bytes(out, a.arch.as_bytes(), MAX_LABEL_LEN);
+            out.extend_from_slice(&a.summary.to_be_bytes());
         }
         Body::Goodbye => {}
         Body::WhoHas {
@@ -338,6 +425,42 @@ pub fn emit(msg: &Message, out: &mut Vec<u8>) {
         Body::Have { question } | Body::HaveNot { question } => {
             out.extend_from_slice(&question.to_be_bytes());
         }
+        Body::SummaryDelta {
+            version,
+            added,
+            removed,
+        } => {
+            out.extend_from_slice(&version.to_be_bytes());
+            let added = &added[..added.len().min(MAX_FINGERPRINTS)];
+            put_fingerprints(out, added);
+            put_fingerprints(
+                out,
+                &removed[..removed.len().min(MAX_FINGERPRINTS - added.len())],
+            );
+        }
+        Body::SummaryRequest => {}
+        Body::SummaryPart {
+            version,
+            part,
+            parts,
+            fingerprints,
+        } => {
+            out.extend_from_slice(&version.to_be_bytes());
+            out.extend_from_slice(&part.to_be_bytes());
+            out.extend_from_slice(&parts.to_be_bytes());
+            put_fingerprints(
+                out,
+                &fingerprints[..fingerprints.len().min(MAX_FINGERPRINTS)],
+            );
+        }
+    }
+}
+
+/// A u16 count and the fingerprints (at most [`MAX_FINGERPRINTS`], cut by the caller).
+fn put_fingerprints(out: &mut Vec<u8>, fps: &[u32]) {
+    out.extend_from_slice(&(fps.len() as u16).to_be_bytes());
+    for fp in fps {
+        out.extend_from_slice(&fp.to_be_bytes());
     }
 }
 
@@ -357,6 +480,7 @@ mod tests {
             tcp_port: port,
             distro: distro.to_owned(),
             arch: arch.to_owned(),
+            summary: 0,
         }
     }
 
@@ -423,6 +547,51 @@ mod tests {
             },
             Message {
                 host_id: id,
+                body: Body::Announce(Announcement {
+                    summary: 0xDEAD_BEEF,
+                    ..ann(80, "arch", "aarch64")
+                }),
+            },
+            Message {
+                host_id: id,
+                body: Body::SummaryDelta {
+                    version: 2,
+                    added: vec![1, 5, 9],
+                    removed: vec![3],
+                },
+            },
+            Message {
+                host_id: id,
+                body: Body::SummaryDelta {
+                    version: u32::MAX,
+                    added: Vec::new(),
+                    removed: (0..MAX_FINGERPRINTS as u32).collect(),
+                },
+            },
+            Message {
+                host_id: id,
+                body: Body::SummaryRequest,
+            },
+            Message {
+                host_id: id,
+                body: Body::SummaryPart {
+                    version: 1,
+                    part: 0,
+                    parts: 1,
+                    fingerprints: Vec::new(),
+                },
+            },
+            Message {
+                host_id: id,
+                body: Body::SummaryPart {
+                    version: 7,
+                    part: 199,
+                    parts: 200,
+                    fingerprints: (0..MAX_FINGERPRINTS as u32).map(|i| i * 3).collect(),
+                },
+            },
+            Message {
+                host_id: id,
                 body: Body::Announce(ann(
                     u16::MAX,
                     &"d".repeat(MAX_LABEL_LEN),
@@ -453,6 +622,7 @@ mod tests {
             b"arch",
             &[6],
             b"x86_64",
+            &[0, 0, 0, 0],
         ]
         .concat();
         assert_eq!(bytes_of(&msg), expected);
@@ -592,7 +762,7 @@ mod tests {
         bytes[4] = 0;
         assert_eq!(parse(&bytes), Err(WireError::UnsupportedVersion(0)));
         let mut bytes = bytes_of(&samples()[2]);
-        for k in [0u8, 7, 200, 255] {
+        for k in [0u8, 10, 200, 255] {
             bytes[5] = k;
             assert_eq!(parse(&bytes), Err(WireError::UnknownKind(k)));
         }
@@ -640,7 +810,8 @@ mod tests {
             },
         };
         let bytes = bytes_of(&msg);
-        assert_eq!(bytes.len(), MAX_DATAGRAM);
+        assert_eq!(bytes.len(), HEADER_LEN + 4 + 1 + MAX_NAME_LEN + 1 + 8 + 32);
+        assert!(bytes.len() <= MAX_DATAGRAM);
         match parse(&bytes) {
             Ok(Message {
                 body: Body::WhoHas { name, .. },
@@ -704,7 +875,7 @@ mod tests {
         let mut buf = Vec::new();
         for round in 0..200_000 {
             buf.clear();
-            let len = (next(&mut s) % 340) as usize;
+            let len = (next(&mut s) % 1500) as usize;
             for _ in 0..len {
                 buf.push(next(&mut s) as u8);
             }
@@ -712,7 +883,7 @@ mod tests {
             if round % 2 == 0 && buf.len() >= HEADER_LEN {
                 buf[..4].copy_from_slice(&MAGIC);
                 buf[4] = VERSION;
-                buf[5] = 1 + (buf[5] % 6);
+                buf[5] = 1 + (buf[5] % 9);
             }
             if let Ok(msg) = parse(&buf) {
                 assert_eq!(bytes_of(&msg), buf);

@@ -108,6 +108,7 @@ impl FakePeer {
             tcp_port: PORT,
             distro: distro.to_owned(),
             arch: arch.to_owned(),
+            summary: 0,
         };
         let _ = udp.set_read_timeout(Some(Duration::from_millis(50)));
         let group = SocketAddr::V4(SocketAddrV4::new(GROUP, PORT));
