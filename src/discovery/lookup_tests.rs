@@ -329,7 +329,7 @@ fn our_summary_goes_whole_to_a_peer_that_asks_and_changes_as_deltas() {
     let b = bytes(77, Body::SummaryRequest);
     lan.d.handle_datagram(addr(77), &b, lan.now, &mut none);
     assert!(lan.sent().is_empty());
-    // Three downloads finish within a second: one delta.
+    // Three downloads finish within DELTA_EVERY: one delta, then one for the fourth.
     lan.d.cache_added("b-1-1-any.pkg.tar.zst");
     lan.d.cache_added("c-1-1-any.pkg.tar.zst");
     lan.d.cache_removed(FILE);
@@ -351,7 +351,7 @@ fn our_summary_goes_whole_to_a_peer_that_asks_and_changes_as_deltas() {
     assert_eq!(
         deltas,
         vec![(Dest::Group, 2, 2, 1), (Dest::Group, 3, 1, 0)],
-        "one per second"
+        "one per DELTA_EVERY"
     );
 }
 

@@ -37,8 +37,12 @@ pub const JITTER_PERCENT: u64 = 10;
 /// Most peers asked at once about one file; the next ones only if all of these say no, leave
 /// or stay silent. So a lookup costs the same few datagrams whatever the size of the LAN.
 pub const WAVE: usize = 3;
-/// At most one SUMMARY_DELTA per this interval: changes in between are sent together.
-pub const DELTA_EVERY: Duration = Duration::from_secs(1);
+/// At most one SUMMARY_DELTA per this interval: changes in between are sent together. The
+/// first change after a quiet spell goes at once, so a finished download is known to the LAN
+/// within this long: sooner than a second host's pacman can ask for it after the first one's
+/// ends. That is one small datagram per finished file while pacman downloads (each also saves
+/// the LAN a question), at most 100 a second however many files come and go.
+pub const DELTA_EVERY: Duration = Duration::from_millis(10);
 /// A SUMMARY_REQUEST unanswered for this long is sent again, at most `SUMMARY_TRIES` times in
 /// a row (then again only when the peer announces a version we do not hold).
 pub const SUMMARY_RETRY: Duration = Duration::from_secs(1);
@@ -823,6 +827,17 @@ impl Discovery {
             } else {
                 line.push_str(", incompatible");
             }
+            if p.summary.is_known() && !p.summary.is_stale() {
+                let _ = write!(line, ", summary of {} names", p.summary.len());
+            } else {
+                line.push_str(", no summary (asked about every file)");
+            }
+            if let Some(t) = p.answers.smoothed() {
+                let _ = write!(line, ", answers in {:.1} ms", t.as_secs_f64() * 1000.0);
+            }
+            if p.missed {
+                line.push_str(", silent (not asked until heard again)");
+            }
             lines.push(line);
         }
         let mut count = String::new();
@@ -1402,11 +1417,11 @@ mod tests {
         assert_eq!(lines.len(), 5);
         assert_eq!(
             lines[0],
-            "peer 0000000000000001 10.0.0.1 port 8001 archarm/aarch64 heard 5 s ago, incompatible"
+            "peer 0000000000000001 10.0.0.1 port 8001 archarm/aarch64 heard 5 s ago, incompatible, no summary (asked about every file)"
         );
         assert_eq!(
             lines[3],
-            "peer 0000000000000004 10.0.0.4 port 8004 arch/x86_64 heard 5 s ago"
+            "peer 0000000000000004 10.0.0.4 port 8004 arch/x86_64 heard 5 s ago, no summary (asked about every file)"
         );
         assert!(
             lines[4].starts_with("4 peers, 1 compatible"),

@@ -197,7 +197,7 @@ pub struct PeerLine {
     pub incompatible: bool,
 }
 
-/// `peer <16 hex> <ip> port <port> <distro>/<arch> heard N s ago[, incompatible]`, anywhere in
+/// `peer <16 hex> <ip> port <port> <distro>/<arch> heard N s ago[, incompatible][, notes]`, anywhere in
 /// `line` (a log prefix is skipped). `None` for any other line, e.g. `discovery: peer .. up`.
 pub fn parse_peer_line(line: &str) -> Option<PeerLine> {
     let mut from = 0;
@@ -229,11 +229,9 @@ pub fn parse_peer_line(line: &str) -> Option<PeerLine> {
         let heard_secs: u64 = words.next()?.parse().ok()?;
         let rest: Vec<&str> = words.collect();
         let rest = rest.join(" ");
-        let incompatible = match rest.as_str() {
-            "s ago" => false,
-            "s ago, incompatible" => true,
-            _ => return None,
-        };
+        // Then `, incompatible` and other notes (summary, answer time, silent).
+        let notes = rest.strip_prefix("s ago")?;
+        let incompatible = notes.split(", ").any(|n| n == "incompatible");
         return Some(PeerLine {
             id,
             ip,
