@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::identity::{Identity, Params};
-use super::protocol::{DELTA_EVERY, Dest, Discovery, Event, SUMMARY_RETRY, WAVE};
+use super::protocol::{DELTA_EVERY, Dest, Discovery, Event, LISTED_WAIT, SUMMARY_RETRY, WAVE};
 use super::rtt::MIN_WAIT;
 use super::summary::fingerprint;
 use super::wire::{Announcement, Body, Expected, Message, emit, parse};
@@ -215,10 +215,11 @@ fn a_silent_peer_is_waited_for_once_then_skipped_until_heard() {
     lan.sent();
     lan.receive(1, Body::HaveNot { question: q.0 });
     assert_eq!(lan.answer(), None);
-    lan.advance(MIN_WAIT - ms(1));
+    // Its summary lists the file: a likely holder is given LISTED_WAIT, not just MIN_WAIT.
+    lan.advance(LISTED_WAIT - ms(1));
     assert_eq!(lan.answer(), None);
     lan.advance(ms(1));
-    assert_eq!(lan.answer(), Some((q, None)), "no longer than MIN_WAIT");
+    assert_eq!(lan.answer(), Some((q, None)), "no longer than LISTED_WAIT");
     lan.sent(); // the re-send at half the wait
     // Next lookups do not wait for it at all.
     let q = lan.ask(FILE);
@@ -416,4 +417,23 @@ fn after_a_long_sleep_old_peers_are_gone_and_others_not_waited_for() {
     lan.peer(2, 1, None);
     let q = lan.ask(FILE);
     assert_eq!(Lan::asked(&lan.sent()), vec![(2, q.0)]);
+}
+
+#[test]
+fn a_fast_peer_with_no_summary_is_waited_for_min_wait_only() {
+    let mut lan = Lan::new(&[]);
+    lan.peer(1, 0, None);
+    for _ in 0..8 {
+        let q = lan.ask(FILE);
+        lan.sent();
+        lan.advance(ms(1));
+        lan.receive(1, Body::HaveNot { question: q.0 });
+        assert_eq!(lan.answer(), Some((q, None)));
+    }
+    let q = lan.ask(FILE);
+    lan.sent();
+    lan.advance(MIN_WAIT - ms(1));
+    assert_eq!(lan.answer(), None);
+    lan.advance(ms(1));
+    assert_eq!(lan.answer(), Some((q, None)), "no longer than MIN_WAIT");
 }

@@ -37,6 +37,10 @@ pub const JITTER_PERCENT: u64 = 10;
 /// Most peers asked at once about one file; the next ones only if all of these say no, leave
 /// or stay silent. So a lookup costs the same few datagrams whatever the size of the LAN.
 pub const WAVE: usize = 3;
+/// The shortest wait for a peer whose summary lists the file (a holder, most likely): long
+/// enough for one that is busy answering a LAN-wide burst of questions. Misses never wait, and
+/// a holder that stays silent is waited for once, so this costs only in that rare case.
+pub const LISTED_WAIT: Duration = Duration::from_millis(100);
 /// At most one SUMMARY_DELTA per this interval: changes in between are sent together. The
 /// first change after a quiet spell goes at once, so a finished download is known to the LAN
 /// within this long: sooner than a second host's pacman can ask for it after the first one's
@@ -679,7 +683,13 @@ impl Discovery {
         );
         for &host in &wave {
             if let Some(p) = self.peers.get(host) {
-                wait = wait.max(p.answers.wait(ceiling));
+                let mut own = p.answers.wait(ceiling);
+                if p.summary.is_known() && !p.summary.is_stale() {
+                    // Its summary lists the file: it very likely has it, and a wrong "nobody"
+                    // costs a download from the internet. Give a busy holder time.
+                    own = own.max(LISTED_WAIT.min(ceiling));
+                }
+                wait = wait.max(own);
                 let udp = p.udp;
                 self.queue(Transmit {
                     dest: Dest::Peer(udp),
