@@ -27,7 +27,7 @@ const RUN: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq)]
 struct Sample {
     name: String,
-    labels: Vec<(String, String)>,
+    labels: Labels,
     value: f64,
 }
 
@@ -71,7 +71,9 @@ fn parse_value(s: &str) -> Result<f64, String> {
 }
 
 /// `{a="x",b="y"} rest` -> labels and rest.
-fn parse_labels(s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+type Labels = Vec<(String, String)>;
+
+fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     let mut rest = s.strip_prefix('{').ok_or("labels must start with '{'")?;
     if let Some(after) = rest.strip_prefix('}') {
@@ -225,7 +227,8 @@ fn parse_exposition(text: &str) -> Result<BTreeMap<String, Family>, String> {
         if f.kind.is_empty() {
             return Err(at(format!("sample {name} before its # TYPE")));
         }
-        if f.kind == "counter" && !(value >= 0.0) {
+        // NaN is no count either.
+        if f.kind == "counter" && (value.is_nan() || value < 0.0) {
             return Err(at("a counter below zero".into()));
         }
         f.samples.push(Sample {
@@ -269,7 +272,7 @@ fn check_histogram(name: &str, f: &Family) -> Result<(), String> {
         return Err(format!("{name}: no buckets"));
     }
     for w in buckets.windows(2) {
-        if !(w[0].0 < w[1].0) {
+        if w[0].0.partial_cmp(&w[1].0) != Some(std::cmp::Ordering::Less) {
             return Err(format!("{name}: le not increasing: {w:?}"));
         }
         if w[0].1 > w[1].1 {
