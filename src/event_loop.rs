@@ -45,6 +45,7 @@ use crate::relay::{self, Input, PacmanConn, Wait};
 use crate::resolver::SystemResolver;
 use crate::serve::{self, PeerConn};
 use crate::signals::SignalPipe;
+use crate::status;
 use crate::suspend::{self, SleepWatch};
 use crate::trust::Trust;
 
@@ -197,6 +198,11 @@ struct Multicast {
     pending: Option<Transmit>,
     /// WRITABLE is registered (only while `pending` waits).
     writable: bool,
+    /// What the last join did: interfaces joined, and those that failed with why.
+    joined: Vec<String>,
+    join_errors: Vec<(String, String)>,
+    /// When the last HELLO went out (every successful join is followed by one).
+    hello_at: Instant,
 }
 
 /// The running daemon.
@@ -239,6 +245,8 @@ pub struct Daemon {
     /// The relay's count of databases relayed, when last seen.
     databases_relayed: u64,
     started: Instant,
+    /// The loopback port, for the status pages.
+    local_port: u16,
     stop_by: Option<Instant>,
     /// Peer connections refused for [`MAX_CONNECTIONS_PER_ADDRESS`], and their warnings.
     refused_per_address: u64,
@@ -385,6 +393,9 @@ impl Daemon {
                 interfaces: settings.interfaces.clone(),
                 pending: None,
                 writable: false,
+                joined: Vec::new(),
+                join_errors: Vec::new(),
+                hello_at: now,
             },
             relay: relay::Relay::new(upstreams, settings.ban_time),
             slots: Slots::default(),
@@ -403,6 +414,7 @@ impl Daemon {
             counters: serve::Counters::default(),
             databases_relayed: 0,
             started: now,
+            local_port: settings.local_port,
             stop_by: None,
             refused_per_address: 0,
             crowded_warnings: RateLimit::default(),
@@ -563,6 +575,101 @@ impl Daemon {
         }
     }
 
+    /// A page of the loopback port.
+    fn page(&self, page: relay::Page, now: Instant) -> String {
+        match page {
+            relay::Page::Text => self.status_text(now),
+            relay::Page::Json => status::render::json(&self.snapshot(now)),
+            relay::Page::Metrics => status::metrics::render(&self.snapshot(now)),
+        }
+    }
+
+    /// What the JSON status and the metrics tell.
+    fn snapshot(&self, now: Instant) -> status::Snapshot {
+        let me = self.multicast.core.identity();
+        let policy = &self.relay.policy;
+        let bans: Vec<&relay::Ban> = policy.bans_in_force(now).collect();
+        let peers: Vec<status::PeerStatus> = self
+            .multicast
+            .core
+            .peers()
+            .map(|p| {
+                let tally = policy.peer_tally(p.host_id);
+                status::PeerStatus {
+                    host_id: p.host_id,
+                    addr: p.addr,
+                    distro: p.distro.clone(),
+                    arch: p.arch.clone(),
+                    compatible: p.compatible,
+                    heard_secs_ago: now.saturating_duration_since(p.last_heard).as_secs(),
+                    files_to_us: tally.files,
+                    bytes_to_us: tally.bytes,
+                    backed_off: policy.is_backed_off(p.host_id, now),
+                    banned: bans
+                        .iter()
+                        .find(|b| b.host_id == p.host_id || b.ip == p.addr.ip())
+                        .map(|b| b.reason.clone()),
+                    summary_names: p.summary.current_len().map(|n| n as u64),
+                    answer_us: p.answers.smoothed().map(|t| t.as_micros() as u64),
+                    silent: p.missed,
+                }
+            })
+            .collect();
+        let m = &self.multicast;
+        let heard_since_hello = m
+            .core
+            .peers()
+            .filter(|p| p.last_heard >= m.hello_at)
+            .count();
+        status::Snapshot {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_secs: now.duration_since(self.started).as_secs(),
+            host_id: me.host_id,
+            distro: me.distro.clone(),
+            arch: me.arch.clone(),
+            peer_port: me.tcp_port,
+            local_port: self.local_port,
+            multicast: status::Multicast {
+                group: Some(m.socket.group()),
+                joined: m.joined.clone(),
+                join_errors: m.join_errors.clone(),
+                hello_secs_ago: now.saturating_duration_since(m.hello_at).as_secs(),
+                peers_heard_since_hello: heard_since_hello,
+            },
+            peers,
+            bans: bans
+                .iter()
+                .map(|b| status::BanStatus {
+                    host_id: b.host_id,
+                    ip: b.ip,
+                    secs_left: b.until.saturating_duration_since(now).as_secs(),
+                    reason: b.reason.clone(),
+                })
+                .collect(),
+            transfers: self
+                .slots
+                .slots
+                .iter()
+                .filter_map(|s| match &s.conn {
+                    Some(Conn::Pacman(c)) => c.transfer(),
+                    _ => None,
+                })
+                .collect(),
+            relay: policy.counters,
+            server: self.counters,
+            server_connections: self.slots.peers,
+            cache_dirs: self
+                .cache
+                .dirs()
+                .map(|dir| status::CacheDir {
+                    path: dir.to_path_buf(),
+                    // Read as the daemon's own user: what `flocon doctor` wants to know.
+                    error: std::fs::read_dir(dir).err().map(|e| e.to_string()),
+                })
+                .collect(),
+        }
+    }
+
     /// The status page, also logged on SIGUSR1.
     fn status_text(&self, now: Instant) -> String {
         let mut text = format!(
@@ -629,7 +736,14 @@ impl Daemon {
 
     fn join_group(&mut self, now: Instant) {
         let report = self.multicast.socket.join(&self.multicast.interfaces);
+        self.multicast.joined.clone_from(&report.joined);
+        self.multicast.join_errors = report
+            .errors
+            .iter()
+            .map(|(name, e)| (name.clone(), e.to_string()))
+            .collect();
         if report.is_success() {
+            self.multicast.hello_at = now;
             info!(
                 "multicast group {} joined on {}",
                 self.multicast.socket.group(),
@@ -914,7 +1028,10 @@ impl Daemon {
             .get(index, generation)
             .and_then(|s| s.conn.as_ref())
         {
-            Some(Conn::Pacman(c)) if c.wants_status() => Input::Status(self.status_text(now)),
+            Some(Conn::Pacman(c)) => match c.wants_status() {
+                Some(page) => Input::Status(self.page(page, now)),
+                None => input,
+            },
             _ => input,
         };
         let mut asked = Vec::new();

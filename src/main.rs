@@ -1,5 +1,6 @@
 //! The `flocon` command: parse the command line and config, set up logging,
-//! then run the daemon (or the `query` client) until it stops.
+//! then run the daemon until it stops, or one of the commands that ask it
+//! (`query`, `status`, `doctor`).
 //!
 //! Exit status: 0 after a clean stop, 1 when the daemon cannot run (a port in
 //! use, for example), 2 for a usage or configuration error.
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 
 use flocon::config::{self, Invocation, Settings};
 use flocon::event_loop::Daemon;
+use flocon::status::{self, ask};
 use flocon::{journal, notify};
 use log::{error, info, warn};
 
@@ -31,6 +33,8 @@ fn main() -> ExitCode {
         }
         Invocation::Run(settings) => run(settings),
         Invocation::Query { file, settings } => query(&file, &settings),
+        Invocation::Status { json, settings } => status(json, &settings),
+        Invocation::Doctor(settings) => doctor(&settings),
     }
 }
 
@@ -85,7 +89,8 @@ fn run(settings: Settings) -> ExitCode {
 /// FILE. Exit status 0 when a peer has it, 1 when none has or the daemon
 /// cannot be reached.
 fn query(file: &str, settings: &Settings) -> ExitCode {
-    match ask_local_daemon(file, settings.local_port) {
+    let path = format!("/query/{}", flocon::relay::encode_path_segment(file));
+    match ask::get(settings.local_port, &path) {
         Ok((code, body)) => {
             print!("{body}");
             if code == 200 {
@@ -95,36 +100,48 @@ fn query(file: &str, settings: &Settings) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!(
-                "flocon: cannot ask the local daemon on 127.0.0.1:{}: {e}",
-                settings.local_port
-            );
+            eprintln!("flocon: {}", ask::no_daemon(settings.local_port, &e));
             ExitCode::from(1)
         }
     }
 }
 
-fn ask_local_daemon(file: &str, port: u16) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    use std::net::{SocketAddr, TcpStream};
-    use std::time::Duration;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let encoded = flocon::relay::encode_path_segment(file);
-    write!(
-        stream,
-        "GET /query/{encoded} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    stream.take(64 * 1024).read_to_end(&mut answer)?;
-    let text = String::from_utf8_lossy(&answer);
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer");
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(bad)?;
-    Ok((code, body.to_owned()))
+/// `flocon status [--json]`: what the daemon on this host is doing. Exit status 1, with one
+/// line, when no daemon answers or the answer is not its JSON status.
+fn status(json: bool, settings: &Settings) -> ExitCode {
+    let port = settings.local_port;
+    let body = match ask::get(port, status::JSON_PATH) {
+        Ok((200, body)) => body,
+        Ok((code, _)) => {
+            eprintln!(
+                "flocon: 127.0.0.1:{port} answers {code} to {}: not this version's flocon",
+                status::JSON_PATH
+            );
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("flocon: {}", ask::no_daemon(port, &e));
+            return ExitCode::from(1);
+        }
+    };
+    match status::json::parse(&body) {
+        Ok(_) if json => print!("{body}"),
+        Ok(value) => print!("{}", status::show::status(&value)),
+        Err(e) => {
+            eprintln!("flocon: the answer on 127.0.0.1:{port} is not flocon's JSON status: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `flocon doctor`: one line per check; exit status 0 only when none failed.
+fn doctor(settings: &Settings) -> ExitCode {
+    let checks = flocon::doctor::run(settings);
+    print!("{}", flocon::doctor::render(&checks));
+    if flocon::doctor::passed(&checks) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

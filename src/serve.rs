@@ -43,7 +43,7 @@ const INLINE_BODY: usize = 16 * 1024;
 const COPY_CHUNK: usize = 64 * 1024;
 
 /// Totals since start, for the state report.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub connections: u64,
     pub requests: u64,

@@ -128,7 +128,10 @@ impl ServerConn {
     /// Queues an error page.
     pub fn queue_error(&mut self, status: Status, keep_alive: bool, with_body: bool) {
         let out = self.start_response(keep_alive);
-        response::error_page(out, status, keep_alive, with_body);
+        // Error answers carry the time (RFC 9110 wants it in every answer; the file bodies
+        // leave it out to save the clock read): `flocon doctor` compares peers' clocks with it.
+        let date = crate::http::date::unix_seconds(std::time::SystemTime::now());
+        response::error_page_at(out, status, keep_alive, with_body, Some(date));
     }
 
     /// This response closes the connection after all.

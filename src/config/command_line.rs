@@ -1,4 +1,5 @@
-//! The command line: `flocon [OPTIONS]` and `flocon query FILE [OPTIONS]`, parsed into a
+//! The command line: `flocon [OPTIONS]`, `flocon query FILE [OPTIONS]`, `flocon status
+//! [--json] [OPTIONS]` and `flocon doctor [OPTIONS]`, parsed into a
 //! `CommandLine` without touching any file, and the help text. It does not apply
 //! defaults or merge with the config file (the loader in `mod.rs` does).
 
@@ -14,6 +15,12 @@ pub enum Action {
     Run,
     /// Ask the running daemon who has this file.
     Query(String),
+    /// Ask the running daemon what it is doing; `json`: print its JSON status as it is.
+    Status {
+        json: bool,
+    },
+    /// Check the daemon, pacman.conf, multicast, the peers and the cache.
+    Doctor,
     Help,
     Version,
 }
@@ -35,6 +42,7 @@ pub fn parse_args(args: &[String]) -> Result<CommandLine, UsageError> {
     let mut settings = FileSettings::default();
     let mut positionals: Vec<&str> = Vec::new();
     let mut only_positionals = false;
+    let mut json = false;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         let arg = arg.as_str();
@@ -75,6 +83,10 @@ pub fn parse_args(args: &[String]) -> Result<CommandLine, UsageError> {
                 no_value()?;
                 settings.debug = Some(true);
             }
+            "--json" => {
+                no_value()?;
+                json = true;
+            }
             "-c" | "--config" => {
                 let value = take_value(name, inline, &mut rest)?;
                 let path = parse_file_path(value)
@@ -104,8 +116,23 @@ pub fn parse_args(args: &[String]) -> Result<CommandLine, UsageError> {
             }
             Action::Query((*file).to_owned())
         }
+        ["status", extra @ ..] => {
+            if let Some(extra) = extra.first() {
+                return Err(unexpected(extra));
+            }
+            Action::Status { json }
+        }
+        ["doctor", extra @ ..] => {
+            if let Some(extra) = extra.first() {
+                return Err(unexpected(extra));
+            }
+            Action::Doctor
+        }
         [first, ..] => return Err(unexpected(first)),
     };
+    if json && !matches!(action, Action::Status { .. }) {
+        return Err(UsageError::new("option '--json' goes only with 'status'"));
+    }
     Ok(CommandLine {
         action,
         config_file,
@@ -115,7 +142,7 @@ pub fn parse_args(args: &[String]) -> Result<CommandLine, UsageError> {
 
 fn unexpected(arg: &str) -> UsageError {
     UsageError::new(format!(
-        "unexpected argument '{}' (the only command is 'query FILE')",
+        "unexpected argument '{}' (the commands are 'query FILE', 'status' and 'doctor')",
         shown(arg)
     ))
 }
@@ -142,6 +169,8 @@ pub fn help_text() -> &'static str {
 const HELP: &str = "\
 Usage: flocon [OPTIONS]
        flocon query FILE [OPTIONS]
+       flocon status [--json] [OPTIONS]
+       flocon doctor [OPTIONS]
 
 Share pacman package caches between the Arch Linux hosts of a LAN. Put
     Server = http://localhost:19433/$repo/os/$arch
@@ -153,10 +182,20 @@ distribution and architecture share files.
 'flocon query FILE' asks the flocon running on this host which peers
 have FILE (only --local-port, --config and --debug matter there).
 
+'flocon status' asks the flocon running on this host what it is doing:
+its peers, the transfers in flight, the files and bytes from peers and
+from upstream since start (--json: the daemon's JSON status, for scripts).
+'flocon doctor' checks that it works and says how to fix what does not:
+the daemon answers, pacman.conf puts flocon first (--pacman-conf), the
+multicast group is joined and peers are heard, each peer's TCP port
+answers, the cache is readable, the peers' clocks agree. Both exit 1
+when something is wrong or no daemon answers.
+
 Options (a value may also be given as --option=VALUE):
   -c, --config FILE          config file to read (default /etc/flocon.conf,
                              skipped if that file does not exist)
   -d, --debug                log debugging messages
+      --json                 'flocon status' prints the JSON status
       --cache-dir DIR        package cache to share, repeatable (default:
                              pacman.conf's CacheDir, else
                              /var/cache/pacman/pkg)
@@ -318,11 +357,11 @@ mod tests {
             ("query", "missing file name after 'query'"),
             (
                 "query a b",
-                "unexpected argument 'b' (the only command is 'query FILE')",
+                "unexpected argument 'b' (the commands are 'query FILE', 'status' and 'doctor')",
             ),
             (
                 "serve",
-                "unexpected argument 'serve' (the only command is 'query FILE')",
+                "unexpected argument 'serve' (the commands are 'query FILE', 'status' and 'doctor')",
             ),
             ("--debug=yes", "option '--debug' takes no value"),
             ("--help=1", "option '--help' takes no value"),

@@ -32,8 +32,9 @@ pub use options::{
     DEFAULT_PACMAN_CONF, DEFAULT_PORT, FileSettings, MAX_LIST_VALUES,
 };
 pub use pacman_conf::{
-    ConfigSource, DEFAULT_DB_PATH, MemoryFs, PacmanConf, RealFs, Repo, TemplateError, Upstreams,
-    expand, parse_pacman_conf, points_at_local_port, validate_template,
+    ConfigSource, DEFAULT_DB_PATH, MemoryFs, PacmanConf, Placement, RealFs, Repo, TemplateError,
+    Upstreams, expand, flocon_placement, parse_pacman_conf, points_at_local_port,
+    validate_template,
 };
 
 /// os-release files, in the order os-release(5) says to look for them.
@@ -85,6 +86,10 @@ pub enum Invocation {
     Run(Settings),
     /// Ask the running daemon (at `settings.local_port`) who has `file`.
     Query { file: String, settings: Settings },
+    /// Ask the running daemon what it is doing (`json`: as JSON).
+    Status { json: bool, settings: Settings },
+    /// Check the daemon and this host's setup.
+    Doctor(Settings),
 }
 
 /// Everything the daemon needs, defaults applied.
@@ -146,7 +151,9 @@ pub fn load_with(
     match command_line.action {
         Action::Help => Ok(Invocation::Help(help_text().to_owned())),
         Action::Version => Ok(Invocation::Version(version_text())),
-        Action::Run | Action::Query(_) => resolve(command_line, source, machine),
+        Action::Run | Action::Query(_) | Action::Status { .. } | Action::Doctor => {
+            resolve(command_line, source, machine)
+        }
     }
 }
 
@@ -223,6 +230,8 @@ fn resolve(
     };
     Ok(match command_line.action {
         Action::Query(file) => Invocation::Query { file, settings },
+        Action::Status { json } => Invocation::Status { json, settings },
+        Action::Doctor => Invocation::Doctor(settings),
         Action::Run | Action::Help | Action::Version => Invocation::Run(settings),
     })
 }

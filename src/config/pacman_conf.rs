@@ -347,14 +347,8 @@ fn has_wildcard(text: &str) -> bool {
     text.contains(['*', '?'])
 }
 
-/// Reads pacman.conf at `path` and every file it includes. Never fails: anything it
-/// cannot use becomes a warning (`"<file>:<line>: ..."`) and reading goes on; if `path`
-/// itself cannot be read, the result is empty and the warning says so.
-pub fn parse_pacman_conf(
-    path: &Path,
-    source: &dyn ConfigSource,
-    local_port: u16,
-) -> (PacmanConf, Vec<String>) {
+/// Reads pacman.conf at `path` and every file it includes into a `Reader`.
+fn read_all<'a>(path: &Path, source: &'a dyn ConfigSource, local_port: u16) -> Reader<'a> {
     let mut reader = Reader {
         source,
         local_port,
@@ -375,7 +369,66 @@ pub fn parse_pacman_conf(
             path.display()
         ));
     }
-    reader.finish()
+    reader
+}
+
+/// Reads pacman.conf at `path` and every file it includes. Never fails: anything it
+/// cannot use becomes a warning (`"<file>:<line>: ..."`) and reading goes on; if `path`
+/// itself cannot be read, the result is empty and the warning says so.
+pub fn parse_pacman_conf(
+    path: &Path,
+    source: &dyn ConfigSource,
+    local_port: u16,
+) -> (PacmanConf, Vec<String>) {
+    read_all(path, source, local_port).finish()
+}
+
+/// Where flocon stands in one repository section, for `flocon doctor`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub repo: String,
+    /// `<file>:<line>` of the section header (its first one).
+    pub header_at: String,
+    /// The section's first `Server` line as pacman reads it (after `Include`s): its
+    /// `<file>:<line>` and URL template, whatever it points at.
+    pub first_server: Option<(String, String)>,
+    /// `<file>:<line>` of a `CacheServer` line pointing at flocon, if there is one.
+    pub cache_server: Option<String>,
+    /// Whether the first `Server` line points at flocon.
+    pub server_first: bool,
+}
+
+impl Placement {
+    /// pacman asks flocon before any mirror for this repository.
+    pub fn is_ok(&self) -> bool {
+        self.server_first || self.cache_server.is_some()
+    }
+}
+
+/// Where flocon (on `local_port`) stands in each repository of pacman.conf at `path`,
+/// `Include`s followed as [`parse_pacman_conf`] follows them; and the file's warnings.
+pub fn flocon_placement(
+    path: &Path,
+    source: &dyn ConfigSource,
+    local_port: u16,
+) -> (Vec<Placement>, Vec<String>) {
+    let reader = read_all(path, source, local_port);
+    let placements = reader
+        .repos
+        .iter()
+        .map(|r| Placement {
+            repo: r.name.clone(),
+            header_at: r.header_at.clone(),
+            server_first: r
+                .first_server
+                .as_ref()
+                .is_some_and(|(_, url)| points_at_local_port(url, local_port)),
+            first_server: r.first_server.clone(),
+            cache_server: r.cache_server.clone(),
+        })
+        .collect();
+    let (_, warnings) = reader.finish();
+    (placements, warnings)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -391,6 +444,9 @@ enum Section {
 
 struct RepoBuilder {
     name: String,
+    header_at: String,
+    first_server: Option<(String, String)>,
+    cache_server: Option<String>,
     flocon_servers: Vec<String>,
     servers: Vec<String>,
     overflow_warned: bool,
@@ -540,6 +596,9 @@ impl Reader<'_> {
         }
         self.repos.push(RepoBuilder {
             name: name.to_owned(),
+            header_at: at.to_owned(),
+            first_server: None,
+            cache_server: None,
             flocon_servers: Vec::new(),
             servers: Vec::new(),
             overflow_warned: false,
@@ -582,7 +641,14 @@ impl Reader<'_> {
             }
             (Section::Options, _) => {}
             (Section::Repo(i), "Server") => match value {
-                Some(url) => self.add_server(at, i, url, false),
+                Some(url) => {
+                    if let Some(repo) = self.repos.get_mut(i) {
+                        if repo.first_server.is_none() {
+                            repo.first_server = Some((at.to_owned(), url.to_owned()));
+                        }
+                    }
+                    self.add_server(at, i, url, false);
+                }
                 None => self.warn(format!("{at}: Server without a value, ignored")),
             },
             (Section::Repo(_), _) if value.is_none() => {
@@ -590,7 +656,15 @@ impl Reader<'_> {
                     "{at}: line without '=' in a repository section, ignored"
                 ));
             }
-            // SigLevel, Usage, CacheServer, ...: not flocon's business.
+            (Section::Repo(i), "CacheServer") => {
+                let local_port = self.local_port;
+                if let (Some(url), Some(repo)) = (value, self.repos.get_mut(i)) {
+                    if repo.cache_server.is_none() && points_at_local_port(url, local_port) {
+                        repo.cache_server = Some(at.to_owned());
+                    }
+                }
+            }
+            // SigLevel, Usage, ...: not flocon's business.
             (Section::Repo(_), _) => {}
         }
     }
@@ -1348,5 +1422,47 @@ mod tests {
         assert!(text.contains('\u{fffd}'));
         assert!(RealFs.read(&dir.join("missing")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn placement_names_the_first_server_line_through_includes() {
+        let fs = MemoryFs::new()
+            .with(
+                "/etc/pacman.conf",
+                "[options]\nCacheDir = /c\n\n[core]\nInclude = /etc/pacman.d/mirrorlist\n\
+                 [extra]\nCacheServer = http://localhost:19433/$repo/os/$arch\n\
+                 Include = /etc/pacman.d/mirrorlist\n\
+                 [local]\nServer = http://127.0.0.1:19433/$repo/os/$arch\nServer = https://m/$repo\n\
+                 [empty]\nSigLevel = Never\n",
+            )
+            .with(
+                "/etc/pacman.d/mirrorlist",
+                "# flocon: Server = http://lan-mirror/$repo/os/$arch\n\
+                 Server = https://mirror.example/$repo/os/$arch\n\
+                 Server = http://localhost:19433/$repo/os/$arch\n",
+            );
+        let (placements, _) = flocon_placement(Path::new("/etc/pacman.conf"), &fs, 19433);
+        let by_name = |n: &str| placements.iter().find(|p| p.repo == n).unwrap();
+        let core = by_name("core");
+        assert!(!core.is_ok());
+        assert_eq!(core.header_at, "/etc/pacman.conf:4");
+        assert_eq!(
+            core.first_server,
+            Some((
+                "/etc/pacman.d/mirrorlist:2".to_owned(),
+                "https://mirror.example/$repo/os/$arch".to_owned()
+            )),
+            "the '# flocon:' comment is not a Server line"
+        );
+        let extra = by_name("extra");
+        assert!(extra.is_ok() && !extra.server_first);
+        assert_eq!(extra.cache_server.as_deref(), Some("/etc/pacman.conf:7"));
+        assert!(by_name("local").server_first);
+        let empty = by_name("empty");
+        assert!(!empty.is_ok() && empty.first_server.is_none());
+        assert_eq!(empty.header_at, "/etc/pacman.conf:12");
+        // Another local port: flocon is first nowhere.
+        let (other, _) = flocon_placement(Path::new("/etc/pacman.conf"), &fs, 7000);
+        assert!(other.iter().all(|p| !p.is_ok()));
     }
 }

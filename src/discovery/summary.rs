@@ -196,6 +196,14 @@ impl PeerSummary {
         }
     }
 
+    /// The number of names of the summary held, when it is the one announced.
+    pub fn current_len(&self) -> Option<usize> {
+        match &self.known {
+            Some((_, fps)) if !self.is_stale() => Some(fps.len()),
+            _ => None,
+        }
+    }
+
     /// Whether a complete summary is known (not necessarily the newest).
     pub fn is_known(&self) -> bool {
         self.known.is_some()

@@ -171,8 +171,23 @@ pub fn finish(out: &mut Vec<u8>, keep_alive: bool) {
 /// A complete short error answer: head and a one-line plain-text body (no
 /// body for HEAD requests).
 pub fn error_page(out: &mut Vec<u8>, status: Status, keep_alive: bool, with_body: bool) {
+    error_page_at(out, status, keep_alive, with_body, None);
+}
+
+/// [`error_page`] with a `Date` field when `date` (Unix seconds) is given: what
+/// `flocon doctor` reads a peer's clock from.
+pub fn error_page_at(
+    out: &mut Vec<u8>,
+    status: Status,
+    keep_alive: bool,
+    with_body: bool,
+    date: Option<u64>,
+) {
     let body_len = status.reason().len() + 5;
     write_head(out, status);
+    if let Some(secs) = date {
+        field(out, "Date", crate::http::date::Imf(secs));
+    }
     field(out, "Content-Type", "text/plain");
     field(out, "Content-Length", body_len);
     if status == Status::MethodNotAllowed {

@@ -14,7 +14,8 @@
 //! request, response head, body) -> `Reply` (a locally made answer) -> back
 //! to `Head` (keep-alive) or `Linger` -> `Closed`. A source that fails moves
 //! the request on to the next source, not the connection on to another
-//! state. `Status` waits one turn for the loop to hand in the status page.
+//! state. `Status` waits one turn for the loop to hand in a status page (text,
+//! JSON or metrics).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ use super::plan::SourcePlan;
 use super::policy::Origin;
 use super::source::{Kept, Source};
 use super::verify::BodyCheck;
-use super::{CLIENT_TIMEOUT, Context, Input, Leftovers, TURN_BUDGET, Wait, split_repo_path};
+use super::{CLIENT_TIMEOUT, Context, Input, Leftovers, Page, TURN_BUDGET, Wait, split_repo_path};
 use crate::cache::{self, FileKind};
 use crate::discovery::{PeerRef, QuestionId};
 use crate::http::percent_decode;
@@ -60,8 +61,8 @@ pub(super) enum State {
     },
     Fetch,
     Reply,
-    /// Waiting for the loop to hand in the status page.
-    Status,
+    /// Waiting for the loop to hand in a status page.
+    Status(Page),
     /// Closed: what it held went back to the loop.
     Closed,
     Linger {
@@ -78,7 +79,7 @@ impl State {
             State::Resolving { .. } => "resolving",
             State::Fetch => "fetch",
             State::Reply => "reply",
-            State::Status => "status",
+            State::Status(_) => "status",
             State::Closed => "closed",
             State::Linger { .. } => "linger",
         }
@@ -211,9 +212,12 @@ impl PacmanConn {
         }
     }
 
-    /// Whether the loop must hand in the status page ([`Input::Status`]).
-    pub fn wants_status(&self) -> bool {
-        self.state == State::Status
+    /// The status page the loop must hand in ([`Input::Status`]), if one is awaited.
+    pub fn wants_status(&self) -> Option<Page> {
+        match self.state {
+            State::Status(page) => Some(page),
+            _ => None,
+        }
     }
 
     /// One line for the status page when a transfer is in flight.
@@ -230,6 +234,17 @@ impl PacmanConn {
             "{} from {source}: {}/{total} bytes",
             job.file, job.received
         ))
+    }
+
+    /// The transfer in flight, for the JSON status and the metrics.
+    pub fn transfer(&self) -> Option<crate::status::Transfer> {
+        let job = self.job.as_ref().filter(|j| j.purpose == Purpose::Relay)?;
+        Some(crate::status::Transfer {
+            file: job.file.clone(),
+            source: self.source.as_ref().map(Source::describe),
+            received: job.received,
+            total: job.span.map(|s| s.end - s.start),
+        })
     }
 
     pub(super) fn resolved(&mut self, answer: Result<Addresses, ResolveError>, cx: &mut Context) {
@@ -249,6 +264,7 @@ impl PacmanConn {
             return;
         };
         let waited = cx.now.duration_since(since);
+        cx.relay.policy.count_lookup(waited, peer.is_some());
         if job.purpose == Purpose::Query {
             let (status, text) = match peer {
                 Some(p) => (
@@ -288,12 +304,14 @@ impl PacmanConn {
             Input::Ready => {}
             Input::Answer(peer) => self.answered(peer, cx),
             Input::Address(address) => self.resolved(address, cx),
-            Input::Status(text) if self.state == State::Status => {
-                let keep_alive = self.job.as_ref().is_some_and(|j| j.keep_alive);
-                let head_only = self.job.as_ref().is_some_and(|j| j.head_only);
-                self.reply_text(Status::Ok, &text, keep_alive, !head_only);
+            Input::Status(text) => {
+                if let State::Status(page) = self.state {
+                    let keep_alive = self.job.as_ref().is_some_and(|j| j.keep_alive);
+                    let head_only = self.job.as_ref().is_some_and(|j| j.head_only);
+                    let content_type = page.content_type();
+                    self.reply_page(Status::Ok, content_type, &text, keep_alive, !head_only);
+                }
             }
-            Input::Status(_) => {}
         }
         if let Some(deadline) = self.deadline() {
             if cx.now >= deadline {
@@ -325,7 +343,7 @@ impl PacmanConn {
                 }
                 State::Lookup { .. } | State::Resolving { .. } => return self.want(false),
                 // The loop hands the page in on the next turn.
-                State::Status => return self.want(true),
+                State::Status(_) => return self.want(true),
                 State::Closed => return Want::Close,
                 State::Reply => match self.flush_out(&mut budget, cx.now) {
                     Some(want) => return want,
@@ -352,7 +370,7 @@ impl PacmanConn {
             // getaddrinfo gives up as resolv.conf says (5 s a try by default, more with several
             // nameservers): the upstream is skipped before pacman's 10 s low-speed limit.
             State::Resolving { since, .. } => Some(since + RESOLVE_TIMEOUT),
-            State::Status | State::Closed => None,
+            State::Status(_) | State::Closed => None,
             State::Reply => Some(self.server.last_progress + CLIENT_TIMEOUT),
             State::Fetch => {
                 let client = self.server.last_progress + CLIENT_TIMEOUT;
@@ -393,7 +411,7 @@ impl PacmanConn {
                 self.answered(None, cx);
                 None
             }
-            State::Status => None,
+            State::Status(_) => None,
             State::Reply | State::Closed => Some(Want::Close),
             State::Fetch => {
                 let due = match &self.source {
@@ -468,7 +486,7 @@ impl PacmanConn {
             identity: None,
             check: None,
         };
-        if path == "/" || path == "/status" {
+        if let Some(page) = Page::at(path) {
             self.job = Some(new_job(
                 Purpose::Query,
                 String::new(),
@@ -476,7 +494,7 @@ impl PacmanConn {
                 "",
                 FileKind::Package,
             ));
-            self.set_state(State::Status);
+            self.set_state(State::Status(page));
             return;
         }
         if let Some(raw) = path.strip_prefix("/query/") {
@@ -609,9 +627,26 @@ impl PacmanConn {
         keep_alive: bool,
         with_body: bool,
     ) {
+        self.reply_page(
+            status,
+            "text/plain; charset=utf-8",
+            text,
+            keep_alive,
+            with_body,
+        );
+    }
+
+    pub(super) fn reply_page(
+        &mut self,
+        status: Status,
+        content_type: &str,
+        text: &str,
+        keep_alive: bool,
+        with_body: bool,
+    ) {
         let out = self.server.start_response(keep_alive);
         response::write_head(out, status);
-        response::field(out, "Content-Type", "text/plain; charset=utf-8");
+        response::field(out, "Content-Type", content_type);
         response::field(out, "Content-Length", text.len());
         response::field(out, "Cache-Control", "no-store");
         response::finish(out, keep_alive);

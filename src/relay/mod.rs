@@ -7,7 +7,8 @@
 //! same while it works. It streams the answer through one bounded buffer with
 //! back-pressure, fails over before and in the middle of a body (a `Range`
 //! request to the next source), redirects pacman to `https://` mirrors, and
-//! answers the status page and `flocon query`. It does not poll, register
+//! answers the status pages (text, JSON, metrics: the loop writes them) and
+//! `flocon query`. It does not poll, register
 //! sockets, own timers or speak multicast: the event loop runs it, and the
 //! discovery core answers its questions.
 //!
@@ -50,7 +51,9 @@ pub mod verify;
 
 pub use conn::PacmanConn;
 pub use fetch::STALL_TIMEOUT;
-pub use policy::{Counters, Origin, PEER_BACKOFF, Policy};
+pub use policy::{
+    Ban, Counters, LATENCY_BUCKETS_MS, LatencyHistogram, Origin, PEER_BACKOFF, PeerTally, Policy,
+};
 pub use pool::{BUFFER, LARGE_BUFFER, LARGE_BUFFERS, Pool};
 
 use std::fmt::Write as _;
@@ -148,6 +151,38 @@ pub enum Input {
     Address(Result<Addresses, ResolveError>),
     /// The status page it waits for ([`PacmanConn::wants_status`]).
     Status(String),
+}
+
+/// The pages of the loopback port the loop makes (not the relay): none can be a package path,
+/// `/$repo/os/$arch/<file>`, since those have four parts and a repository never starts with `.`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Page {
+    /// `/` and `/status`: the plain-text status page.
+    Text,
+    /// [`crate::status::JSON_PATH`]: the same facts for `flocon status` and `flocon doctor`.
+    Json,
+    /// [`crate::status::METRICS_PATH`]: Prometheus text format 0.0.4.
+    Metrics,
+}
+
+impl Page {
+    /// The page at `path` (without a query string), if it is one.
+    pub fn at(path: &str) -> Option<Page> {
+        match path {
+            "/" | "/status" => Some(Page::Text),
+            crate::status::JSON_PATH => Some(Page::Json),
+            crate::status::METRICS_PATH => Some(Page::Metrics),
+            _ => None,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Page::Text => "text/plain; charset=utf-8",
+            Page::Json => "application/json",
+            Page::Metrics => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
 }
 
 /// What a closing connection leaves to the loop: the question or lookup to

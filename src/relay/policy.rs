@@ -57,6 +57,57 @@ pub struct Counters {
     pub verify_failures: u64,
     /// Databases relayed whole (`200`) to pacman: its sync databases change soon after.
     pub databases_relayed: u64,
+    /// Discovery questions answered (a peer has it, nobody has, or the deadline passed), and
+    /// those a peer said yes to.
+    pub lookups: u64,
+    pub lookups_found: u64,
+    /// How long those questions took.
+    pub lookup_latency: LatencyHistogram,
+    /// Peers banned since start (a renewed ban counts again).
+    pub bans: u64,
+}
+
+/// Upper bounds of the lookup latency buckets, in milliseconds (the lookup timeout is at
+/// most 5000 ms); a last bucket, `+Inf`, holds the rest.
+pub const LATENCY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
+
+/// A latency histogram with fixed buckets ([`LATENCY_BUCKETS_MS`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    pub buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
+    pub count: u64,
+    /// The sum of the observations, in microseconds.
+    pub sum_micros: u64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&mut self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&ms| micros <= ms * 1000)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.sum_micros = self.sum_micros.saturating_add(micros);
+    }
+
+    /// Observations at or below each bound, the last one (`+Inf`) equal to `count`.
+    pub fn cumulative(&self) -> [u64; LATENCY_BUCKETS_MS.len() + 1] {
+        let mut out = self.buckets;
+        for i in 1..out.len() {
+            out[i] += out[i - 1];
+        }
+        out
+    }
+}
+
+/// What one peer served to this host since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerTally {
+    pub files: u64,
+    pub bytes: u64,
 }
 
 /// Where a file came from, remembered so its signature comes from the same.
@@ -79,6 +130,8 @@ pub struct Policy {
     backoff: HashMap<u64, Instant>,
     origins: VecDeque<(String, Origin)>,
     dns_warnings: RateLimit,
+    /// peer host id -> what it served us (bounded like `backoff`).
+    tallies: HashMap<u64, PeerTally>,
 }
 
 impl Policy {
@@ -108,6 +161,35 @@ impl Policy {
             self.origins.pop_front();
         }
         self.origins.push_back((package.to_owned(), origin));
+    }
+
+    /// A discovery question was answered after `took`; `found`: a peer has the file.
+    pub fn count_lookup(&mut self, took: Duration, found: bool) {
+        self.counters.lookups += 1;
+        if found {
+            self.counters.lookups_found += 1;
+        }
+        self.counters.lookup_latency.observe(took);
+    }
+
+    /// Peer `host_id` delivered a whole answer of `bytes` body bytes.
+    pub fn count_peer_file(&mut self, host_id: u64, bytes: u64) {
+        if self.tallies.len() >= MAX_BACKED_OFF && !self.tallies.contains_key(&host_id) {
+            return;
+        }
+        let tally = self.tallies.entry(host_id).or_default();
+        tally.files += 1;
+        tally.bytes += bytes;
+    }
+
+    /// What peer `host_id` served this host since start.
+    pub fn peer_tally(&self, host_id: u64) -> PeerTally {
+        self.tallies.get(&host_id).copied().unwrap_or_default()
+    }
+
+    /// The bans in force at `now`.
+    pub fn bans_in_force(&self, now: Instant) -> impl Iterator<Item = &Ban> {
+        self.bans.iter().filter(move |b| b.until > now)
     }
 
     /// The peers skipped now.
@@ -150,6 +232,7 @@ impl Policy {
                 self.bans.swap_remove(i);
             }
         }
+        self.counters.bans += 1;
         warn!(
             "peer {:016x} at {} banned for {} s: {reason}",
             peer.host_id,
@@ -318,6 +401,46 @@ mod tests {
         d.ban(&peer(1), t0, "x");
         assert!(d.is_banned(1, [1, 1, 1, 1].into(), t0 + Duration::from_secs(3599)));
         assert!(!d.is_banned(1, [1, 1, 1, 1].into(), t0 + DEFAULT_BAN_TIME));
+    }
+
+    #[test]
+    fn lookup_latency_lands_in_cumulative_buckets() {
+        let mut p = Policy::default();
+        p.count_lookup(Duration::from_micros(300), true);
+        p.count_lookup(Duration::from_millis(1), false);
+        p.count_lookup(Duration::from_millis(7), true);
+        p.count_lookup(Duration::from_secs(9), false);
+        let c = p.counters;
+        assert_eq!((c.lookups, c.lookups_found), (4, 2));
+        let h = c.lookup_latency;
+        assert_eq!(h.count, 4);
+        assert_eq!(h.sum_micros, 300 + 1000 + 7000 + 9_000_000);
+        let cum = h.cumulative();
+        assert_eq!(cum[0], 2, "300 us and exactly 1 ms are <= 1 ms");
+        assert_eq!(cum[3], 3, "7 ms is <= 10 ms");
+        assert_eq!(cum[LATENCY_BUCKETS_MS.len() - 1], 3, "9 s is over 5 s");
+        assert_eq!(cum[LATENCY_BUCKETS_MS.len()], 4);
+        assert!(cum.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn tallies_per_peer_and_ban_count() {
+        let t0 = Instant::now();
+        let mut p = Policy::default();
+        p.count_peer_file(7, 100);
+        p.count_peer_file(7, 50);
+        assert_eq!(
+            p.peer_tally(7),
+            PeerTally {
+                files: 2,
+                bytes: 150
+            }
+        );
+        assert_eq!(p.peer_tally(8), PeerTally::default());
+        p.ban(&peer(7), t0, "x");
+        p.ban(&peer(7), t0, "y");
+        assert_eq!(p.counters.bans, 2);
+        assert_eq!(p.bans_in_force(t0).count(), 1);
     }
 
     #[test]

@@ -622,8 +622,11 @@ impl PacmanConn {
         if job.kind == FileKind::Database && !job.head_only && job.span.is_some() {
             cx.relay.policy.counters.databases_relayed += 1;
         }
-        match source.kind {
-            SourceKind::Peer(_) => cx.relay.policy.counters.from_peers += 1,
+        match &source.kind {
+            SourceKind::Peer(p) => {
+                cx.relay.policy.counters.from_peers += 1;
+                cx.relay.policy.count_peer_file(p.host_id, source.bytes);
+            }
             SourceKind::Upstream { .. } => cx.relay.policy.counters.from_upstream += 1,
         }
         let describe = source.describe();

@@ -1,0 +1,121 @@
+//! What the daemon tells about itself on the loopback port, and what the `flocon status` and
+//! `flocon doctor` commands make of it.
+//!
+//! Owns the [`Snapshot`] (plain data the event loop fills in when a page is asked for), its
+//! two machine-readable forms, JSON at [`JSON_PATH`] (`render.rs`) and the Prometheus text
+//! format at [`METRICS_PATH`] (`metrics.rs`), the small JSON writer and bounded reader both
+//! sides use (`json.rs`), the blocking loopback client of the commands (`ask.rs`) and the text
+//! `flocon status` prints for a person (`show.rs`). It does not gather the facts (the event
+//! loop does) and does not judge them (`crate::doctor` does). Everything but `ask.rs` is pure.
+
+pub mod ask;
+pub mod json;
+pub mod metrics;
+pub mod render;
+pub mod show;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use crate::relay;
+use crate::serve;
+
+/// The JSON status. Its first part starts with `.`, which no repository name may, so it can
+/// never be a package path (`/$repo/os/$arch/<file>`).
+pub const JSON_PATH: &str = "/.flocon/status.json";
+/// The Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
+/// The `"format"` member of the JSON status; it changes when a member changes meaning.
+pub const JSON_FORMAT: u64 = 1;
+
+/// Everything the status pages tell, at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub version: String,
+    pub uptime_secs: u64,
+    /// This host as announced.
+    pub host_id: u64,
+    pub distro: String,
+    pub arch: String,
+    /// The peer port (TCP file server and UDP discovery) and the loopback port.
+    pub peer_port: u16,
+    pub local_port: u16,
+    pub multicast: Multicast,
+    /// Every peer in the table, compatible or not.
+    pub peers: Vec<PeerStatus>,
+    /// Bans in force (their peer may have left the table).
+    pub bans: Vec<BanStatus>,
+    pub transfers: Vec<Transfer>,
+    pub relay: relay::Counters,
+    pub server: serve::Counters,
+    /// Peer connections open now.
+    pub server_connections: usize,
+    pub cache_dirs: Vec<CacheDir>,
+}
+
+/// The multicast side: where the group is joined, and whether peers are heard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Multicast {
+    pub group: Option<Ipv4Addr>,
+    /// Interfaces the group is joined on (the last join).
+    pub joined: Vec<String>,
+    /// Interfaces where joining failed, and why.
+    pub join_errors: Vec<(String, String)>,
+    /// Seconds since the last HELLO went to the group (at start, on a rejoin).
+    pub hello_secs_ago: u64,
+    /// Peers heard since that HELLO (peers answer a HELLO at once).
+    pub peers_heard_since_hello: usize,
+}
+
+/// One peer of the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub host_id: u64,
+    /// Its file server.
+    pub addr: SocketAddr,
+    pub distro: String,
+    pub arch: String,
+    /// Same distribution and architecture as this host.
+    pub compatible: bool,
+    pub heard_secs_ago: u64,
+    /// Whole answers it gave this host's relay, and their body bytes.
+    pub files_to_us: u64,
+    pub bytes_to_us: u64,
+    /// Skipped for a minute after a failure.
+    pub backed_off: bool,
+    /// Why it is banned, if it is.
+    pub banned: Option<String>,
+    /// Names in its cache summary as held here; `None`: none held (asked about every file).
+    pub summary_names: Option<u64>,
+    /// Its smoothed answer time to questions, in microseconds, once measured.
+    pub answer_us: Option<u64>,
+    /// It left a question unanswered and was not heard since: not asked until it is.
+    pub silent: bool,
+}
+
+/// A ban in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanStatus {
+    pub host_id: u64,
+    pub ip: IpAddr,
+    pub secs_left: u64,
+    pub reason: String,
+}
+
+/// A relayed download in flight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub file: String,
+    /// `peer <id> at <addr>` or `upstream <url>`; `None` while peers are asked.
+    pub source: Option<String>,
+    pub received: u64,
+    pub total: Option<u64>,
+}
+
+/// A cache directory, and whether the daemon (as its own user) can list it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheDir {
+    pub path: PathBuf,
+    /// `None` when it can be read, else why not.
+    pub error: Option<String>,
+}

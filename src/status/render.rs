@@ -1,0 +1,235 @@
+//! The JSON status ([`super::JSON_PATH`]): a [`Snapshot`] written as one JSON object. Host
+//! ids are 16 hex digits (a `u64` does not fit a JavaScript number); counts and bytes are
+//! integers; a missing value is `null`. README's "Is it working?" describes the members.
+//! Pure.
+
+use super::json::Writer;
+use super::{JSON_FORMAT, Snapshot};
+
+/// The JSON text of `s`.
+pub fn json(s: &Snapshot) -> String {
+    let mut w = Writer::new();
+    w.open_object();
+    w.key("format").number(JSON_FORMAT);
+    w.key("version").string(&s.version);
+    w.key("uptime_secs").number(s.uptime_secs);
+    w.key("host").open_object();
+    w.key("id").string(&format!("{:016x}", s.host_id));
+    w.key("distro").string(&s.distro);
+    w.key("arch").string(&s.arch);
+    w.key("peer_port").number(u64::from(s.peer_port));
+    w.key("local_port").number(u64::from(s.local_port));
+    w.close_object();
+
+    let m = &s.multicast;
+    w.key("multicast").open_object();
+    w.key("group")
+        .opt_string(m.group.map(|g| g.to_string()).as_deref());
+    w.key("joined").open_array();
+    for name in &m.joined {
+        w.string(name);
+    }
+    w.close_array();
+    w.key("join_errors").open_array();
+    for (name, error) in &m.join_errors {
+        w.open_object();
+        w.key("interface").string(name);
+        w.key("error").string(error);
+        w.close_object();
+    }
+    w.close_array();
+    w.key("hello_secs_ago").number(m.hello_secs_ago);
+    w.key("peers_heard_since_hello")
+        .number(m.peers_heard_since_hello as u64);
+    w.close_object();
+
+    w.key("peers").open_array();
+    for p in &s.peers {
+        w.open_object();
+        w.key("id").string(&format!("{:016x}", p.host_id));
+        w.key("address").string(&p.addr.ip().to_string());
+        w.key("port").number(u64::from(p.addr.port()));
+        w.key("distro").string(&p.distro);
+        w.key("arch").string(&p.arch);
+        w.key("compatible").boolean(p.compatible);
+        w.key("heard_secs_ago").number(p.heard_secs_ago);
+        w.key("files_to_us").number(p.files_to_us);
+        w.key("bytes_to_us").number(p.bytes_to_us);
+        w.key("backed_off").boolean(p.backed_off);
+        w.key("banned").opt_string(p.banned.as_deref());
+        match p.summary_names {
+            Some(n) => w.key("summary_names").number(n),
+            None => w.key("summary_names").null(),
+        };
+        match p.answer_us {
+            Some(us) => w.key("answer_us").number(us),
+            None => w.key("answer_us").null(),
+        };
+        w.key("silent").boolean(p.silent);
+        w.close_object();
+    }
+    w.close_array();
+
+    w.key("bans").open_array();
+    for b in &s.bans {
+        w.open_object();
+        w.key("id").string(&format!("{:016x}", b.host_id));
+        w.key("address").string(&b.ip.to_string());
+        w.key("secs_left").number(b.secs_left);
+        w.key("reason").string(&b.reason);
+        w.close_object();
+    }
+    w.close_array();
+
+    w.key("transfers").open_array();
+    for t in &s.transfers {
+        w.open_object();
+        w.key("file").string(&t.file);
+        w.key("source").opt_string(t.source.as_deref());
+        w.key("received").number(t.received);
+        w.key("total").opt_number(t.total);
+        w.close_object();
+    }
+    w.close_array();
+
+    let r = &s.relay;
+    w.key("relay").open_object();
+    for (name, value) in [
+        ("requests", r.requests),
+        ("files_from_peers", r.from_peers),
+        ("bytes_from_peers", r.bytes_from_peers),
+        ("files_from_upstream", r.from_upstream),
+        ("bytes_from_upstream", r.bytes_from_upstream),
+        ("redirects", r.redirects),
+        ("not_found", r.not_found),
+        ("failures", r.failures),
+        ("failovers", r.failovers),
+        ("verified", r.verified),
+        ("verify_failures", r.verify_failures),
+        ("lookups", r.lookups),
+        ("lookups_found", r.lookups_found),
+        ("bans", r.bans),
+    ] {
+        w.key(name).number(value);
+    }
+    w.close_object();
+
+    let c = &s.server;
+    w.key("peer_server").open_object();
+    for (name, value) in [
+        ("connections_now", s.server_connections as u64),
+        ("connections", c.connections),
+        ("requests", c.requests),
+        ("files", c.files),
+        ("bytes", c.bytes),
+        ("errors", c.errors),
+        ("refused_busy", c.refused_busy),
+    ] {
+        w.key(name).number(value);
+    }
+    w.close_object();
+
+    w.key("cache_dirs").open_array();
+    for d in &s.cache_dirs {
+        w.open_object();
+        w.key("path").string(&d.path.to_string_lossy());
+        w.key("readable").boolean(d.error.is_none());
+        w.key("error").opt_string(d.error.as_deref());
+        w.close_object();
+    }
+    w.close_array();
+    w.close_object();
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::json::{Value, parse};
+    use super::super::*;
+    use super::*;
+
+    pub(crate) fn sample() -> Snapshot {
+        let mut s = Snapshot {
+            version: "1.2.3".into(),
+            uptime_secs: 42,
+            host_id: 0xfedc_ba98_7654_3210,
+            distro: "arch".into(),
+            arch: "x86_64".into(),
+            peer_port: 19432,
+            local_port: 19433,
+            ..Snapshot::default()
+        };
+        s.multicast = Multicast {
+            group: Some(Ipv4Addr::new(239, 255, 19, 32)),
+            joined: vec!["eth0".into()],
+            join_errors: vec![("wlan0".into(), "No such device".into())],
+            hello_secs_ago: 40,
+            peers_heard_since_hello: 1,
+        };
+        s.peers.push(PeerStatus {
+            host_id: 7,
+            addr: "10.0.0.7:19432".parse().unwrap(),
+            distro: "arch".into(),
+            arch: "x86_64".into(),
+            compatible: true,
+            heard_secs_ago: 3,
+            files_to_us: 2,
+            bytes_to_us: 4096,
+            backed_off: false,
+            banned: Some("sent \"x\" unlike\nits database".into()),
+            summary_names: Some(120),
+            answer_us: Some(350),
+            silent: false,
+        });
+        s.transfers.push(Transfer {
+            file: "a+b-1:2-1-x86_64.pkg.tar.zst".into(),
+            source: None,
+            received: 10,
+            total: Some(100),
+        });
+        s.relay.requests = 5;
+        s.relay.from_peers = 2;
+        s.relay.bytes_from_peers = 4096;
+        s.relay
+            .lookup_latency
+            .observe(std::time::Duration::from_millis(3));
+        s.cache_dirs.push(CacheDir {
+            path: "/var/cache/pacman/pkg".into(),
+            error: Some("permission denied".into()),
+        });
+        s
+    }
+
+    #[test]
+    fn the_json_reads_back() {
+        let text = json(&sample());
+        let v = parse(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(v.u64_at("format"), Some(JSON_FORMAT));
+        assert_eq!(
+            v.get("host").and_then(|h| h.str_at("id")),
+            Some("fedcba9876543210")
+        );
+        let peer = &v.get("peers").unwrap().as_array()[0];
+        assert_eq!(peer.str_at("address"), Some("10.0.0.7"));
+        assert_eq!(peer.u64_at("port"), Some(19432));
+        assert_eq!(peer.u64_at("bytes_to_us"), Some(4096));
+        assert_eq!(
+            peer.str_at("banned"),
+            Some("sent \"x\" unlike\nits database")
+        );
+        let t = &v.get("transfers").unwrap().as_array()[0];
+        assert_eq!(t.get("source"), Some(&Value::Null));
+        assert_eq!(t.u64_at("total"), Some(100));
+        let relay = v.get("relay").unwrap();
+        assert_eq!(relay.u64_at("bytes_from_peers"), Some(4096));
+        assert_eq!(relay.u64_at("requests"), Some(5));
+        let m = v.get("multicast").unwrap();
+        assert_eq!(m.get("joined").unwrap().as_array().len(), 1);
+        assert_eq!(
+            m.get("join_errors").unwrap().as_array()[0].str_at("interface"),
+            Some("wlan0")
+        );
+        let dir = &v.get("cache_dirs").unwrap().as_array()[0];
+        assert_eq!(dir.get("readable").and_then(Value::as_bool), Some(false));
+    }
+}
