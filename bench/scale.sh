@@ -25,5 +25,6 @@ if [ -z "${BENCH_BIN:-}" ]; then
   echo "scale: cargo build --release"
   cargo build --release --quiet
 fi
+cargo build --release --quiet --example lookup_client
 
 exec python3 bench/scale.py "$@"
