@@ -10,8 +10,10 @@
 //! keep timers: the loop runs it with an [`Input`] and acts on its [`Want`].
 //!
 //! LIFECYCLE: `Head` (reading a request) -> `Lookup` (a question is open),
-//! `Resolving` (an upstream's host) and/or `Fetch` (a source: connecting,
-//! request, response head, body) -> `Reply` (a locally made answer) -> back
+//! `Resolving` (an upstream's host), `Connect` (waiting for the loop to open
+//! a source connection, within the same loop pass) and/or `Fetch` (a source:
+//! connecting, request, response head, body) -> `Reply` (a locally made
+//! answer) -> back
 //! to `Head` (keep-alive) or `Linger` -> `Closed`. A source that fails moves
 //! the request on to the next source, not the connection on to another
 //! state. `Status` waits one turn for the loop to hand in the status page.
@@ -26,9 +28,9 @@ use super::fetch::{Asked, Span};
 use super::pipe::Pipe;
 use super::plan::SourcePlan;
 use super::policy::Origin;
-use super::source::{Kept, Source};
+use super::source::{Kept, Source, SourceKind};
 use super::verify::BodyCheck;
-use super::{CLIENT_TIMEOUT, Context, Input, Leftovers, TURN_BUDGET, Wait, split_repo_path};
+use super::{CLIENT_TIMEOUT, Context, Input, Release, TURN_BUDGET, Wait, split_repo_path};
 use crate::cache::{self, FileKind};
 use crate::discovery::{PeerRef, QuestionId};
 use crate::http::percent_decode;
@@ -58,6 +60,13 @@ pub(super) enum State {
         index: usize,
         url: Url,
     },
+    /// Waiting for the loop to open (or take from its pool, with `reuse`) a
+    /// connection to `addr` for the source `kind` ([`Want::Connect`]).
+    Connect {
+        kind: SourceKind,
+        addr: SocketAddr,
+        reuse: bool,
+    },
     Fetch,
     Reply,
     /// Waiting for the loop to hand in the status page.
@@ -76,6 +85,7 @@ impl State {
             State::Head => "head",
             State::Lookup { .. } => "lookup",
             State::Resolving { .. } => "resolving",
+            State::Connect { .. } => "connect",
             State::Fetch => "fetch",
             State::Reply => "reply",
             State::Status => "status",
@@ -148,6 +158,8 @@ pub struct PacmanConn {
     pub(super) job: Option<Job>,
     pub(super) source: Option<Source>,
     pub(super) kept: Option<Kept>,
+    /// Source sockets let go of, for the loop ([`Self::poll_release`]).
+    pub(super) released: Vec<Release>,
     pub(super) next_source_id: u32,
     pub(super) limits: Limits,
 }
@@ -161,6 +173,7 @@ impl PacmanConn {
             job: None,
             source: None,
             kept: None,
+            released: Vec::new(),
             next_source_id: 0,
             limits: Limits::default(),
         }
@@ -173,42 +186,6 @@ impl PacmanConn {
     /// The loop saw pacman's socket become readable.
     pub fn readable(&mut self) {
         self.server.reader.readable();
-    }
-
-    /// The outbound socket the loop registers (by its id: a new id is a new
-    /// socket).
-    pub fn source_mut(&mut self) -> Option<(u32, &mut TcpStream)> {
-        self.source.as_mut().map(|s| (s.id, &mut s.stream))
-    }
-
-    /// The loop saw the source token readable (or closed, `read_closed`):
-    /// the transfer's source, or the kept connection when no transfer runs.
-    pub fn source_event(&mut self, read_closed: bool) {
-        match (self.source.as_mut(), self.kept.as_mut()) {
-            (Some(source), _) => source.event(read_closed),
-            (None, Some(kept)) => kept.event = true,
-            (None, None) => {}
-        }
-    }
-
-    /// Closes the connection: what it leaves for the loop to cancel,
-    /// deregister and pool. Its own socket closes when it is dropped.
-    pub fn close(&mut self) -> Leftovers {
-        let wait = match self.state {
-            State::Lookup { question, .. } => Some(Wait::Question(question)),
-            State::Resolving { lookup, .. } => Some(Wait::Lookup(lookup)),
-            _ => None,
-        };
-        self.set_state(State::Closed);
-        Leftovers {
-            wait,
-            source: self.source.take().map(|s| (s.id, s.stream)),
-            kept: self
-                .kept
-                .take()
-                .filter(|k| !k.event)
-                .map(|k| (k.id, k.addr, k.stream)),
-        }
     }
 
     /// Whether the loop must hand in the status page ([`Input::Status`]).
@@ -294,6 +271,7 @@ impl PacmanConn {
                 self.reply_text(Status::Ok, &text, keep_alive, !head_only);
             }
             Input::Status(_) => {}
+            Input::Connected(answer) => self.connected(answer, cx),
         }
         if let Some(deadline) = self.deadline() {
             if cx.now >= deadline {
@@ -323,7 +301,9 @@ impl PacmanConn {
                         HeadStep::Closed => return Want::Close,
                     }
                 }
-                State::Lookup { .. } | State::Resolving { .. } => return self.want(false),
+                State::Lookup { .. } | State::Resolving { .. } | State::Connect { .. } => {
+                    return self.want(false);
+                }
                 // The loop hands the page in on the next turn.
                 State::Status => return self.want(true),
                 State::Closed => return Want::Close,
@@ -352,7 +332,7 @@ impl PacmanConn {
             // getaddrinfo gives up as resolv.conf says (5 s a try by default, more with several
             // nameservers): the upstream is skipped before pacman's 10 s low-speed limit.
             State::Resolving { since, .. } => Some(since + RESOLVE_TIMEOUT),
-            State::Status | State::Closed => None,
+            State::Status | State::Closed | State::Connect { .. } => None,
             State::Reply => Some(self.server.last_progress + CLIENT_TIMEOUT),
             State::Fetch => {
                 let client = self.server.last_progress + CLIENT_TIMEOUT;
@@ -372,7 +352,7 @@ impl PacmanConn {
             State::Head => match self.server.head_expired() {
                 HeadExpiry::RequestTimeout => {
                     debug!("pacman {}: request head timed out", self.server.remote);
-                    self.source = None;
+                    self.drop_source();
                     self.pipe.clear();
                     self.set_state(State::Reply);
                     None
@@ -393,7 +373,7 @@ impl PacmanConn {
                 self.answered(None, cx);
                 None
             }
-            State::Status => None,
+            State::Status | State::Connect { .. } => None,
             State::Reply | State::Closed => Some(Want::Close),
             State::Fetch => {
                 let due = match &self.source {
@@ -414,6 +394,9 @@ impl PacmanConn {
     }
 
     pub(super) fn want(&self, again: bool) -> Want {
+        if let Some(connect) = self.want_connect() {
+            return connect;
+        }
         Want::Io {
             deadline: self.deadline(),
             again,
@@ -559,8 +542,8 @@ impl PacmanConn {
     }
 
     pub(super) fn response_done(&mut self, cx: &mut Context) {
-        self.source = None;
-        cx.relay.pool.give_buffer(self.pipe.release());
+        self.drop_source();
+        cx.relay.buffers.give_buffer(self.pipe.release());
         self.job = None;
         match self.server.response_done(cx.now, cx.stopping) {
             Some(until) => self.set_state(State::Linger { until }),
@@ -571,7 +554,7 @@ impl PacmanConn {
     // ---- local answers -----------------------------------------------------
 
     pub(super) fn reply_error(&mut self, status: Status, keep_alive: bool, with_body: bool) {
-        self.source = None;
+        self.drop_source();
         self.pipe.clear();
         self.server.queue_error(status, keep_alive, with_body);
         self.set_state(State::Reply);
@@ -588,7 +571,7 @@ impl PacmanConn {
     }
 
     pub(super) fn reply_redirect(&mut self, location: &str, keep_alive: bool, with_body: bool) {
-        self.source = None;
+        self.drop_source();
         let body = format!("302 Found: {location}\n");
         let out = self.server.start_response(keep_alive);
         response::write_head(out, Status::Found);
