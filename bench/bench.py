@@ -238,7 +238,8 @@ class Proc:
 
 
 class Lab:
-    """A bridge namespace and hosts h0, h1 on veth pairs, 10.77.<n>.{1,2}/24."""
+    """A bridge namespace and hosts h0, h1 on veth pairs, 10.77.<n>.{1,2}/24; h0 also has
+    10.77.<n>.3 (`proxy_ip`), the source address of nginx's proxy connections."""
 
     def __init__(self):
         self.id = f"{NS_PREFIX}{os.getpid()}"
@@ -248,6 +249,7 @@ class Lab:
         self.sw = f"{self.id}-sw"
         self.ns = [f"{self.id}-h0", f"{self.id}-h1"]
         self.ip = [f"10.77.{n}.1", f"10.77.{n}.2"]
+        self.proxy_ip = f"10.77.{n}.3"
         self._ip("netns", "add", self.sw)
         self.made.append(self.sw)
         self._ip("-n", self.sw, "link", "set", "lo", "up")
@@ -263,7 +265,10 @@ class Lab:
             self._ip("-n", ns, "addr", "add", f"{self.ip[i]}/24", "dev", "eth0")
             self._ip("-n", ns, "link", "set", "eth0", "up")
             self._ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
-        log(f"lab {self.id}: h0={self.ip[0]} h1={self.ip[1]}")
+        # h1's peer port takes at most 64 connections from one address; nginx's idle keepalive
+        # connections (32 per worker) would fill that alone, and refuse h0's relay.
+        self._ip("-n", self.ns[0], "addr", "add", f"{self.proxy_ip}/24", "dev", "eth0")
+        log(f"lab {self.id}: h0={self.ip[0]} (nginx proxy from {self.proxy_ip}) h1={self.ip[1]}")
 
     @staticmethod
     def _ip(*args):
@@ -733,6 +738,7 @@ class Bench:
         location / {{
             rewrite ^/[^/]+/os/[^/]+/([^/]+)$ /$1 break;
             proxy_pass http://peer;
+            proxy_bind {self.lab.proxy_ip};
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering off;
