@@ -52,6 +52,9 @@ else:
     CURL_REPS, WRK_REPS, WRK_SECS, TTFB_N, PACMAN_REPS, MEM_SECS = 5, 5, 10, 1000, 5, 20
     IDLE_SECS, DEADLINE = 60, 1500
 IDLE_SECS = int(os.environ.get("BENCH_IDLE_SECONDS", IDLE_SECS))
+CURL_REPS = int(os.environ.get("BENCH_CURL_REPS", CURL_REPS))
+# Only these parts (comma-separated): idle, peer, relay, miss, pacman, memory, verified, binary.
+ONLY = {x.strip() for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()}
 SLOW_READERS, SLOW_RATE = 64, "2M"
 # The 50 packages pacman downloads: the four bench-* ones and these extra ones.
 MIX = [("4k", 30), ("1m", 12), (SIZES[2][0], 4)]
@@ -1358,15 +1361,20 @@ def main():
         meta["files"] = ", ".join(f"{k} = {os.path.getsize(os.path.join(bench.repo_dir, v)):,} B"
                                   for k, v in bench.bench.items())
         meta["relay"] = "answering" if bench.relay_ok else "not available"
-        bench.idle(after_load=False)
-        bench.peer_server()
-        bench.relay_rows()
-        bench.miss_path()
-        bench.pacman()
-        bench.memory()
-        bench.idle(after_load=True)
-        bench.verified_relay()  # last: it restarts h0's daemon with the sync database
-        bench.binary()
+        steps = [
+            ("idle", lambda: bench.idle(after_load=False)),
+            ("peer", bench.peer_server),
+            ("relay", bench.relay_rows),
+            ("miss", bench.miss_path),
+            ("pacman", bench.pacman),
+            ("memory", bench.memory),
+            ("idle", lambda: bench.idle(after_load=True)),
+            ("verified", bench.verified_relay),  # last: it restarts h0's daemon
+            ("binary", bench.binary),
+        ]
+        for name, step in steps:
+            if not ONLY or name in ONLY:
+                step()
         for p in PROCS:
             if not p.alive():
                 log(f"warning: {p.name} exited early (code {p.p.returncode}), see its log")
