@@ -9,6 +9,9 @@ then measures side by side, alternating flocon and reference runs:
   (darkhttpd when installed, else lighttpd): 200 MiB throughput (curl), 4 KiB req/s (wrk);
 - the relay (h0 pacman port -> peer h1 over the lab link, lookup included) against nginx as a
   streaming reverse proxy in front of the same peer server: throughput, req/s, added TTFB;
+- the relay with verification on (issue 13 item 6): h0's daemon restarted, last, with a
+  pacman.conf naming the repository's sync database, so it hashes each relayed package while
+  it streams; throughput and CPU per GiB against the same nginx proxy;
 - `pacman -Sw` of 50 packages through flocon (from the peer) against straight from nginx;
 - memory idle and with 64 slow relays, idle wake-ups and CPU, CPU per GiB, binary size.
 
@@ -49,6 +52,9 @@ else:
     CURL_REPS, WRK_REPS, WRK_SECS, TTFB_N, PACMAN_REPS, MEM_SECS = 5, 5, 10, 1000, 5, 20
     IDLE_SECS, DEADLINE = 60, 1500
 IDLE_SECS = int(os.environ.get("BENCH_IDLE_SECONDS", IDLE_SECS))
+CURL_REPS = int(os.environ.get("BENCH_CURL_REPS", CURL_REPS))
+# Only these parts (comma-separated): idle, peer, relay, miss, pacman, memory, verified, binary.
+ONLY = {x.strip() for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()}
 SLOW_READERS, SLOW_RATE = 64, "2M"
 # The 50 packages pacman downloads: the four bench-* ones and these extra ones.
 MIX = [("4k", 30), ("1m", 12), (SIZES[2][0], 4)]
@@ -235,7 +241,8 @@ class Proc:
 
 
 class Lab:
-    """A bridge namespace and hosts h0, h1 on veth pairs, 10.77.<n>.{1,2}/24."""
+    """A bridge namespace and hosts h0, h1 on veth pairs, 10.77.<n>.{1,2}/24; h0 also has
+    10.77.<n>.3 (`proxy_ip`), the source address of nginx's proxy connections."""
 
     def __init__(self):
         self.id = f"{NS_PREFIX}{os.getpid()}"
@@ -245,6 +252,7 @@ class Lab:
         self.sw = f"{self.id}-sw"
         self.ns = [f"{self.id}-h0", f"{self.id}-h1"]
         self.ip = [f"10.77.{n}.1", f"10.77.{n}.2"]
+        self.proxy_ip = f"10.77.{n}.3"
         self._ip("netns", "add", self.sw)
         self.made.append(self.sw)
         self._ip("-n", self.sw, "link", "set", "lo", "up")
@@ -260,7 +268,10 @@ class Lab:
             self._ip("-n", ns, "addr", "add", f"{self.ip[i]}/24", "dev", "eth0")
             self._ip("-n", ns, "link", "set", "eth0", "up")
             self._ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
-        log(f"lab {self.id}: h0={self.ip[0]} h1={self.ip[1]}")
+        # h1's peer port takes at most 64 connections from one address; nginx's idle keepalive
+        # connections (32 per worker) would fill that alone, and refuse h0's relay.
+        self._ip("-n", self.ns[0], "addr", "add", f"{self.proxy_ip}/24", "dev", "eth0")
+        log(f"lab {self.id}: h0={self.ip[0]} (nginx proxy from {self.proxy_ip}) h1={self.ip[1]}")
 
     @staticmethod
     def _ip(*args):
@@ -358,8 +369,10 @@ def make_repo(work):
 # ---- servers --------------------------------------------------------------------------------
 
 
-def flocon_argv(cache, extra=()):
-    return [BIN, "-c", "/dev/null", "--pacman-conf", "/nonexistent", "--cache-dir", cache,
+def flocon_argv(cache, extra=(), pacman_conf="/nonexistent"):
+    """flocon with its defaults; `pacman_conf` names the sync databases it reads (none by
+    default: nothing is verified)."""
+    return [BIN, "-c", "/dev/null", "--pacman-conf", pacman_conf, "--cache-dir", cache,
             "--port", str(FLOCON_PORT), "--local-port", str(FLOCON_LOCAL),
             "--interface", "eth0"] + list(extra)
 
@@ -718,8 +731,9 @@ class Bench:
         self.single_name, argv = single_threaded_server(self.work, self.repo_dir)
         self.single = Proc(self.single_name + "-h1", self.h1, argv, self.logs)
         # h0: the pacman host: flocon's relay and nginx as a streaming reverse proxy.
-        self.relay = Proc("flocon-h0", self.h0, flocon_argv(h0cache, [
-            "--upstream", f"http://{self.h1ip}:{MIRROR_PORT}/$repo/os/$arch"]), self.logs)
+        self.h0cache = h0cache
+        self.relay = Proc("flocon-h0", self.h0, flocon_argv(h0cache, self.relay_upstream()),
+                          self.logs)
         t_relay_start = time.time()
         body = f"""    upstream peer {{ server {self.h1ip}:{FLOCON_PORT}; keepalive 32; }}
     server {{
@@ -727,6 +741,7 @@ class Bench:
         location / {{
             rewrite ^/[^/]+/os/[^/]+/([^/]+)$ /$1 break;
             proxy_pass http://peer;
+            proxy_bind {self.lab.proxy_ip};
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering off;
@@ -788,6 +803,9 @@ class Bench:
                     "end\n")
         os.chmod(self.miss_script, 0o644)
 
+    def relay_upstream(self):
+        return ["--upstream", f"http://{self.h1ip}:{MIRROR_PORT}/$repo/os/$arch"]
+
     def relay_url(self, f):
         return f"http://127.0.0.1:{FLOCON_LOCAL}/{REPO}/os/{ARCH}/{f}"
 
@@ -830,6 +848,11 @@ class Bench:
     def from_peers(self):
         m = re.search(r"(\d+) files \((\d+) bytes\) from peers, (\d+) files", self.status_page())
         return (int(m.group(1)), int(m.group(3))) if m else (None, None)
+
+    def verified(self):
+        """(bodies verified, wrong) from the relay's status page."""
+        m = re.search(r"(\d+) bodies verified, (\d+) wrong", self.status_page())
+        return (int(m.group(1)), int(m.group(2))) if m else (None, None)
 
     # -- measurements --
 
@@ -1034,6 +1057,74 @@ class Bench:
         add_row(sec, name, "req/s", median(rates["flocon"]), "mirror direct",
                 median(rates["mirror direct"]), ("ratio>=", 0.8), noise.share(),
                 f"{summary('flocon')}; {summary('mirror direct')}; {via}")
+
+    def verified_relay(self):
+        """Issue 13 item 6: the relay with verification on. h0's daemon is restarted with a
+        pacman.conf whose DBPath holds the repository's sync database (the `repo-add` one),
+        so every relayed package has its real size and SHA-256: flocon hashes the body while
+        it streams and holds its last byte back until the verdict. Against the same nginx
+        proxy as the other relay rows, alternating; CPU from /proc/PID/stat before and after
+        each download. Run last: the daemon it replaces is not started again."""
+        sec = "relay"
+        big = label(SIZES[-1][0])
+        names = [f"relay {big} throughput, verified", "CPU per GiB relayed, verified"]
+        if not self.relay_ok:
+            unavailable(sec, names[0], "MiB/s", "nginx proxy", ("ratio>=", 1.0))
+            unavailable(sec, names[1], "CPU s/GiB", "nginx proxy")
+            return
+        dbpath = os.path.join(self.work, "h0-dbpath")
+        os.makedirs(os.path.join(dbpath, "sync"))
+        shutil.copy(os.path.join(self.repo_dir, f"{REPO}.db"),
+                    os.path.join(dbpath, "sync", f"{REPO}.db"))
+        conf = os.path.join(self.work, "h0-pacman.conf")
+        with open(conf, "w") as f:
+            f.write(f"[options]\nDBPath = {dbpath}/\n\n[{REPO}]\n")
+        for path in (dbpath, os.path.join(dbpath, "sync")):
+            os.chmod(path, 0o755)
+        self.relay.stop()
+        PROCS.remove(self.relay)  # stopped on purpose: not an early exit
+        self.relay = Proc("flocon-h0-verified", self.h0,
+                          flocon_argv(self.h0cache, self.relay_upstream(), conf), self.logs)
+        if not wait_http(self.h0, self.relay_url(self.small)) or not self.probe_relay():
+            unavailable(sec, names[0], "MiB/s", "nginx proxy", ("ratio>=", 1.0),
+                        "verified relay: not available")
+            unavailable(sec, names[1], "CPU s/GiB", "nginx proxy", None,
+                        "verified relay: not available")
+            return
+        # The database is read, and h1 has hashed the big file (questions go by content: a
+        # peer answers HAVE only for a file whose hash it knows).
+        end = time.time() + 60
+        ready = ""
+        while time.time() < end:
+            status = self.status_page()
+            q = run(["curl", "-s", "--max-time", "5",
+                     f"http://127.0.0.1:{FLOCON_LOCAL}/query/{self.big}"],
+                    ns=self.h0, check=False, timeout=10)
+            if re.search(rf"database {REPO} .*: \d+ files indexed", status) and \
+                    self.h1ip in q.stdout:
+                ready = q.stdout.strip()
+                break
+            time.sleep(0.5)
+        log(f"{sec}: verified relay: {ready or 'h1 never offered ' + self.big}")
+        peers0, checked0 = self.from_peers(), self.verified()
+        log(f"{sec}: {self.big} via h0 relay with verification on vs nginx proxy")
+        targets = [
+            ("nginx proxy", self.proxy_url(self.big), self.proxy.pids),
+            ("flocon", self.relay_url(self.big), self.relay.pids),
+        ]
+        res, noise = self.throughput(sec, self.h0, targets, self.big_size)
+        via = self.via(peers0)
+        checked1 = self.verified()
+        check = ""
+        if None not in checked0 + checked1:
+            check = (f"{checked1[0] - checked0[0]} bodies verified, "
+                     f"{checked1[1] - checked0[1]} wrong")
+        add_row(sec, names[0], "MiB/s", res["flocon"][0], "nginx proxy", res["nginx proxy"][0],
+                ("ratio>=", 1.0), noise, f"{via}; {check} (warm-up included)")
+        add_row(sec, names[1], "CPU s/GiB", res["flocon"][1], "nginx proxy",
+                res["nginx proxy"][1], None, noise,
+                "relaying process only, utime+stime from /proc/PID/stat; nginx proxy: all its "
+                "processes")
 
     def pacman(self):
         sec = "pacman"
@@ -1270,14 +1361,20 @@ def main():
         meta["files"] = ", ".join(f"{k} = {os.path.getsize(os.path.join(bench.repo_dir, v)):,} B"
                                   for k, v in bench.bench.items())
         meta["relay"] = "answering" if bench.relay_ok else "not available"
-        bench.idle(after_load=False)
-        bench.peer_server()
-        bench.relay_rows()
-        bench.miss_path()
-        bench.pacman()
-        bench.memory()
-        bench.idle(after_load=True)
-        bench.binary()
+        steps = [
+            ("idle", lambda: bench.idle(after_load=False)),
+            ("peer", bench.peer_server),
+            ("relay", bench.relay_rows),
+            ("miss", bench.miss_path),
+            ("pacman", bench.pacman),
+            ("memory", bench.memory),
+            ("idle", lambda: bench.idle(after_load=True)),
+            ("verified", bench.verified_relay),  # last: it restarts h0's daemon
+            ("binary", bench.binary),
+        ]
+        for name, step in steps:
+            if not ONLY or name in ONLY:
+                step()
         for p in PROCS:
             if not p.alive():
                 log(f"warning: {p.name} exited early (code {p.p.returncode}), see its log")

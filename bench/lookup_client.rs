@@ -28,7 +28,10 @@ fn main() {
         .iter()
         .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
         .collect();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     if start > now {
         std::thread::sleep(Duration::from_secs_f64(start - now));
     }
@@ -54,10 +57,18 @@ fn lookups(conn: TcpStream, names: Vec<String>) -> Vec<(String, u16, f64)> {
     let mut results = Vec::new();
     for name in names {
         let t = Instant::now();
-        write!(writer, "GET /query/{name} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
+        write!(
+            writer,
+            "GET /query/{name} HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        )
+        .expect("send");
         let mut line = String::new();
         reader.read_line(&mut line).expect("status line");
-        let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let mut length = 0usize;
         loop {
             line.clear();

@@ -9,7 +9,9 @@
 # (idle window, default 60, quick 10), BENCH_KEEP=1 (keep the generated files), BENCH_WORK=DIR
 # (where they go, default /var/tmp), BENCH_BIN=PATH (benchmark that flocon binary instead of
 # building target/release/flocon), DARKHTTPD=PATH (a darkhttpd binary to compare with; without
-# one, darkhttpd from PATH, else Debian's lighttpd as the single-threaded server).
+# one, darkhttpd from PATH, else Debian's lighttpd as the single-threaded server),
+# BENCH_ONLY=peer,verified,... (only those parts: idle, peer, relay, miss, pacman, memory,
+# verified, binary), BENCH_CURL_REPS=N (downloads per server in each throughput row, default 5).
 #
 # Needs root: it builds network namespaces (deleted at the end) and runs pacman. All traffic
 # stays inside them. Results: bench/out/results.tsv and bench/out/results.md (gitignored),

@@ -1,6 +1,10 @@
 //! The one event loop: a single `mio::Poll` on a single thread.
 //!
-//! Owns every socket registration, the token plan, the connection slot table
+//! Owns every socket: it creates them (listeners, accepted connections, and
+//! the relay's source connections, which the relay asks for with
+//! [`Want::Connect`]), registers, deregisters and closes them, and keeps the
+//! idle kept-alive source connections in a [`relay::Pool`]. Owns also the
+//! token plan, the connection slot table
 //! (with generation numbers so stale timers and events are skipped), the
 //! deadline heap that sets the poll timeout, the per-turn work limits, the
 //! signal pipe, the multicast socket's I/O, the routing of discovery answers
@@ -30,7 +34,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 
 use crate::activation::{self, Role};
 use crate::cache::Cache;
@@ -41,7 +45,7 @@ use crate::http::response::{self, Status};
 use crate::net::Want;
 use crate::netlink::LinkWatch;
 use crate::rate_limit::RateLimit;
-use crate::relay::{self, Input, PacmanConn, Wait};
+use crate::relay::{self, Input, Opened, PacmanConn, Release, Wait};
 use crate::resolver::SystemResolver;
 use crate::serve::{self, PeerConn};
 use crate::signals::SignalPipe;
@@ -70,6 +74,10 @@ pub const FIRST_SLOT: usize = 16;
 
 /// Connections accepted per listener per turn before other work runs.
 const ACCEPTS_PER_TURN: usize = 64;
+/// Source connections opened for one connection in one run before it waits
+/// for the next pass (each failed connect moves its request on to another
+/// address or source, so this is only a bound).
+const CONNECTS_PER_RUN: usize = 16;
 /// Datagrams read per turn.
 const DATAGRAMS_PER_TURN: usize = 256;
 /// Connections at most from one address to the peer port (as nginx's `limit_conn`): one host
@@ -217,6 +225,8 @@ pub struct Daemon {
     max_connections: usize,
     multicast: Multicast,
     relay: relay::Relay,
+    /// Kept-alive source connections no transfer holds, out of the poll set.
+    idle_sources: relay::Pool<TcpStream>,
     slots: Slots,
     /// (deadline, slot, generation); stale entries are skipped when popped.
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
@@ -398,6 +408,7 @@ impl Daemon {
                 hello_at: now,
             },
             relay: relay::Relay::new(upstreams, settings.ban_time),
+            idle_sources: relay::Pool::default(),
             slots: Slots::default(),
             timers: BinaryHeap::new(),
             again: VecDeque::new(),
@@ -491,7 +502,7 @@ impl Daemon {
             }
             self.fire_timers(now);
             self.cache.expire(now);
-            self.relay.pool.handle_timeout(now);
+            self.idle_sources.handle_timeout(now);
             self.flush_datagrams();
             if let Some(stop_by) = self.stop_by {
                 if self.slots.live() == 0 || now >= stop_by {
@@ -519,7 +530,7 @@ impl Daemon {
             self.multicast.core.poll_timeout(),
             self.rejoin_at,
             self.cache.next_expiry(),
-            self.relay.pool.poll_timeout(),
+            self.idle_sources.poll_timeout(),
             self.trust.poll_timeout(),
         ];
         let earliest = deadlines.into_iter().flatten().min();
@@ -844,21 +855,6 @@ impl Daemon {
         self.run_slot_with(index, generation, now, Input::Answer(peer));
     }
 
-    /// Kept source connections slot `index` let go of go to the relay's idle
-    /// pool, out of the poll set (if they were in it: one that was kept and
-    /// let go of within one run never was) until one is taken again.
-    fn park_retired(&mut self, index: usize, retired: Vec<relay::Retired>, now: Instant) {
-        for (id, addr, mut stream) in retired {
-            if let Some(slot) = self.slots.slots.get_mut(index) {
-                if slot.source == Some(id) {
-                    let _ = self.poll.registry().deregister(&mut stream);
-                    slot.source = None;
-                }
-            }
-            self.relay.pool.park(addr, stream, now);
-        }
-    }
-
     fn flush_datagrams(&mut self) {
         let m = &mut self.multicast;
         while let Some(t) = m.pending.take().or_else(|| m.core.poll_transmit()) {
@@ -1020,56 +1016,106 @@ impl Daemon {
     }
 
     /// Runs the connection of a slot after `input` (for a pacman
-    /// connection) and applies what it wants.
+    /// connection) and applies what it wants. A relay connection that asks
+    /// for a source connection gets it here and runs again at once.
     fn run_slot_with(&mut self, index: usize, generation: u32, now: Instant, input: Input) {
         let stopping = self.stop_by.is_some();
-        let input = match self
-            .slots
-            .get(index, generation)
-            .and_then(|s| s.conn.as_ref())
-        {
-            Some(Conn::Pacman(c)) => match c.wants_status() {
-                Some(page) => Input::Status(self.page(page, now)),
-                None => input,
-            },
-            _ => input,
-        };
-        let mut asked = Vec::new();
-        let mut retired = Vec::new();
-        let Some(slot) = self.slots.get(index, generation) else {
-            return;
-        };
-        let resolver = &mut self.resolver;
-        let want = match slot.conn.as_mut() {
-            Some(Conn::Peer(conn)) => conn.run(&mut serve::Context {
-                cache: &mut self.cache,
-                trust: &mut self.trust,
-                scratch: &mut self.scratch,
-                now,
-                counters: &mut self.counters,
-                stopping,
-            }),
-            Some(Conn::Pacman(conn)) => conn.run(
-                &mut relay::Context {
-                    now,
-                    relay: &mut self.relay,
-                    trust: &self.trust,
-                    discovery: &mut self.multicast.core,
-                    resolver,
-                    asked: &mut asked,
-                    retired: &mut retired,
-                    stopping,
+        let mut input = input;
+        let mut want = Want::Close;
+        for _ in 0..CONNECTS_PER_RUN {
+            if let Some(Conn::Pacman(c)) = self
+                .slots
+                .get(index, generation)
+                .and_then(|s| s.conn.as_ref())
+            {
+                if let Some(page) = c.wants_status() {
+                    input = Input::Status(self.page(page, now));
+                }
+            }
+            let mut asked = Vec::new();
+            let Some(slot) = self.slots.get(index, generation) else {
+                return;
+            };
+            let resolver = &mut self.resolver;
+            want = match slot.conn.as_mut() {
+                Some(Conn::Peer(conn)) => conn.run(&mut serve::Context {
+                    cache: &mut self.cache,
+                    trust: &mut self.trust,
                     scratch: &mut self.scratch,
-                },
-                input,
-            ),
-            None => return,
-        };
-        for wait in asked {
-            self.waits.insert(wait, (index, generation));
+                    now,
+                    counters: &mut self.counters,
+                    stopping,
+                }),
+                Some(Conn::Pacman(conn)) => {
+                    let want = conn.run(
+                        &mut relay::Context {
+                            now,
+                            relay: &mut self.relay,
+                            trust: &self.trust,
+                            discovery: &mut self.multicast.core,
+                            resolver,
+                            asked: &mut asked,
+                            stopping,
+                            scratch: &mut self.scratch,
+                        },
+                        input,
+                    );
+                    let registry = self.poll.registry();
+                    while let Some(release) = conn.poll_release() {
+                        put_away(
+                            registry,
+                            &mut slot.source,
+                            &mut self.idle_sources,
+                            release,
+                            now,
+                        );
+                    }
+                    want
+                }
+                None => return,
+            };
+            for wait in asked {
+                self.waits.insert(wait, (index, generation));
+            }
+            let Want::Connect { addr, reuse } = want else {
+                break;
+            };
+            input = Input::Connected(self.open_source(addr, reuse, now));
         }
-        self.park_retired(index, retired, now);
+        // (After CONNECTS_PER_RUN connects, a `Connect` left waits for the next pass.)
         self.apply(index, generation, want);
+    }
+
+    /// A connection to `addr` for a relay source: with `reuse`, an idle one
+    /// from the pool that is still open, else a new one (non-blocking: it
+    /// completes later, and the relay sees that when it becomes writable).
+    fn open_source(
+        &mut self,
+        addr: SocketAddr,
+        reuse: bool,
+        now: Instant,
+    ) -> Result<Opened, io::ErrorKind> {
+        if reuse {
+            if let Some(stream) = self.idle_sources.take(addr, now, crate::net::is_idle_open) {
+                return Ok(Opened {
+                    stream,
+                    reused: true,
+                });
+            }
+        }
+        match TcpStream::connect(addr) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                Ok(Opened {
+                    stream,
+                    reused: false,
+                })
+            }
+            Err(e) => {
+                debug!("connect to {addr}: {e}");
+                Err(e.kind())
+            }
+        }
     }
 
     fn apply(&mut self, index: usize, generation: u32, want: Want) {
@@ -1078,6 +1124,8 @@ impl Daemon {
             return;
         };
         match want {
+            // It waits in its `Connect` state and asks again when run.
+            Want::Connect { .. } => self.again.push_back((index, generation)),
             Want::Close => {
                 if let Some(conn) = slot.conn.as_mut() {
                     let _ = registry.deregister(conn.stream_mut());
@@ -1090,16 +1138,17 @@ impl Daemon {
                             }
                             self.waits.remove(&wait);
                         }
-                        if let Some((_, mut source)) = left.source {
-                            let _ = registry.deregister(&mut source);
-                        }
-                        // The kept-alive source goes to the pool for the
-                        // next connection.
-                        if let Some((id, addr, mut stream)) = left.kept {
-                            if slot.source == Some(id) {
-                                let _ = registry.deregister(&mut stream);
-                            }
-                            self.relay.pool.park(addr, stream, Instant::now());
+                        // A kept-alive source goes to the pool for the next
+                        // connection; the others close.
+                        let now = Instant::now();
+                        for release in left.sockets {
+                            put_away(
+                                registry,
+                                &mut slot.source,
+                                &mut self.idle_sources,
+                                release,
+                                now,
+                            );
                         }
                     }
                 }
@@ -1183,6 +1232,31 @@ impl Daemon {
             self.run_slot(index, generation, now);
         }
     }
+}
+
+/// A source socket a relay connection let go of: out of the poll set if it is
+/// the one registered under the slot's source token (`registered`, its id),
+/// then parked in the idle pool or closed.
+fn put_away(
+    registry: &Registry,
+    registered: &mut Option<u32>,
+    idle: &mut relay::Pool<TcpStream>,
+    release: Release,
+    now: Instant,
+) {
+    let id = release.id();
+    let (mut stream, park) = match release {
+        Release::Park { addr, stream, .. } => (stream, Some(addr)),
+        Release::Close { stream, .. } => (stream, None),
+    };
+    if *registered == Some(id) {
+        let _ = registry.deregister(&mut stream);
+        *registered = None;
+    }
+    if let Some(addr) = park {
+        idle.park(addr, stream, now);
+    }
+    // Otherwise dropped here: closed.
 }
 
 /// A non-blocking listener with `SO_REUSEADDR` and a deep backlog.

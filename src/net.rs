@@ -196,6 +196,14 @@ pub enum Want {
         /// is a new socket), if it has one.
         source: Option<u32>,
     },
+    /// (The relay only.) A connection to `addr` for its next source: with
+    /// `reuse`, an idle kept-alive one from the loop's pool if there is one,
+    /// else a new one. The loop opens it and runs the connection again at
+    /// once with the answer (`relay::Input::Connected`).
+    Connect {
+        addr: std::net::SocketAddr,
+        reuse: bool,
+    },
     /// Finished: drop it (which closes its sockets).
     Close,
 }

@@ -10,8 +10,10 @@
 //! keep timers: the loop runs it with an [`Input`] and acts on its [`Want`].
 //!
 //! LIFECYCLE: `Head` (reading a request) -> `Lookup` (a question is open),
-//! `Resolving` (an upstream's host) and/or `Fetch` (a source: connecting,
-//! request, response head, body) -> `Reply` (a locally made answer) -> back
+//! `Resolving` (an upstream's host), `Connect` (waiting for the loop to open
+//! a source connection, within the same loop pass) and/or `Fetch` (a source:
+//! connecting, request, response head, body) -> `Reply` (a locally made
+//! answer) -> back
 //! to `Head` (keep-alive) or `Linger` -> `Closed`. A source that fails moves
 //! the request on to the next source, not the connection on to another
 //! state. `Status` waits one turn for the loop to hand in a status page (text,
@@ -27,9 +29,9 @@ use super::fetch::{Asked, Span};
 use super::pipe::Pipe;
 use super::plan::SourcePlan;
 use super::policy::Origin;
-use super::source::{Kept, Source};
+use super::source::{Kept, Source, SourceKind};
 use super::verify::BodyCheck;
-use super::{CLIENT_TIMEOUT, Context, Input, Leftovers, Page, TURN_BUDGET, Wait, split_repo_path};
+use super::{CLIENT_TIMEOUT, Context, Input, Page, Release, TURN_BUDGET, Wait, split_repo_path};
 use crate::cache::{self, FileKind};
 use crate::discovery::{PeerRef, QuestionId};
 use crate::http::percent_decode;
@@ -59,6 +61,13 @@ pub(super) enum State {
         index: usize,
         url: Url,
     },
+    /// Waiting for the loop to open (or take from its pool, with `reuse`) a
+    /// connection to `addr` for the source `kind` ([`Want::Connect`]).
+    Connect {
+        kind: SourceKind,
+        addr: SocketAddr,
+        reuse: bool,
+    },
     Fetch,
     Reply,
     /// Waiting for the loop to hand in a status page.
@@ -77,6 +86,7 @@ impl State {
             State::Head => "head",
             State::Lookup { .. } => "lookup",
             State::Resolving { .. } => "resolving",
+            State::Connect { .. } => "connect",
             State::Fetch => "fetch",
             State::Reply => "reply",
             State::Status(_) => "status",
@@ -149,6 +159,8 @@ pub struct PacmanConn {
     pub(super) job: Option<Job>,
     pub(super) source: Option<Source>,
     pub(super) kept: Option<Kept>,
+    /// Source sockets let go of, for the loop ([`Self::poll_release`]).
+    pub(super) released: Vec<Release>,
     pub(super) next_source_id: u32,
     pub(super) limits: Limits,
 }
@@ -162,6 +174,7 @@ impl PacmanConn {
             job: None,
             source: None,
             kept: None,
+            released: Vec::new(),
             next_source_id: 0,
             limits: Limits::default(),
         }
@@ -174,42 +187,6 @@ impl PacmanConn {
     /// The loop saw pacman's socket become readable.
     pub fn readable(&mut self) {
         self.server.reader.readable();
-    }
-
-    /// The outbound socket the loop registers (by its id: a new id is a new
-    /// socket).
-    pub fn source_mut(&mut self) -> Option<(u32, &mut TcpStream)> {
-        self.source.as_mut().map(|s| (s.id, &mut s.stream))
-    }
-
-    /// The loop saw the source token readable (or closed, `read_closed`):
-    /// the transfer's source, or the kept connection when no transfer runs.
-    pub fn source_event(&mut self, read_closed: bool) {
-        match (self.source.as_mut(), self.kept.as_mut()) {
-            (Some(source), _) => source.event(read_closed),
-            (None, Some(kept)) => kept.event = true,
-            (None, None) => {}
-        }
-    }
-
-    /// Closes the connection: what it leaves for the loop to cancel,
-    /// deregister and pool. Its own socket closes when it is dropped.
-    pub fn close(&mut self) -> Leftovers {
-        let wait = match self.state {
-            State::Lookup { question, .. } => Some(Wait::Question(question)),
-            State::Resolving { lookup, .. } => Some(Wait::Lookup(lookup)),
-            _ => None,
-        };
-        self.set_state(State::Closed);
-        Leftovers {
-            wait,
-            source: self.source.take().map(|s| (s.id, s.stream)),
-            kept: self
-                .kept
-                .take()
-                .filter(|k| !k.event)
-                .map(|k| (k.id, k.addr, k.stream)),
-        }
     }
 
     /// The status page the loop must hand in ([`Input::Status`]), if one is awaited.
@@ -312,6 +289,7 @@ impl PacmanConn {
                     self.reply_page(Status::Ok, content_type, &text, keep_alive, !head_only);
                 }
             }
+            Input::Connected(answer) => self.connected(answer, cx),
         }
         if let Some(deadline) = self.deadline() {
             if cx.now >= deadline {
@@ -341,7 +319,9 @@ impl PacmanConn {
                         HeadStep::Closed => return Want::Close,
                     }
                 }
-                State::Lookup { .. } | State::Resolving { .. } => return self.want(false),
+                State::Lookup { .. } | State::Resolving { .. } | State::Connect { .. } => {
+                    return self.want(false);
+                }
                 // The loop hands the page in on the next turn.
                 State::Status(_) => return self.want(true),
                 State::Closed => return Want::Close,
@@ -370,7 +350,7 @@ impl PacmanConn {
             // getaddrinfo gives up as resolv.conf says (5 s a try by default, more with several
             // nameservers): the upstream is skipped before pacman's 10 s low-speed limit.
             State::Resolving { since, .. } => Some(since + RESOLVE_TIMEOUT),
-            State::Status(_) | State::Closed => None,
+            State::Status(_) | State::Closed | State::Connect { .. } => None,
             State::Reply => Some(self.server.last_progress + CLIENT_TIMEOUT),
             State::Fetch => {
                 let client = self.server.last_progress + CLIENT_TIMEOUT;
@@ -390,7 +370,7 @@ impl PacmanConn {
             State::Head => match self.server.head_expired() {
                 HeadExpiry::RequestTimeout => {
                     debug!("pacman {}: request head timed out", self.server.remote);
-                    self.source = None;
+                    self.drop_source();
                     self.pipe.clear();
                     self.set_state(State::Reply);
                     None
@@ -411,7 +391,7 @@ impl PacmanConn {
                 self.answered(None, cx);
                 None
             }
-            State::Status(_) => None,
+            State::Status(_) | State::Connect { .. } => None,
             State::Reply | State::Closed => Some(Want::Close),
             State::Fetch => {
                 let due = match &self.source {
@@ -432,6 +412,9 @@ impl PacmanConn {
     }
 
     pub(super) fn want(&self, again: bool) -> Want {
+        if let Some(connect) = self.want_connect() {
+            return connect;
+        }
         Want::Io {
             deadline: self.deadline(),
             again,
@@ -577,8 +560,8 @@ impl PacmanConn {
     }
 
     pub(super) fn response_done(&mut self, cx: &mut Context) {
-        self.source = None;
-        cx.relay.pool.give_buffer(self.pipe.release());
+        self.drop_source();
+        cx.relay.buffers.give_buffer(self.pipe.release());
         self.job = None;
         match self.server.response_done(cx.now, cx.stopping) {
             Some(until) => self.set_state(State::Linger { until }),
@@ -589,7 +572,7 @@ impl PacmanConn {
     // ---- local answers -----------------------------------------------------
 
     pub(super) fn reply_error(&mut self, status: Status, keep_alive: bool, with_body: bool) {
-        self.source = None;
+        self.drop_source();
         self.pipe.clear();
         self.server.queue_error(status, keep_alive, with_body);
         self.set_state(State::Reply);
@@ -606,7 +589,7 @@ impl PacmanConn {
     }
 
     pub(super) fn reply_redirect(&mut self, location: &str, keep_alive: bool, with_body: bool) {
-        self.source = None;
+        self.drop_source();
         let body = format!("302 Found: {location}\n");
         let out = self.server.start_response(keep_alive);
         response::write_head(out, Status::Found);

@@ -24,11 +24,20 @@
 //!   counters) — pure;
 //! - `verify.rs`: checking a body against the sync database's size and
 //!   SHA-256 while it streams, the last byte held until the verdict — pure;
-//! - `pool.rs`: idle kept-alive source connections (closed on a timer) and
-//!   transfer buffers; `pipe.rs`: the bounded buffer of one transfer;
+//! - `pool.rs`: idle kept-alive source connections (closed on a timer; the
+//!   loop's) and transfer buffers; `pipe.rs`: the bounded buffer of one
+//!   transfer;
 //! - `source.rs`: one exchange's socket I/O; `conn.rs`: the pacman
-//!   connection's states, requests and local answers; `transfer.rs`: moving
-//!   an answer from a source to pacman and failing over.
+//!   connection's states, requests and local answers; `sockets.rs`: asking
+//!   the loop for a source connection and handing source sockets back;
+//!   `transfer.rs`: moving an answer from a source to pacman and failing over.
+//!
+//! ONE OWNER PER SOCKET: the relay never creates, registers, deregisters or
+//! closes a socket. It asks for a connection to an address with
+//! [`Want::Connect`](crate::net::Want::Connect) (a new one, or one from the
+//! loop's idle pool) and gets it back as [`Input::Connected`]; every source
+//! socket it is done with leaves as a [`Release`] (park it, or close it)
+//! through [`PacmanConn::poll_release`] or [`PacmanConn::close`].
 //!
 //! KEPT-ALIVE SOURCES: a source connection whose answer was read to its end
 //! and allows another request stays with its pacman connection (still in the
@@ -45,6 +54,7 @@ mod pipe;
 pub mod plan;
 pub mod policy;
 pub mod pool;
+mod sockets;
 mod source;
 mod transfer;
 pub mod verify;
@@ -54,7 +64,7 @@ pub use fetch::STALL_TIMEOUT;
 pub use policy::{
     Ban, Counters, LATENCY_BUCKETS_MS, LatencyHistogram, Origin, PEER_BACKOFF, PeerTally, Policy,
 };
-pub use pool::{BUFFER, LARGE_BUFFER, LARGE_BUFFERS, Pool};
+pub use pool::{BUFFER, Buffers, LARGE_BUFFER, LARGE_BUFFERS, Pool};
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -82,7 +92,7 @@ pub struct Relay {
     /// Warnings about requests for other hosts, at most one a minute.
     pub foreign_hosts: RateLimit,
     pub policy: Policy,
-    pub pool: Pool<TcpStream>,
+    pub buffers: Buffers,
 }
 
 impl Relay {
@@ -93,7 +103,7 @@ impl Relay {
             machine_name: machine_name(),
             foreign_hosts: RateLimit::default(),
             policy: Policy::with_ban_time(ban_time),
-            pool: Pool::default(),
+            buffers: Buffers::default(),
         }
     }
 }
@@ -119,10 +129,6 @@ pub struct Context<'a> {
     /// their answers here.
     pub asked: &'a mut Vec<Wait>,
     pub stopping: bool,
-    /// Kept source connections this run let go of (its next request went
-    /// elsewhere), still registered under the source token `id`: the loop
-    /// deregisters them and parks them in the pool.
-    pub retired: &'a mut Vec<Retired>,
     /// The loop's one read buffer, lent for this run.
     pub scratch: &'a mut [u8],
 }
@@ -135,10 +141,30 @@ impl Context<'_> {
     }
 }
 
-/// A kept-alive source connection a pacman connection let go of: its source
-/// token id (registered under it if the loop registered that id), address
-/// and socket.
-pub type Retired = (u32, SocketAddr, TcpStream);
+/// A source socket the relay is done with, for the loop to deregister (when
+/// it is registered under the connection's source token as `id`) and then
+/// park in its idle pool or close.
+#[derive(Debug)]
+pub enum Release {
+    /// Its answer was read to the end and it allows another request: any
+    /// connection to `addr` may take it.
+    Park {
+        id: u32,
+        addr: SocketAddr,
+        stream: TcpStream,
+    },
+    /// Failed, given up, or not reusable.
+    Close { id: u32, stream: TcpStream },
+}
+
+impl Release {
+    /// The id the socket was (or would have been) registered under.
+    pub fn id(&self) -> u32 {
+        match self {
+            Release::Park { id, .. } | Release::Close { id, .. } => *id,
+        }
+    }
+}
 
 /// What a connection is run for.
 #[derive(Debug)]
@@ -151,6 +177,18 @@ pub enum Input {
     Address(Result<Addresses, ResolveError>),
     /// The status page it waits for ([`PacmanConn::wants_status`]).
     Status(String),
+    /// The connection it asked for with `Want::Connect`: a new one being
+    /// established, one from the idle pool (`reused`), or why there is none.
+    Connected(Result<Opened, std::io::ErrorKind>),
+}
+
+/// A source connection the loop opened (or took from its idle pool) for a
+/// pacman connection; not registered yet.
+#[derive(Debug)]
+pub struct Opened {
+    pub stream: TcpStream,
+    /// Taken from the idle pool: connected already.
+    pub reused: bool,
 }
 
 /// The pages of the loopback port the loop makes (not the relay): none can be a package path,
@@ -186,12 +224,10 @@ impl Page {
 }
 
 /// What a closing connection leaves to the loop: the question or lookup to
-/// cancel, its outbound socket (registered or not), and the kept-alive
-/// connection for the pool.
+/// cancel, and its source sockets (registered or not) to park or close.
 pub struct Leftovers {
     pub wait: Option<Wait>,
-    pub source: Option<(u32, TcpStream)>,
-    pub kept: Option<Retired>,
+    pub sockets: Vec<Release>,
 }
 
 /// This machine's host name (gethostname(2)), in lower case.

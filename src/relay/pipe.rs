@@ -1,13 +1,11 @@
 //! The bounded byte queue between a source and pacman: a transfer buffer
-//! (lent by the [`super::pool::Pool`] while a body streams through it) with
+//! (lent by the [`super::pool::Buffers`] while a body streams through it) with
 //! its filled part and free space.
 //!
 //! Owns the buffer's bounds and compaction; it does not read or write
 //! sockets (the source fills it, the connection empties it).
 
-use mio::net::TcpStream;
-
-use super::pool::{BUFFER, Pool};
+use super::pool::{BUFFER, Buffers};
 
 /// The bounded byte queue between a source and pacman.
 pub struct Pipe {
@@ -101,9 +99,9 @@ impl Pipe {
     }
 
     /// Gives the pipe a buffer before a body streams through it.
-    pub fn provide(&mut self, pool: &mut Pool<TcpStream>) {
+    pub fn provide(&mut self, buffers: &mut Buffers) {
         if self.buf.is_empty() {
-            self.buf = pool.take_buffer();
+            self.buf = buffers.take_buffer();
             self.cap = self.buf.len();
         }
     }

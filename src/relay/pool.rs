@@ -1,8 +1,10 @@
 //! What the relay's transfers reuse: kept-alive source connections that no
 //! transfer holds (out of the poll set), and the transfer buffers.
 //!
-//! Owns both, with their bounds: at most [`MAX_IDLE`] idle connections, each
-//! for at most [`IDLE_REUSE`], closed on a timer ([`Pool::poll_timeout`],
+//! Two owners, two types: the event loop owns the idle connections (a
+//! [`Pool`], since it owns every socket), the relay the [`Buffers`]. Their
+//! bounds: at most [`MAX_IDLE`] idle connections, each for at most
+//! [`IDLE_REUSE`], closed on a timer ([`Pool::poll_timeout`],
 //! [`Pool::handle_timeout`]) rather than when a later request happens to look;
 //! [`LARGE_BUFFERS`] large buffers at a time and a few spares of each size.
 //! It does not register sockets (the event loop deregisters a connection
@@ -35,29 +37,32 @@ struct Idle<S> {
     since: Instant,
 }
 
-/// Idle source connections (of stream type `S`) and spare buffers.
+/// Idle source connections (of stream type `S`).
 #[derive(Debug)]
 pub struct Pool<S> {
     /// Oldest first (parked in time order).
     idle: VecDeque<Idle<S>>,
-    spare_buffers: Vec<Vec<u8>>,
-    spare_large: Vec<Vec<u8>>,
-    /// Large buffers lent out now.
-    large_in_use: usize,
 }
 
 impl<S> Default for Pool<S> {
     fn default() -> Self {
         Pool {
             idle: VecDeque::new(),
-            spare_buffers: Vec::new(),
-            spare_large: Vec::new(),
-            large_in_use: 0,
         }
     }
 }
 
-impl<S> Pool<S> {
+/// The transfer buffers: a few spares of each size, and how many large ones
+/// are lent out.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    spare_buffers: Vec<Vec<u8>>,
+    spare_large: Vec<Vec<u8>>,
+    /// Large buffers lent out now.
+    large_in_use: usize,
+}
+
+impl Buffers {
     /// A transfer buffer: a spare one, else a new one.
     pub fn take_buffer(&mut self) -> Vec<u8> {
         if self.large_in_use < LARGE_BUFFERS {
@@ -83,7 +88,9 @@ impl<S> Pool<S> {
             self.spare_buffers.push(buf);
         }
     }
+}
 
+impl<S> Pool<S> {
     /// Parks a connection (already out of the poll set); the oldest goes
     /// (and closes) when the pool is full.
     pub fn park(&mut self, addr: SocketAddr, stream: S, now: Instant) {
@@ -199,7 +206,7 @@ mod tests {
 
     #[test]
     fn buffers_are_large_for_the_first_transfers_and_reused() {
-        let mut pool: Pool<()> = Pool::default();
+        let mut pool = Buffers::default();
         let large: Vec<_> = (0..LARGE_BUFFERS).map(|_| pool.take_buffer()).collect();
         assert!(large.iter().all(|b| b.len() == LARGE_BUFFER));
         let small = pool.take_buffer();

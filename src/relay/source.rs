@@ -30,7 +30,7 @@ use crate::net::{self, Io};
 use crate::resolver::Addresses;
 
 /// Who a source is.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceKind {
     Peer(PeerRef),
     /// Upstream mirror `index`, at `addresses[at]` of every address its host name has.

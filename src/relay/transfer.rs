@@ -1,35 +1,32 @@
 //! Moving one answer from a source to pacman: performing the steps of the
-//! request's [`SourcePlan`] (ask the LAN, resolve, connect, reuse a kept
-//! connection, redirect, give up), streaming the source's bytes through the
-//! pipe to pacman with back-pressure, acting on the judgement of its head
+//! request's [`SourcePlan`] (ask the LAN, resolve, fetch from a source,
+//! redirect, give up), streaming the source's bytes through the pipe to
+//! pacman with back-pressure, acting on the judgement of its head
 //! ([`super::fetch::judge`]), and failing over when it fails.
 //!
 //! Part of [`PacmanConn`] (a second `impl` block); it does not choose the
-//! next source (the plan does) or register sockets (the loop does).
-
-use std::net::SocketAddr;
+//! next source (the plan does), nor get, register or close sockets (it asks
+//! the loop, through `sockets.rs`).
 
 use log::{debug, info, warn};
-use mio::net::TcpStream;
 
 use super::conn::{PacmanConn, State};
 use super::fetch::{self, Failure, Judgement};
 use super::plan::{SourcePlan, Step};
 use super::policy::{Counters, Origin};
-use super::source::{Kept, RequestFields, Source, SourceKind, SourceStep};
+use super::source::{Source, SourceKind, SourceStep};
 use super::verify::Check;
 use super::{Context, Wait, encode_path_segment};
 use crate::cache::FileKind;
 use crate::config::expand;
 use crate::http::response::{ResponseHead, Status};
-use crate::http::url::Url;
 use crate::net::{self, Io, Want};
-use crate::resolver::{Addresses, Lookup, ResolveError};
+use crate::resolver::Lookup;
 
 impl PacmanConn {
     /// Moves the current job on to the next source.
     pub(super) fn next_source(&mut self, cx: &mut Context) {
-        self.source = None;
+        self.drop_source();
         let Some(job) = self.job.as_mut() else {
             return;
         };
@@ -119,162 +116,29 @@ impl PacmanConn {
         }
     }
 
-    /// Opens the source socket and queues its request.
-    pub(super) fn connect(&mut self, kind: SourceKind, addr: SocketAddr, cx: &mut Context) {
-        self.connect_with(kind, addr, true, cx);
-    }
-
-    /// Opens (or, with `reuse`, takes a kept-alive) source connection and
-    /// queues its request.
-    pub(super) fn connect_with(
-        &mut self,
-        kind: SourceKind,
-        addr: SocketAddr,
-        reuse: bool,
-        cx: &mut Context,
-    ) {
-        let Some(job) = self.job.as_ref() else {
-            return;
-        };
-        // The connection this one kept from its last transfer, if it goes to
-        // the same address (it keeps its id: it is registered already);
-        // otherwise it goes back to the pool.
-        let mut kept = None;
-        if let Some(k) = self.kept.take() {
-            if reuse && k.addr == addr && (!k.event || net::is_idle_open(&k.stream)) {
-                kept = Some((k.id, k.stream));
-            } else if !k.event {
-                cx.retired.push((k.id, k.addr, k.stream));
-            }
-        }
-        let (id, idle) = match kept {
-            Some((id, stream)) => (Some(id), Some(stream)),
-            None if reuse => (None, cx.relay.pool.take(addr, cx.now, net::is_idle_open)),
-            None => (None, None),
-        };
-        let reused = idle.is_some();
-        let stream = match idle.map_or_else(|| TcpStream::connect(addr), Ok) {
-            Ok(s) => s,
-            Err(e) => {
-                debug!("connect to {addr}: {e}");
-                return self.fail_kind(kind, Failure::Unreachable(e.kind()), cx);
-            }
-        };
-        if !reused {
-            let _ = stream.set_nodelay(true);
-        }
-        let range = job.asked(kind.is_peer()).range_field();
-        let fields = RequestFields {
-            head_only: job.head_only,
-            range: range.as_deref(),
-            // A continuation asks for bytes, not whether they changed.
-            if_modified_since: job.if_modified_since.as_deref().filter(|_| !job.head_sent),
-        };
-        let request = Source::request(&kind, &encode_path_segment(&job.file), &fields);
-        let id = id.unwrap_or_else(|| {
-            self.next_source_id = self.next_source_id.wrapping_add(1);
-            self.next_source_id
-        });
-        debug!("{}: fetching from {}", job.file, kind.describe());
-        self.source = Some(Source::new(id, kind, addr, stream, reused, request, cx.now));
-        self.set_state(State::Fetch);
-    }
-
-    /// Connects to the first address of upstream `index`, or goes on to the next source when
-    /// its host name has none.
-    pub(super) fn connect_upstream(
-        &mut self,
-        index: usize,
-        url: Url,
-        answer: Result<Addresses, ResolveError>,
-        cx: &mut Context,
-    ) {
-        match answer {
-            Ok(addresses) => {
-                let addr = SocketAddr::new(addresses[0], url.port);
-                let kind = SourceKind::Upstream {
-                    index,
-                    url,
-                    addresses,
-                    at: 0,
-                };
-                self.connect(kind, addr, cx);
-            }
-            Err(why) => {
-                cx.relay.policy.warn_unresolved(&url.host, why, cx.now);
-                self.next_source(cx);
-            }
-        }
-    }
-
-    /// After a failure to connect to an upstream's address: its next address, if it has one
-    /// (true); when it was the last, the resolver forgets the name so that the next request
-    /// asks the system again.
-    fn try_next_address(&mut self, kind: &SourceKind, failure: Failure, cx: &mut Context) -> bool {
-        let SourceKind::Upstream {
-            index,
-            url,
-            addresses,
-            at,
-        } = kind
-        else {
-            return false;
-        };
-        if !failure.is_connect() {
-            return false;
-        }
-        let Some(&next) = addresses.get(at + 1) else {
-            if addresses.len() > 1 {
-                cx.resolver.forget(&url.host);
-            }
-            return false;
-        };
-        debug!(
-            "upstream {}: {failure} at {}: trying its next address {next}",
-            url.to_text(),
-            addresses[*at]
-        );
-        let kind = SourceKind::Upstream {
-            index: *index,
-            url: url.clone(),
-            addresses: addresses.clone(),
-            at: at + 1,
-        };
-        self.connect(kind, SocketAddr::new(next, url.port), cx);
-        true
-    }
-
-    pub(super) fn fail_kind(&mut self, kind: SourceKind, failure: Failure, cx: &mut Context) {
-        if self.try_next_address(&kind, failure, cx) {
-            return;
-        }
-        self.note_failure(&kind, failure, cx);
-        self.next_source(cx);
-    }
-
     pub(super) fn source_failed(&mut self, failure: Failure, cx: &mut Context) {
         let Some(source) = self.source.take() else {
             return;
         };
+        let (kind, addr, describe) = (source.kind.clone(), source.addr, source.describe());
         if source.reused && source.unanswered() {
-            debug!(
-                "kept-alive connection to {} was closed: reconnecting",
-                source.addr
-            );
-            return self.connect_with(source.kind, source.addr, false, cx);
+            debug!("kept-alive connection to {addr} was closed: reconnecting");
+            self.close_source(source);
+            return self.connect_with(kind, addr, false, cx);
         }
-        if self.try_next_address(&source.kind, failure, cx) {
-            return;
-        }
-        self.note_failure(&source.kind, failure, cx);
-        let from_peer = matches!(source.kind, SourceKind::Peer(_));
-        let describe = source.describe();
-        let received = self.job.as_ref().map_or(0, |j| j.received);
         if source.reusable {
             // An error answer read to its end: the connection carries the
             // next request (to this address, or from the pool).
             self.keep(source);
+        } else {
+            self.close_source(source);
         }
+        if self.try_next_address(&kind, failure, cx) {
+            return;
+        }
+        self.note_failure(&kind, failure, cx);
+        let from_peer = kind.is_peer();
+        let received = self.job.as_ref().map_or(0, |j| j.received);
         if let Some(job) = self.job.as_mut() {
             if job.head_sent {
                 cx.relay.policy.counters.failovers += 1;
@@ -452,7 +316,7 @@ impl PacmanConn {
             job.file
         );
         self.pipe.clear();
-        self.source = None;
+        self.drop_source();
         let until = self.server.abort(cx.now);
         self.set_state(State::Linger { until });
         Some(self.want(true))
@@ -504,7 +368,7 @@ impl PacmanConn {
                 }
                 source.start_body(remaining, 0);
                 source.keep_alive = keep_alive;
-                self.pipe.provide(&mut cx.relay.pool);
+                self.pipe.provide(&mut cx.relay.buffers);
                 self.take_leftover(leftover, &mut cx.relay.policy.counters);
                 return SourceStep::Progress;
             }
@@ -521,15 +385,17 @@ impl PacmanConn {
                 };
                 cx.relay.policy.counters.redirects += 1;
                 let (keep_alive, with_body) = (job.keep_alive, !job.head_only);
-                if let Some(source) = self.source.take().filter(|s| s.reusable) {
-                    self.keep(source);
+                match self.source.take() {
+                    Some(source) if source.reusable => self.keep(source),
+                    Some(source) => self.close_source(source),
+                    None => {}
                 }
                 self.reply_redirect(&location, keep_alive, with_body);
                 return SourceStep::Progress;
             }
             Judgement::Unsatisfiable(len) => {
                 let keep_alive = job.keep_alive;
-                self.source = None;
+                self.drop_source();
                 self.reply_unsatisfiable(len, keep_alive);
                 return SourceStep::Progress;
             }
@@ -566,7 +432,7 @@ impl PacmanConn {
         fetch::write_pacman_head(out, &accepted, &head, job.head_only, keep_alive);
         source.start_body(accepted.remaining, accepted.skip);
         source.keep_alive = accepted.keep_alive;
-        self.pipe.provide(&mut cx.relay.pool);
+        self.pipe.provide(&mut cx.relay.buffers);
         self.take_leftover(leftover, &mut cx.relay.policy.counters);
         SourceStep::Progress
     }
@@ -595,7 +461,7 @@ impl PacmanConn {
             return;
         };
         let Some(job) = self.job.as_mut() else {
-            return;
+            return self.close_source(source);
         };
         if let Some(span) = job.span {
             if job.received < span.end - span.start {
@@ -607,10 +473,10 @@ impl PacmanConn {
         }
         if self.feed_check() == Check::Mismatch {
             // `check_new_bytes` closes pacman's connection on the next step.
-            return;
+            return self.close_source(source);
         }
         let Some(job) = self.job.as_mut() else {
-            return;
+            return self.close_source(source);
         };
         if job
             .check
@@ -629,10 +495,6 @@ impl PacmanConn {
             }
             SourceKind::Upstream { .. } => cx.relay.policy.counters.from_upstream += 1,
         }
-        let describe = source.describe();
-        if source.keep_alive && source.remaining() == Some(0) {
-            self.kept = Some(Kept::from(source));
-        }
         if job.kind == FileKind::Package {
             if let Some(origin) = job.origin {
                 cx.relay.policy.remember_origin(&job.file, origin);
@@ -642,15 +504,13 @@ impl PacmanConn {
             "{}: {} bytes from {} in {} ms",
             job.file,
             job.received,
-            describe,
+            source.describe(),
             cx.now.duration_since(job.started).as_millis()
         );
-    }
-
-    /// Keeps a source connection whose answer was read to its end for this
-    /// connection's next request (pacman asks the same mirror line for the
-    /// next file); a request to another address returns it to the pool.
-    pub(super) fn keep(&mut self, source: Source) {
-        self.kept = Some(Kept::from(source));
+        if source.keep_alive && source.remaining() == Some(0) {
+            self.keep(source);
+        } else {
+            self.close_source(source);
+        }
     }
 }
