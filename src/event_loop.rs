@@ -646,6 +646,11 @@ impl Daemon {
                 join_errors: m.join_errors.clone(),
                 hello_secs_ago: now.saturating_duration_since(m.hello_at).as_secs(),
                 peers_heard_since_hello: heard_since_hello,
+                summary_version: m.core.summary_version().0,
+                summary_names: m.core.summary_version().1 as u64,
+                udp_receive_buffer_errors: std::fs::read_to_string("/proc/net/snmp")
+                    .ok()
+                    .and_then(|t| status::udp_rcvbuf_errors(&t)),
             },
             peers,
             bans: bans

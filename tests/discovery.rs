@@ -1195,3 +1195,53 @@ fn answers_count_only_from_asked_peers_and_a_leaving_peer_ends_the_wait() {
         assert!(fl::status(&lab, h.index).count.peers >= 2);
     }
 }
+
+/// A host whose first datagrams are lost (a link still settling, a busy switch) is known to
+/// every peer within 2 s of its start: it says HELLO again about 0.3 s and 1 s after start.
+#[test]
+fn a_host_whose_first_datagrams_are_lost_is_known_within_two_seconds() {
+    let Some(lab) = lab(
+        "a_host_whose_first_datagrams_are_lost_is_known_within_two_seconds",
+        3,
+    ) else {
+        return;
+    };
+    let interval = ["--announce-interval", "60"];
+    let h0 = fl::spawn_host(&lab, 0, &interval);
+    let h1 = fl::spawn_host(&lab, 1, &interval);
+    fl::wait_peers(&lab, 0, &[h1.id], MESH);
+    // Let h0's and h1's own HELLO re-sends pass: h2 must not learn of them from those.
+    thread::sleep(Duration::from_millis(1500));
+    // h2 sends no discovery datagram for its first 250 ms.
+    let table = "flocon_test_drop";
+    lab.exec_ok(2, "nft", ["add", "table", "inet", table]);
+    lab.exec_ok(
+        2,
+        "nft",
+        [
+            "add", "chain", "inet", table, "out", "{", "type", "filter", "hook", "output",
+            "priority", "0", ";", "}",
+        ],
+    );
+    lab.exec_ok(
+        2,
+        "nft",
+        [
+            "add", "rule", "inet", table, "out", "udp", "dport", "19432", "drop",
+        ],
+    );
+    let spawned = fl::spawn_nowait(&lab, 2, &interval);
+    let started = Instant::now();
+    thread::sleep(Duration::from_millis(250));
+    lab.exec_ok(2, "nft", ["delete", "table", "inet", table]);
+    let h2 = spawned.ready();
+    fl::wait_peers(&lab, 0, &[h1.id, h2.id], Duration::from_secs(3));
+    fl::wait_peers(&lab, 1, &[h0.id, h2.id], Duration::from_secs(3));
+    fl::wait_peers(&lab, 2, &[h0.id, h1.id], Duration::from_secs(3));
+    let known = started.elapsed();
+    eprintln!("h2, its first 250 ms of datagrams dropped, was known to both peers after {known:?}");
+    assert!(
+        known < Duration::from_secs(2),
+        "known only {known:?} after its start"
+    );
+}

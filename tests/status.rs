@@ -573,7 +573,8 @@ fn status_and_metrics_count_files_from_a_peer() {
     assert!(stdout.contains("peers: 1\n"), "{stdout}");
     assert!(
         stdout.contains(&format!("{}:{}", hosts[1].ip, fl::PEER_PORT))
-            && stdout.contains("3 files (2.0 MiB) to us, not banned"),
+            && stdout.contains("3 files (2.0 MiB) to us, summary of 3 names, answers in ")
+            && stdout.contains(" ms, not banned"),
         "{stdout}"
     );
     assert!(

@@ -437,3 +437,26 @@ fn a_fast_peer_with_no_summary_is_waited_for_min_wait_only() {
     lan.advance(ms(1));
     assert_eq!(lan.answer(), Some((q, None)), "no longer than MIN_WAIT");
 }
+
+#[test]
+fn deltas_go_at_once_up_to_a_burst_then_one_per_interval() {
+    use super::protocol::DELTA_BURST;
+    let mut lan = Lan::new(&[]);
+    let deltas = |lan: &mut Lan| {
+        lan.sent()
+            .iter()
+            .filter(|(_, m)| matches!(m.body, Body::SummaryDelta { .. }))
+            .count()
+    };
+    for k in 0..DELTA_BURST + 10 {
+        lan.d.cache_added(&format!("p{k}-1-1-any.pkg.tar.zst"));
+        let now = lan.now;
+        lan.d.handle_timeout(now);
+    }
+    assert_eq!(deltas(&mut lan), DELTA_BURST as usize, "a burst at once");
+    // The other 10 changes wait for a token: one delta carries them all.
+    lan.advance(DELTA_EVERY);
+    assert_eq!(deltas(&mut lan), 1);
+    lan.advance(DELTA_EVERY * 5);
+    assert_eq!(deltas(&mut lan), 0, "nothing left to say");
+}

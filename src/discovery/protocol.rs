@@ -41,12 +41,13 @@ pub const WAVE: usize = 3;
 /// enough for one that is busy answering a LAN-wide burst of questions. Misses never wait, and
 /// a holder that stays silent is waited for once, so this costs only in that rare case.
 pub const LISTED_WAIT: Duration = Duration::from_millis(100);
-/// At most one SUMMARY_DELTA per this interval: changes in between are sent together. The
-/// first change after a quiet spell goes at once, so a finished download is known to the LAN
-/// within this long: sooner than a second host's pacman can ask for it after the first one's
-/// ends. That is one small datagram per finished file while pacman downloads (each also saves
-/// the LAN a question), at most 100 a second however many files come and go.
+/// SUMMARY_DELTAs go out at once (the changes of one loop turn together), so a finished
+/// download is known to the LAN before another host's pacman can ask for it: one small
+/// datagram per finished file while pacman downloads (each also saves the LAN a question).
+/// A token bucket bounds them: `DELTA_BURST` at once, then one per `DELTA_EVERY`, changes in
+/// between sent together; so at most 100 a second however many files come and go.
 pub const DELTA_EVERY: Duration = Duration::from_millis(10);
+pub const DELTA_BURST: u32 = 20;
 /// A SUMMARY_REQUEST unanswered for this long is sent again, at most `SUMMARY_TRIES` times in
 /// a row (then again only when the peer announces a version we do not hold).
 pub const SUMMARY_RETRY: Duration = Duration::from_secs(1);
@@ -106,8 +107,9 @@ pub struct Discovery {
     hello_payload: Vec<u8>,
     /// This host's cache summary.
     summary: LocalSummary,
-    /// No SUMMARY_DELTA before this.
-    next_delta: Instant,
+    /// SUMMARY_DELTAs that may go now, as of `delta_refill` (a token bucket).
+    delta_tokens: u32,
+    delta_refill: Instant,
     /// When HELLO is due again (start, rejoin).
     hello_again: Vec<Instant>,
     /// The latest `now` seen, for rate-limited warnings from methods that take no `now`.
@@ -152,7 +154,8 @@ impl Discovery {
             announce_payload: Vec::new(),
             hello_payload: Vec::new(),
             summary: LocalSummary::default(),
-            next_delta: now,
+            delta_tokens: DELTA_BURST,
+            delta_refill: now,
             hello_again: Vec::new(),
             clock: now,
             table_full: RateLimit::default(),
@@ -164,6 +167,30 @@ impl Discovery {
         core.queue_hello_and_announce();
         core.schedule_hellos(now);
         core
+    }
+
+    /// Add the delta tokens earned since the last refill.
+    fn refill_deltas(&mut self, now: Instant) {
+        if self.delta_tokens >= DELTA_BURST {
+            self.delta_refill = now;
+            return;
+        }
+        let earned =
+            now.saturating_duration_since(self.delta_refill).as_nanos() / DELTA_EVERY.as_nanos();
+        if earned > 0 {
+            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+            self.delta_tokens = self.delta_tokens.saturating_add(earned).min(DELTA_BURST);
+            self.delta_refill += DELTA_EVERY * earned.min(DELTA_BURST);
+        }
+    }
+
+    /// When the next delta may go: now if a token is left, else when one is earned.
+    fn next_delta_token(&self) -> Instant {
+        if self.delta_tokens > 0 {
+            self.clock
+        } else {
+            self.delta_refill + DELTA_EVERY
+        }
     }
 
     /// Rebuild the ANNOUNCE and HELLO datagrams (they carry the summary version).
@@ -451,8 +478,9 @@ impl Discovery {
                 payload,
             });
         }
-        if self.summary.is_dirty() && now >= self.next_delta {
-            self.next_delta = now + DELTA_EVERY;
+        self.refill_deltas(now);
+        if self.summary.is_dirty() && self.delta_tokens > 0 {
+            self.delta_tokens -= 1;
             match self.summary.take_change() {
                 Some(Change::Delta {
                     version,
@@ -557,7 +585,7 @@ impl Discovery {
         [
             Some(self.next_announce),
             self.hello_again.first().copied(),
-            self.summary.is_dirty().then_some(self.next_delta),
+            self.summary.is_dirty().then(|| self.next_delta_token()),
             self.peers
                 .iter()
                 .filter(|p| p.summary.is_stale())

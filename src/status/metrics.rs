@@ -194,6 +194,22 @@ pub fn render(s: &Snapshot) -> String {
         "Interfaces the multicast group is joined on.",
     )
     .sample(&[], s.multicast.joined.len());
+    if let Some(n) = s.multicast.udp_receive_buffer_errors {
+        family(
+            o,
+            "flocon_udp_receive_buffer_errors_total",
+            "counter",
+            "UDP datagrams the kernel dropped for a full receive buffer (every UDP socket of this network namespace).",
+        )
+        .sample(&[], n);
+    }
+    family(
+        o,
+        "flocon_cache_summary_names",
+        "gauge",
+        "Names in this host's cache summary (what its peers know it holds).",
+    )
+    .sample(&[], s.multicast.summary_names);
     let c = &s.server;
     family(
         o,

@@ -65,6 +65,21 @@ pub struct Multicast {
     pub hello_secs_ago: u64,
     /// Peers heard since that HELLO (peers answer a HELLO at once).
     pub peers_heard_since_hello: usize,
+    /// This host's cache summary: its version and how many names it lists.
+    pub summary_version: u32,
+    pub summary_names: u64,
+    /// UDP datagrams the kernel dropped for a full receive buffer (`RcvbufErrors` of
+    /// /proc/net/snmp: every UDP socket of the network namespace, not only flocon's).
+    pub udp_receive_buffer_errors: Option<u64>,
+}
+
+/// `RcvbufErrors` of the `Udp:` lines of /proc/net/snmp.
+pub fn udp_rcvbuf_errors(snmp: &str) -> Option<u64> {
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(at)?.parse().ok()
 }
 
 /// One peer of the table.
@@ -118,4 +133,22 @@ pub struct CacheDir {
     pub path: PathBuf,
     /// `None` when it can be read, else why not.
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rcvbuf_errors_are_read_by_name() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+Udp: 10 0 7 12 5 0 0 3 0\n\
+UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\nUdpLite: 0 0 0 0 9 0\n";
+        assert_eq!(udp_rcvbuf_errors(snmp), Some(5));
+        assert_eq!(udp_rcvbuf_errors("Udp: InDatagrams\nUdp: 1\n"), None);
+        assert_eq!(udp_rcvbuf_errors(""), None);
+        let real = std::fs::read_to_string("/proc/net/snmp").unwrap();
+        assert!(udp_rcvbuf_errors(&real).is_some());
+    }
 }

@@ -41,6 +41,13 @@ pub fn json(s: &Snapshot) -> String {
     w.key("hello_secs_ago").number(m.hello_secs_ago);
     w.key("peers_heard_since_hello")
         .number(m.peers_heard_since_hello as u64);
+    w.key("summary_version")
+        .number(u64::from(m.summary_version));
+    w.key("summary_names").number(m.summary_names);
+    match m.udp_receive_buffer_errors {
+        Some(n) => w.key("udp_receive_buffer_errors").number(n),
+        None => w.key("udp_receive_buffer_errors").null(),
+    };
     w.close_object();
 
     w.key("peers").open_array();
@@ -165,6 +172,9 @@ mod tests {
             join_errors: vec![("wlan0".into(), "No such device".into())],
             hello_secs_ago: 40,
             peers_heard_since_hello: 1,
+            summary_version: 3,
+            summary_names: 120,
+            udp_receive_buffer_errors: Some(2),
         };
         s.peers.push(PeerStatus {
             host_id: 7,

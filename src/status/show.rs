@@ -83,6 +83,13 @@ pub fn status(v: &Value) -> String {
         m.u64_at("hello_secs_ago")
             .map_or_else(|| "?".to_owned(), seconds),
     );
+    let _ = writeln!(
+        out,
+        "cache summary: version {}, {} names; UDP datagrams dropped for a full buffer on this host: {}",
+        num(m, "summary_version"),
+        num(m, "summary_names"),
+        num(m, "udp_receive_buffer_errors"),
+    );
     for e in m.get("join_errors").map(Value::as_array).unwrap_or(&[]) {
         let _ = writeln!(
             out,
