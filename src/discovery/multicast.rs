@@ -186,7 +186,7 @@ pub struct MulticastSocket {
 }
 
 /// Socket buffer asked for, each way.
-pub const SOCKET_BUFFER: usize = 1 << 20;
+pub const SOCKET_BUFFER: usize = 4 << 20;
 
 impl MulticastSocket {
     /// A socket bound to `0.0.0.0:port` for multicast `group`, not yet joined anywhere.
@@ -211,8 +211,9 @@ impl MulticastSocket {
         if let Err(e) = socket.set_multicast_all_v4(false) {
             log::debug!("IP_MULTICAST_ALL off not supported here: {e}");
         }
-        // Room for bursts (every host of a large LAN asking at once): the kernel caps these at
-        // net.core.rmem_max / wmem_max for an unprivileged process; what it gave is logged.
+        // Room for bursts (every host of a large LAN asking one holder at once: 4 MiB holds
+        // about 2,000 questions on a veth): the kernel caps these at net.core.rmem_max /
+        // wmem_max for an unprivileged process (208 KiB by default); what it gave is logged.
         for (what, result) in [
             ("receive", socket.set_recv_buffer_size(SOCKET_BUFFER)),
             ("send", socket.set_send_buffer_size(SOCKET_BUFFER)),
