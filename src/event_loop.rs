@@ -211,6 +211,8 @@ struct Multicast {
     join_errors: Vec<(String, String)>,
     /// When the last HELLO went out (every successful join is followed by one).
     hello_at: Instant,
+    /// The addresses of the interfaces at the last join (see `join_group`).
+    addresses: Vec<Ipv4Addr>,
 }
 
 /// The running daemon.
@@ -406,6 +408,7 @@ impl Daemon {
                 joined: Vec::new(),
                 join_errors: Vec::new(),
                 hello_at: now,
+                addresses: Vec::new(),
             },
             relay: relay::Relay::new(upstreams, settings.ban_time),
             idle_sources: relay::Pool::default(),
@@ -751,6 +754,19 @@ impl Daemon {
     // ---- discovery ---------------------------------------------------------
 
     fn join_group(&mut self, now: Instant) {
+        // Peers bind a host id to the address they first heard it from: a host whose addresses
+        // changed (a new DHCP lease, another network) takes a new host id so that they list it
+        // at its new address at once.
+        let addresses = self.local_addresses();
+        if !self.multicast.addresses.is_empty()
+            && !addresses.is_empty()
+            && addresses != self.multicast.addresses
+        {
+            self.multicast.core.new_host_id(discovery::random_seed());
+        }
+        if !addresses.is_empty() {
+            self.multicast.addresses = addresses;
+        }
         let report = self.multicast.socket.join(&self.multicast.interfaces);
         self.multicast.joined.clone_from(&report.joined);
         self.multicast.join_errors = report
@@ -891,6 +907,15 @@ impl Daemon {
     }
 
     // ---- name resolution ---------------------------------------------------
+
+    /// The IPv4 addresses of the interfaces the group would be joined on, sorted.
+    fn local_addresses(&self) -> Vec<Ipv4Addr> {
+        let all = discovery::list_interfaces().unwrap_or_default();
+        let (chosen, _) = discovery::select_interfaces(&all, &self.multicast.interfaces);
+        let mut addresses: Vec<Ipv4Addr> = chosen.iter().filter_map(|i| i.ipv4).collect();
+        addresses.sort_unstable();
+        addresses
+    }
 
     /// rtnetlink said interfaces or addresses changed: rejoin soon (once per burst).
     fn link_events(&mut self, now: Instant) {

@@ -232,6 +232,7 @@ fn sigusr1_lists_the_right_peers() {
                     arch: want.4.clone(),
                     heard_secs: line.heard_secs,
                     incompatible,
+                    summary_known: line.summary_known,
                 },
                 "h{} lists h{} wrong",
                 h.index,
@@ -277,8 +278,9 @@ fn sigusr2_rejoins_and_is_known_again_at_once() {
     let h1 = fl::spawn_host(&lab, 1, &interval);
     fl::wait_peers(&lab, 0, &[h1.id], MESH);
     fl::wait_peers(&lab, 1, &[h0.id], MESH);
-    // Their HELLOs are re-sent within about a second of start; let those pass unheard.
-    thread::sleep(Duration::from_millis(1500));
+    // Their HELLOs are re-sent within about a second of start, and answered to the group at
+    // most once a second: let those pass unheard.
+    thread::sleep(Duration::from_millis(3000));
     lab.reconnect(2);
     // Nothing is announced for a minute: without a rejoin nobody learns anything.
     thread::sleep(Duration::from_millis(500));
@@ -837,8 +839,9 @@ fn garbage_and_foreign_datagrams_change_nothing() {
     let expected: Vec<(u32, bool)> = asks.iter().map(|(q, _, have)| (*q, *have)).collect();
     assert_eq!(answers, expected);
 
-    // The datagrams do reach h0: a valid HELLO from a stranger of another kind is heard and
-    // answered, and its GOODBYE removes it again.
+    // The datagrams do reach h0: a valid HELLO from a stranger of another kind is heard (and
+    // answered to the group, never to its unicast source: no reflection at a spoofed
+    // address), and its GOODBYE removes it again.
     let visitor = rng.next() | 1;
     let hello = fl::encode(&Message {
         host_id: visitor,
@@ -853,11 +856,14 @@ fn garbage_and_foreign_datagrams_change_nothing() {
     sock.send_to(&hello, h0).expect("send");
     let replies = fl::drain(&sock, Duration::from_millis(300));
     assert!(
-        replies.iter().any(|(_, b)| matches!(
+        !replies.iter().any(|(_, b)| matches!(
             wire::parse(b),
-            Ok(Message { host_id, body: Body::Announce(_) }) if host_id == hosts[0].id
+            Ok(Message {
+                body: Body::Announce(_),
+                ..
+            })
         )),
-        "no ANNOUNCE answered the HELLO: {replies:?}"
+        "a HELLO was answered to its unicast source: {replies:?}"
     );
     let view = fl::wait_peers(
         &lab,
@@ -1243,5 +1249,76 @@ fn a_host_whose_first_datagrams_are_lost_is_known_within_two_seconds() {
     assert!(
         known < Duration::from_secs(2),
         "known only {known:?} after its start"
+    );
+}
+
+/// Issue 17, a hostile host on the LAN: another host's id announced from a third address, a
+/// GOODBYE in another host's name, a flood of HELLOs with made-up ids. Each used to work
+/// (the entry moved to the attacker, the peer was forgotten, both tables filled up and every
+/// lookup went to 2,042 made-up peers); none does now.
+#[test]
+fn a_hostile_host_cannot_move_dismiss_or_crowd_out_peers() {
+    let Some(lab) = lab("a_hostile_host_cannot_move_dismiss_or_crowd_out_peers", 4) else {
+        return;
+    };
+    let args = ["--announce-interval", "60"];
+    let hosts = fl::spawn_hosts(&lab, 2, &args);
+    fl::wait_mesh(&lab, &hosts, MESH);
+    hosts[1].put(HELD, b"package bytes");
+    let h0 = SocketAddr::V4(SocketAddrV4::new(hosts[0].ip, fl::PEER_PORT));
+    let h1_addr = SocketAddrV4::new(hosts[1].ip, fl::PEER_PORT);
+    // The attacker: a plain UDP socket in the fourth namespace (another address).
+    let evil = fl::udp_socket_in(&lab, 3);
+    let send = |host_id: u64, body: Body| {
+        evil.send_to(&fl::encode(&Message { host_id, body }), h0)
+            .expect("send");
+    };
+    let ann = |port: u16| Announcement {
+        tcp_port: port,
+        distro: hosts[0].distro.clone(),
+        arch: hosts[0].arch.clone(),
+        summary: 0,
+    };
+
+    // h1's id, announced from the attacker's address with the attacker's port.
+    send(hosts[1].id, Body::Announce(ann(6666)));
+    // A GOODBYE in h1's name.
+    send(hosts[1].id, Body::Goodbye);
+    // 1,100 HELLOs with made-up ids.
+    for k in 0..1100u64 {
+        send(
+            0xbad0_0000_0000_0000 | k,
+            Body::Hello(ann(1 + (k % 60000) as u16)),
+        );
+    }
+    let unicast_answers = fl::drain(&evil, Duration::from_millis(500));
+    assert!(
+        unicast_answers.is_empty(),
+        "h0 answered the attacker's address: {} datagrams",
+        unicast_answers.len()
+    );
+    let view = fl::status(&lab, 0);
+    let h1 = view.get(hosts[1].id).expect("h1 still listed");
+    assert_eq!(
+        (h1.ip, h1.port),
+        (*h1_addr.ip(), fl::PEER_PORT),
+        "h1's entry moved: {h1:?}"
+    );
+    let made_up = view.peers.iter().filter(|p| p.id >> 48 == 0xbad0).count();
+    assert!(
+        made_up <= 4,
+        "{made_up} made-up hosts listed from one address"
+    );
+    // A lookup still finds h1, at once.
+    let found = fl::query(&lab, 0, HELD);
+    assert_eq!(found.peer, Some((hosts[1].id, h1_addr)), "{found:?}");
+    assert!(found.reported_ms < 100, "{found:?}");
+    // And a real new host (at another address) is still let in.
+    let h2 = fl::spawn_nowait(&lab, 2, &args).ready();
+    common::wait_until(
+        "h0 to list the new host h2 beside the made-up ones",
+        MESH,
+        || fl::status(&lab, 0).get(h2.id).map(|_| ()),
+        || format!("{:?}", fl::status(&lab, 0).peers),
     );
 }

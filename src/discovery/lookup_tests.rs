@@ -460,3 +460,110 @@ fn deltas_go_at_once_up_to_a_burst_then_one_per_interval() {
     lan.advance(DELTA_EVERY * 5);
     assert_eq!(deltas(&mut lan), 0, "nothing left to say");
 }
+
+// ---- a hostile host on the LAN (issue 17) ------------------------------------------------------
+
+#[test]
+fn another_address_cannot_take_over_or_dismiss_a_peer() {
+    let mut lan = Lan::new(&[]);
+    lan.peer(1, 1, Some(&[FILE]));
+    let announce = Body::Announce(Announcement {
+        tcp_port: 6666,
+        distro: "arch".into(),
+        arch: "x86_64".into(),
+        summary: 0, // "I have no summary": would make host 1 asked about everything
+    });
+    // Host 1's id, from 10.0.0.66: its entry keeps its address and port.
+    let b = bytes(1, announce);
+    lan.d.handle_datagram(addr(66), &b, lan.now, &mut none);
+    let p = lan.d.peer(1).unwrap();
+    assert_eq!(p.addr, SocketAddr::from(([10, 0, 0, 1], 8000)));
+    assert_eq!(lan.d.refused_announcements(), 1);
+    // Nor does it touch what is known of host 1: its summary still says it has FILE.
+    let q = lan.ask(FILE);
+    assert_eq!(Lan::asked(&lan.sent()), vec![(1, q.0)]);
+    lan.receive(1, Body::HaveNot { question: q.0 });
+    lan.answer();
+    let q = lan.ask("not-listed-1-1-any.pkg.tar.zst");
+    assert_eq!(lan.answer(), Some((q, None)));
+    // A GOODBYE of host 1 from there: ignored.
+    let b = bytes(1, Body::Goodbye);
+    lan.d.handle_datagram(addr(66), &b, lan.now, &mut none);
+    assert!(lan.d.peer(1).is_some());
+    // From its own address: it goes.
+    lan.receive(1, Body::Goodbye);
+    assert!(lan.d.peer(1).is_none());
+}
+
+#[test]
+fn spoofed_hellos_cannot_fill_the_table_or_slow_a_lookup() {
+    let mut lan = Lan::new(&[]);
+    lan.peer(1, 1, Some(&[FILE]));
+    // 1,100 HELLOs with made-up ids from one address: 4 entries at most.
+    for id in 0..1100u64 {
+        let b = bytes(
+            0x5000 + id,
+            Body::Hello(Announcement {
+                tcp_port: 1 + id as u16,
+                distro: "arch".into(),
+                arch: "x86_64".into(),
+                summary: 0,
+            }),
+        );
+        lan.d.handle_datagram(addr(99), &b, lan.now, &mut none);
+    }
+    assert_eq!(
+        lan.d.peers().count(),
+        1 + super::peer_table::MAX_PER_ADDRESS
+    );
+    // Answered with at most one ANNOUNCE, to the group; the summary requests go to the 4.
+    let sent = lan.sent();
+    let announces = sent
+        .iter()
+        .filter(|(d, m)| matches!(m.body, Body::Announce(_)) && *d == Dest::Group)
+        .count();
+    assert!(announces <= 1, "{sent:?}");
+    assert!(
+        !sent
+            .iter()
+            .any(|(d, m)| matches!(m.body, Body::Announce(_)) && *d != Dest::Group)
+    );
+    // A lookup asks one wave at most: never the whole table.
+    let q = lan.ask(FILE);
+    let asked = Lan::asked(&lan.sent());
+    assert!(asked.len() <= WAVE, "{asked:?}");
+    assert!(asked.iter().all(|(_, id)| *id == q.0));
+}
+
+#[test]
+fn a_summary_request_that_comes_before_the_announcement_is_answered_with_it() {
+    let mut lan = Lan::new(&[FILE]);
+    // Peer 5 asks for our summary before we heard its announcement (its ANNOUNCE answering
+    // our HELLO crossed its request on the wire).
+    lan.receive(5, Body::SummaryRequest);
+    assert!(lan.sent().is_empty(), "not answered to a stranger");
+    let hello = |summary| {
+        Body::Announce(Announcement {
+            tcp_port: 8000,
+            distro: "arch".into(),
+            arch: "x86_64".into(),
+            summary,
+        })
+    };
+    lan.receive(5, hello(0));
+    let parts = lan
+        .sent()
+        .into_iter()
+        .filter(|(d, m)| *d == Dest::Peer(addr(5)) && matches!(m.body, Body::SummaryPart { .. }))
+        .count();
+    assert_eq!(parts, 1, "answered once it announced itself");
+    // A request kept from another address than the announcement's is not answered.
+    let b = bytes(6, Body::SummaryRequest);
+    lan.d.handle_datagram(addr(66), &b, lan.now, &mut none);
+    lan.receive(6, hello(0));
+    assert!(
+        !lan.sent()
+            .iter()
+            .any(|(_, m)| matches!(m.body, Body::SummaryPart { .. }))
+    );
+}

@@ -69,6 +69,8 @@ pub enum GoneReason {
     Goodbye,
     /// A new host id announced from the same address and TCP port (the daemon restarted).
     Replaced,
+    /// The table was full and it was the entry heard from longest ago.
+    Evicted,
 }
 
 /// What an announcement did to the table.
@@ -80,9 +82,18 @@ pub enum Heard {
     Refreshed,
     /// A new host id from the address of an old entry: the old one was removed, the new added.
     Replaced { old: PeerRef, new: PeerRef },
-    /// The table is full: the new host was not added.
-    TableFull,
+    /// The table was full: its stalest entry was dropped for the new host.
+    Evicted { old: PeerRef, new: PeerRef },
+    /// A known host id from another address than its own: dropped (a host id stays bound to
+    /// the address it was first heard from until it expires; a host that moves draws a new id).
+    Moved,
+    /// Already [`MAX_PER_ADDRESS`] hosts at that IP address: the new one was not added.
+    Crowded,
 }
+
+/// Most hosts listed at one IP address (several daemons on one host with other ports, a NAT):
+/// one sender cannot fill the table with made-up host ids.
+pub const MAX_PER_ADDRESS: usize = 4;
 
 /// The bounded table of peers, keyed by host id (iterated in host id order).
 #[derive(Debug)]
@@ -118,8 +129,10 @@ impl PeerTable {
         let addr = SocketAddr::new(from.ip(), ann.tcp_port);
         let compatible = ann.distro == self.my_distro && ann.arch == self.my_arch;
         if let Some(peer) = self.peers.get_mut(&host_id) {
+            if peer.udp != from {
+                return Heard::Moved;
+            }
             peer.addr = addr;
-            peer.udp = from;
             peer.last_heard = now;
             peer.compatible = compatible;
             if peer.distro != ann.distro {
@@ -135,10 +148,32 @@ impl PeerTable {
             .values()
             .find(|p| p.addr == addr)
             .map(Peer::peer_ref);
+        let mut evicted = None;
         if let Some(old) = old {
             self.peers.remove(&old.host_id);
-        } else if self.peers.len() >= self.max_peers {
-            return Heard::TableFull;
+        } else {
+            if self
+                .peers
+                .values()
+                .filter(|p| p.addr.ip() == from.ip())
+                .count()
+                >= MAX_PER_ADDRESS
+            {
+                return Heard::Crowded;
+            }
+            if self.peers.len() >= self.max_peers {
+                // Full: the entry heard from longest ago makes room (a real new host is never
+                // refused because made-up ones got in first).
+                let stalest = self
+                    .peers
+                    .values()
+                    .min_by_key(|p| p.last_heard)
+                    .map(Peer::peer_ref);
+                if let Some(s) = stalest {
+                    self.peers.remove(&s.host_id);
+                    evicted = Some(s);
+                }
+            }
         }
         let peer = Peer {
             host_id,
@@ -156,9 +191,10 @@ impl PeerTable {
         };
         let new = peer.peer_ref();
         self.peers.insert(host_id, peer);
-        match old {
-            Some(old) => Heard::Replaced { old, new },
-            None => Heard::New(new),
+        match (old, evicted) {
+            (Some(old), _) => Heard::Replaced { old, new },
+            (None, Some(old)) => Heard::Evicted { old, new },
+            (None, None) => Heard::New(new),
         }
     }
 
@@ -303,23 +339,52 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(t.get(1).is_none());
-        // Another port on the same IP is another daemon: it does not replace, and it does not fit.
-        assert_eq!(
-            t.heard(3, from("10.0.0.1"), &ann(8081, "arch", "x86_64"), t0),
-            Heard::TableFull
-        );
+        // Another port on the same IP is another daemon: it does not replace; the table being
+        // full, the stalest entry makes room.
+        match t.heard(3, from("10.0.0.1"), &ann(8081, "arch", "x86_64"), t0) {
+            Heard::Evicted { old, new } => assert_eq!((old.host_id, new.host_id), (2, 3)),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(t.len(), 1);
     }
 
     #[test]
-    fn moved_peer_keeps_its_entry() {
+    fn a_host_id_stays_bound_to_its_address() {
         let t0 = Instant::now();
         let mut t = PeerTable::new(4, Duration::from_secs(180), "arch", "x86_64");
         let a = ann(8080, "arch", "x86_64");
         t.heard(1, from("10.0.0.1"), &a, t0);
-        assert_eq!(t.heard(1, from("10.0.0.9"), &a, t0), Heard::Refreshed);
-        assert_eq!(t.get(1).unwrap().addr, "10.0.0.9:8080".parse().unwrap());
+        // Someone else announcing host 1 from another address changes nothing.
+        assert_eq!(t.heard(1, from("10.0.0.9"), &a, t0), Heard::Moved);
+        assert_eq!(t.get(1).unwrap().addr, "10.0.0.1:8080".parse().unwrap());
         assert_eq!(t.remove(1).map(|p| p.host_id), Some(1));
         assert_eq!(t.remove(1), None);
+    }
+
+    #[test]
+    fn one_address_holds_a_few_entries_and_a_full_table_evicts_the_stalest() {
+        let t0 = Instant::now();
+        let mut t = PeerTable::new(6, Duration::from_secs(180), "arch", "x86_64");
+        for id in 0..10u64 {
+            let port = 8000 + id as u16;
+            let r = t.heard(id, from("10.0.0.66"), &ann(port, "arch", "x86_64"), t0);
+            if (id as usize) < MAX_PER_ADDRESS {
+                assert!(matches!(r, Heard::New(_)), "{r:?}");
+            } else {
+                assert_eq!(r, Heard::Crowded);
+            }
+        }
+        assert_eq!(t.len(), MAX_PER_ADDRESS);
+        let t1 = t0 + Duration::from_secs(1);
+        t.heard(20, from("10.0.0.20"), &ann(1, "arch", "x86_64"), t1);
+        t.heard(21, from("10.0.0.21"), &ann(1, "arch", "x86_64"), t1);
+        // Full (6): a real new host still gets in, in place of the entry heard longest ago.
+        let r = t.heard(22, from("10.0.0.22"), &ann(1, "arch", "x86_64"), t1);
+        assert!(
+            matches!(r, Heard::Evicted { old, .. } if old.addr.ip().to_string() == "10.0.0.66"),
+            "{r:?}"
+        );
+        assert!(t.get(22).is_some() && t.get(20).is_some() && t.get(21).is_some());
+        assert_eq!(t.len(), 6);
     }
 }

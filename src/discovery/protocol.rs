@@ -58,6 +58,14 @@ pub const SUMMARY_BUDGET: usize = 1 << 20;
 /// HELLO is sent again this long after start or a rejoin (each ±25 %), so that a host whose
 /// first datagrams were lost (a link still coming up, a busy switch) is known within 2 s.
 pub const HELLO_AGAIN: [Duration; 2] = [Duration::from_millis(300), Duration::from_millis(1000)];
+/// A SUMMARY_REQUEST from a host not yet in the table is kept this long (at most
+/// `EARLY_REQUESTS` of them) and answered when the host announces itself from that address.
+pub const EARLY_REQUEST_KEPT: Duration = Duration::from_secs(2);
+pub const EARLY_REQUESTS: usize = 32;
+/// HELLOs are answered with an ANNOUNCE to the group: up to `HELLO_ANSWER_BURST` at once (a
+/// starting host's HELLO and its two re-sends), then one per `HELLO_ANSWER_EVERY`.
+pub const HELLO_ANSWER_EVERY: Duration = Duration::from_secs(1);
+pub const HELLO_ANSWER_BURST: u32 = 3;
 
 /// Where a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,12 +120,21 @@ pub struct Discovery {
     delta_refill: Instant,
     /// When HELLO is due again (start, rejoin).
     hello_again: Vec<Instant>,
+    /// Answers to HELLO that may go now, as of `hello_refill` (a token bucket), and when the
+    /// next one is due when none is left.
+    hello_tokens: u32,
+    hello_refill: Instant,
+    hello_answer_due: Option<Instant>,
+    /// SUMMARY_REQUESTs from hosts not yet heard: (host id, source, when).
+    early_requests: Vec<(u64, SocketAddr, Instant)>,
     /// The latest `now` seen, for rate-limited warnings from methods that take no `now`.
     clock: Instant,
     table_full: RateLimit,
     queue_full: RateLimit,
     too_many_questions: RateLimit,
     bad_datagrams: RateLimit,
+    /// Announcements refused: a host id from another address, or too many at one address.
+    refused: u64,
 }
 
 impl Discovery {
@@ -157,16 +174,48 @@ impl Discovery {
             delta_tokens: DELTA_BURST,
             delta_refill: now,
             hello_again: Vec::new(),
+            hello_tokens: HELLO_ANSWER_BURST,
+            hello_refill: now,
+            hello_answer_due: None,
+            early_requests: Vec::new(),
             clock: now,
             table_full: RateLimit::default(),
             queue_full: RateLimit::default(),
             too_many_questions: RateLimit::default(),
             bad_datagrams: RateLimit::default(),
+            refused: 0,
         };
         core.build_announcements();
         core.queue_hello_and_announce();
         core.schedule_hellos(now);
         core
+    }
+
+    fn refill_hello(&mut self, now: Instant) {
+        if self.hello_tokens >= HELLO_ANSWER_BURST {
+            self.hello_refill = now;
+            return;
+        }
+        let earned = now.saturating_duration_since(self.hello_refill).as_nanos()
+            / HELLO_ANSWER_EVERY.as_nanos();
+        if earned > 0 {
+            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+            self.hello_tokens = self
+                .hello_tokens
+                .saturating_add(earned)
+                .min(HELLO_ANSWER_BURST);
+            self.hello_refill += HELLO_ANSWER_EVERY * earned.min(HELLO_ANSWER_BURST);
+        }
+    }
+
+    /// Answer the HELLOs heard: our ANNOUNCE to the group.
+    fn answer_hello(&mut self) {
+        self.hello_answer_due = None;
+        let payload = self.announce_payload.clone();
+        self.queue_unique(Transmit {
+            dest: Dest::Group,
+            payload,
+        });
     }
 
     /// Add the delta tokens earned since the last refill.
@@ -257,6 +306,12 @@ impl Discovery {
         self.summary.remove(name);
     }
 
+    /// Announcements refused since start (a host id heard from another address than its
+    /// own, or one host too many at one address).
+    pub fn refused_announcements(&self) -> u64 {
+        self.refused
+    }
+
     /// The version of this host's summary and its size.
     pub fn summary_version(&self) -> (u32, usize) {
         (self.summary.version(), self.summary.len())
@@ -333,13 +388,24 @@ impl Discovery {
             Body::Announce(ann) => self.heard(msg.host_id, from, &ann, now),
             Body::Hello(ann) => {
                 self.heard(msg.host_id, from, &ann, now);
-                let payload = self.announce_payload.clone();
-                self.queue_unique(Transmit {
-                    dest: Dest::Peer(from),
-                    payload,
-                });
+                // Answered to the group, never to a unicast source (which could be spoofed to
+                // reflect traffic at a victim), and a storm of HELLOs costs one ANNOUNCE a
+                // second after the first few.
+                self.refill_hello(now);
+                let waiting = self
+                    .transmits
+                    .iter()
+                    .any(|t| t.dest == Dest::Group && t.payload == self.announce_payload);
+                if waiting {
+                    // Our ANNOUNCE to the group has not gone out yet: it answers this one too.
+                } else if self.hello_tokens > 0 {
+                    self.hello_tokens -= 1;
+                    self.answer_hello();
+                } else if self.hello_answer_due.is_none() {
+                    self.hello_answer_due = Some(self.hello_refill + HELLO_ANSWER_EVERY);
+                }
             }
-            Body::Goodbye => {
+            Body::Goodbye if known => {
                 if let Some(peer) = self.peers.remove(msg.host_id) {
                     self.peer_gone(peer, GoneReason::Goodbye);
                 }
@@ -375,17 +441,27 @@ impl Discovery {
                 }
             }
             Body::SummaryRequest if known => self.send_summary(msg.host_id, now),
+            Body::SummaryRequest => {
+                // From a host we have not heard announce itself yet (its ANNOUNCE answering
+                // our HELLO is on its way): answered when it is, within EARLY_REQUEST_KEPT.
+                self.early_requests
+                    .retain(|r| now < r.2 + EARLY_REQUEST_KEPT && r.0 != msg.host_id);
+                if self.early_requests.len() < EARLY_REQUESTS {
+                    self.early_requests.push((msg.host_id, from, now));
+                }
+            }
             Body::SummaryPart {
                 version,
                 part,
                 parts,
                 fingerprints,
             } if known => self.summary_part(msg.host_id, version, part, parts, &fingerprints),
-            // Answers and summaries count only from a peer in the table, at its address.
-            Body::Have { .. }
+            // Answers, summaries and GOODBYE count only from a peer in the table, at its
+            // address.
+            Body::Goodbye
+            | Body::Have { .. }
             | Body::HaveNot { .. }
             | Body::SummaryDelta { .. }
-            | Body::SummaryRequest
             | Body::SummaryPart { .. } => {
                 if let Some(held) = self.bad_datagrams.check(now) {
                     debug!(
@@ -470,6 +546,11 @@ impl Discovery {
     /// Calling it early or often is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = now;
+        if self.hello_answer_due.is_some_and(|at| now >= at) {
+            self.refill_hello(now);
+            self.hello_tokens = self.hello_tokens.saturating_sub(1);
+            self.answer_hello();
+        }
         if self.hello_again.first().is_some_and(|&at| now >= at) {
             self.hello_again.remove(0);
             let payload = self.hello_payload.clone();
@@ -585,6 +666,7 @@ impl Discovery {
         [
             Some(self.next_announce),
             self.hello_again.first().copied(),
+            self.hello_answer_due,
             self.summary.is_dirty().then(|| self.next_delta_token()),
             self.peers
                 .iter()
@@ -762,6 +844,18 @@ impl Discovery {
         self.peers.get(host_id)
     }
 
+    /// This host moved to another address: it takes a new host id (peers bind a host id to
+    /// the address they first heard it from), so they list it anew at once. The old entry
+    /// expires at their end, or is skipped after one unanswered question.
+    pub fn new_host_id(&mut self, host_id: u64) {
+        info!(
+            "discovery: this host's addresses changed: host id {:016x} is now {host_id:016x}",
+            self.me.host_id
+        );
+        self.me.host_id = host_id;
+        self.build_announcements();
+    }
+
     /// SIGUSR2: a join is due at once (`poll_join`), and HELLO + ANNOUNCE are queued. The
     /// event loop does the join before it sends, so they go out on the new membership.
     pub fn rejoin(&mut self, now: Instant) {
@@ -894,7 +988,21 @@ impl Discovery {
 
     fn heard(&mut self, host_id: u64, from: SocketAddr, ann: &Announcement, now: Instant) {
         let outcome = self.peers.heard(host_id, from, ann, now);
-        if let Some(p) = self.peers.get_mut(host_id) {
+        if matches!(
+            outcome,
+            Heard::New(_) | Heard::Replaced { .. } | Heard::Evicted { .. }
+        ) {
+            let asked = self
+                .early_requests
+                .iter()
+                .any(|r| r.0 == host_id && r.1 == from && now < r.2 + EARLY_REQUEST_KEPT);
+            self.early_requests.retain(|r| r.0 != host_id);
+            if asked {
+                self.send_summary(host_id, now);
+            }
+        }
+        let accepted = !matches!(outcome, Heard::Moved | Heard::Crowded);
+        if let Some(p) = self.peers.get_mut(host_id).filter(|_| accepted) {
             p.missed = false;
             p.summary.announced(ann.summary);
             if p.summary.is_stale() {
@@ -928,11 +1036,30 @@ impl Discovery {
                 );
                 self.push_peer_event(Event::PeerUp(new));
             }
-            Heard::TableFull => {
+            Heard::Evicted { old, new } => {
                 if let Some(held) = self.table_full.check(now) {
                     warn!(
-                        "discovery: peer table full ({} peers), ignoring {from} ({held} more ignored since the last warning)",
+                        "discovery: peer table full ({} peers), dropping the stalest for {from} ({held} more since the last warning)",
                         self.peers.len()
+                    );
+                }
+                self.peer_gone(old, GoneReason::Evicted);
+                info!(
+                    "discovery: peer {host_id:016x} up at {} ({}/{})",
+                    new.addr, ann.distro, ann.arch
+                );
+                self.push_peer_event(Event::PeerUp(new));
+            }
+            Heard::Moved | Heard::Crowded => {
+                self.refused += 1;
+                if let Some(held) = self.bad_datagrams.check(now) {
+                    debug!(
+                        "discovery: ignored an announcement of {host_id:016x} from {from}: {} ({held} more dropped since the last note)",
+                        if outcome == Heard::Moved {
+                            "that host id is bound to another address"
+                        } else {
+                            "too many hosts at that address"
+                        }
                     );
                 }
             }
@@ -944,6 +1071,7 @@ impl Discovery {
             GoneReason::Silent => "silent",
             GoneReason::Goodbye => "said goodbye",
             GoneReason::Replaced => "restarted",
+            GoneReason::Evicted => "table full, heard from longest ago",
         };
         info!(
             "discovery: peer {:016x} at {} gone ({why})",
@@ -1168,7 +1296,7 @@ mod tests {
     }
 
     #[test]
-    fn hello_is_answered_with_a_unicast_announce_and_adds_the_sender() {
+    fn hello_is_answered_to_the_group_at_most_once_a_second_and_adds_the_sender() {
         let t0 = Instant::now();
         let mut d = started(t0);
         let hello = datagram(
@@ -1185,8 +1313,22 @@ mod tests {
         d.handle_datagram(addr(7), &hello, t0, &mut no_files);
         let sent = drain_transmits(&mut d);
         assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].0, Dest::Peer(addr(7)));
+        // To the group, never to the (spoofable) unicast source.
+        assert_eq!(sent[0].0, Dest::Group);
         assert!(matches!(&sent[0].1.body, Body::Announce(a) if a.tcp_port == 19433));
+        // A storm of HELLOs: the burst (a host's HELLO and its two re-sends), then one more
+        // ANNOUNCE when a second is over.
+        let mut answers = 0;
+        for k in 1..100u64 {
+            d.handle_datagram(addr(7), &hello, t0 + ms(k * 5), &mut no_files);
+            answers += drain_transmits(&mut d).len();
+        }
+        assert_eq!(answers, HELLO_ANSWER_BURST as usize - 1);
+        assert_eq!(d.poll_timeout(), Some(t0 + secs(1)));
+        d.handle_timeout(t0 + secs(1));
+        let sent = drain_transmits(&mut d);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, Dest::Group);
         let p = d.peer(7).unwrap();
         assert_eq!(p.addr, "10.0.0.7:9000".parse().unwrap());
         assert_eq!(p.udp, addr(7));
@@ -1411,9 +1553,16 @@ mod tests {
             add_peer(&mut d, n, "arch", "x86_64", t0);
         }
         assert_eq!(d.peers().count(), 3);
+        // Full: each new host took the place of the one heard from longest ago.
+        assert_eq!(
+            d.peers().map(|p| p.host_id).collect::<Vec<_>>(),
+            vec![8, 9, 10]
+        );
         // Known peers are still refreshed when the table is full.
-        add_peer(&mut d, 2, "arch", "x86_64", t0 + secs(10));
-        assert_eq!(d.peer(2).unwrap().last_heard, t0 + secs(10));
+        add_peer(&mut d, 9, "arch", "x86_64", t0 + secs(10));
+        assert_eq!(d.peer(9).unwrap().last_heard, t0 + secs(10));
+        add_peer(&mut d, 11, "arch", "x86_64", t0 + secs(11));
+        assert!(d.peer(9).is_some() && d.peer(11).is_some());
 
         let mut d = Discovery::new(me(), Params::default(), t0, SEED);
         for n in 0..1100u32 {

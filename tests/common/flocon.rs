@@ -195,6 +195,9 @@ pub struct PeerLine {
     pub arch: String,
     pub heard_secs: u64,
     pub incompatible: bool,
+    /// Its cache summary is held (`, summary of N names`), so a lookup asks it only about what
+    /// it lists.
+    pub summary_known: bool,
 }
 
 /// `peer <16 hex> <ip> port <port> <distro>/<arch> heard N s ago[, incompatible][, notes]`, anywhere in
@@ -232,6 +235,7 @@ pub fn parse_peer_line(line: &str) -> Option<PeerLine> {
         // Then `, incompatible` and other notes (summary, answer time, silent).
         let notes = rest.strip_prefix("s ago")?;
         let incompatible = notes.split(", ").any(|n| n == "incompatible");
+        let summary_known = notes.split(", ").any(|n| n.starts_with("summary of "));
         return Some(PeerLine {
             id,
             ip,
@@ -240,6 +244,7 @@ pub fn parse_peer_line(line: &str) -> Option<PeerLine> {
             arch: arch.to_string(),
             heard_secs,
             incompatible,
+            summary_known,
         });
     }
     None
@@ -642,6 +647,25 @@ pub fn wait_mesh(lab: &Lab, hosts: &[Host], timeout: Duration) {
             .collect();
         let left = deadline.saturating_duration_since(Instant::now());
         wait_peers(lab, h.index, &others, left.max(Duration::from_millis(1)));
+    }
+    // And each holds the others' cache summaries (fetched by unicast right after the first
+    // announcement: a lookup before then asks every peer, as flocon did before summaries).
+    for h in hosts {
+        let left = deadline.saturating_duration_since(Instant::now());
+        wait_until(
+            &format!("h{} to hold its peers' cache summaries", h.index),
+            left.max(Duration::from_millis(1)),
+            || {
+                let view = status(lab, h.index);
+                let ids: Vec<u64> = hosts.iter().map(|o| o.id).collect();
+                view.peers
+                    .iter()
+                    .filter(|p| ids.contains(&p.id))
+                    .all(|p| p.summary_known)
+                    .then_some(())
+            },
+            || format!("{:?}", status(lab, h.index).peers),
+        );
     }
 }
 
