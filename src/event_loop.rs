@@ -651,6 +651,8 @@ impl Daemon {
                 peers_heard_since_hello: heard_since_hello,
                 summary_version: m.core.summary_version().0,
                 summary_names: m.core.summary_version().1 as u64,
+                refused_announcements: m.core.refused_announcements(),
+                refused_answers: m.core.refused_answers(),
                 udp_receive_buffer_errors: std::fs::read_to_string("/proc/net/snmp")
                     .ok()
                     .and_then(|t| status::udp_rcvbuf_errors(&t)),

@@ -48,6 +48,7 @@
 //! The join must happen before the flush of the same pass, so the HELLO and ANNOUNCE queued by
 //! `new` and `rejoin` go out on the new memberships.
 
+mod answer_limit;
 mod host;
 mod identity;
 mod join_schedule;

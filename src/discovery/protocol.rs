@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use super::answer_limit::AnswerLimit;
 use super::identity::{Identity, Params};
 use super::join_schedule::{JoinNote, JoinReport, JoinSchedule};
 use super::peer_table::{GoneReason, Heard, Peer, PeerRef, PeerTable};
@@ -125,6 +126,8 @@ pub struct Discovery {
     hello_tokens: u32,
     hello_refill: Instant,
     hello_answer_due: Option<Instant>,
+    /// Answers per source address (no reflection at a forged source).
+    answer_limit: AnswerLimit,
     /// SUMMARY_REQUESTs from hosts not yet heard: (host id, source, when).
     early_requests: Vec<(u64, SocketAddr, Instant)>,
     /// The latest `now` seen, for rate-limited warnings from methods that take no `now`.
@@ -178,6 +181,7 @@ impl Discovery {
             hello_refill: now,
             hello_answer_due: None,
             early_requests: Vec::new(),
+            answer_limit: AnswerLimit::new(now),
             clock: now,
             table_full: RateLimit::default(),
             queue_full: RateLimit::default(),
@@ -312,6 +316,11 @@ impl Discovery {
         self.refused
     }
 
+    /// Questions not answered since start because their source asked too fast.
+    pub fn refused_answers(&self) -> u64 {
+        self.answer_limit.refused
+    }
+
     /// The version of this host's summary and its size.
     pub fn summary_version(&self) -> (u32, usize) {
         (self.summary.version(), self.summary.len())
@@ -415,6 +424,14 @@ impl Discovery {
                 name,
                 expected,
             } => {
+                if !self.answer_limit.allow(from.ip(), now) {
+                    if let Some(held) = self.bad_datagrams.check(now) {
+                        debug!(
+                            "discovery: not answering {from}: over its answer rate ({held} more dropped since the last note)"
+                        );
+                    }
+                    return;
+                }
                 let have = wire::file_name(&name).is_some_and(|n| has_file(n, expected));
                 let body = if have {
                     Body::Have { question }
@@ -2001,8 +2018,9 @@ mod tests {
         let t0 = Instant::now();
         let mut d = started(t0);
         for q in 0..(TRANSMIT_QUEUE_LIMIT as u32 + 100) {
+            // Many askers (one source alone is held to its answer rate).
             d.handle_datagram(
-                addr(9),
+                SocketAddr::from(([10, 9, (q >> 8) as u8, q as u8], 19432)),
                 &datagram(
                     9,
                     Body::WhoHas {

@@ -71,6 +71,10 @@ pub struct Multicast {
     /// UDP datagrams the kernel dropped for a full receive buffer (`RcvbufErrors` of
     /// /proc/net/snmp: every UDP socket of the network namespace, not only flocon's).
     pub udp_receive_buffer_errors: Option<u64>,
+    /// Announcements refused (a host id from another address than its own, or too many hosts
+    /// at one address), and questions left unanswered because their source asked too fast.
+    pub refused_announcements: u64,
+    pub refused_answers: u64,
 }
 
 /// `RcvbufErrors` of the `Udp:` lines of /proc/net/snmp.

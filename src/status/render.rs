@@ -44,6 +44,9 @@ pub fn json(s: &Snapshot) -> String {
     w.key("summary_version")
         .number(u64::from(m.summary_version));
     w.key("summary_names").number(m.summary_names);
+    w.key("refused_announcements")
+        .number(m.refused_announcements);
+    w.key("refused_answers").number(m.refused_answers);
     match m.udp_receive_buffer_errors {
         Some(n) => w.key("udp_receive_buffer_errors").number(n),
         None => w.key("udp_receive_buffer_errors").null(),
@@ -175,6 +178,8 @@ mod tests {
             summary_version: 3,
             summary_names: 120,
             udp_receive_buffer_errors: Some(2),
+            refused_announcements: 4,
+            refused_answers: 5,
         };
         s.peers.push(PeerStatus {
             host_id: 7,

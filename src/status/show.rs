@@ -90,6 +90,12 @@ pub fn status(v: &Value) -> String {
         num(m, "summary_names"),
         num(m, "udp_receive_buffer_errors"),
     );
+    let _ = writeln!(
+        out,
+        "refused: {} announcements (a host id from another address, or too many hosts at one), {} questions (asked too fast)",
+        num(m, "refused_announcements"),
+        num(m, "refused_answers"),
+    );
     for e in m.get("join_errors").map(Value::as_array).unwrap_or(&[]) {
         let _ = writeln!(
             out,
