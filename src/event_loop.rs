@@ -653,6 +653,7 @@ impl Daemon {
                 summary_names: m.core.summary_version().1 as u64,
                 refused_announcements: m.core.refused_announcements(),
                 refused_answers: m.core.refused_answers(),
+                off_link_datagrams: m.socket.off_link(),
                 udp_receive_buffer_errors: std::fs::read_to_string("/proc/net/snmp")
                     .ok()
                     .and_then(|t| status::udp_rcvbuf_errors(&t)),

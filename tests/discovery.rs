@@ -1322,3 +1322,58 @@ fn a_hostile_host_cannot_move_dismiss_or_crowd_out_peers() {
         || format!("{:?}", fl::status(&lab, 0).peers),
     );
 }
+
+/// Issue 17: a datagram whose source is not a host of the link it came in on (an off-link
+/// address, a forged or routed source) is dropped and counted; the same from an on-link
+/// address is heard.
+#[test]
+fn a_source_off_the_link_is_not_listed() {
+    let Some(lab) = lab("a_source_off_the_link_is_not_listed", 3) else {
+        return;
+    };
+    let args = ["--announce-interval", "60"];
+    let hosts = fl::spawn_hosts(&lab, 2, &args);
+    fl::wait_mesh(&lab, &hosts, MESH);
+    let h0 = SocketAddr::V4(SocketAddrV4::new(hosts[0].ip, fl::PEER_PORT));
+    // h2 (no flocon) also gets an address of another subnet, and sends from each.
+    lab.exec_ok(2, "ip", ["addr", "add", "10.250.0.5/24", "dev", "eth0"]);
+    let on_link_ip = lab.host(2).ip();
+    let bind = |ip: Ipv4Addr| {
+        lab.run_in(2, || UdpSocket::bind((ip, 0)))
+            .expect("bind in h2")
+    };
+    let off = bind(Ipv4Addr::new(10, 250, 0, 5));
+    let on = bind(on_link_ip);
+    let announce = |host_id: u64| {
+        fl::encode(&Message {
+            host_id,
+            body: Body::Announce(Announcement {
+                tcp_port: 4242,
+                distro: hosts[0].distro.clone(),
+                arch: hosts[0].arch.clone(),
+                summary: 0,
+            }),
+        })
+    };
+    let (stranger, neighbour) = (0x0ff1_0000_0000_0001u64, 0x0ff1_0000_0000_0002u64);
+    for _ in 0..3 {
+        off.send_to(&announce(stranger), h0).expect("send");
+    }
+    on.send_to(&announce(neighbour), h0).expect("send");
+    common::wait_until(
+        "h0 to list the on-link neighbour",
+        MESH,
+        || fl::status(&lab, 0).get(neighbour).map(|_| ()),
+        || format!("{:?}", fl::status(&lab, 0).peers),
+    );
+    assert!(
+        fl::status(&lab, 0).get(stranger).is_none(),
+        "the off-link source was listed"
+    );
+    let json = fl::local_get(&lab, 0, "/.flocon/status.json").expect("status.json");
+    let text = json.text();
+    assert!(
+        text.contains("\"off_link_datagrams\":3"),
+        "the three off-link datagrams are counted: {text}"
+    );
+}

@@ -29,6 +29,21 @@ pub struct InterfaceInfo {
     pub flags: u32,
     /// Its first IPv4 address, if it has one.
     pub ipv4: Option<Ipv4Addr>,
+    /// The netmask of that address: with it, the subnet of hosts on this link.
+    pub netmask: Option<Ipv4Addr>,
+}
+
+impl InterfaceInfo {
+    /// Whether `ip` is in this interface's IPv4 subnet (a host on this link).
+    pub fn is_on_link(&self, ip: Ipv4Addr) -> bool {
+        match (self.ipv4, self.netmask) {
+            (Some(own), Some(mask)) => {
+                let m = u32::from(mask);
+                u32::from(own) & m == u32::from(ip) & m
+            }
+            _ => false,
+        }
+    }
 }
 
 impl InterfaceInfo {
@@ -124,6 +139,7 @@ pub fn list_interfaces() -> io::Result<Vec<InterfaceInfo>> {
             .to_string_lossy()
             .into_owned();
         let mut ipv4 = None;
+        let mut netmask = None;
         if !ifa.ifa_addr.is_null() {
             // SAFETY: ifa_addr is non-null and points to a sockaddr whose sa_family says
             // which struct it is; we read the family first.
@@ -132,6 +148,11 @@ pub fn list_interfaces() -> io::Result<Vec<InterfaceInfo>> {
                 // SAFETY: the family is AF_INET, so the sockaddr is a sockaddr_in.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
                 ipv4 = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                if !ifa.ifa_netmask.is_null() {
+                    // SAFETY: for an AF_INET address, ifa_netmask (non-null) is a sockaddr_in.
+                    let mask = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in) };
+                    netmask = Some(Ipv4Addr::from(u32::from_be(mask.sin_addr.s_addr)));
+                }
             }
         }
         match out.iter_mut().find(|i| i.name == name) {
@@ -139,12 +160,14 @@ pub fn list_interfaces() -> io::Result<Vec<InterfaceInfo>> {
                 i.flags |= ifa.ifa_flags;
                 if i.ipv4.is_none() {
                     i.ipv4 = ipv4;
+                    i.netmask = netmask;
                 }
             }
             None => out.push(InterfaceInfo {
                 name,
                 flags: ifa.ifa_flags,
                 ipv4,
+                netmask,
             }),
         }
     }
@@ -171,6 +194,8 @@ fn interface_index(name: &str) -> io::Result<u32> {
 struct Joined {
     name: String,
     index: u32,
+    /// The interface as listed at the join (its address and netmask: the link's subnet).
+    info: InterfaceInfo,
 }
 
 /// The discovery socket. See the module documentation.
@@ -180,6 +205,8 @@ pub struct MulticastSocket {
     group: Ipv4Addr,
     port: u16,
     joined: Vec<Joined>,
+    /// Datagrams dropped: source not on the link they came in on.
+    off_link: u64,
     /// A group send that stopped at an interface with WouldBlock: its payload and the index in
     /// `joined` to go on from, so a retry does not repeat the interfaces already done.
     resume: Option<(Vec<u8>, usize)>,
@@ -227,6 +254,10 @@ impl MulticastSocket {
             socket.recv_buffer_size().unwrap_or(0),
             socket.send_buffer_size().unwrap_or(0)
         );
+        // The interface each datagram arrives on (to drop sources that are not on that link).
+        if let Err(e) = set_pktinfo(&socket) {
+            log::debug!("discovery: no IP_PKTINFO here ({e}): sources are not checked by link");
+        }
         socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
         let std_socket: std::net::UdpSocket = socket.into();
         let port = std_socket.local_addr()?.port();
@@ -235,6 +266,7 @@ impl MulticastSocket {
             group,
             port,
             joined: Vec::new(),
+            off_link: 0,
             resume: None,
         })
     }
@@ -289,8 +321,9 @@ impl MulticastSocket {
                 Ok(index) => {
                     report.joined.push(iface.name.clone());
                     self.joined.push(Joined {
-                        name: iface.name,
+                        name: iface.name.clone(),
                         index,
+                        info: iface,
                     });
                 }
                 Err(e) => report.errors.push((iface.name, e)),
@@ -338,13 +371,109 @@ impl MulticastSocket {
     /// than `buf` is cut; use a buffer of at least `wire::MAX_DATAGRAM + 1` bytes so that such
     /// datagrams fail to parse instead of being cut to a valid length.
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.socket.recv_from(buf)
+        loop {
+            let (n, from, arrived_on) = self.recv_with_interface(buf)?;
+            if self.on_link(from, arrived_on) {
+                return Ok((n, from));
+            }
+            self.off_link += 1;
+            log::debug!(
+                "discovery: dropped a datagram from {from}: not a host on the link it came in on"
+            );
+        }
+    }
+
+    /// Whether `from`, which came in on interface `arrived_on` (when the kernel said), is a
+    /// host of that link: the interface is joined and `from` is in its subnet. When the kernel
+    /// gives no arrival interface (no `IP_PKTINFO`, as under some emulators), any source is.
+    fn on_link(&self, from: SocketAddr, arrived_on: Option<u32>) -> bool {
+        let (SocketAddr::V4(v4), Some(index)) = (from, arrived_on) else {
+            return true;
+        };
+        self.joined
+            .iter()
+            .any(|j| j.index == index && j.info.is_on_link(*v4.ip()))
+    }
+
+    /// Datagrams dropped since start because their source was not on the link they came in on.
+    pub fn off_link(&self) -> u64 {
+        self.off_link
+    }
+
+    /// recvmsg(2) with `IP_PKTINFO`: the datagram, its source, and the index of the interface
+    /// it arrived on.
+    fn recv_with_interface(
+        &mut self,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr, Option<u32>)> {
+        let fd = self.socket.as_raw_fd();
+        // SAFETY: plain-old-data structs, zeroed, then filled by recvmsg.
+        let mut src: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // Room for one in_pktinfo control message (and an aligned spare).
+        let mut control = [0u64; 8];
+        // SAFETY: zeroed msghdr, fields set below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut src as *mut libc::sockaddr_in).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: every pointer in `msg` points to memory we own that outlives the call, with
+        // its length given.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let from = SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(src.sin_addr.s_addr)),
+            u16::from_be(src.sin_port),
+        ));
+        let mut arrived_on = None;
+        // SAFETY: the CMSG_* macros walk the control buffer recvmsg filled, within
+        // msg_controllen; each header's data is read only for IP_PKTINFO, whose data is an
+        // in_pktinfo.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::IPPROTO_IP && (*cmsg).cmsg_type == libc::IP_PKTINFO {
+                    let info =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo);
+                    arrived_on = u32::try_from(info.ipi_ifindex).ok();
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        Ok((n as usize, from, arrived_on))
     }
 
     /// The socket, for the event loop to register (readable, and writable while transmits
     /// wait).
     pub fn socket_mut(&mut self) -> &mut mio::net::UdpSocket {
         &mut self.socket
+    }
+}
+
+fn set_pktinfo(socket: &Socket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid descriptor and a c_int option value of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -382,6 +511,7 @@ mod tests {
 
     fn iface(name: &str, flags: libc::c_int, ipv4: Option<[u8; 4]>) -> InterfaceInfo {
         InterfaceInfo {
+            netmask: ipv4.map(|_| Ipv4Addr::new(255, 255, 255, 0)),
             name: name.into(),
             flags: flags as u32,
             ipv4: ipv4.map(Ipv4Addr::from),
@@ -495,7 +625,29 @@ mod tests {
         };
         a.send(&to_b).expect("unicast send");
         let mut buf = [0u8; 2048];
+        // It arrives on `lo`, which b has not joined: not a host of a joined link, dropped.
         let deadline = Instant::now() + Duration::from_secs(5);
+        while b.off_link() == 0 && Instant::now() < deadline {
+            assert_eq!(
+                b.recv(&mut buf).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(b.off_link(), 1);
+        // With `lo` counted as joined (its subnet 127.0.0.0/8), the next one is received,
+        // with its source.
+        b.joined.push(Joined {
+            name: "lo".into(),
+            index: interface_index("lo").unwrap(),
+            info: InterfaceInfo {
+                name: "lo".into(),
+                flags: 0,
+                ipv4: Some(Ipv4Addr::LOCALHOST),
+                netmask: Some(Ipv4Addr::new(255, 0, 0, 0)),
+            },
+        });
+        a.send(&to_b).expect("unicast send");
         let (n, from) = loop {
             match b.recv(&mut buf) {
                 Ok(got) => break got,
@@ -511,6 +663,41 @@ mod tests {
         assert_eq!(
             b.recv(&mut buf).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
+        );
+    }
+
+    #[test]
+    fn on_link_means_in_the_subnet_of_a_joined_interface() {
+        let eth0 = InterfaceInfo {
+            name: "eth0".into(),
+            flags: 0,
+            ipv4: Some(Ipv4Addr::new(192, 168, 1, 10)),
+            netmask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+        };
+        assert!(eth0.is_on_link(Ipv4Addr::new(192, 168, 1, 77)));
+        assert!(!eth0.is_on_link(Ipv4Addr::new(192, 168, 2, 77)));
+        assert!(!eth0.is_on_link(Ipv4Addr::new(8, 8, 8, 8)));
+        let no_mask = InterfaceInfo {
+            netmask: None,
+            ..eth0.clone()
+        };
+        assert!(!no_mask.is_on_link(Ipv4Addr::new(192, 168, 1, 77)));
+        let mut s = MulticastSocket::open(0, Ipv4Addr::new(239, 255, 19, 32)).unwrap();
+        s.joined.push(Joined {
+            name: "eth0".into(),
+            index: 7,
+            info: eth0,
+        });
+        let from = |ip: [u8; 4]| SocketAddr::from((ip, 19432));
+        assert!(s.on_link(from([192, 168, 1, 77]), Some(7)));
+        assert!(
+            !s.on_link(from([192, 168, 1, 77]), Some(8)),
+            "another interface"
+        );
+        assert!(!s.on_link(from([10, 0, 0, 1]), Some(7)), "off-link source");
+        assert!(
+            s.on_link(from([10, 0, 0, 1]), None),
+            "the kernel did not say"
         );
     }
 

@@ -75,6 +75,8 @@ pub struct Multicast {
     /// at one address), and questions left unanswered because their source asked too fast.
     pub refused_announcements: u64,
     pub refused_answers: u64,
+    /// Datagrams dropped because their source is not a host of the link they came in on.
+    pub off_link_datagrams: u64,
 }
 
 /// `RcvbufErrors` of the `Udp:` lines of /proc/net/snmp.

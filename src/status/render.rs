@@ -47,6 +47,7 @@ pub fn json(s: &Snapshot) -> String {
     w.key("refused_announcements")
         .number(m.refused_announcements);
     w.key("refused_answers").number(m.refused_answers);
+    w.key("off_link_datagrams").number(m.off_link_datagrams);
     match m.udp_receive_buffer_errors {
         Some(n) => w.key("udp_receive_buffer_errors").number(n),
         None => w.key("udp_receive_buffer_errors").null(),
@@ -180,6 +181,7 @@ mod tests {
             udp_receive_buffer_errors: Some(2),
             refused_announcements: 4,
             refused_answers: 5,
+            off_link_datagrams: 6,
         };
         s.peers.push(PeerStatus {
             host_id: 7,

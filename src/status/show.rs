@@ -92,9 +92,10 @@ pub fn status(v: &Value) -> String {
     );
     let _ = writeln!(
         out,
-        "refused: {} announcements (a host id from another address, or too many hosts at one), {} questions (asked too fast)",
+        "refused: {} announcements (a host id from another address, or too many hosts at one), {} questions (asked too fast), {} datagrams from off the link",
         num(m, "refused_announcements"),
         num(m, "refused_answers"),
+        num(m, "off_link_datagrams"),
     );
     for e in m.get("join_errors").map(Value::as_array).unwrap_or(&[]) {
         let _ = writeln!(
