@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::tokens::Tokens;
+
 /// Answers per second and burst for one source address. An honest peer with 20 downloads in
 /// parallel asks a few questions per file: far below.
 pub const PER_SOURCE_RATE: u32 = 200;
@@ -15,43 +17,16 @@ pub const TOTAL_RATE: u32 = 5_000;
 /// Source addresses remembered; past that the one idle longest is forgotten.
 pub const SOURCES: usize = 1024;
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: u32,
-    at: Instant,
-}
-
-impl Bucket {
-    fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
-        let earned =
-            now.saturating_duration_since(self.at).as_micros() * u128::from(rate) / 1_000_000;
-        if earned > 0 {
-            self.tokens = u32::try_from(u128::from(self.tokens) + earned)
-                .unwrap_or(u32::MAX)
-                .min(burst);
-            // Keep the remainder: advance by the time the earned tokens took.
-            let spent = Duration::from_micros(
-                u64::try_from(earned * 1_000_000 / u128::from(rate)).unwrap_or(u64::MAX),
-            );
-            self.at = if self.tokens == burst {
-                now
-            } else {
-                self.at + spent
-            };
-        }
-        if self.tokens == 0 {
-            return false;
-        }
-        self.tokens -= 1;
-        true
-    }
+/// The interval of one token at `rate` a second.
+fn per(rate: u32) -> Duration {
+    Duration::from_secs(1) / rate.max(1)
 }
 
 /// The answer budget of every source.
 #[derive(Debug)]
 pub struct AnswerLimit {
-    sources: HashMap<IpAddr, Bucket>,
-    total: Bucket,
+    sources: HashMap<IpAddr, Tokens>,
+    total: Tokens,
     /// Answers refused since start.
     pub refused: u64,
 }
@@ -60,10 +35,7 @@ impl AnswerLimit {
     pub fn new(now: Instant) -> Self {
         AnswerLimit {
             sources: HashMap::new(),
-            total: Bucket {
-                tokens: TOTAL_RATE,
-                at: now,
-            },
+            total: Tokens::new(now, per(TOTAL_RATE), TOTAL_RATE),
             refused: 0,
         }
     }
@@ -74,18 +46,17 @@ impl AnswerLimit {
             let oldest = self
                 .sources
                 .iter()
-                .min_by_key(|(_, b)| b.at)
+                .min_by_key(|(_, b)| b.last())
                 .map(|(k, _)| *k);
             if let Some(k) = oldest {
                 self.sources.remove(&k);
             }
         }
-        let bucket = self.sources.entry(ip).or_insert(Bucket {
-            tokens: PER_SOURCE_BURST,
-            at: now,
-        });
-        let ok = bucket.take(now, PER_SOURCE_RATE, PER_SOURCE_BURST)
-            && self.total.take(now, TOTAL_RATE, TOTAL_RATE);
+        let bucket = self
+            .sources
+            .entry(ip)
+            .or_insert_with(|| Tokens::new(now, per(PER_SOURCE_RATE), PER_SOURCE_BURST));
+        let ok = bucket.take(now) && self.total.take(now);
         if !ok {
             self.refused += 1;
         }

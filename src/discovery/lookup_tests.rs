@@ -32,6 +32,15 @@ fn none(_: &str, _: Option<Expected>) -> bool {
     false
 }
 
+fn me() -> Identity {
+    Identity {
+        host_id: ME,
+        tcp_port: 19432,
+        distro: "arch".into(),
+        arch: "x86_64".into(),
+    }
+}
+
 struct Lan {
     d: Discovery,
     now: Instant,
@@ -42,13 +51,7 @@ impl Lan {
     /// included) sent, and no peer yet.
     fn new(names: &[&str]) -> Lan {
         let now = Instant::now();
-        let me = Identity {
-            host_id: ME,
-            tcp_port: 19432,
-            distro: "arch".into(),
-            arch: "x86_64".into(),
-        };
-        let mut d = Discovery::new(me, Params::default(), now, 7);
+        let mut d = Discovery::new(me(), Params::default(), now, 7);
         d.handle_join(
             now,
             &JoinReport {
@@ -359,13 +362,7 @@ fn our_summary_goes_whole_to_a_peer_that_asks_and_changes_as_deltas() {
 #[test]
 fn hello_is_sent_again_within_two_seconds_of_start() {
     let now = Instant::now();
-    let me = Identity {
-        host_id: ME,
-        tcp_port: 19432,
-        distro: "arch".into(),
-        arch: "x86_64".into(),
-    };
-    let mut d = Discovery::new(me, Params::default(), now, 3);
+    let mut d = Discovery::new(me(), Params::default(), now, 3);
     d.handle_join(
         now,
         &JoinReport {

@@ -60,6 +60,7 @@ mod protocol;
 mod questions;
 mod rtt;
 mod summary;
+mod tokens;
 pub mod wire;
 
 pub use host::random_seed;

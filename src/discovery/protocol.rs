@@ -20,6 +20,7 @@ use super::join_schedule::{JoinNote, JoinReport, JoinSchedule};
 use super::peer_table::{GoneReason, Heard, Peer, PeerRef, PeerTable};
 use super::questions::{Expired, OpenQuestions, Progress, QuestionId, Rest};
 use super::summary::{self, Change, LocalSummary};
+use super::tokens::Tokens;
 use super::wire::{self, Announcement, Body, Expected, Message};
 use crate::prng::Xorshift64;
 use crate::rate_limit::RateLimit;
@@ -116,15 +117,12 @@ pub struct Discovery {
     hello_payload: Vec<u8>,
     /// This host's cache summary.
     summary: LocalSummary,
-    /// SUMMARY_DELTAs that may go now, as of `delta_refill` (a token bucket).
-    delta_tokens: u32,
-    delta_refill: Instant,
+    /// SUMMARY_DELTAs that may go now.
+    delta_tokens: Tokens,
     /// When HELLO is due again (start, rejoin).
     hello_again: Vec<Instant>,
-    /// Answers to HELLO that may go now, as of `hello_refill` (a token bucket), and when the
-    /// next one is due when none is left.
-    hello_tokens: u32,
-    hello_refill: Instant,
+    /// Answers to HELLO that may go now, and when the next one is due when none is left.
+    hello_tokens: Tokens,
     hello_answer_due: Option<Instant>,
     /// Answers per source address (no reflection at a forged source).
     answer_limit: AnswerLimit,
@@ -174,11 +172,9 @@ impl Discovery {
             announce_payload: Vec::new(),
             hello_payload: Vec::new(),
             summary: LocalSummary::default(),
-            delta_tokens: DELTA_BURST,
-            delta_refill: now,
+            delta_tokens: Tokens::new(now, DELTA_EVERY, DELTA_BURST),
             hello_again: Vec::new(),
-            hello_tokens: HELLO_ANSWER_BURST,
-            hello_refill: now,
+            hello_tokens: Tokens::new(now, HELLO_ANSWER_EVERY, HELLO_ANSWER_BURST),
             hello_answer_due: None,
             early_requests: Vec::new(),
             answer_limit: AnswerLimit::new(now),
@@ -195,23 +191,6 @@ impl Discovery {
         core
     }
 
-    fn refill_hello(&mut self, now: Instant) {
-        if self.hello_tokens >= HELLO_ANSWER_BURST {
-            self.hello_refill = now;
-            return;
-        }
-        let earned = now.saturating_duration_since(self.hello_refill).as_nanos()
-            / HELLO_ANSWER_EVERY.as_nanos();
-        if earned > 0 {
-            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
-            self.hello_tokens = self
-                .hello_tokens
-                .saturating_add(earned)
-                .min(HELLO_ANSWER_BURST);
-            self.hello_refill += HELLO_ANSWER_EVERY * earned.min(HELLO_ANSWER_BURST);
-        }
-    }
-
     /// Answer the HELLOs heard: our ANNOUNCE to the group.
     fn answer_hello(&mut self) {
         self.hello_answer_due = None;
@@ -220,30 +199,6 @@ impl Discovery {
             dest: Dest::Group,
             payload,
         });
-    }
-
-    /// Add the delta tokens earned since the last refill.
-    fn refill_deltas(&mut self, now: Instant) {
-        if self.delta_tokens >= DELTA_BURST {
-            self.delta_refill = now;
-            return;
-        }
-        let earned =
-            now.saturating_duration_since(self.delta_refill).as_nanos() / DELTA_EVERY.as_nanos();
-        if earned > 0 {
-            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
-            self.delta_tokens = self.delta_tokens.saturating_add(earned).min(DELTA_BURST);
-            self.delta_refill += DELTA_EVERY * earned.min(DELTA_BURST);
-        }
-    }
-
-    /// When the next delta may go: now if a token is left, else when one is earned.
-    fn next_delta_token(&self) -> Instant {
-        if self.delta_tokens > 0 {
-            self.clock
-        } else {
-            self.delta_refill + DELTA_EVERY
-        }
     }
 
     /// Rebuild the ANNOUNCE and HELLO datagrams (they carry the summary version).
@@ -400,18 +355,16 @@ impl Discovery {
                 // Answered to the group, never to a unicast source (which could be spoofed to
                 // reflect traffic at a victim), and a storm of HELLOs costs one ANNOUNCE a
                 // second after the first few.
-                self.refill_hello(now);
                 let waiting = self
                     .transmits
                     .iter()
                     .any(|t| t.dest == Dest::Group && t.payload == self.announce_payload);
                 if waiting {
                     // Our ANNOUNCE to the group has not gone out yet: it answers this one too.
-                } else if self.hello_tokens > 0 {
-                    self.hello_tokens -= 1;
+                } else if self.hello_tokens.take(now) {
                     self.answer_hello();
                 } else if self.hello_answer_due.is_none() {
-                    self.hello_answer_due = Some(self.hello_refill + HELLO_ANSWER_EVERY);
+                    self.hello_answer_due = Some(self.hello_tokens.next_at(now));
                 }
             }
             Body::Goodbye if known => {
@@ -564,8 +517,7 @@ impl Discovery {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = now;
         if self.hello_answer_due.is_some_and(|at| now >= at) {
-            self.refill_hello(now);
-            self.hello_tokens = self.hello_tokens.saturating_sub(1);
+            let _ = self.hello_tokens.take(now);
             self.answer_hello();
         }
         if self.hello_again.first().is_some_and(|&at| now >= at) {
@@ -576,9 +528,7 @@ impl Discovery {
                 payload,
             });
         }
-        self.refill_deltas(now);
-        if self.summary.is_dirty() && self.delta_tokens > 0 {
-            self.delta_tokens -= 1;
+        if self.summary.is_dirty() && self.delta_tokens.take(now) {
             match self.summary.take_change() {
                 Some(Change::Delta {
                     version,
@@ -684,7 +634,9 @@ impl Discovery {
             Some(self.next_announce),
             self.hello_again.first().copied(),
             self.hello_answer_due,
-            self.summary.is_dirty().then(|| self.next_delta_token()),
+            self.summary
+                .is_dirty()
+                .then(|| self.delta_tokens.next_at(self.clock)),
             self.peers
                 .iter()
                 .filter(|p| p.summary.is_stale())
