@@ -407,7 +407,11 @@ impl Daemon {
                 join_errors: Vec::new(),
                 hello_at: now,
             },
-            relay: relay::Relay::new(upstreams, settings.ban_time),
+            relay: relay::Relay {
+                https: settings.https,
+                tls: relay::tls::TlsTrust::new(settings.ca_file.clone()),
+                ..relay::Relay::new(upstreams, settings.ban_time)
+            },
             idle_sources: relay::Pool::default(),
             slots: Slots::default(),
             timers: BinaryHeap::new(),
