@@ -15,7 +15,7 @@
 //! peers that stall or answer garbage are skipped (and one of another distribution is never
 //! asked) and the download completes from the mirror; a peer that ignores the `Range` of a
 //! resume is not passed on to pacman; without an upstream the relay answers 404, with an
-//! `https://` one a 302; a signature comes from the peer that gave its package, or from the
+//! `https://` one a 302 with `--https redirect`; a signature comes from the peer that gave its package, or from the
 //! mirror when that peer lacks it; nothing in a pacman 7 download folder (nor any `.part`) is
 //! served to a peer; pacman 7 with flocon as its `CacheServer` takes peer hits through flocon
 //! and the rest from its mirror without an error. With sync databases read (trust): a host's
@@ -65,8 +65,8 @@ enum Upstream {
     Mirror,
     /// Neither `--upstream` nor a pacman.conf.
     Nothing,
-    /// `--upstream <this>`.
-    Url(String),
+    /// `--upstream <this> --https redirect`: pacman is sent to an `https://` one.
+    Redirect(String),
 }
 
 /// One package of a test repository.
@@ -224,7 +224,10 @@ impl Lan {
         let url = match upstream {
             Upstream::Mirror => Some(self.mirror.server_url()),
             Upstream::Nothing => None,
-            Upstream::Url(u) => Some(u.clone()),
+            Upstream::Redirect(u) => {
+                extra.extend(["--https", "redirect"]);
+                Some(u.clone())
+            }
         };
         if let Some(url) = &url {
             extra.extend(["--upstream", url]);
@@ -933,7 +936,7 @@ fn an_https_upstream_is_a_redirect_for_what_no_peer_has(pacman: Pacman) {
     lan.seed_cache(A, &["shared"]);
     let upstream = "https://mirror.example.org/archlinux/$repo/os/$arch";
     lan.start_flocon(A, &Upstream::Mirror);
-    lan.start_flocon(B, &Upstream::Url(upstream.into()));
+    lan.start_flocon(B, &Upstream::Redirect(upstream.into()));
     lan.start_flocon(C, &Upstream::Mirror);
     lan.wait_peers(&FLOCON_HOSTS, 2);
     let base = format!("https://mirror.example.org/archlinux/{TEST_REPO}/os/{ARCH}");
