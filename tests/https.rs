@@ -3,7 +3,8 @@
 //! with `--ca-file`. A package over https is the mirror's bytes (whole, by pacman's `Range`,
 //! and as the continuation of a body another mirror cut short); a certificate for another name
 //! and one from an untrusted CA are refused, with the reason logged, and the next mirror is
-//! used; a server that closes during the handshake is left for the next; `--https redirect`
+//! used; a server that closes during the handshake, or says nothing for the stall timeout, is
+//! left for the next; one TLS connection carries several requests; `--https redirect`
 //! still answers pacman with a 302. Loopback only: no root needed.
 
 mod common;
@@ -261,6 +262,31 @@ fn a_server_that_closes_during_the_handshake_is_left_for_the_next_mirror() {
     drop(r);
     // (The second accept may never come: the thread ends with the test process.)
     drop(handle);
+}
+
+#[test]
+fn an_https_mirror_silent_in_the_handshake_is_left_within_five_seconds() {
+    let Some((ca, cert)) = ca_and_good_cert("an_https_mirror_silent_in_the_handshake") else {
+        return;
+    };
+    // Accepts and never says a word (the kernel completes the TCP handshake).
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("https://{}/$repo/os/$arch", silent.local_addr().unwrap());
+    let root = Root::new(17);
+    let good = root.tls_mirror(&cert);
+    let r = relay(&[silent_url, good.server_url()], &ca_file(&ca));
+    let started = std::time::Instant::now();
+    let got = get(r.addr, &url(PKG), &[]);
+    let took = started.elapsed();
+    assert_eq!(got.status, 200);
+    assert!(got.body == *root.data);
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_millis(6500),
+        "left the silent https mirror after {took:?}"
+    );
+    r.daemon
+        .wait_for_line_containing("failed: stalled", Duration::from_secs(5));
+    drop(silent);
 }
 
 #[test]
