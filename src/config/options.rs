@@ -411,6 +411,32 @@ mod tests {
     }
 
     #[test]
+    fn https_is_fetch_or_redirect_in_any_case_and_later_layers_win() {
+        let mut file = FileSettings::default();
+        assert_eq!(
+            file.https, None,
+            "unset: the loader's default (fetch) applies"
+        );
+        file.set(Setting::Https, "Redirect").unwrap();
+        assert_eq!(file.https, Some(HttpsMode::Redirect));
+        for bad in ["", "302", "fetch ", "yes"] {
+            assert_eq!(
+                file.set(Setting::Https, bad),
+                Err(ValueError::Invalid("expected fetch or redirect".into())),
+                "{bad:?}"
+            );
+        }
+        file.set(Setting::CaFile, "/etc/ca/private.pem").unwrap();
+        assert!(file.set(Setting::CaFile, "").is_err());
+        let mut top = FileSettings::default();
+        top.set(Setting::Https, "FETCH").unwrap();
+        let merged = file.overlay(top);
+        assert_eq!(merged.https, Some(HttpsMode::Fetch));
+        assert_eq!(merged.ca_file, Some(PathBuf::from("/etc/ca/private.pem")));
+        assert_eq!(HttpsMode::default(), HttpsMode::Fetch);
+    }
+
+    #[test]
     fn numbers() {
         let cases: &[(&str, Option<u64>)] = &[
             ("1", Some(1)),
