@@ -146,6 +146,51 @@ smoke() {
   ((ok))
 }
 
+# The ARM relay fetching a file from an https:// server on loopback (openssl
+# s_server -WWW) with a certificate from a CA made here and trusted with
+# --ca-file: ring's handshake, certificate check and decryption under qemu.
+tls_smoke() {
+  local triple=$1 qemu=$2 sysroot=$3 binary=$4
+  local dir port local_port tls_port server pid ok=0 name=tls-1.0-1-any.pkg.tar.zst
+  dir=$(mktemp -d)
+  port=$((20000 + RANDOM % 20000))
+  local_port=$((port + 1))
+  tls_port=$((port + 2))
+  mkdir -p "$dir/www/core/os/x86_64" "$dir/cache"
+  head -c 1000000 /dev/urandom >"$dir/www/core/os/x86_64/$name"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=flocon-cross-check-ca -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$dir/ext"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 2 -extfile "$dir/ext" -out "$dir/server.pem" 2>/dev/null
+  (cd "$dir/www" && exec openssl s_server -quiet -accept "127.0.0.1:$tls_port" \
+    -cert "$dir/server.pem" -key "$dir/server.key" -WWW) >"$dir/server.log" 2>&1 &
+  server=$!
+  # shellcheck disable=SC2016 # $repo and $arch are flocon's template variables
+  "$qemu" -L "$sysroot" "$binary" -c /dev/null --pacman-conf /nonexistent/pacman.conf --interface lo \
+    --cache-dir "$dir/cache" --port "$port" --local-port "$local_port" --ca-file "$dir/ca.pem" \
+    --upstream "https://127.0.0.1:$tls_port"'/$repo/os/$arch' >"$dir/log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$local_port/status" && break
+    sleep 0.1
+  done
+  curl -s -o "$dir/got" "http://127.0.0.1:$local_port/core/os/x86_64/$name"
+  if cmp -s "$dir/got" "$dir/www/core/os/x86_64/$name"; then
+    ok=1
+  else
+    echo "$triple: the file relayed from https:// differs from the server's" >&2
+    cat "$dir/log" "$dir/server.log" >&2
+  fi
+  kill "$pid" "$server" 2>/dev/null
+  wait "$pid" "$server" 2>/dev/null
+  rm -rf "$dir"
+  ((ok))
+}
+
 failures=0
 for entry in "${targets[@]}"; do
   read -r triple linker qemu sysroot <<<"$entry"
@@ -171,6 +216,12 @@ for entry in "${targets[@]}"; do
     echo "$triple: serve and relay smoke test passed"
   else
     echo "FAIL: $triple: serve and relay smoke test" >&2
+    failures=$((failures + 1))
+  fi
+  if tls_smoke "$triple" "$qemu" "$sysroot" "$binary"; then
+    echo "$triple: https relay smoke test passed"
+  else
+    echo "FAIL: $triple: https relay smoke test" >&2
     failures=$((failures + 1))
   fi
   echo "$triple: $((SECONDS - start)) s"

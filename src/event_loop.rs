@@ -410,7 +410,11 @@ impl Daemon {
                 hello_at: now,
                 addresses: Vec::new(),
             },
-            relay: relay::Relay::new(upstreams, settings.ban_time),
+            relay: relay::Relay {
+                https: settings.https,
+                tls: relay::tls::TlsTrust::new(settings.ca_file.clone()),
+                ..relay::Relay::new(upstreams, settings.ban_time)
+            },
             idle_sources: relay::Pool::default(),
             slots: Slots::default(),
             timers: BinaryHeap::new(),

@@ -15,7 +15,7 @@
 //! peers that stall or answer garbage are skipped (and one of another distribution is never
 //! asked) and the download completes from the mirror; a peer that ignores the `Range` of a
 //! resume is not passed on to pacman; without an upstream the relay answers 404, with an
-//! `https://` one a 302; a signature comes from the peer that gave its package, or from the
+//! `https://` one a 302 with `--https redirect`; a signature comes from the peer that gave its package, or from the
 //! mirror when that peer lacks it; nothing in a pacman 7 download folder (nor any `.part`) is
 //! served to a peer; pacman 7 with flocon as its `CacheServer` takes peer hits through flocon
 //! and the rest from its mirror without an error. With sync databases read (trust): a host's
@@ -35,11 +35,12 @@ use std::time::{Duration, Instant};
 
 use common::fake_peer::{Behaviour, Claims, FakePeer, corrupt};
 use common::http::{Response, build_request, request};
-use common::mirror::AccessLogEntry;
+use common::mirror::{AccessLogEntry, MirrorOptions};
 use common::pacman::{
     ARCH, PackageSpec, Pacman, PacmanClient, PacmanConf, Repo, Signatures, TEST_REPO, TestKey,
     make_package_spec, make_repo_signed, same_bytes,
 };
+use common::tls::TestCa;
 use common::{Daemon, Lab, Mirror, TempDir, wait_until};
 
 const MIRROR: usize = 0;
@@ -65,8 +66,10 @@ enum Upstream {
     Mirror,
     /// Neither `--upstream` nor a pacman.conf.
     Nothing,
-    /// `--upstream <this>`.
-    Url(String),
+    /// `--upstream <this> --https redirect`: pacman is sent to an `https://` one.
+    Redirect(String),
+    /// `--upstream <url> --ca-file <ca_file>`: an `https://` mirror flocon fetches itself.
+    Https { url: String, ca_file: String },
 }
 
 /// One package of a test repository.
@@ -224,7 +227,14 @@ impl Lan {
         let url = match upstream {
             Upstream::Mirror => Some(self.mirror.server_url()),
             Upstream::Nothing => None,
-            Upstream::Url(u) => Some(u.clone()),
+            Upstream::Redirect(u) => {
+                extra.extend(["--https", "redirect"]);
+                Some(u.clone())
+            }
+            Upstream::Https { url, ca_file } => {
+                extra.extend(["--ca-file", ca_file]);
+                Some(url.clone())
+            }
         };
         if let Some(url) = &url {
             extra.extend(["--upstream", url]);
@@ -933,7 +943,7 @@ fn an_https_upstream_is_a_redirect_for_what_no_peer_has(pacman: Pacman) {
     lan.seed_cache(A, &["shared"]);
     let upstream = "https://mirror.example.org/archlinux/$repo/os/$arch";
     lan.start_flocon(A, &Upstream::Mirror);
-    lan.start_flocon(B, &Upstream::Url(upstream.into()));
+    lan.start_flocon(B, &Upstream::Redirect(upstream.into()));
     lan.start_flocon(C, &Upstream::Mirror);
     lan.wait_peers(&FLOCON_HOSTS, 2);
     let base = format!("https://mirror.example.org/archlinux/{TEST_REPO}/os/{ARCH}");
@@ -959,6 +969,58 @@ fn an_https_upstream_is_a_redirect_for_what_no_peer_has(pacman: Pacman) {
     assert!(r.body == fs::read(lan.mirror_file(&shared)).expect("mirror file"));
     let status = lan.status(B);
     assert_eq!(relay_counter(&status, "redirects"), 6, "{status}");
+}
+
+fn packages_and_databases_come_through_flocon_from_an_https_mirror(pacman: Pacman) {
+    let test = "pacman_lan::https_fetch";
+    let packages = [("over-tls", 300 * KB), ("also-tls", 1200 * KB)];
+    let Some(mut lan) = Lan::new(pacman, test, 0, &packages, None) else {
+        return;
+    };
+    if !common::require_tools(test, &["openssl"]) {
+        return;
+    }
+    // The same repository over TLS on the mirror host, with a certificate for its address
+    // from a CA made here and trusted by flocon for this run only.
+    let ca = TestCa::new("flocon pacman test CA");
+    let addr = lan.lab.host(MIRROR).addr(443);
+    let cert = ca.issue("mirror", &[&format!("IP:{}", addr.ip())]);
+    let tls = Mirror::start_with(
+        &lan.repo.root,
+        Some(lan.ns(MIRROR)),
+        addr,
+        &MirrorOptions {
+            tls: cert.files(),
+            ..MirrorOptions::default()
+        },
+    );
+    let upstream = Upstream::Https {
+        url: tls.server_url(),
+        ca_file: ca.cert.display().to_string(),
+    };
+    lan.start_flocon(B, &upstream);
+    lan.sync(B);
+    let names = ["over-tls", "also-tls"];
+    lan.download(B, &names);
+    lan.assert_cached(B, &names, false);
+    let log = tls.access_log();
+    for file in [
+        lan.file("over-tls"),
+        lan.file("also-tls"),
+        format!("{TEST_REPO}.db"),
+    ] {
+        let asked = lan.mirror_requests(&log, &file);
+        assert!(
+            asked
+                .iter()
+                .any(|e| e.status == 200 && e.user_agent.starts_with("flocon/")),
+            "{file}: not fetched by flocon over https: {log:?}"
+        );
+    }
+    let plain = lan.mirror.access_log();
+    assert!(plain.is_empty(), "the plain mirror was asked: {plain:?}");
+    let status = lan.status(B);
+    assert_eq!(relay_counter(&status, "redirects"), 0, "{status}");
 }
 
 fn a_signature_comes_from_the_peer_that_gave_the_package(pacman: Pacman) {
@@ -1603,6 +1665,7 @@ under_pacman_6_and_7!(
     peers_that_stall_or_answer_garbage_are_skipped_and_the_mirror_serves,
     without_an_upstream_what_no_peer_has_is_a_quiet_404,
     an_https_upstream_is_a_redirect_for_what_no_peer_has,
+    packages_and_databases_come_through_flocon_from_an_https_mirror,
     a_signature_comes_from_the_peer_that_gave_the_package,
     a_package_asked_again_never_goes_straight_back_to_its_peer,
     nothing_in_a_download_folder_is_ever_served,

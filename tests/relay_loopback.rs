@@ -4,7 +4,8 @@
 //! headers, a 200 MB file in bounded memory, HEAD, keep-alive and parallel downloads, databases
 //! with If-Modified-Since and a sticky mirror, failover before and in the middle of a body (with
 //! the exact `Range` asked of the next mirror), stalls, chunked answers, a mirror that ignores
-//! `Range`, kept-alive mirror connections, `https://` redirects, no upstream at all, the status
+//! `Range`, kept-alive mirror connections, `https://` redirects (`--https redirect`; fetching
+//! them is `tests/https.rs`), no upstream at all, the status
 //! page, bad requests and refused names, pacman's `.part` resume, and the real pacman
 //! downloading through the relay.
 
@@ -42,6 +43,11 @@ struct Relay {
 
 /// Start the daemon on `lo` with these `--upstream` templates, in order.
 fn relay(upstreams: &[String]) -> Relay {
+    relay_with(upstreams, &[])
+}
+
+/// [`relay`] with `extra` options.
+fn relay_with(upstreams: &[String], extra: &[&str]) -> Relay {
     let cache = TempDir::new("relay-cache");
     let port = free_port().to_string();
     let local = free_port();
@@ -64,6 +70,7 @@ fn relay(upstreams: &[String]) -> Relay {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
     for u in upstreams {
         args.push("--upstream".into());
         args.push(u.clone());
@@ -1315,11 +1322,15 @@ fn a_failing_body_with_no_source_left_closes_the_connection() {
 // ---- redirects -----------------------------------------------------------------------------
 
 #[test]
-fn https_upstreams_get_a_redirect() {
-    let r = relay(&[
-        "https://mirror.example:8443/arch/$repo/os/$arch".to_string(),
-        "https://second.example/$repo/os/$arch".to_string(),
-    ]);
+fn https_upstreams_get_a_redirect_with_https_redirect() {
+    let redirect = ["--https", "redirect"];
+    let r = relay_with(
+        &[
+            "https://mirror.example:8443/arch/$repo/os/$arch".to_string(),
+            "https://second.example/$repo/os/$arch".to_string(),
+        ],
+        &redirect,
+    );
     let epoch = "libc++-1:17.0.6-1-x86_64.pkg.tar.zst";
     for file in [PKG, epoch, DB, "testrepo.files"] {
         let got = get(r.addr, &url(file), &[]);
@@ -1342,10 +1353,13 @@ fn https_upstreams_get_a_redirect() {
     // After a mirror that does not have it.
     let empty_root = Root::new();
     let empty = empty_root.mirror();
-    let r = relay(&[
-        empty.server_url(),
-        "https://third.example/$repo/os/$arch".to_string(),
-    ]);
+    let r = relay_with(
+        &[
+            empty.server_url(),
+            "https://third.example/$repo/os/$arch".to_string(),
+        ],
+        &redirect,
+    );
     let got = get(r.addr, &url(PKG), &[]);
     assert_eq!(
         (got.status, got.header("location")),
@@ -1452,11 +1466,14 @@ fn the_status_page_counts_and_shows_transfers_in_flight() {
         Duration::from_millis(100),
     ));
     let broken = FakeServer::start(answers_500);
-    let r = relay(&[
-        broken.server_url(),
-        mirror.server_url(),
-        "https://redirect.example/$repo/os/$arch".to_string(),
-    ]);
+    let r = relay_with(
+        &[
+            broken.server_url(),
+            mirror.server_url(),
+            "https://redirect.example/$repo/os/$arch".to_string(),
+        ],
+        &["--https", "redirect"],
+    );
     // 500 then served: one failure each.
     assert!(get(r.addr, &url(PKG), &[]).body == pkg);
     let got = get(r.addr, &url(PKG), &[("Range", "bytes=0-99")]);

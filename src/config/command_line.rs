@@ -227,6 +227,13 @@ Options (a value may also be given as --option=VALUE):
       --ban-time S           seconds a peer that sent a file unlike its
                              sync database entry is banned, 1 to 604800
                              (default 3600)
+      --https MODE           fetch: flocon fetches https:// mirrors itself
+                             (TLS checked against the system's CA store);
+                             redirect: pacman is sent to them with a 302
+                             (default fetch)
+      --ca-file PATH         a PEM file (or a folder of them) of CA
+                             certificates trusted for https:// mirrors
+                             besides /etc/ssl/certs (a private CA)
   -h, --help                 print this help and exit
   -V, --version              print the version and exit
 
@@ -234,7 +241,8 @@ Config file:
   Each option but -c, -h and -V can be set in the config file, one
   'Key = Value' per line: Debug, CacheDir, PacmanConf, Upstream, Port,
   LocalPort, Group, Interface, AnnounceInterval, LookupTimeout,
-  MaxConnections, Architecture, Distro, BanTime (keys match in any case; a bare
+  MaxConnections, Architecture, Distro, BanTime, Https, CaFile (keys match
+  in any case; a bare
   'Debug' line means Debug = yes). CacheDir, Upstream and Interface may be
   repeated. '#' starts a comment. The command line wins over the file; a
   repeatable option given on the command line replaces the file's list.
@@ -258,6 +266,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::HttpsMode;
 
     fn args(text: &str) -> Vec<String> {
         text.split_whitespace().map(str::to_owned).collect()
@@ -281,7 +290,8 @@ mod tests {
              --upstream http://m/$repo/os/$arch --upstream https://n/$repo \
              --port 1 --local-port 65535 --group 224.0.0.1 --interface eth0 \
              --interface wlan0 --announce-interval 3600 --lookup-timeout 10 \
-             --max-connections 16384 --architecture aarch64 --distro archarm --ban-time 5",
+             --max-connections 16384 --architecture aarch64 --distro archarm --ban-time 5 \
+             --https redirect --ca-file /etc/my-ca.pem",
         );
         let want = FileSettings {
             debug: Some(true),
@@ -301,6 +311,8 @@ mod tests {
             architecture: Some("aarch64".into()),
             distro: Some("archarm".into()),
             ban_time: Some(Duration::from_secs(5)),
+            https: Some(HttpsMode::Redirect),
+            ca_file: Some("/etc/my-ca.pem".into()),
         };
         assert_eq!(s, want);
     }

@@ -137,6 +137,8 @@ Distro = arch
             architecture: Some("auto".into()),
             distro: Some("arch".into()),
             ban_time: None,
+            https: None,
+            ca_file: None,
         };
         assert_eq!(s, want);
     }

@@ -29,7 +29,7 @@ pub use host::{machine_architecture, parse_os_release};
 pub use options::{
     DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_BAN_TIME, DEFAULT_CACHE_DIR, DEFAULT_CONFIG_FILE,
     DEFAULT_GROUP, DEFAULT_LOCAL_PORT, DEFAULT_LOOKUP_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_PACMAN_CONF, DEFAULT_PORT, FileSettings, MAX_LIST_VALUES,
+    DEFAULT_PACMAN_CONF, DEFAULT_PORT, FileSettings, HttpsMode, MAX_LIST_VALUES,
 };
 pub use pacman_conf::{
     ConfigSource, DEFAULT_DB_PATH, MemoryFs, PacmanConf, Placement, RealFs, Repo, TemplateError,
@@ -123,6 +123,11 @@ pub struct Settings {
     pub sync_databases: Vec<(String, PathBuf)>,
     /// How long a peer caught sending wrong bytes is banned.
     pub ban_time: Duration,
+    /// Fetch `https://` mirrors, or redirect pacman to them.
+    pub https: HttpsMode,
+    /// An extra CA certificate file (or folder of PEM files) trusted for
+    /// `https://` mirrors, beside the system's.
+    pub ca_file: Option<PathBuf>,
     /// Things worth a warning in the log (unknown keys, unreadable mirror lists, ...).
     pub warnings: Vec<String>,
 }
@@ -226,6 +231,8 @@ fn resolve(
         distro,
         sync_databases,
         ban_time: given.ban_time.unwrap_or(DEFAULT_BAN_TIME),
+        https: given.https.unwrap_or_default(),
+        ca_file: given.ca_file,
         warnings,
     };
     Ok(match command_line.action {

@@ -30,6 +30,16 @@ pub const DEFAULT_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long a peer that sent bytes other than its database's is banned.
 pub const DEFAULT_BAN_TIME: Duration = Duration::from_secs(3600);
+/// What flocon does with an `https://` mirror.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HttpsMode {
+    /// Fetches it itself over TLS, like an `http://` one.
+    #[default]
+    Fetch,
+    /// Sends pacman there with a 302 (pacman does the TLS).
+    Redirect,
+}
+
 /// Connections per listener.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Most values a repeatable setting (`CacheDir`, `Upstream`, `Interface`) may hold.
@@ -57,10 +67,12 @@ pub(super) enum Setting {
     Architecture,
     Distro,
     BanTime,
+    Https,
+    CaFile,
 }
 
 impl Setting {
-    pub(super) const ALL: [Setting; 14] = [
+    pub(super) const ALL: [Setting; 16] = [
         Setting::Debug,
         Setting::CacheDir,
         Setting::PacmanConf,
@@ -75,6 +87,8 @@ impl Setting {
         Setting::Architecture,
         Setting::Distro,
         Setting::BanTime,
+        Setting::Https,
+        Setting::CaFile,
     ];
 
     /// The command line spelling, e.g. `--cache-dir`.
@@ -94,6 +108,8 @@ impl Setting {
             Setting::Architecture => "--architecture",
             Setting::Distro => "--distro",
             Setting::BanTime => "--ban-time",
+            Setting::Https => "--https",
+            Setting::CaFile => "--ca-file",
         }
     }
 
@@ -114,6 +130,8 @@ impl Setting {
             Setting::Architecture => "Architecture",
             Setting::Distro => "Distro",
             Setting::BanTime => "BanTime",
+            Setting::Https => "Https",
+            Setting::CaFile => "CaFile",
         }
     }
 
@@ -190,6 +208,9 @@ pub struct FileSettings {
     pub architecture: Option<String>,
     pub distro: Option<String>,
     pub ban_time: Option<Duration>,
+    pub https: Option<HttpsMode>,
+    /// An extra CA certificate file, or a folder of PEM files.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl FileSettings {
@@ -234,6 +255,14 @@ impl FileSettings {
                 })?;
                 self.ban_time = Some(Duration::from_secs(seconds));
             }
+            Setting::Https => {
+                self.https = Some(match value.to_ascii_lowercase().as_str() {
+                    "fetch" => HttpsMode::Fetch,
+                    "redirect" => HttpsMode::Redirect,
+                    _ => return Err(invalid("expected fetch or redirect")),
+                });
+            }
+            Setting::CaFile => self.ca_file = Some(parse_file_path(value)?),
             Setting::Distro => {
                 if !valid_distro(value) {
                     return Err(invalid(
@@ -263,6 +292,8 @@ impl FileSettings {
             architecture: top.architecture.or(self.architecture),
             distro: top.distro.or(self.distro),
             ban_time: top.ban_time.or(self.ban_time),
+            https: top.https.or(self.https),
+            ca_file: top.ca_file.or(self.ca_file),
         }
     }
 }
@@ -377,6 +408,32 @@ mod tests {
         }
         assert_eq!(Setting::from_long("--prot"), None);
         assert_eq!(Setting::from_key("Config"), None);
+    }
+
+    #[test]
+    fn https_is_fetch_or_redirect_in_any_case_and_later_layers_win() {
+        let mut file = FileSettings::default();
+        assert_eq!(
+            file.https, None,
+            "unset: the loader's default (fetch) applies"
+        );
+        file.set(Setting::Https, "Redirect").unwrap();
+        assert_eq!(file.https, Some(HttpsMode::Redirect));
+        for bad in ["", "302", "fetch ", "yes"] {
+            assert_eq!(
+                file.set(Setting::Https, bad),
+                Err(ValueError::Invalid("expected fetch or redirect".into())),
+                "{bad:?}"
+            );
+        }
+        file.set(Setting::CaFile, "/etc/ca/private.pem").unwrap();
+        assert!(file.set(Setting::CaFile, "").is_err());
+        let mut top = FileSettings::default();
+        top.set(Setting::Https, "FETCH").unwrap();
+        let merged = file.overlay(top);
+        assert_eq!(merged.https, Some(HttpsMode::Fetch));
+        assert_eq!(merged.ca_file, Some(PathBuf::from("/etc/ca/private.pem")));
+        assert_eq!(HttpsMode::default(), HttpsMode::Fetch);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::fmt;
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
+use super::tls::TlsFailure;
 use crate::http::request::HeadError;
 
 /// Connecting to a LAN peer.
@@ -106,6 +107,9 @@ pub enum Failure {
     WrongSize(u64),
     /// The body's SHA-256 is not the sync database's.
     WrongHash,
+    /// An `https://` mirror's TLS failed: its certificate, its name, an
+    /// alert, a cut handshake.
+    Tls(TlsFailure),
 }
 
 impl Failure {
@@ -134,7 +138,8 @@ impl Failure {
             | Failure::LostAfter(_)
             | Failure::EndedEarly
             | Failure::WrongSize(_)
-            | Failure::WrongHash => true,
+            | Failure::WrongHash
+            | Failure::Tls(_) => true,
         }
     }
 }
@@ -157,6 +162,7 @@ impl fmt::Display for Failure {
                 write!(f, "sent a file of {n} bytes, not its sync database's size")
             }
             Failure::WrongHash => f.write_str("sent bytes unlike its sync database's SHA-256"),
+            Failure::Tls(why) => why.fmt(f),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! the upstream mirrors; databases only come from one upstream that stays the
 //! same while it works. It streams the answer through one bounded buffer with
 //! back-pressure, fails over before and in the middle of a body (a `Range`
-//! request to the next source), redirects pacman to `https://` mirrors, and
+//! request to the next source), fetches `https://` mirrors over TLS (or, with
+//! `Https = redirect`, redirects pacman to them), and
 //! answers the status pages (text, JSON, metrics: the loop writes them) and
 //! `flocon query`. It does not poll, register
 //! sockets, own timers or speak multicast: the event loop runs it, and the
@@ -27,7 +28,9 @@
 //! - `pool.rs`: idle kept-alive source connections (closed on a timer; the
 //!   loop's) and transfer buffers; `pipe.rs`: the bounded buffer of one
 //!   transfer;
-//! - `source.rs`: one exchange's socket I/O; `conn.rs`: the pacman
+//! - `source.rs`: one exchange's socket I/O; `tls.rs`: TLS under it for
+//!   `https://` mirrors (rustls driven over the same socket), and the trust
+//!   store; `conn.rs`: the pacman
 //!   connection's states, requests and local answers; `sockets.rs`: asking
 //!   the loop for a source connection and handing source sockets back;
 //!   `transfer.rs`: moving an answer from a source to pacman and failing over.
@@ -56,6 +59,7 @@ pub mod policy;
 pub mod pool;
 mod sockets;
 mod source;
+pub mod tls;
 mod transfer;
 pub mod verify;
 
@@ -72,12 +76,13 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use crate::config::Upstreams;
+use crate::config::{HttpsMode, Upstreams};
 use crate::discovery::{Discovery, PeerRef, QuestionId};
 use crate::http::percent_decode;
 use crate::rate_limit::RateLimit;
 use crate::resolver::{Addresses, LookupId, ResolveError, SystemResolver};
 use crate::trust::Trust;
+use tls::TlsTrust;
 
 /// pacman not reading what we have for it.
 pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -93,6 +98,10 @@ pub struct Relay {
     pub foreign_hosts: RateLimit,
     pub policy: Policy,
     pub buffers: Buffers,
+    /// Fetch `https://` mirrors, or send pacman to them with a 302.
+    pub https: HttpsMode,
+    /// The trust store for `https://` mirrors, read on the first fetch.
+    pub tls: TlsTrust,
 }
 
 impl Relay {
@@ -104,6 +113,8 @@ impl Relay {
             foreign_hosts: RateLimit::default(),
             policy: Policy::with_ban_time(ban_time),
             buffers: Buffers::default(),
+            https: HttpsMode::Fetch,
+            tls: TlsTrust::new(None),
         }
     }
 }

@@ -10,7 +10,8 @@
 //! question (pacman asking again is evidence against it; the question goes
 //! by content when the sync database knows the file); then the upstream mirrors in order
 //! (databases: from the one that last answered them, then the others;
-//! `https://` ones are a redirect for pacman, never a continuation); then a
+//! `https://` ones are fetched over TLS like the others, or, with
+//! `Https = redirect`, a redirect for pacman, never a continuation); then a
 //! 404 (no upstream has it), a 502 (they all failed), or, once pacman has
 //! its head, closing so that pacman resumes elsewhere.
 //!
@@ -24,6 +25,7 @@ use log::warn;
 use super::fetch::Failure;
 use super::policy::Origin;
 use crate::cache::FileKind;
+use crate::config::HttpsMode;
 use crate::discovery::PeerRef;
 use crate::http::response::Status;
 use crate::http::url::{self, Url};
@@ -71,6 +73,8 @@ pub struct SourcePlan {
     not_found: bool,
     /// A body pacman has begun can't be continued (it had no known end).
     abandoned: bool,
+    /// Fetch `https://` mirrors, or redirect pacman to them.
+    https: HttpsMode,
 }
 
 impl SourcePlan {
@@ -94,7 +98,13 @@ impl SourcePlan {
             next_upstream: 0,
             not_found: false,
             abandoned: false,
+            https: HttpsMode::Fetch,
         }
+    }
+
+    /// What `https://` mirrors are: fetched (the default) or a redirect.
+    pub fn set_https(&mut self, mode: HttpsMode) {
+        self.https = mode;
     }
 
     /// The upstream URLs the plan asked for ([`Step::ListUpstreams`]).
@@ -192,7 +202,7 @@ impl SourcePlan {
                     continue;
                 }
             };
-            if url.https {
+            if url.https && self.https == HttpsMode::Redirect {
                 if head_sent {
                     // Can't continue a body through a redirect.
                     continue;
@@ -376,13 +386,39 @@ mod tests {
     }
 
     #[test]
-    fn https_mirrors_are_a_redirect_but_never_a_continuation() {
+    fn https_mirrors_are_fetched_like_the_others_and_continue_a_body() {
+        let mixed = ["https://s/x", "http://p/x"];
+        let mut plan = SourcePlan::new(FileKind::Database, mirrors(&mixed, 0), false);
+        let step = plan.start(None, None, &[]);
+        assert!(
+            matches!(&step, Step::Upstream { index: 0, url } if url.to_text() == "https://s/x/f")
+        );
+        plan.failed(Failure::LostAfter(10), false, true);
+        assert_eq!(upstream_host(&plan.next(&[], true)), "p");
+        // A continuation from an https mirror.
+        let mut plan = SourcePlan::new(
+            FileKind::Database,
+            mirrors(&["http://p/x", "https://s/x"], 0),
+            false,
+        );
+        plan.start(None, None, &[]);
+        plan.failed(Failure::LostAfter(10), false, true);
+        assert!(matches!(
+            plan.next(&[], true),
+            Step::Upstream { index: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn with_redirect_https_mirrors_are_a_redirect_but_never_a_continuation() {
         let mixed = ["https://s/x", "http://p/x", "ftp://nope/x"];
         let mut plan = SourcePlan::new(FileKind::Database, mirrors(&mixed, 0), false);
+        plan.set_https(HttpsMode::Redirect);
         let step = plan.start(None, None, &[]);
         assert!(matches!(&step, Step::Redirect(u) if u.to_text() == "https://s/x/f"));
         // Mid-body: the https mirror is skipped, the bad template too.
         let mut plan = SourcePlan::new(FileKind::Database, mirrors(&mixed, 0), false);
+        plan.set_https(HttpsMode::Redirect);
         plan.failed(Failure::LostAfter(10), false, true);
         assert_eq!(upstream_host(&plan.next(&[], true)), "p");
         plan.failed(Failure::LostAfter(10), false, true);
@@ -393,6 +429,7 @@ mod tests {
     fn a_continuation_asked_of_the_lan_in_vain_is_never_a_redirect() {
         let mixed = ["https://s/x", "http://p/x"];
         let mut plan = SourcePlan::new(FileKind::Package, mirrors(&mixed, 0), false);
+        plan.set_https(HttpsMode::Redirect);
         plan.start(None, None, &[]);
         assert_eq!(
             plan.answered(Some(peer(1)), &[], false),

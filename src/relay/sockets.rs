@@ -10,7 +10,10 @@
 //! failed source, a kept connection its next request does not use, what a
 //! closing connection held) becomes a [`Release`], which the loop takes with
 //! [`PacmanConn::poll_release`] (or [`PacmanConn::close`]) and deregisters,
-//! parks or closes. Part of [`PacmanConn`] (another `impl` block); moving
+//! parks or closes. An `https://` mirror's connection carries its TLS
+//! session: it is kept for the next request to the same address and host
+//! name, never parked in the loop's pool (which holds plain sockets only),
+//! and the loop is never asked to reuse one for it. Part of [`PacmanConn`] (another `impl` block); moving
 //! bytes is in `transfer.rs`, which source is next in `plan.rs`.
 
 use std::net::SocketAddr;
@@ -21,6 +24,7 @@ use mio::net::TcpStream;
 use super::conn::{PacmanConn, State};
 use super::fetch::Failure;
 use super::source::{Kept, RequestFields, Source, SourceKind};
+use super::tls::TlsSession;
 use super::{Context, Leftovers, Opened, Release, Wait, encode_path_segment};
 use crate::http::url::Url;
 use crate::net::{self, Want};
@@ -131,13 +135,15 @@ impl PacmanConn {
             id,
             addr,
             stream,
+            tls,
             event,
         } = kept;
-        self.released.push(if how == KeptUse::Park && !event {
-            Release::Park { id, addr, stream }
-        } else {
-            Release::Close { id, stream }
-        });
+        self.released
+            .push(if how == KeptUse::Park && !event && tls.is_none() {
+                Release::Park { id, addr, stream }
+            } else {
+                Release::Close { id, stream }
+            });
     }
 
     /// Fetches from a source at `addr`.
@@ -160,11 +166,13 @@ impl PacmanConn {
         }
         if let Some(k) = self.kept.take() {
             // Taken, it keeps its id: it is registered already.
-            match kept_use(reuse, k.addr == addr, k.event, || {
+            let same_name = k.tls.as_ref().map(|t| t.name()) == kind.tls_name();
+            match kept_use(reuse, k.addr == addr && same_name, k.event, || {
                 net::is_idle_open(&k.stream)
             }) {
                 KeptUse::Take => {
-                    return self.start_source(kind, addr, Some(k.id), k.stream, true, cx);
+                    let (id, stream) = (Some(k.id), k.stream);
+                    return self.start_source(kind, addr, id, stream, k.tls, true, cx);
                 }
                 how => self.release_kept(k, how),
             }
@@ -175,9 +183,10 @@ impl PacmanConn {
     /// What the run ends with while it waits for the loop's connection.
     pub(super) fn want_connect(&self) -> Option<Want> {
         match &self.state {
-            State::Connect { addr, reuse, .. } => Some(Want::Connect {
+            State::Connect { kind, addr, reuse } => Some(Want::Connect {
                 addr: *addr,
-                reuse: *reuse,
+                // The pool holds plain connections only.
+                reuse: *reuse && kind.tls_name().is_none(),
             }),
             _ => None,
         }
@@ -208,7 +217,9 @@ impl PacmanConn {
         };
         self.set_state(State::Fetch);
         match answer {
-            Ok(opened) => self.start_source(kind, addr, None, opened.stream, opened.reused, cx),
+            Ok(opened) => {
+                self.start_source(kind, addr, None, opened.stream, None, opened.reused, cx)
+            }
             Err(e) => {
                 debug!("connect to {addr}: {e}");
                 self.fail_kind(kind, Failure::Unreachable(e), cx);
@@ -218,20 +229,38 @@ impl PacmanConn {
 
     /// Starts the exchange with a source on `stream` (under `id` when it is
     /// the kept connection, registered already; else a new id), its request
-    /// queued.
+    /// queued; over `tls` when kept with it, or over a new TLS session for an
+    /// `https://` mirror (the trust store is read on the first).
+    #[allow(clippy::too_many_arguments)]
     fn start_source(
         &mut self,
         kind: SourceKind,
         addr: SocketAddr,
         id: Option<u32>,
         stream: TcpStream,
+        tls: Option<Box<TlsSession>>,
         reused: bool,
         cx: &mut Context,
     ) {
-        let Some(job) = self.job.as_ref() else {
+        let tls = match (tls, kind.tls_name()) {
+            (Some(tls), Some(_)) => Ok(Some(tls)),
+            (_, None) => Ok(None),
+            (None, Some(name)) => cx
+                .relay
+                .tls
+                .config()
+                .and_then(|config| TlsSession::new(config, name))
+                .map(|t| Some(Box::new(t))),
+        };
+        let failed = tls.as_ref().err().copied().filter(|_| self.job.is_some());
+        let (Some(job), Ok(tls)) = (self.job.as_ref(), tls) else {
             self.next_source_id = self.next_source_id.wrapping_add(1);
             let id = id.unwrap_or(self.next_source_id);
-            return self.released.push(Release::Close { id, stream });
+            self.released.push(Release::Close { id, stream });
+            if let Some(why) = failed {
+                self.fail_kind(kind, Failure::Tls(why), cx);
+            }
+            return;
         };
         let range = job.asked(kind.is_peer()).range_field();
         let fields = RequestFields {
@@ -247,7 +276,9 @@ impl PacmanConn {
         });
         debug!("{}: fetching from {}", job.file, kind.describe());
         self.drop_source();
-        self.source = Some(Source::new(id, kind, addr, stream, reused, request, cx.now));
+        self.source = Some(Source::new(
+            id, kind, addr, stream, tls, reused, request, cx.now,
+        ));
         self.set_state(State::Fetch);
     }
 

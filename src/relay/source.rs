@@ -9,6 +9,11 @@
 //! reused starts at `Request`. Edge-triggered: a socket is read until it
 //! would block, or, once the loop saw it closed, until its end of file.
 //!
+//! An `https://` mirror's exchange runs over a [`TlsSession`] on the same
+//! socket: the same phases, its reads and writes going through TLS (and the
+//! handshake's bytes flushed at every step). A plain socket is read and
+//! written as before, with nothing in between.
+//!
 //! It does not judge heads ([`super::fetch::judge`]), choose sources
 //! ([`super::plan`]) or register sockets: the relay connection holds the
 //! source and the loop registers it.
@@ -22,6 +27,7 @@ use mio::net::TcpStream;
 use super::fetch::{Failure, Timer};
 use super::pipe::Pipe;
 use super::policy::Counters;
+use super::tls::{TlsFailure, TlsSession};
 use crate::discovery::PeerRef;
 use crate::http::request::Limits;
 use crate::http::response::{self, ResponseHead};
@@ -52,6 +58,15 @@ impl SourceKind {
         match self {
             SourceKind::Peer(p) => Some(*p),
             SourceKind::Upstream { .. } => None,
+        }
+    }
+
+    /// The host name to check the certificate against, for an `https://`
+    /// mirror.
+    pub fn tls_name(&self) -> Option<&str> {
+        match self {
+            SourceKind::Upstream { url, .. } if url.https => Some(&url.host),
+            _ => None,
         }
     }
 
@@ -104,6 +119,8 @@ pub struct Source {
     pub kind: SourceKind,
     pub addr: SocketAddr,
     pub stream: TcpStream,
+    /// TLS over `stream`, for an `https://` mirror.
+    pub tls: Option<Box<TlsSession>>,
     /// Taken from the idle pool: a failure before any answer byte may just
     /// mean the other side closed it meanwhile, so it is retried fresh.
     pub reused: bool,
@@ -138,6 +155,9 @@ pub struct Kept {
     pub id: u32,
     pub addr: SocketAddr,
     pub stream: TcpStream,
+    /// Its TLS session, for an `https://` mirror: it carries only requests
+    /// for the same host name.
+    pub tls: Option<Box<TlsSession>>,
     /// An event came while it was idle (the other side closed it, or sent
     /// bytes nobody asked for): check it before use.
     pub event: bool,
@@ -149,6 +169,7 @@ impl From<Source> for Kept {
             id: source.id,
             addr: source.addr,
             stream: source.stream,
+            tls: source.tls,
             // The other side closed it while it answered: check before use.
             event: source.read_closed,
         }
@@ -164,13 +185,15 @@ pub struct RequestFields<'a> {
 }
 
 impl Source {
-    /// A source on `stream` (new, or `reused` from a kept-alive connection)
-    /// with its request queued.
+    /// A source on `stream` (new, or `reused` from a kept-alive connection),
+    /// over `tls` for an `https://` mirror, with its request queued.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u32,
         kind: SourceKind,
         addr: SocketAddr,
         stream: TcpStream,
+        tls: Option<Box<TlsSession>>,
         reused: bool,
         request: Vec<u8>,
         now: Instant,
@@ -181,6 +204,7 @@ impl Source {
             kind,
             addr,
             stream,
+            tls,
             reused,
             answered: false,
             reusable: false,
@@ -316,6 +340,15 @@ impl Source {
         head_only: bool,
         limits: &Limits,
     ) -> SourceStep {
+        if let Some(tls) = self.tls.as_mut() {
+            // The handshake's (or an earlier write's) bytes still to send.
+            if !matches!(self.phase, SourcePhase::Connecting) {
+                if let Io::Closed | Io::Error(_) = tls.flush(&mut self.stream) {
+                    return SourceStep::Failed(self.lost(Failure::RequestLost));
+                }
+            }
+        }
+        let plain = self.tls.is_none();
         match &mut self.phase {
             SourcePhase::Connecting => match self.stream.take_error() {
                 Ok(Some(e)) | Err(e) => SourceStep::Failed(Failure::Connect(e.kind())),
@@ -331,7 +364,11 @@ impl Source {
                 },
             },
             SourcePhase::Request { request, pos } => {
-                match net::write(&mut self.stream, &request[*pos..]) {
+                let io = match self.tls.as_mut() {
+                    None => net::write(&mut self.stream, &request[*pos..]),
+                    Some(tls) => tls.write(&mut self.stream, &request[*pos..]),
+                };
+                match io {
                     Io::Done(n) => {
                         *pos += n;
                         if *pos == request.len() {
@@ -344,18 +381,25 @@ impl Source {
                         SourceStep::Progress
                     }
                     Io::WouldBlock => SourceStep::Blocked,
-                    Io::Closed | Io::Error(_) => SourceStep::Failed(Failure::RequestLost),
+                    Io::Closed | Io::Error(_) => {
+                        SourceStep::Failed(self.lost(Failure::RequestLost))
+                    }
                 }
             }
             SourcePhase::Head { buf } => {
                 if !self.readable {
                     return SourceStep::Blocked;
                 }
-                match net::read(&mut self.stream, scratch) {
+                let io = match self.tls.as_mut() {
+                    None => net::read(&mut self.stream, scratch),
+                    Some(tls) => tls.read(&mut self.stream, scratch),
+                };
+                match io {
                     Io::Done(n) => {
                         // A short read emptied the socket, unless its end
-                        // of file is still to be read.
-                        self.readable = n == scratch.len() || self.read_closed;
+                        // of file is still to be read (TLS: only a read
+                        // that would block says so).
+                        self.readable = n == scratch.len() || self.read_closed || !plain;
                         buf.extend_from_slice(&scratch[..n]);
                         self.timer.bytes(now);
                         match response::parse_response(buf, limits, head_only) {
@@ -368,7 +412,9 @@ impl Source {
                         self.readable = false;
                         SourceStep::Blocked
                     }
-                    Io::Closed | Io::Error(_) => SourceStep::Failed(Failure::ClosedBeforeAnswer),
+                    Io::Closed | Io::Error(_) => {
+                        SourceStep::Failed(self.lost(Failure::ClosedBeforeAnswer))
+                    }
                 }
             }
             SourcePhase::Body { remaining, .. } => {
@@ -384,9 +430,13 @@ impl Source {
                     Some(r) => space.len().min(usize::try_from(r).unwrap_or(usize::MAX)),
                     None => space.len(),
                 };
-                match net::read(&mut self.stream, &mut space[..want]) {
+                let io = match self.tls.as_mut() {
+                    None => net::read(&mut self.stream, &mut space[..want]),
+                    Some(tls) => tls.read(&mut self.stream, &mut space[..want]),
+                };
+                match io {
                     Io::Done(n) => {
-                        self.readable = n == want || self.read_closed;
+                        self.readable = n == want || self.read_closed || !plain;
                         let dropped = self.take_skip(n);
                         space.copy_within(dropped..n, 0);
                         pipe.commit(n - dropped);
@@ -404,11 +454,35 @@ impl Source {
                         self.readable = false;
                         SourceStep::Blocked
                     }
-                    Io::Closed if remaining.is_none() => SourceStep::Done,
-                    Io::Closed | Io::Error(_) => SourceStep::Failed(Failure::LostAfter(self.bytes)),
+                    // (Over TLS, only after the server's close_notify.)
+                    Io::Closed if remaining.is_none() && self.tls_failure().is_none() => {
+                        SourceStep::Done
+                    }
+                    Io::Closed | Io::Error(_) => {
+                        let lost = Failure::LostAfter(self.bytes);
+                        SourceStep::Failed(match self.tls_failure() {
+                            Some(Failure::Tls(TlsFailure::Truncated)) | None => lost,
+                            Some(why) => why,
+                        })
+                    }
                 }
             }
         }
+    }
+}
+
+impl Source {
+    /// Why TLS failed, if it did and said why.
+    fn tls_failure(&self) -> Option<Failure> {
+        self.tls
+            .as_ref()
+            .and_then(|t| t.failure())
+            .map(Failure::Tls)
+    }
+
+    /// The failure of a lost connection: TLS's reason when it has one.
+    fn lost(&self, otherwise: Failure) -> Failure {
+        self.tls_failure().unwrap_or(otherwise)
     }
 }
 

@@ -73,6 +73,7 @@ impl PacmanConn {
                     let path = encode_path_segment(&job.file);
                     job.plan
                         .set_upstreams(SourcePlan::upstreams_for(&templates, first, &path));
+                    job.plan.set_https(cx.relay.https);
                     let backed_off = cx.excluded_peers();
                     step = job.plan.next(&backed_off, job.head_sent);
                 }

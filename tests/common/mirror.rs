@@ -3,7 +3,8 @@
 //! `/<repo>/os/<arch>/`) on one address, on loopback or inside a lab namespace. Its access log
 //! is in a simple tab-separated format that [`Mirror::access_log`] parses, so tests can check
 //! which paths were asked for (a barrier request makes sure every earlier request is logged).
-//! Killed on drop.
+//! With [`MirrorOptions::tls`] it serves `https://` with a certificate the test made (see
+//! [`super::tls::TestCa`]), and answers the log barrier on a second, plain port. Killed on drop.
 //!
 //! It does not build the repository it serves.
 
@@ -33,11 +34,16 @@ pub struct AccessLogEntry {
     pub range: String,
     pub user_agent: String,
     pub client: String,
+    /// nginx's serial number of the connection the request came on.
+    pub connection: String,
 }
 
 /// A running nginx.
 pub struct Mirror {
     addr: SocketAddr,
+    /// Where the log barrier is asked: `addr`, or a plain port beside a TLS one.
+    plain_addr: SocketAddr,
+    https: bool,
     ns: Option<String>,
     root: PathBuf,
     dir: TempDir,
@@ -52,6 +58,8 @@ pub struct MirrorOptions {
     pub limit_rate: Option<u64>,
     /// Extra directives pasted into the `server { }` block.
     pub extra_server_conf: String,
+    /// Serve TLS on the address with this certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Mirror {
@@ -79,9 +87,24 @@ impl Mirror {
             .limit_rate
             .map(|r| format!("limit_rate {r};"))
             .unwrap_or_default();
-        let listen = match addr {
+        let listen_on = |addr: SocketAddr| match addr {
             SocketAddr::V4(a) => a.to_string(),
             SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+        };
+        let (listen, plain_addr) = match &options.tls {
+            None => (format!("listen {};", listen_on(addr)), addr),
+            Some((cert, key)) => {
+                let plain = SocketAddr::new(addr.ip(), super::free_tcp_port());
+                let listen = format!(
+                    "listen {} ssl; listen {};\n        ssl_certificate {};\n        \
+                     ssl_certificate_key {};",
+                    listen_on(addr),
+                    listen_on(plain),
+                    cert.display(),
+                    key.display()
+                );
+                (listen, plain)
+            }
         };
         let conf = format!(
             r#"daemon off;
@@ -92,7 +115,7 @@ pid {d}/nginx.pid;
 error_log stderr info;
 events {{ worker_connections 256; }}
 http {{
-    log_format flocon_tests "$request_method\t$request_uri\t$status\t$body_bytes_sent\t$http_range\t$http_user_agent\t$remote_addr";
+    log_format flocon_tests "$request_method\t$request_uri\t$status\t$body_bytes_sent\t$http_range\t$http_user_agent\t$remote_addr\t$connection";
     access_log {d}/access.log flocon_tests;
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
@@ -104,7 +127,7 @@ http {{
     sendfile on;
     keepalive_timeout 30;
     server {{
-        listen {listen};
+        {listen}
         server_name _;
         root {root};
         autoindex off;
@@ -136,6 +159,8 @@ http {{
         );
         let mut mirror = Mirror {
             addr,
+            plain_addr,
+            https: options.tls.is_some(),
             ns: ns.map(str::to_string),
             root: root.to_path_buf(),
             dir,
@@ -150,7 +175,7 @@ http {{
     #[track_caller]
     fn wait_listening(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
-        let addr = self.addr;
+        let addr = self.plain_addr;
         loop {
             let connected = match &self.ns {
                 Some(ns) => in_netns(ns, || {
@@ -181,9 +206,10 @@ http {{
         self.addr
     }
 
-    /// `http://addr`.
+    /// `http://addr` (`https://` for a TLS mirror).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// `http://addr/$repo/os/$arch`, for a `Server =` line.
@@ -263,7 +289,7 @@ http {{
     #[track_caller]
     fn log_barrier(&self) {
         let path = format!("{BARRIER_PREFIX}{}", super::unique_number());
-        let addr = self.addr;
+        let addr = self.plain_addr;
         let get = || super::http::try_http_get(addr, &path, &[]);
         let result = match &self.ns {
             Some(ns) => in_netns(ns, get),
@@ -317,5 +343,6 @@ fn parse_access_line(line: &str) -> Option<AccessLogEntry> {
         range: f[4].to_string(),
         user_agent: f[5].to_string(),
         client: f[6].to_string(),
+        connection: f.get(7).unwrap_or(&"").to_string(),
     })
 }

@@ -20,6 +20,7 @@ pub mod http;
 pub mod lab;
 pub mod mirror;
 pub mod pacman;
+pub mod tls;
 
 pub use daemon::Daemon;
 pub use http::{HttpConn, Response, http_get};
