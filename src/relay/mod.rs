@@ -57,6 +57,7 @@ mod pipe;
 pub mod plan;
 pub mod policy;
 pub mod pool;
+mod reply;
 mod sockets;
 mod source;
 pub mod tls;
