@@ -14,6 +14,7 @@ use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
 use flocon::cache::FileKind;
+use flocon::config::HttpsMode;
 use flocon::discovery::PeerRef;
 use flocon::http::request::Limits;
 use flocon::http::response::{self, Framing};
@@ -54,6 +55,8 @@ struct Request {
     plan_final: bool,
     peers: HashSet<u64>,
     upstreams: HashSet<usize>,
+    /// `Https = redirect`: https mirrors are a 302 for pacman; else flocon fetches them.
+    redirect_https: bool,
 }
 
 fn peer(id: u64) -> PeerRef {
@@ -107,12 +110,12 @@ impl Request {
                 self.start(On::Peer(p.host_id), now);
             }
             Step::Upstream { index, url } => {
-                assert!(!url.https);
+                assert!(!url.https || !self.redirect_https, "fetched {url:?} in redirect mode");
                 assert!(self.upstreams.insert(index), "upstream {index} twice");
                 self.start(On::Upstream(index), now);
             }
             Step::Redirect(url) => {
-                assert!(url.https);
+                assert!(url.https && self.redirect_https, "redirected to {url:?}");
                 assert!(!self.head_sent, "a redirect after a head");
                 self.finish();
             }
@@ -179,11 +182,17 @@ fuzz_target!(|data: &[u8]| {
     let mut pool: Pool<u8> = Pool::default();
     let stopping = setup & 0x10 != 0;
     let upstreams = SourcePlan::upstreams_for(&templates, first, "f-1-1-any.pkg.tar.zst");
-    let (plan, unlisted) = if setup & 0x02 == 0 {
+    let (mut plan, unlisted) = if setup & 0x02 == 0 {
         (SourcePlan::lazy(kind, stopping), Some(upstreams))
     } else {
         (SourcePlan::new(kind, upstreams, stopping), None)
     };
+    let redirect_https = setup & 0x08 != 0;
+    plan.set_https(if redirect_https {
+        HttpsMode::Redirect
+    } else {
+        HttpsMode::Fetch
+    });
     let mut r = Request {
         plan,
         unlisted,
@@ -198,6 +207,7 @@ fuzz_target!(|data: &[u8]| {
         plan_final: false,
         peers: HashSet::new(),
         upstreams: HashSet::new(),
+        redirect_https,
     };
     let origin = match bytes.next().unwrap_or(0) % 4 {
         0 => None,
