@@ -820,12 +820,14 @@ impl Daemon {
         let trust = &mut self.trust;
         for _ in 0..DATAGRAMS_PER_TURN {
             match self.multicast.socket.recv(&mut buf) {
-                Ok((n, from)) => self.multicast.core.handle_datagram(
+                Ok(Some((n, from))) => self.multicast.core.handle_datagram(
                     from,
                     &buf[..n],
                     now,
                     &mut |name, wanted| trust.answer(cache, name, wanted),
                 ),
+                Ok(None) => {} // off the link: dropped and counted by the socket
+
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {

@@ -17,57 +17,12 @@ use std::time::Duration;
 use common::fake_server::{Conn, FakeServer};
 use common::mirror::MirrorOptions;
 use common::pacman::{self, TEST_REPO};
+use common::relay::relay_with as relay;
 use common::tls::{ServerCert, TestCa};
-use common::{Daemon, Mirror, Response, TempDir, free_loopback_addr, free_port, http_get};
+use common::{Mirror, Response, TempDir, free_loopback_addr, http_get};
 
-const START: Duration = Duration::from_secs(20);
 const PKG: &str = "hello-1.0-1-x86_64.pkg.tar.zst";
 const LEN: usize = 300_000;
-
-/// A running daemon and its loopback (pacman-facing) address.
-struct Relay {
-    daemon: Daemon,
-    addr: SocketAddr,
-    _cache: TempDir,
-}
-
-/// The daemon on `lo` with these `--upstream` templates, in order, and `extra` options.
-fn relay(upstreams: &[String], extra: &[&str]) -> Relay {
-    let cache = TempDir::new("https-cache");
-    let port = free_port().to_string();
-    let local = free_port();
-    let local_s = local.to_string();
-    let mut args: Vec<String> = [
-        "-c",
-        "/dev/null",
-        "--pacman-conf",
-        "/nonexistent/pacman.conf",
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-        "--port",
-        &port,
-        "--local-port",
-        &local_s,
-        "--interface",
-        "lo",
-        "-d",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    for u in upstreams {
-        args.push("--upstream".into());
-        args.push(u.clone());
-    }
-    let daemon = Daemon::spawn("flocon", None, env!("CARGO_BIN_EXE_flocon"), &args);
-    daemon.wait_for_line_containing(&format!("listening on TCP 127.0.0.1:{local}"), START);
-    Relay {
-        daemon,
-        addr: SocketAddr::from(([127, 0, 0, 1], local)),
-        _cache: cache,
-    }
-}
 
 /// A document root holding [`PKG`] (`LEN` bytes that do not compress).
 struct Root {

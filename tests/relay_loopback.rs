@@ -25,63 +25,18 @@ use common::pacman::{
     self, PacmanClient, PacmanConf, Signatures, TEST_REPO, make_package, make_repo_signed,
     same_bytes,
 };
-use common::{Daemon, Mirror, TempDir, free_loopback_addr, free_port, free_tcp_port, http_get};
+use common::relay::{Relay, relay_with};
+use common::{Mirror, TempDir, free_loopback_addr, free_tcp_port, http_get};
 
-const START: Duration = Duration::from_secs(20);
 const PKG: &str = "hello-1.0-1-x86_64.pkg.tar.zst";
 const DB: &str = "testrepo.db";
 const LAST_MODIFIED: &str = "Tue, 14 Nov 2023 22:13:20 GMT";
 
 // ---- set-up --------------------------------------------------------------------------------
 
-/// A running daemon and its loopback (pacman-facing) address.
-struct Relay {
-    daemon: Daemon,
-    addr: SocketAddr,
-    _cache: TempDir,
-}
-
 /// Start the daemon on `lo` with these `--upstream` templates, in order.
 fn relay(upstreams: &[String]) -> Relay {
     relay_with(upstreams, &[])
-}
-
-/// [`relay`] with `extra` options.
-fn relay_with(upstreams: &[String], extra: &[&str]) -> Relay {
-    let cache = TempDir::new("relay-cache");
-    let port = free_port().to_string();
-    let local = free_port();
-    let local_s = local.to_string();
-    let mut args: Vec<String> = [
-        "-c",
-        "/dev/null",
-        "--pacman-conf",
-        "/nonexistent/pacman.conf",
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-        "--port",
-        &port,
-        "--local-port",
-        &local_s,
-        "--interface",
-        "lo",
-        "-d",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    for u in upstreams {
-        args.push("--upstream".into());
-        args.push(u.clone());
-    }
-    let daemon = Daemon::spawn("flocon", None, env!("CARGO_BIN_EXE_flocon"), &args);
-    daemon.wait_for_line_containing(&format!("listening on TCP 127.0.0.1:{local}"), START);
-    Relay {
-        daemon,
-        addr: SocketAddr::from(([127, 0, 0, 1], local)),
-        _cache: cache,
-    }
 }
 
 /// A mirror document root with `testrepo/os/x86_64/`.

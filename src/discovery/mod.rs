@@ -28,8 +28,9 @@
 //!   SIGUSR1  -> for line in disc.describe_peers(now) { info!("{line}") }
 //!   if disc.poll_join(now) { let r = sock.join(&cfg.interfaces); disc.handle_join(now, &r); }
 //!   DISCOVERY readable -> loop (capped, e.g. 256 datagrams per pass) {
-//!       match sock.recv(&mut buf) {                  // buf: [u8; 512] (> wire::MAX_DATAGRAM)
-//!           Ok((n, from)) => disc.handle_datagram(from, &buf[..n], now, &mut |f| cache.has(f)),
+//!       match sock.recv(&mut buf) {                  // buf: [u8; 2048] (> wire::MAX_DATAGRAM)
+//!           Ok(Some((n, from))) => disc.handle_datagram(from, &buf[..n], now, &mut |f| cache.has(f)),
+//!           Ok(None) => {}                           // off the link: dropped, counted
 //!           Err(WouldBlock) => break, Err(Interrupted) => continue, Err(e) => { warn; break }
 //!       } }
 //!   disc.handle_timeout(now);                        // cheap when nothing is due

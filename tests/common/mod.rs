@@ -20,6 +20,7 @@ pub mod http;
 pub mod lab;
 pub mod mirror;
 pub mod pacman;
+pub mod relay;
 pub mod tls;
 
 pub use daemon::Daemon;
