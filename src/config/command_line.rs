@@ -234,6 +234,14 @@ Options (a value may also be given as --option=VALUE):
       --ca-file PATH         a PEM file (or a folder of them) of CA
                              certificates trusted for https:// mirrors
                              besides /etc/ssl/certs (a private CA)
+      --peer HOST[:PORT]     a host to announce to by unicast besides the
+                             multicast group (another subnet, a VPN, Wi-Fi
+                             that drops multicast); names resolve like
+                             mirror names; repeatable (default port: --port)
+      --secret-file PATH     a file holding a secret shared by the hosts
+                             (at least 16 bytes, readable by flocon's user
+                             only): datagrams and peer requests without its
+                             HMAC-SHA256 are refused (default: none)
   -h, --help                 print this help and exit
   -V, --version              print the version and exit
 
@@ -241,10 +249,10 @@ Config file:
   Each option but -c, -h and -V can be set in the config file, one
   'Key = Value' per line: Debug, CacheDir, PacmanConf, Upstream, Port,
   LocalPort, Group, Interface, AnnounceInterval, LookupTimeout,
-  MaxConnections, Architecture, Distro, BanTime, Https, CaFile (keys match
-  in any case; a bare
-  'Debug' line means Debug = yes). CacheDir, Upstream and Interface may be
-  repeated. '#' starts a comment. The command line wins over the file; a
+  MaxConnections, Architecture, Distro, BanTime, Https, CaFile, Peer,
+  SecretFile (keys match in any case, '_' ignored; a bare
+  'Debug' line means Debug = yes). CacheDir, Upstream, Interface and Peer
+  may be repeated. '#' starts a comment. The command line wins over the file; a
   repeatable option given on the command line replaces the file's list.
 
 pacman.conf:
@@ -266,7 +274,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::HttpsMode;
+    use crate::config::{HttpsMode, StaticPeer};
 
     fn args(text: &str) -> Vec<String> {
         text.split_whitespace().map(str::to_owned).collect()
@@ -291,7 +299,8 @@ mod tests {
              --port 1 --local-port 65535 --group 224.0.0.1 --interface eth0 \
              --interface wlan0 --announce-interval 3600 --lookup-timeout 10 \
              --max-connections 16384 --architecture aarch64 --distro archarm --ban-time 5 \
-             --https redirect --ca-file /etc/my-ca.pem",
+             --https redirect --ca-file /etc/my-ca.pem --peer 10.0.0.9 --peer=nas:7 \
+             --secret-file /run/credentials/flocon.service/flocon-secret",
         );
         let want = FileSettings {
             debug: Some(true),
@@ -313,6 +322,17 @@ mod tests {
             ban_time: Some(Duration::from_secs(5)),
             https: Some(HttpsMode::Redirect),
             ca_file: Some("/etc/my-ca.pem".into()),
+            peers: Some(vec![
+                StaticPeer {
+                    host: "10.0.0.9".into(),
+                    port: None,
+                },
+                StaticPeer {
+                    host: "nas".into(),
+                    port: Some(7),
+                },
+            ]),
+            secret_file: Some("/run/credentials/flocon.service/flocon-secret".into()),
         };
         assert_eq!(s, want);
     }

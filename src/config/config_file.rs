@@ -88,6 +88,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::StaticPeer;
 
     const NAME: &str = "/etc/flocon.conf";
 
@@ -115,6 +116,9 @@ LookupTimeout = 400
 MaxConnections = 10
 Architecture = auto
 Distro = arch
+peer = nas.lan
+Peer = 10.2.0.5:2000
+secret_file = /etc/flocon/secret
 
 ";
         let (s, warnings) = parse(text).unwrap();
@@ -139,6 +143,17 @@ Distro = arch
             ban_time: None,
             https: None,
             ca_file: None,
+            peers: Some(vec![
+                StaticPeer {
+                    host: "nas.lan".into(),
+                    port: None,
+                },
+                StaticPeer {
+                    host: "10.2.0.5".into(),
+                    port: Some(2000),
+                },
+            ]),
+            secret_file: Some("/etc/flocon/secret".into()),
         };
         assert_eq!(s, want);
     }

@@ -29,7 +29,7 @@ pub use host::{machine_architecture, parse_os_release};
 pub use options::{
     DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_BAN_TIME, DEFAULT_CACHE_DIR, DEFAULT_CONFIG_FILE,
     DEFAULT_GROUP, DEFAULT_LOCAL_PORT, DEFAULT_LOOKUP_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_PACMAN_CONF, DEFAULT_PORT, FileSettings, HttpsMode, MAX_LIST_VALUES,
+    DEFAULT_PACMAN_CONF, DEFAULT_PORT, FileSettings, HttpsMode, MAX_LIST_VALUES, StaticPeer,
 };
 pub use pacman_conf::{
     ConfigSource, DEFAULT_DB_PATH, MemoryFs, PacmanConf, Placement, RealFs, Repo, TemplateError,
@@ -128,6 +128,10 @@ pub struct Settings {
     /// An extra CA certificate file (or folder of PEM files) trusted for
     /// `https://` mirrors, beside the system's.
     pub ca_file: Option<PathBuf>,
+    /// Hosts announced to by unicast besides the multicast group (`Peer`), as given.
+    pub peers: Vec<StaticPeer>,
+    /// The file holding the shared secret (`SecretFile`); read by the daemon at start.
+    pub secret_file: Option<PathBuf>,
     /// Things worth a warning in the log (unknown keys, unreadable mirror lists, ...).
     pub warnings: Vec<String>,
 }
@@ -233,6 +237,8 @@ fn resolve(
         ban_time: given.ban_time.unwrap_or(DEFAULT_BAN_TIME),
         https: given.https.unwrap_or_default(),
         ca_file: given.ca_file,
+        peers: given.peers.unwrap_or_default(),
+        secret_file: given.secret_file,
         warnings,
     };
     Ok(match command_line.action {

@@ -69,10 +69,12 @@ pub(super) enum Setting {
     BanTime,
     Https,
     CaFile,
+    Peer,
+    SecretFile,
 }
 
 impl Setting {
-    pub(super) const ALL: [Setting; 16] = [
+    pub(super) const ALL: [Setting; 18] = [
         Setting::Debug,
         Setting::CacheDir,
         Setting::PacmanConf,
@@ -89,6 +91,8 @@ impl Setting {
         Setting::BanTime,
         Setting::Https,
         Setting::CaFile,
+        Setting::Peer,
+        Setting::SecretFile,
     ];
 
     /// The command line spelling, e.g. `--cache-dir`.
@@ -110,6 +114,8 @@ impl Setting {
             Setting::BanTime => "--ban-time",
             Setting::Https => "--https",
             Setting::CaFile => "--ca-file",
+            Setting::Peer => "--peer",
+            Setting::SecretFile => "--secret-file",
         }
     }
 
@@ -132,6 +138,8 @@ impl Setting {
             Setting::BanTime => "BanTime",
             Setting::Https => "Https",
             Setting::CaFile => "CaFile",
+            Setting::Peer => "Peer",
+            Setting::SecretFile => "SecretFile",
         }
     }
 
@@ -139,11 +147,13 @@ impl Setting {
         Setting::ALL.into_iter().find(|s| s.long() == name)
     }
 
-    /// Config file keys match without regard to ASCII case.
+    /// Config file keys match without regard to ASCII case or underscores (`secret_file`
+    /// is `SecretFile`).
     pub(super) fn from_key(key: &str) -> Option<Setting> {
+        let bare: String = key.chars().filter(|&c| c != '_').collect();
         Setting::ALL
             .into_iter()
-            .find(|s| s.key().eq_ignore_ascii_case(key))
+            .find(|s| s.key().eq_ignore_ascii_case(&bare))
     }
 }
 
@@ -211,6 +221,10 @@ pub struct FileSettings {
     pub https: Option<HttpsMode>,
     /// An extra CA certificate file, or a folder of PEM files.
     pub ca_file: Option<PathBuf>,
+    /// Hosts announced to by unicast (`Peer`, `--peer`), as given.
+    pub peers: Option<Vec<StaticPeer>>,
+    /// The file holding the shared secret.
+    pub secret_file: Option<PathBuf>,
 }
 
 impl FileSettings {
@@ -263,6 +277,8 @@ impl FileSettings {
                 });
             }
             Setting::CaFile => self.ca_file = Some(parse_file_path(value)?),
+            Setting::Peer => push_bounded(&mut self.peers, parse_static_peer(value)?)?,
+            Setting::SecretFile => self.secret_file = Some(parse_file_path(value)?),
             Setting::Distro => {
                 if !valid_distro(value) {
                     return Err(invalid(
@@ -294,6 +310,8 @@ impl FileSettings {
             ban_time: top.ban_time.or(self.ban_time),
             https: top.https.or(self.https),
             ca_file: top.ca_file.or(self.ca_file),
+            peers: top.peers.or(self.peers),
+            secret_file: top.secret_file.or(self.secret_file),
         }
     }
 }
@@ -395,6 +413,68 @@ fn parse_interface(value: &str) -> Result<String, ValueError> {
     }
 }
 
+/// A static peer as given: a host name or address literal, and a port (`None`: the daemon's
+/// own peer port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticPeer {
+    /// A host name (resolved like mirror names) or an IPv4/IPv6 literal, without brackets.
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl std::fmt::Display for StaticPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match self.port {
+            Some(port) => write!(f, "{host}:{port}"),
+            None => f.write_str(&host),
+        }
+    }
+}
+
+/// `HOST`, `HOST:PORT`, `[IPV6]`, `[IPV6]:PORT` or a bare IPv6 literal.
+fn parse_static_peer(value: &str) -> Result<StaticPeer, ValueError> {
+    const EXPECTED: &str = "expected HOST or HOST:PORT (a host name, an IPv4 address or a \
+                            [bracketed] IPv6 address, and a port from 1 to 65535)";
+    let bad = || invalid(EXPECTED);
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        host.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':').ok_or_else(bad)?)),
+        }
+    } else if value.parse::<std::net::Ipv6Addr>().is_ok() {
+        (value, None)
+    } else {
+        match value.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (value, None),
+        }
+    };
+    let port = match port {
+        Some(p) => Some(parse_port(p).map_err(|_| bad())?),
+        None => None,
+    };
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && !host.starts_with('-')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if !name_ok && host.parse::<std::net::IpAddr>().is_err() {
+        return Err(bad());
+    }
+    Ok(StaticPeer {
+        host: host.to_owned(),
+        port,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +514,43 @@ mod tests {
         assert_eq!(merged.https, Some(HttpsMode::Fetch));
         assert_eq!(merged.ca_file, Some(PathBuf::from("/etc/ca/private.pem")));
         assert_eq!(HttpsMode::default(), HttpsMode::Fetch);
+    }
+
+    #[test]
+    fn static_peers_and_secret_file() {
+        let peer = |v: &str| parse_static_peer(v).map(|p| (p.host, p.port));
+        assert_eq!(peer("nas.lan"), Ok(("nas.lan".into(), None)));
+        assert_eq!(peer("nas.lan:2000"), Ok(("nas.lan".into(), Some(2000))));
+        assert_eq!(peer("10.1.2.3:19432"), Ok(("10.1.2.3".into(), Some(19432))));
+        assert_eq!(peer("fd00::5"), Ok(("fd00::5".into(), None)));
+        assert_eq!(peer("[fd00::5]"), Ok(("fd00::5".into(), None)));
+        assert_eq!(peer("[fd00::5]:7"), Ok(("fd00::5".into(), Some(7))));
+        for bad in [
+            "",
+            ":19432",
+            "host:",
+            "host:0",
+            "host:65536",
+            "a b",
+            "-x",
+            "[x]:1",
+            "[::1]x",
+            "h/o",
+        ] {
+            assert!(parse_static_peer(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_static_peer("[fd00::5]:7").unwrap().to_string(),
+            "[fd00::5]:7"
+        );
+        let mut s = FileSettings::default();
+        s.set(Setting::Peer, "a.lan").unwrap();
+        s.set(Setting::Peer, "b.lan:1").unwrap();
+        assert_eq!(s.peers.as_ref().map(Vec::len), Some(2));
+        assert_eq!(Setting::from_key("secret_file"), Some(Setting::SecretFile));
+        assert_eq!(Setting::from_key("peer"), Some(Setting::Peer));
+        s.set(Setting::SecretFile, "/etc/flocon/secret").unwrap();
+        assert_eq!(s.secret_file, Some(PathBuf::from("/etc/flocon/secret")));
     }
 
     #[test]
