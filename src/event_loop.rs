@@ -40,7 +40,9 @@ use crate::activation::{self, Role};
 use crate::cache::Cache;
 use crate::cache_watch::{self, CacheChange, CacheWatch};
 use crate::config::Settings;
-use crate::discovery::{self, Discovery, Event, Identity, MulticastSocket, Params, Transmit};
+use crate::discovery::{
+    self, Discovery, Event, Identity, MulticastSocket, Params, StaticPeers, Transmit,
+};
 use crate::http::response::{self, Status};
 use crate::net::Want;
 use crate::netlink::LinkWatch;
@@ -213,6 +215,8 @@ struct Multicast {
     hello_at: Instant,
     /// The addresses of the interfaces at the last join (see `join_group`).
     addresses: Vec<Ipv4Addr>,
+    /// `Peer =` hosts, resolved on the resolver thread.
+    static_peers: StaticPeers,
 }
 
 /// The running daemon.
@@ -409,6 +413,7 @@ impl Daemon {
                 join_errors: Vec::new(),
                 hello_at: now,
                 addresses: Vec::new(),
+                static_peers: StaticPeers::new(&settings.peers, settings.port, now),
             },
             relay: relay::Relay {
                 https: settings.https,
@@ -535,6 +540,7 @@ impl Daemon {
             self.timers.peek().map(|Reverse((t, _, _))| *t),
             self.stop_by,
             self.multicast.core.poll_timeout(),
+            self.multicast.static_peers.poll_timeout(),
             self.rejoin_at,
             self.cache.next_expiry(),
             self.idle_sources.poll_timeout(),
@@ -707,6 +713,10 @@ impl Daemon {
             text.push_str(&line);
             text.push('\n');
         }
+        for line in self.multicast.static_peers.describe() {
+            text.push_str(&line);
+            text.push('\n');
+        }
         let transfers: Vec<String> = self
             .slots
             .slots
@@ -854,6 +864,7 @@ impl Daemon {
         if self.multicast.core.poll_join(now) && self.stop_by.is_none() {
             self.join_group(now);
         }
+        self.resolve_static_peers(now);
         self.multicast.core.handle_timeout(now);
         // Answers can lead to new questions that are answered at once (no
         // compatible peer): a few rounds, bounded.
@@ -872,6 +883,25 @@ impl Daemon {
                 break;
             }
         }
+    }
+
+    /// Looks up the static peers' names that are due; their new addresses go to the core
+    /// and the socket.
+    fn resolve_static_peers(&mut self, now: Instant) {
+        let mut changed = false;
+        for (index, name) in self.multicast.static_peers.due(now) {
+            let lookup = self.resolver.lookup(&name, now);
+            changed |= self.multicast.static_peers.looked_up(index, lookup, now);
+        }
+        if changed {
+            self.static_peers_changed();
+        }
+    }
+
+    fn static_peers_changed(&mut self) {
+        let m = &mut self.multicast;
+        m.core.set_static_peers(&m.static_peers.addresses());
+        m.socket.set_static_sources(m.static_peers.sources());
     }
 
     /// Hands a discovery answer to the connection that asked, and runs it.
@@ -965,6 +995,13 @@ impl Daemon {
     fn resolver_answers(&mut self, now: Instant) {
         self.resolver.handle_wake(now);
         while let Some((lookup, addresses)) = self.resolver.poll_event() {
+            let statics = &mut self.multicast.static_peers;
+            if let Some(changed) = statics.handle_answer(lookup, addresses.clone(), now) {
+                if changed {
+                    self.static_peers_changed();
+                }
+                continue;
+            }
             if let Some((index, generation)) = self.waits.remove(&Wait::Lookup(lookup)) {
                 self.run_slot_with(index, generation, now, Input::Address(addresses));
             }

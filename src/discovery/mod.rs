@@ -60,6 +60,7 @@ mod peer_table;
 mod protocol;
 mod questions;
 mod rtt;
+mod static_peers;
 mod summary;
 mod tokens;
 pub mod wire;
@@ -74,6 +75,7 @@ pub use protocol::{
     TRANSMIT_QUEUE_LIMIT, Transmit,
 };
 pub use questions::{MAX_OPEN_QUESTIONS, QuestionId};
+pub use static_peers::StaticPeers;
 pub use summary::fingerprint;
 pub use wire::{Message, WireError, emit, parse};
 

@@ -210,6 +210,9 @@ pub struct MulticastSocket {
     /// A group send that stopped at an interface with WouldBlock: its payload and the index in
     /// `joined` to go on from, so a retry does not repeat the interfaces already done.
     resume: Option<(Vec<u8>, usize)>,
+    /// The static peers' addresses (`Peer =`): their datagrams are taken even from off the
+    /// link, the one exception to the on-link rule.
+    static_sources: Vec<std::net::IpAddr>,
 }
 
 /// Socket buffer asked for, each way.
@@ -268,6 +271,7 @@ impl MulticastSocket {
             joined: Vec::new(),
             off_link: 0,
             resume: None,
+            static_sources: Vec::new(),
         })
     }
 
@@ -389,12 +393,20 @@ impl MulticastSocket {
     /// host of that link: the interface is joined and `from` is in its subnet. When the kernel
     /// gives no arrival interface (no `IP_PKTINFO`, as under some emulators), any source is.
     fn on_link(&self, from: SocketAddr, arrived_on: Option<u32>) -> bool {
+        if self.static_sources.contains(&from.ip()) {
+            return true;
+        }
         let (SocketAddr::V4(v4), Some(index)) = (from, arrived_on) else {
             return true;
         };
         self.joined
             .iter()
             .any(|j| j.index == index && j.info.is_on_link(*v4.ip()))
+    }
+
+    /// The addresses of the static peers, whose datagrams `recv` takes even from off the link.
+    pub fn set_static_sources(&mut self, sources: Vec<std::net::IpAddr>) {
+        self.static_sources = sources;
     }
 
     /// Datagrams dropped since start because their source was not on the link they came in on.
@@ -704,6 +716,9 @@ mod tests {
             s.on_link(from([10, 0, 0, 1]), None),
             "the kernel did not say"
         );
+        s.set_static_sources(vec![std::net::IpAddr::from([10, 0, 0, 1])]);
+        assert!(s.on_link(from([10, 0, 0, 1]), Some(7)), "a static peer");
+        assert!(!s.on_link(from([10, 0, 0, 2]), Some(7)));
     }
 
     #[test]

@@ -136,7 +136,13 @@ pub struct Discovery {
     bad_datagrams: RateLimit,
     /// Announcements refused: a host id from another address, or too many at one address.
     refused: u64,
+    /// Static peers (`Peer =`): every datagram to the group also goes to each of these by
+    /// unicast. At most [`MAX_STATIC_PEERS`].
+    static_peers: Vec<SocketAddr>,
 }
+
+/// Most static peer addresses (each configured name gives at most two: one per family).
+pub const MAX_STATIC_PEERS: usize = 128;
 
 impl Discovery {
     /// A core for this host, started at `now`. `seed` drives the announce jitter and the first
@@ -184,6 +190,7 @@ impl Discovery {
             too_many_questions: RateLimit::default(),
             bad_datagrams: RateLimit::default(),
             refused: 0,
+            static_peers: Vec::new(),
         };
         core.build_announcements();
         core.queue_hello_and_announce();
@@ -300,6 +307,39 @@ impl Discovery {
         }
         self.queue_hello_and_announce();
         self.schedule_hellos(now);
+    }
+
+    /// The addresses of the static peers (resolved by the shell; `Peer =` lines). From now
+    /// on every datagram to the group also goes to each by unicast, so that hosts that
+    /// multicast does not reach (another subnet, a VPN) hear our HELLO, ANNOUNCE, summary
+    /// changes and GOODBYE; a new one gets HELLO and ANNOUNCE at once. Their datagrams are
+    /// handled like any other (the shell lets them in even from off the link).
+    pub fn set_static_peers(&mut self, addrs: &[SocketAddr]) {
+        let mut fresh: Vec<SocketAddr> = Vec::new();
+        for a in addrs.iter().take(MAX_STATIC_PEERS) {
+            if !fresh.contains(a) {
+                fresh.push(*a);
+            }
+        }
+        let new: Vec<SocketAddr> = fresh
+            .iter()
+            .filter(|a| !self.static_peers.contains(a))
+            .copied()
+            .collect();
+        self.static_peers = fresh;
+        for addr in new {
+            for payload in [self.hello_payload.clone(), self.announce_payload.clone()] {
+                self.queue_unique(Transmit {
+                    dest: Dest::Peer(addr),
+                    payload,
+                });
+            }
+        }
+    }
+
+    /// The static peer addresses in use.
+    pub fn static_peers(&self) -> &[SocketAddr] {
+        &self.static_peers
     }
 
     /// This host's identity as announced (labels cleaned).
@@ -845,6 +885,12 @@ impl Discovery {
             },
             &mut payload,
         );
+        for &addr in &self.static_peers {
+            self.transmits.push_back(Transmit {
+                dest: Dest::Peer(addr),
+                payload: payload.clone(),
+            });
+        }
         self.transmits.push_back(Transmit {
             dest: Dest::Group,
             payload,
@@ -1116,7 +1162,23 @@ impl Discovery {
         }
     }
 
+    /// Queue `t`; one to the group is also queued to each static peer.
     fn queue(&mut self, t: Transmit) {
+        if t.dest == Dest::Group && !self.static_peers.is_empty() {
+            for i in 0..self.static_peers.len() {
+                let copy = Transmit {
+                    dest: Dest::Peer(self.static_peers[i]),
+                    payload: t.payload.clone(),
+                };
+                if !self.transmits.contains(&copy) {
+                    self.queue_one(copy);
+                }
+            }
+        }
+        self.queue_one(t);
+    }
+
+    fn queue_one(&mut self, t: Transmit) {
         if self.transmits.len() >= TRANSMIT_QUEUE_LIMIT {
             if let Some(held) = self.queue_full.check(self.clock) {
                 warn!(
@@ -2098,5 +2160,78 @@ mod tests {
         assert_eq!(d.identity().distro, "ArchLinux");
         assert_eq!(d.identity().arch, "unknown");
         assert!(drain_transmits(&mut d).len() == 2);
+    }
+
+    #[test]
+    fn static_peers_get_every_group_datagram_by_unicast_and_are_asked_like_others() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        let far = SocketAddr::from(([10, 9, 0, 7], 19432));
+        let v6 = SocketAddr::from(([0xfd00, 0, 0, 0, 0, 0, 0, 7], 19432));
+        d.set_static_peers(&[far, v6, far]);
+        assert_eq!(d.static_peers(), &[far, v6]);
+        // A new static peer gets HELLO and ANNOUNCE at once.
+        let sent = drain_transmits(&mut d);
+        let kinds: Vec<(Dest, wire::Kind)> =
+            sent.iter().map(|(t, m)| (*t, m.body.kind())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (Dest::Peer(far), wire::Kind::Hello),
+                (Dest::Peer(far), wire::Kind::Announce),
+                (Dest::Peer(v6), wire::Kind::Hello),
+                (Dest::Peer(v6), wire::Kind::Announce),
+            ]
+        );
+        // The same list again sends nothing.
+        d.set_static_peers(&[far, v6]);
+        assert!(drain_transmits(&mut d).is_empty());
+        // The periodic ANNOUNCE goes to the group and to each static peer.
+        d.handle_timeout(t0 + secs(70));
+        let dests: Vec<Dest> = drain_transmits(&mut d)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert!(dests.contains(&Dest::Group));
+        assert!(dests.contains(&Dest::Peer(far)));
+        assert!(dests.contains(&Dest::Peer(v6)));
+        // Its unicast ANNOUNCE makes it a peer; questions go to it by unicast.
+        let now = t0 + secs(71);
+        d.handle_datagram(
+            far,
+            &announce(7, 19432, "arch", "x86_64"),
+            now,
+            &mut no_files,
+        );
+        assert_eq!(d.peer(7).map(|p| p.udp), Some(far));
+        drain_transmits(&mut d);
+        d.ask("a-1-1-any.pkg.tar.zst", None, &[], now);
+        let asked = who_has_targets(&drain_transmits(&mut d));
+        assert_eq!(asked.len(), 1);
+        assert_eq!(asked[0].0, far);
+        // A HELLO from it is answered to the group, and so to every static peer too.
+        let hello = datagram(
+            7,
+            Body::Hello(Announcement {
+                tcp_port: 19432,
+                distro: "arch".into(),
+                arch: "x86_64".into(),
+                summary: 0,
+            }),
+        );
+        d.handle_datagram(far, &hello, now + secs(5), &mut no_files);
+        let dests: Vec<Dest> = drain_transmits(&mut d)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert!(dests.contains(&Dest::Peer(far)) && dests.contains(&Dest::Group));
+        // Dropped from the list: no more copies; GOODBYE goes to those still listed.
+        d.set_static_peers(&[v6]);
+        d.goodbye();
+        let dests: Vec<Dest> = drain_transmits(&mut d)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(dests, vec![Dest::Peer(v6), Dest::Group]);
     }
 }

@@ -239,6 +239,11 @@ impl PeerSummary {
         let Some((held, fps)) = &mut self.known else {
             return false;
         };
+        if *held == version {
+            // The same change again (a static peer on the link hears it by multicast and by
+            // unicast): nothing to do.
+            return true;
+        }
         if next_version(*held) != version {
             // A change was missed: what we hold may lack new files, so it no longer says "no".
             self.known = None;
