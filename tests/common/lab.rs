@@ -4,7 +4,10 @@
 //! `fd66:<a>:<b>::<i+1>/64` with a per-lab subnet, `lo` up, and a route for IPv4 multicast.
 //! These addresses exist only inside the lab's namespaces.
 //!
-//! Names are `flab<pid>-<n>-sw` / `flab<pid>-<n>-h<i>`, unique per lab so tests run in parallel.
+//! Two labs joined by a [`Router`] are two subnets with unicast routing between them and no
+//! multicast routing.
+//!
+//! Names are `flab<pid>-<n>-sw` / `flab<pid>-<n>-h<i>` (`flab<pid>-<n>-rt` for a router), unique per lab so tests run in parallel.
 //! Dropping a [`Lab`] kills whatever still runs in its namespaces and deletes them (their links
 //! go with them), also after a panic; creating the first lab of a process sweeps namespaces left
 //! by dead test processes. It does not touch the host's own namespace or any other name.
@@ -249,6 +252,11 @@ impl Lab {
         format!("10.{}.{}.0/24", self.subnet.0, self.subnet.1)
     }
 
+    /// The address a [`Router`] takes on this lab's network (`.254`).
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.subnet.0, self.subnet.1, 254)
+    }
+
     /// The lab network's IPv4 broadcast address.
     pub fn broadcast(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, self.subnet.0, self.subnet.1, 255)
@@ -387,6 +395,93 @@ impl Lab {
         let ns = self.host(i).ns();
         ip(&["-n", ns, "link", "set", "eth0", "up"]);
         ip(&["-n", ns, "route", "replace", "224.0.0.0/4", "dev", "eth0"]);
+    }
+}
+
+/// A router namespace joining two labs (two subnets): one leg on each lab's bridge at `.254`
+/// of its subnet, IPv4 forwarding on, no multicast routing (so the group stays in each
+/// subnet, as a real router keeps it), and a route to the other subnet in every host.
+/// Dropping it deletes its namespace (its legs go with it).
+pub struct Router {
+    ns: String,
+}
+
+impl Router {
+    /// The router between lab `a` and lab `b`.
+    #[track_caller]
+    pub fn between(a: &Lab, b: &Lab) -> Router {
+        let ns = format!("{PREFIX}{}-{}-rt", std::process::id(), unique_number());
+        let _guard = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        ip(&["netns", "add", &ns]);
+        let router = Router { ns: ns.clone() };
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        in_netns(&ns, || {
+            if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
+                panic!("router: cannot turn on IPv4 forwarding: {e}");
+            }
+        });
+        for (leg, lab, other) in [("ra", a, b), ("rb", b, a)] {
+            ip(&[
+                "-n",
+                &lab.switch_ns,
+                "link",
+                "add",
+                "vrt",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                leg,
+                "netns",
+                &ns,
+            ]);
+            ip(&[
+                "-n",
+                &lab.switch_ns,
+                "link",
+                "set",
+                "vrt",
+                "master",
+                "br0",
+                "up",
+            ]);
+            let gateway = lab.gateway();
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{gateway}/24"),
+                "dev",
+                leg,
+            ]);
+            ip(&["-n", &ns, "link", "set", leg, "up"]);
+            for h in &lab.hosts {
+                ip(&[
+                    "-n",
+                    &h.ns,
+                    "route",
+                    "add",
+                    &other.subnet(),
+                    "via",
+                    &gateway.to_string(),
+                ]);
+            }
+        }
+        eprintln!("router {ns}: {} <-> {}", a.subnet(), b.subnet());
+        router
+    }
+
+    /// The router's namespace.
+    pub fn ns(&self) -> &str {
+        &self.ns
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _guard = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        remove_netns(&self.ns);
     }
 }
 
