@@ -21,6 +21,7 @@ pub mod prng;
 pub mod rate_limit;
 pub mod relay;
 pub mod resolver;
+pub mod secret;
 pub mod serve;
 pub mod server;
 pub mod signals;
