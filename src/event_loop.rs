@@ -49,6 +49,7 @@ use crate::netlink::LinkWatch;
 use crate::rate_limit::RateLimit;
 use crate::relay::{self, Input, Opened, PacmanConn, Release, Wait};
 use crate::resolver::SystemResolver;
+use crate::secret::{self, DatagramAuth, Refusals, Secret};
 use crate::serve::{self, PeerConn};
 use crate::signals::SignalPipe;
 use crate::status;
@@ -217,6 +218,8 @@ struct Multicast {
     addresses: Vec<Ipv4Addr>,
     /// `Peer =` hosts, resolved on the resolver thread.
     static_peers: StaticPeers,
+    /// With a shared secret: seals what goes out, opens what comes in.
+    auth: Option<DatagramAuth>,
 }
 
 /// The running daemon.
@@ -267,6 +270,9 @@ pub struct Daemon {
     /// Peer connections refused for [`MAX_CONNECTIONS_PER_ADDRESS`], and their warnings.
     refused_per_address: u64,
     crowded_warnings: RateLimit,
+    /// The shared secret, if any, and what was refused for want of it.
+    secret: Option<Secret>,
+    refusals: Refusals,
 }
 
 impl Daemon {
@@ -274,6 +280,18 @@ impl Daemon {
     /// daemon exits 1) when a port is taken.
     pub fn new(settings: &Settings) -> io::Result<Daemon> {
         let now = Instant::now();
+        let secret = match &settings.secret_file {
+            Some(path) => {
+                let secret = Secret::load(path)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                info!(
+                    "shared secret from {}: datagrams and peer requests are authenticated",
+                    path.display()
+                );
+                Some(secret)
+            }
+            None => None,
+        };
         let poll = Poll::new()?;
         let mut signals = SignalPipe::install()?;
         poll.registry()
@@ -414,10 +432,12 @@ impl Daemon {
                 hello_at: now,
                 addresses: Vec::new(),
                 static_peers: StaticPeers::new(&settings.peers, settings.port, now),
+                auth: secret.clone().map(DatagramAuth::new),
             },
             relay: relay::Relay {
                 https: settings.https,
                 tls: relay::tls::TlsTrust::new(settings.ca_file.clone()),
+                secret: secret.clone(),
                 ..relay::Relay::new(upstreams, settings.ban_time)
             },
             idle_sources: relay::Pool::default(),
@@ -441,6 +461,8 @@ impl Daemon {
             stop_by: None,
             refused_per_address: 0,
             crowded_warnings: RateLimit::default(),
+            secret,
+            refusals: Refusals::default(),
         })
     }
 
@@ -699,6 +721,18 @@ impl Daemon {
                     error: std::fs::read_dir(dir).err().map(|e| e.to_string()),
                 })
                 .collect(),
+            static_peers: m.static_peers.describe(),
+            secret: self.secret.as_ref().map(|_| status::SecretStatus {
+                datagrams_refused: self.refusals.datagrams,
+                datagrams_replayed: self.refusals.replayed,
+                requests_refused: self.refusals.requests,
+                sources: self
+                    .refusals
+                    .sources()
+                    .iter()
+                    .map(|t| (t.ip, t.datagrams, t.requests))
+                    .collect(),
+            }),
         }
     }
 
@@ -752,6 +786,19 @@ impl Daemon {
         for line in self.trust.describe() {
             text.push_str(&line);
             text.push('\n');
+        }
+        if self.secret.is_some() {
+            let r = &self.refusals;
+            text.push_str(&format!(
+                "secret: {} datagrams refused ({} replays), {} peer requests refused (403)\n",
+                r.datagrams, r.replayed, r.requests
+            ));
+            for t in r.sources() {
+                text.push_str(&format!(
+                    "  refused from {}: {} datagrams, {} requests\n",
+                    t.ip, t.datagrams, t.requests
+                ));
+            }
         }
         let c = &self.counters;
         text.push_str(&format!(
@@ -830,12 +877,23 @@ impl Daemon {
         let trust = &mut self.trust;
         for _ in 0..DATAGRAMS_PER_TURN {
             match self.multicast.socket.recv(&mut buf) {
-                Ok(Some((n, from))) => self.multicast.core.handle_datagram(
-                    from,
-                    &buf[..n],
-                    now,
-                    &mut |name, wanted| trust.answer(cache, name, wanted),
-                ),
+                Ok(Some((n, from))) => {
+                    let bytes = match &mut self.multicast.auth {
+                        None => &buf[..n],
+                        Some(auth) => match auth.open(&buf[..n], secret::unix_millis()) {
+                            Ok(inner) => inner,
+                            Err(why) => {
+                                self.refusals.datagram(from.ip(), why, now);
+                                continue;
+                            }
+                        },
+                    };
+                    self.multicast
+                        .core
+                        .handle_datagram(from, bytes, now, &mut |name, wanted| {
+                            trust.answer(cache, name, wanted)
+                        })
+                }
                 Ok(None) => {} // off the link: dropped and counted by the socket
 
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -917,7 +975,17 @@ impl Daemon {
 
     fn flush_datagrams(&mut self) {
         let m = &mut self.multicast;
-        while let Some(t) = m.pending.take().or_else(|| m.core.poll_transmit()) {
+        let auth = &m.auth;
+        let core = &mut m.core;
+        // Sealed when taken from the core, so a datagram that waits is sent again as it was.
+        let mut next = || {
+            let mut t = core.poll_transmit()?;
+            if let Some(auth) = auth {
+                t.payload = auth.seal(&t.payload, secret::unix_millis());
+            }
+            Some(t)
+        };
+        while let Some(t) = m.pending.take().or_else(&mut next) {
             match m.socket.send(&t) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -1121,6 +1189,8 @@ impl Daemon {
                     now,
                     counters: &mut self.counters,
                     stopping,
+                    secret: self.secret.as_ref(),
+                    refusals: &mut self.refusals,
                 }),
                 Some(Conn::Pacman(conn)) => {
                     let want = conn.run(

@@ -64,6 +64,10 @@ pub struct Context<'a> {
     pub counters: &'a mut Counters,
     /// The daemon is stopping: close when idle, finish transfers in flight.
     pub stopping: bool,
+    /// The shared secret: requests without its `Authorization` are answered 403.
+    pub secret: Option<&'a crate::secret::Secret>,
+    /// Requests refused for want of the secret.
+    pub refusals: &'a mut crate::secret::Refusals,
 }
 
 #[derive(Debug)]
@@ -263,6 +267,18 @@ impl PeerConn {
         cx.counters.requests += 1;
         let keep_alive = self.server.keep_alive(head, cx.stopping);
         let with_body = head.method != Method::Head;
+        if let Some(secret) = cx.secret {
+            let method = method_name(head.method);
+            let secs = crate::secret::unix_millis() / 1000;
+            let field = head.authorization.as_deref();
+            if let Err(why) = crate::secret::http::check(secret, field, method, &head.target, secs)
+            {
+                cx.refusals.request(self.server.remote.ip(), why, cx.now);
+                // Nothing more to say to a host without the secret: 403, and close.
+                self.respond_error(Status::Forbidden, false, with_body);
+                return;
+            }
+        }
         let outcome = self.answer_file(head, keep_alive, with_body, cx);
         match outcome {
             Ok(status) => debug!(

@@ -52,6 +52,8 @@ pub struct RequestHead {
     pub user_agent: Option<String>,
     /// The `Host` field, if any.
     pub host: Option<String>,
+    /// The `Authorization` field, if any (peer requests with a shared secret).
+    pub authorization: Option<String>,
     /// Whether the client lets the connection stay open after the answer.
     pub keep_alive: bool,
     /// The head announced a body (`Content-Length` > 0 or `Transfer-Encoding`).
@@ -138,6 +140,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadErr
         if_modified_since: None,
         user_agent: None,
         host: None,
+        authorization: None,
         keep_alive: minor_version >= 1,
         has_body: false,
         len,
@@ -153,6 +156,8 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadErr
             head.user_agent = Some(value());
         } else if name.eq_ignore_ascii_case("host") {
             head.host = Some(value());
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization = Some(value());
         } else if name.eq_ignore_ascii_case("connection") {
             for token in value().split(',') {
                 let token = token.trim();

@@ -103,6 +103,8 @@ pub struct Relay {
     pub https: HttpsMode,
     /// The trust store for `https://` mirrors, read on the first fetch.
     pub tls: TlsTrust,
+    /// The shared secret: requests to peers carry its `Authorization`.
+    pub secret: Option<crate::secret::Secret>,
 }
 
 impl Relay {
@@ -116,6 +118,7 @@ impl Relay {
             buffers: Buffers::default(),
             https: HttpsMode::Fetch,
             tls: TlsTrust::new(None),
+            secret: None,
         }
     }
 }

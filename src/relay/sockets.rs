@@ -268,6 +268,7 @@ impl PacmanConn {
             range: range.as_deref(),
             // A continuation asks for bytes, not whether they changed.
             if_modified_since: job.if_modified_since.as_deref().filter(|_| !job.head_sent),
+            secret: cx.relay.secret.as_ref(),
         };
         let request = Source::request(&kind, &encode_path_segment(&job.file), &fields);
         let id = id.unwrap_or_else(|| {

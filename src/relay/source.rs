@@ -182,6 +182,8 @@ pub struct RequestFields<'a> {
     /// The `Range` value.
     pub range: Option<&'a str>,
     pub if_modified_since: Option<&'a str>,
+    /// Requests to peers carry the shared secret's `Authorization` (see `crate::secret::http`).
+    pub secret: Option<&'a crate::secret::Secret>,
 }
 
 impl Source {
@@ -242,6 +244,11 @@ impl Source {
         }
         if let Some(ims) = fields.if_modified_since {
             let _ = write!(Text(&mut request), "If-Modified-Since: {ims}\r\n");
+        }
+        if let (Some(secret), SourceKind::Peer(_)) = (fields.secret, kind) {
+            let secs = crate::secret::unix_millis() / 1000;
+            let value = crate::secret::http::authorization(secret, method, &path, secs);
+            let _ = write!(Text(&mut request), "Authorization: {value}\r\n");
         }
         request.extend_from_slice(b"\r\n");
         request
@@ -511,6 +518,7 @@ mod tests {
             head_only: false,
             range: Some("bytes=100-"),
             if_modified_since: Some("Tue, 14 Nov 2023 22:13:20 GMT"),
+            secret: None,
         };
         let text = String::from_utf8(Source::request(&peer, "a+b-1:2-1-any.pkg.tar.zst", &fields))
             .unwrap();
@@ -521,6 +529,22 @@ mod tests {
         assert!(text.contains("\r\nRange: bytes=100-\r\n"), "{text}");
         assert!(text.contains("\r\nIf-Modified-Since: Tue, 14 Nov 2023 22:13:20 GMT\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
+        assert!(!text.contains("Authorization"));
+        // With a secret, a request to a peer carries a MAC over its method, path and time.
+        let secret = crate::secret::Secret::from_bytes(b"a secret of the LAN").unwrap();
+        let signed = RequestFields {
+            secret: Some(&secret),
+            ..fields
+        };
+        let text = String::from_utf8(Source::request(&peer, "a+b-1.pkg.tar.zst", &signed)).unwrap();
+        let auth = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Authorization: "))
+            .expect("an Authorization field");
+        let now = crate::secret::unix_millis() / 1000;
+        let check = |m: &str, p: &str| crate::secret::http::check(&secret, Some(auth), m, p, now);
+        assert_eq!(check("GET", "/a+b-1.pkg.tar.zst"), Ok(()));
+        assert!(check("GET", "/other").is_err());
 
         let Some(base) = url::parse("http://mirror.example:8080/core/os/x86_64") else {
             panic!("url");
@@ -535,6 +559,7 @@ mod tests {
             head_only: true,
             range: None,
             if_modified_since: None,
+            secret: Some(&secret),
         };
         let text = String::from_utf8(Source::request(&upstream, "ignored", &head)).unwrap();
         assert!(
@@ -544,5 +569,6 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("Range") && !text.contains("If-Modified-Since"));
+        assert!(!text.contains("Authorization"), "never sent to a mirror");
     }
 }

@@ -210,6 +210,17 @@ pub fn render(s: &Snapshot) -> String {
         "Names in this host's cache summary (what its peers know it holds).",
     )
     .sample(&[], s.multicast.summary_names);
+    if let Some(secret) = &s.secret {
+        let mut f = family(
+            o,
+            "flocon_secret_refused_total",
+            "counter",
+            "Datagrams and peer requests refused for a missing or wrong shared secret (replays among the datagrams).",
+        );
+        f.sample(&[("what", "datagram")], secret.datagrams_refused);
+        f.sample(&[("what", "replayed_datagram")], secret.datagrams_replayed);
+        f.sample(&[("what", "request")], secret.requests_refused);
+    }
     let c = &s.server;
     family(
         o,

@@ -51,6 +51,21 @@ pub struct Snapshot {
     /// Peer connections open now.
     pub server_connections: usize,
     pub cache_dirs: Vec<CacheDir>,
+    /// One line per static peer (`Peer =`): as given, and its addresses or why it has none.
+    pub static_peers: Vec<String>,
+    /// With a shared secret: what was refused for want of it.
+    pub secret: Option<SecretStatus>,
+}
+
+/// What was refused for want of the shared secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretStatus {
+    pub datagrams_refused: u64,
+    pub datagrams_replayed: u64,
+    pub requests_refused: u64,
+    /// (address, datagrams, requests), most refused first, at most
+    /// [`crate::secret::refusals::MAX_SOURCES`].
+    pub sources: Vec<(IpAddr, u64, u64)>,
 }
 
 /// The multicast side: where the group is joined, and whether peers are heard.

@@ -54,6 +54,34 @@ pub fn json(s: &Snapshot) -> String {
     };
     w.close_object();
 
+    w.key("static_peers").open_array();
+    for line in &s.static_peers {
+        w.string(line);
+    }
+    w.close_array();
+    match &s.secret {
+        None => {
+            w.key("secret").null();
+        }
+        Some(secret) => {
+            w.key("secret").open_object();
+            w.key("datagrams_refused").number(secret.datagrams_refused);
+            w.key("datagrams_replayed")
+                .number(secret.datagrams_replayed);
+            w.key("requests_refused").number(secret.requests_refused);
+            w.key("sources").open_array();
+            for (ip, datagrams, requests) in &secret.sources {
+                w.open_object();
+                w.key("address").string(&ip.to_string());
+                w.key("datagrams").number(*datagrams);
+                w.key("requests").number(*requests);
+                w.close_object();
+            }
+            w.close_array();
+            w.close_object();
+        }
+    }
+
     w.key("peers").open_array();
     for p in &s.peers {
         w.open_object();
