@@ -246,6 +246,39 @@ mod tests {
     }
 
     #[test]
+    fn static_peers_and_secret_refusals_read_back_and_show() {
+        let mut s = sample();
+        assert!(json(&s).contains("\"static_peers\":[],\"secret\":null"));
+        s.static_peers = vec!["static peer nas: 10.8.0.2:19432".into()];
+        s.secret = Some(SecretStatus {
+            datagrams_refused: 9,
+            datagrams_replayed: 2,
+            requests_refused: 3,
+            sources: vec![("10.0.0.66".parse().unwrap(), 7, 3)],
+        });
+        let text = json(&s);
+        let v = parse(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let secret = v.get("secret").unwrap();
+        assert_eq!(secret.u64_at("datagrams_refused"), Some(9));
+        assert_eq!(secret.u64_at("requests_refused"), Some(3));
+        let shown = super::super::show::status(&v);
+        assert!(
+            shown.contains("static peer nas: 10.8.0.2:19432\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("shared secret: refused 9 datagrams (2 replays) and 3 peer requests"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("  refused from 10.0.0.66: 7 datagrams, 3 requests"),
+            "{shown}"
+        );
+        let metrics = super::super::metrics::render(&s);
+        assert!(metrics.contains("flocon_secret_refused_total{what=\"datagram\"} 9\n"));
+    }
+
+    #[test]
     fn the_json_reads_back() {
         let text = json(&sample());
         let v = parse(&text).unwrap_or_else(|e| panic!("{e}: {text}"));

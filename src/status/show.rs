@@ -105,6 +105,27 @@ pub fn status(v: &Value) -> String {
             text(e, "error")
         );
     }
+    for line in v.get("static_peers").map(Value::as_array).unwrap_or(&[]) {
+        let _ = writeln!(out, "{}", line.as_str().unwrap_or("?"));
+    }
+    if let Some(secret) = v.get("secret").filter(|s| **s != Value::Null) {
+        let _ = writeln!(
+            out,
+            "shared secret: refused {} datagrams ({} replays) and {} peer requests",
+            num(secret, "datagrams_refused"),
+            num(secret, "datagrams_replayed"),
+            num(secret, "requests_refused"),
+        );
+        for src in secret.get("sources").map(Value::as_array).unwrap_or(&[]) {
+            let _ = writeln!(
+                out,
+                "  refused from {}: {} datagrams, {} requests",
+                text(src, "address"),
+                num(src, "datagrams"),
+                num(src, "requests"),
+            );
+        }
+    }
 
     let peers = v.get("peers").map(Value::as_array).unwrap_or(&[]);
     let _ = writeln!(out, "\npeers: {}", peers.len());
