@@ -1,7 +1,7 @@
 //! The discovery core as a state machine: a sequence of datagrams (raw, or well-formed
 //! messages from a few hosts), questions, cancels, joins and clock steps, driven with a fake
-//! clock, with cache summaries (versions, deltas, parts, requests), cache changes and
-//! resumes from suspend. Checked after every step: nothing panics, the peer table and the queues stay
+//! clock, with cache summaries (versions, deltas, parts, requests), cache changes, static
+//! peers and resumes from suspend. Checked after every step: nothing panics, the peer table and the queues stay
 //! bounded, every datagram it wants sent parses, and every question gets exactly one answer
 //! unless it was cancelled.
 #![no_main]
@@ -115,7 +115,17 @@ fuzz_target!(|data: &[u8]| {
                 };
                 core.handle_join(now, &report);
             }
-            7 => core.goodbye(),
+            7 if arg & 1 == 0 => core.goodbye(),
+            7 => {
+                // Static peers: some of the hosts above (on the link or not) and one IPv6.
+                let all: [SocketAddr; 4] = [
+                    "10.0.0.2:19432".parse().unwrap(),
+                    "10.0.0.3:19432".parse().unwrap(),
+                    "10.9.0.1:19432".parse().unwrap(),
+                    "[fd00::1]:19432".parse().unwrap(),
+                ];
+                core.set_static_peers(&all[..usize::from(arg >> 1) % 5]);
+            }
             8 => core.cache_added(FILES[usize::from(arg) % 3]),
             9 => core.cache_removed(FILES[usize::from(arg) % 3]),
             _ => {
