@@ -880,13 +880,17 @@ impl Daemon {
                 Ok(Some((n, from))) => {
                     let bytes = match &mut self.multicast.auth {
                         None => &buf[..n],
-                        Some(auth) => match auth.open(&buf[..n], secret::unix_millis()) {
-                            Ok(inner) => inner,
-                            Err(why) => {
-                                self.refusals.datagram(from.ip(), why, now);
-                                continue;
+                        Some(auth) => {
+                            match auth.open(&buf[..n], from.ip(), secret::unix_millis()) {
+                                Ok(inner) => inner,
+                                // The second copy a static peer on the link gets: nothing wrong.
+                                Err(secret::Refused::Duplicate) => continue,
+                                Err(why) => {
+                                    self.refusals.datagram(from.ip(), why, now);
+                                    continue;
+                                }
                             }
-                        },
+                        }
                     };
                     self.multicast
                         .core

@@ -99,15 +99,18 @@ fn only_hosts_with_the_secret_share() {
     let wrong = secret_file(&keys, "wrong", WRONG, 0o400);
     let (right, wrong) = (right.display().to_string(), wrong.display().to_string());
     let interval = ["--announce-interval", "1"];
+    // h0 and h1 also list each other as static peers although on the same link: each gets
+    // the other's group datagrams twice, and the second copy is no refusal.
+    let (ip0, ip1) = (lab.host(0).ip().to_string(), lab.host(1).ip().to_string());
     let h0 = fl::spawn_host(
         &lab,
         0,
-        &[&interval[..], &["--secret-file", &right]].concat(),
+        &[&interval[..], &["--secret-file", &right, "--peer", &ip1]].concat(),
     );
     let h1 = fl::spawn_host(
         &lab,
         1,
-        &[&interval[..], &["--secret-file", &right]].concat(),
+        &[&interval[..], &["--secret-file", &right, "--peer", &ip0]].concat(),
     );
     let h2 = fl::spawn_host(
         &lab,
@@ -137,6 +140,11 @@ fn only_hosts_with_the_secret_share() {
         .unwrap()
         .text();
     assert!(json_number(&json, "datagrams_refused") >= 4, "{json}");
+    assert!(
+        !json.contains(&format!("{{\"address\":\"{}\",", h1.ip)),
+        "h1's second copies counted as refusals: {json}"
+    );
+    assert_eq!(json_number(&json, "datagrams_replayed"), 0, "{json}");
     for h in [&h2, &h3] {
         assert!(
             json.contains(&format!("{{\"address\":\"{}\",", h.ip)),
