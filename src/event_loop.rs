@@ -591,6 +591,7 @@ impl Daemon {
                  looking at the sync databases"
             );
             self.resolver.forget_all();
+            self.multicast.static_peers.refresh(now);
             self.trust.handle_timeout(now, true);
             self.join_group(now);
             self.multicast.core.rejoin(now);
@@ -1057,6 +1058,7 @@ impl Daemon {
             self.last_link_rejoin = Some(now);
             if self.stop_by.is_none() {
                 info!("network change: rejoining the multicast group");
+                self.multicast.static_peers.refresh(now);
                 self.join_group(now);
                 self.multicast.core.rejoin(now);
             }

@@ -6,8 +6,9 @@
 //! mirror names: `getaddrinfo` on the helper thread, cached for a minute) and hands back the
 //! outcome ([`StaticPeers::looked_up`], [`StaticPeers::handle_answer`]); when the addresses
 //! change it gives them to the discovery core and the socket ([`StaticPeers::addresses`]).
-//! A name is looked up again every [`REFRESH`], and [`RETRY`] after a failure; the addresses
-//! it had are kept while a lookup fails.
+//! A name is looked up again every [`REFRESH`], [`RETRY`] after a failure, and at once after
+//! SIGUSR2 or a network change ([`StaticPeers::refresh`]); the addresses it had are kept while
+//! a lookup fails.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -69,6 +70,14 @@ impl StaticPeers {
             .filter(|(_, e)| e.lookup.is_none() && now >= e.next)
             .map(|(i, e)| (i, e.peer.host.clone()))
             .collect()
+    }
+
+    /// Look every name up again now (SIGUSR2, a network change: a name may stand for another
+    /// address on the new network).
+    pub fn refresh(&mut self, now: Instant) {
+        for e in &mut self.entries {
+            e.next = e.next.min(now);
+        }
     }
 
     /// What the resolver said to the lookup of entry `index`. True when the addresses changed.
@@ -234,6 +243,8 @@ mod tests {
         assert!(!s.looked_up(1, Lookup::Ready(Ok(ips(&["10.2.0.5"]))), t1));
         assert_eq!(s.poll_timeout(), Some(t1 + RETRY));
         assert!(s.describe()[0].starts_with("static peer nas: [fd00::1]:19432"));
+        s.refresh(t1);
+        assert_eq!(s.due(t1).len(), 2, "a network change: both looked up again");
         assert_eq!(s.describe()[1], "static peer 10.2.0.5:7: 10.2.0.5:7");
     }
 }
