@@ -723,17 +723,7 @@ impl Daemon {
                 })
                 .collect(),
             static_peers: m.static_peers.describe(),
-            secret: self.secret.as_ref().map(|_| status::SecretStatus {
-                datagrams_refused: self.refusals.datagrams,
-                datagrams_replayed: self.refusals.replayed,
-                requests_refused: self.refusals.requests,
-                sources: self
-                    .refusals
-                    .sources()
-                    .iter()
-                    .map(|t| (t.ip, t.datagrams, t.requests))
-                    .collect(),
-            }),
+            secret: self.secret.as_ref().map(|_| self.refusals.status()),
         }
     }
 
@@ -789,17 +779,7 @@ impl Daemon {
             text.push('\n');
         }
         if self.secret.is_some() {
-            let r = &self.refusals;
-            text.push_str(&format!(
-                "secret: {} datagrams refused ({} replays), {} peer requests refused (403)\n",
-                r.datagrams, r.replayed, r.requests
-            ));
-            for t in r.sources() {
-                text.push_str(&format!(
-                    "  refused from {}: {} datagrams, {} requests\n",
-                    t.ip, t.datagrams, t.requests
-                ));
-            }
+            text.push_str(&self.refusals.describe());
         }
         let c = &self.counters;
         text.push_str(&format!(
@@ -879,19 +859,10 @@ impl Daemon {
         for _ in 0..DATAGRAMS_PER_TURN {
             match self.multicast.socket.recv(&mut buf) {
                 Ok(Some((n, from))) => {
-                    let bytes = match &mut self.multicast.auth {
-                        None => &buf[..n],
-                        Some(auth) => {
-                            match auth.open(&buf[..n], from.ip(), secret::unix_millis()) {
-                                Ok(inner) => inner,
-                                // The second copy a static peer on the link gets: nothing wrong.
-                                Err(secret::Refused::Duplicate) => continue,
-                                Err(why) => {
-                                    self.refusals.datagram(from.ip(), why, now);
-                                    continue;
-                                }
-                            }
-                        }
+                    let auth = &mut self.multicast.auth;
+                    let Some(bytes) = secret::open(auth, &mut self.refusals, &buf[..n], from, now)
+                    else {
+                        continue; // no secret, a wrong one, or a replay: dropped and counted
                     };
                     self.multicast
                         .core
@@ -980,16 +951,9 @@ impl Daemon {
 
     fn flush_datagrams(&mut self) {
         let m = &mut self.multicast;
-        let auth = &m.auth;
-        let core = &mut m.core;
         // Sealed when taken from the core, so a datagram that waits is sent again as it was.
-        let mut next = || {
-            let mut t = core.poll_transmit()?;
-            if let Some(auth) = auth {
-                t.payload = auth.seal(&t.payload, secret::unix_millis());
-            }
-            Some(t)
-        };
+        let (auth, core) = (&m.auth, &mut m.core);
+        let mut next = || core.poll_transmit().map(|t| secret::seal(auth, t));
         while let Some(t) = m.pending.take().or_else(&mut next) {
             match m.socket.send(&t) {
                 Ok(()) => {}

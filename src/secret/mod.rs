@@ -20,13 +20,16 @@ pub mod refusals;
 use std::fmt;
 use std::fs;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+
+use crate::discovery::Transmit;
 
 pub use datagram::{DatagramAuth, Refused};
 pub use refusals::Refusals;
@@ -134,6 +137,38 @@ impl Secret {
         }
         mac.verify_slice(tag).is_ok()
     }
+}
+
+/// The event loop's side of a received datagram: with no secret, `bytes` as they are; with
+/// one, the inner datagram of an authenticated one, or `None` when it is refused (counted in
+/// `refusals`, but for a second copy from the same address).
+pub fn open<'a>(
+    auth: &mut Option<DatagramAuth>,
+    refusals: &mut Refusals,
+    bytes: &'a [u8],
+    from: SocketAddr,
+    now: Instant,
+) -> Option<&'a [u8]> {
+    let Some(auth) = auth else {
+        return Some(bytes);
+    };
+    match auth.open(bytes, from.ip(), unix_millis()) {
+        Ok(inner) => Some(inner),
+        // The second copy a static peer on the link gets (multicast and unicast).
+        Err(Refused::Duplicate) => None,
+        Err(why) => {
+            refusals.datagram(from.ip(), why, now);
+            None
+        }
+    }
+}
+
+/// The event loop's side of a datagram to send: sealed now when there is a secret.
+pub fn seal(auth: &Option<DatagramAuth>, mut t: Transmit) -> Transmit {
+    if let Some(auth) = auth {
+        t.payload = auth.seal(&t.payload, unix_millis());
+    }
+    t
 }
 
 /// Milliseconds since the Unix epoch by the wall clock (0 before 1970).

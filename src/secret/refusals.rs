@@ -85,6 +85,35 @@ impl Refusals {
         s
     }
 
+    /// The status page's lines.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "secret: {} datagrams refused ({} replays), {} peer requests refused (403)\n",
+            self.datagrams, self.replayed, self.requests
+        );
+        for t in self.sources() {
+            text.push_str(&format!(
+                "  refused from {}: {} datagrams, {} requests\n",
+                t.ip, t.datagrams, t.requests
+            ));
+        }
+        text
+    }
+
+    /// What `status.json` and the metrics tell.
+    pub fn status(&self) -> crate::status::SecretStatus {
+        crate::status::SecretStatus {
+            datagrams_refused: self.datagrams,
+            datagrams_replayed: self.replayed,
+            requests_refused: self.requests,
+            sources: self
+                .sources()
+                .iter()
+                .map(|t| (t.ip, t.datagrams, t.requests))
+                .collect(),
+        }
+    }
+
     /// The addresses tallied, most refusals first.
     pub fn sources(&self) -> Vec<SourceTally> {
         let mut v = self.sources.clone();
@@ -121,5 +150,9 @@ mod tests {
         assert_eq!(r.sources().len(), MAX_SOURCES);
         assert!(r.sources().iter().any(|s| s.ip == ip(99)));
         assert_eq!(r.datagrams, 99);
+        assert!(r.describe().starts_with(
+            "secret: 99 datagrams refused (1 replays), 2 peer requests refused (403)\n"
+        ));
+        assert_eq!(r.status().sources.len(), MAX_SOURCES);
     }
 }
