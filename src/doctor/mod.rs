@@ -217,6 +217,35 @@ pub fn daemon_checks(status: &Value) -> Vec<Check> {
             show::seconds(hello_ago)
         )));
     }
+    for line in status
+        .get("static_peers")
+        .map(Value::as_array)
+        .unwrap_or(&[])
+    {
+        let line = line.as_str().unwrap_or("?");
+        if line.contains(": unresolved") {
+            out.push(fail(format!(
+                "{line}: check the Peer line's host name (the system resolver, as for mirrors, must know it)"
+            )));
+        } else {
+            out.push(ok(line.to_owned()));
+        }
+    }
+    if let Some(secret) = status.get("secret").filter(|s| **s != Value::Null) {
+        out.push(ok(format!(
+            "shared secret: set; {} datagrams and {} peer requests refused since start",
+            secret.u64_at("datagrams_refused").unwrap_or(0),
+            secret.u64_at("requests_refused").unwrap_or(0)
+        )));
+        for src in secret.get("sources").map(Value::as_array).unwrap_or(&[]) {
+            out.push(note(format!(
+                "shared secret: refused {} datagrams and {} requests from {}: a host without the secret, with another one, or whose clock is more than 30 s off this host's (if it is one of yours: compare the secret files, and turn on time synchronisation)",
+                src.u64_at("datagrams").unwrap_or(0),
+                src.u64_at("requests").unwrap_or(0),
+                src.str_at("address").unwrap_or("?")
+            )));
+        }
+    }
     for d in status.get("cache_dirs").map(Value::as_array).unwrap_or(&[]) {
         let path = d.str_at("path").unwrap_or("?");
         match d.str_at("error") {
@@ -431,6 +460,32 @@ mod tests {
                 .contains("none answered this host's HELLO 30 s ago")
         );
         assert!(checks[3].text.contains("chmod o+rx /c"));
+        let guarded = json::parse(
+            r#"{"multicast":{"joined":["eth0"]},"peers":[{"id":"a"}],
+            "static_peers":["static peer nas: 10.8.0.2:19432","static peer gone.lan: unresolved (the system resolver found no address)"],
+            "secret":{"datagrams_refused":4,"requests_refused":1,
+            "sources":[{"address":"10.0.0.9","datagrams":4,"requests":1}]}}"#,
+        )
+        .unwrap();
+        let checks = daemon_checks(&guarded);
+        assert_eq!(
+            verdicts(&checks),
+            [
+                Verdict::Ok,
+                Verdict::Ok,
+                Verdict::Ok,
+                Verdict::Fail,
+                Verdict::Ok,
+                Verdict::Note
+            ]
+        );
+        assert!(checks[3].text.contains("gone.lan: unresolved"));
+        assert!(
+            checks[4]
+                .text
+                .contains("4 datagrams and 1 peer requests refused")
+        );
+        assert!(checks[5].text.contains("from 10.0.0.9"));
         let lonely = json::parse(r#"{"multicast":{"joined":["eth0"]},"peers":[]}"#).unwrap();
         let checks = daemon_checks(&lonely);
         assert_eq!(verdicts(&checks), [Verdict::Ok, Verdict::Fail]);
