@@ -1,12 +1,15 @@
 //! Static peers (`--peer`, issue 16) between real daemons in two subnets: two labs joined by a
 //! router namespace that forwards unicast and no multicast. Without `--peer` the hosts never
 //! hear of each other; with it they list each other and one fetches a file from the other's
-//! cache through its relay, the mirror asked for nothing.
+//! cache through its relay, the mirror asked for nothing. A names B by a host name that only
+//! its own `/etc/hosts` knows (`ip netns exec` bind-mounts `/etc/netns/<ns>/hosts` over it):
+//! static peers resolve like mirror names, through the system resolver.
 
 mod common;
 
 use std::fs;
 use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
@@ -19,6 +22,28 @@ use common::mirror::Mirror;
 const MESH: Duration = Duration::from_secs(5);
 const FILE: &str = "remote-1.0-1-x86_64.pkg.tar.zst";
 const MIRROR_PORT: u16 = 8080;
+
+/// `/etc/netns/<ns>/hosts`, which `ip netns exec <ns>` mounts over `/etc/hosts` for the
+/// program it starts; removed on drop (and `/etc/netns` when left empty).
+struct NetnsHosts {
+    dir: PathBuf,
+}
+
+impl NetnsHosts {
+    fn write(ns: &str, text: &str) -> NetnsHosts {
+        let dir = Path::new("/etc/netns").join(ns);
+        fs::create_dir_all(&dir).expect("create /etc/netns/<ns>");
+        fs::write(dir.join("hosts"), text).expect("write its hosts file");
+        NetnsHosts { dir }
+    }
+}
+
+impl Drop for NetnsHosts {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+        let _ = fs::remove_dir("/etc/netns"); // only when empty
+    }
+}
 
 #[test]
 fn hosts_in_two_subnets_share_only_with_peer_lines() {
@@ -66,8 +91,13 @@ fn hosts_in_two_subnets_share_only_with_peer_lines() {
         drop((ha, hb));
     }
 
-    // With a --peer line on each side (A by address, B by address and port).
-    let peer_b = ip_b.to_string();
+    // With a --peer line on each side: A names B by a name of its /etc/hosts, B names A by
+    // address and port.
+    let _hosts = NetnsHosts::write(
+        a.host(0).ns(),
+        &format!("127.0.0.1 localhost\n{ip_b} peer-b.lab.test\n"),
+    );
+    let peer_b = "peer-b.lab.test".to_string();
     let peer_a = format!("{ip_a}:{}", fl::PEER_PORT);
     let ha = fl::spawn_host(
         &a,
@@ -89,7 +119,10 @@ fn hosts_in_two_subnets_share_only_with_peer_lines() {
     // The status page names the static peer and its address.
     let page = fl::local_get(&a, 0, "/status").expect("status").text();
     assert!(
-        page.contains(&format!("static peer {ip_b}: {ip_b}:{}", fl::PEER_PORT)),
+        page.contains(&format!(
+            "static peer peer-b.lab.test: {ip_b}:{}",
+            fl::PEER_PORT
+        )),
         "{page}"
     );
 
