@@ -400,7 +400,8 @@ impl Lab {
 
 /// A router namespace joining two labs (two subnets): one leg on each lab's bridge at `.254`
 /// of its subnet, IPv4 forwarding on, no multicast routing (so the group stays in each
-/// subnet, as a real router keeps it), and a route to the other subnet in every host.
+/// subnet, as a real router keeps it), and a route to the other subnet in every host. IPv4
+/// only; a lab joins at most one router (its bridge port is named `vrt`).
 /// Dropping it deletes its namespace (its legs go with it).
 pub struct Router {
     ns: String,
