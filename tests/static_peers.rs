@@ -104,14 +104,15 @@ fn hosts_in_two_subnets_share_only_with_peer_lines() {
         0,
         &[
             "--announce-interval",
-            "60",
+            "1",
             "--peer",
             &peer_b,
             "--upstream",
             &upstream,
         ],
     );
-    let hb = fl::spawn_host(&b, 0, &["--announce-interval", "60", "--peer", &peer_a]);
+    let b_args = ["--announce-interval", "1", "--peer", &peer_a];
+    let mut hb = fl::spawn_host(&b, 0, &b_args);
     hb.put(FILE, &data);
     let view = fl::wait_peers(&a, 0, &[hb.id], MESH);
     assert_eq!(view.get(hb.id).map(|p| p.ip), Some(ip_b));
@@ -141,4 +142,12 @@ fn hosts_in_two_subnets_share_only_with_peer_lines() {
         .expect("status.json")
         .text();
     assert!(json.contains("\"files_from_peers\":1"), "{json}");
+
+    // A static peer is listed like any other: B killed (no GOODBYE) is forgotten after three
+    // silent intervals, and B started again is listed again, under its new host id.
+    hb.daemon.kill();
+    fl::wait_peers(&a, 0, &[], Duration::from_secs(6));
+    let hb2 = fl::spawn_host(&b, 0, &b_args);
+    fl::wait_peers(&a, 0, &[hb2.id], MESH);
+    drop(ha);
 }
