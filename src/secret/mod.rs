@@ -103,10 +103,14 @@ impl Secret {
             return Err(format!("secret file {shown} is empty"));
         }
         Secret::from_bytes(&bytes).ok_or_else(|| {
+            let size = if bytes.len() > MAX_SECRET {
+                format!("more than {MAX_SECRET} bytes")
+            } else {
+                format!("{} bytes", bytes.len())
+            };
             format!(
-                "secret file {shown} holds {} bytes: a secret has {MIN_SECRET} to {MAX_SECRET} \
-                 (make one with: head -c 32 /dev/urandom | base64 > {shown})",
-                bytes.len()
+                "secret file {shown} holds {size}: a secret has {MIN_SECRET} to {MAX_SECRET} \
+                 (make one with: head -c 32 /dev/urandom | base64 > {shown})"
             )
         })
     }
@@ -209,8 +213,10 @@ mod tests {
         assert!(Secret::load(&empty).unwrap_err().contains("is empty"));
         let short = write(&dir, "short", b"tooshort", 0o600);
         assert!(Secret::load(&short).unwrap_err().contains("8 bytes"));
-        let long = write(&dir, "long", &[b'x'; MAX_SECRET + 1], 0o600);
-        assert!(Secret::load(&long).is_err());
+        let long = write(&dir, "long", &[b'x'; MAX_SECRET * 2], 0o600);
+        assert!(Secret::load(&long).unwrap_err().contains("more than 4096 bytes"));
+        let most = write(&dir, "most", &[b'x'; MAX_SECRET], 0o600);
+        assert!(Secret::load(&most).is_ok());
         assert!(
             Secret::load(&dir.join("missing"))
                 .unwrap_err()
