@@ -508,6 +508,11 @@ impl SpoolBook {
         self.removed.pop_front()
     }
 
+    /// The names in the spool (each counts in the cache summary while here).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.name.as_str())
+    }
+
     /// Whether `name` is in the spool (for the cache summary).
     pub fn contains(&self, name: &str) -> bool {
         self.entries.iter().any(|e| e.name == name)
