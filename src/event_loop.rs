@@ -727,6 +727,7 @@ impl Daemon {
         for t in transfers {
             text.push_str(&format!("  {t}\n"));
         }
+        text.push_str(&self.spool_text(now));
         let r = &self.relay.policy.counters;
         text.push_str(&format!(
             "relay: {} requests, {} files ({} bytes) from peers, {} files ({} bytes) from upstream, {} redirects, {} not found, {} failures, {} failovers, {} bodies verified, {} wrong\n",

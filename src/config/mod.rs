@@ -243,9 +243,7 @@ fn resolve(
             max_bytes: given
                 .spool_size
                 .map_or(crate::spool::book::DEFAULT_MAX_BYTES, |mib| mib << 20),
-            keep: given
-                .spool_keep
-                .unwrap_or(crate::spool::book::DEFAULT_KEEP),
+            keep: given.spool_keep.unwrap_or(crate::spool::book::DEFAULT_KEEP),
             ..crate::spool::Limits::default()
         },
         warnings,

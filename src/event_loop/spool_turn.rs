@@ -47,6 +47,36 @@ pub(super) fn landed(spool: &mut Spool, trust: &mut Trust, cache: &Cache, name: 
 }
 
 impl Daemon {
+    /// The spool's lines of the status page.
+    pub(super) fn spool_text(&self, now: Instant) -> String {
+        let spool = &self.relay.spool;
+        let Some(dir) = spool.dir() else {
+            return "spool: off\n".to_owned();
+        };
+        let c = &spool.book.counters;
+        let files = spool.book.status(now);
+        let mut text = format!(
+            "spool: {} files in {} ({} of {} bytes), {} spooled, {} verified, {} failed, {} not spooled (no room), {} bytes served to peers from the spool\n",
+            files.len(),
+            dir.display(),
+            spool.book.used(),
+            spool.book.limits().max_bytes,
+            c.files,
+            c.verified,
+            c.failed,
+            c.refused,
+            c.bytes_served
+        );
+        for f in files {
+            let what = if f.complete { "kept" } else { "in flight" };
+            text.push_str(&format!(
+                "  {what} {}: {} of {} bytes, {} followers, {} s\n",
+                f.name, f.written, f.size, f.followers, f.secs
+            ));
+        }
+        text
+    }
+
     /// Removes spool files that went (and their names from the summary), and
     /// queues the peer connections that bytes arrived for.
     pub(super) fn spool_turn(&mut self, now: Instant) {

@@ -308,7 +308,9 @@ impl PacmanConn {
     /// Checks the new bytes; on a mismatch, closes pacman's connection short of the last
     /// byte and bans the peers that sent any of the body (`Some`: stop here).
     fn check_new_bytes(&mut self, cx: &mut Context) -> Option<Want> {
-        if self.feed_check(&mut cx.relay.spool, cx.now) != Check::Mismatch || self.state != State::Fetch {
+        if self.feed_check(&mut cx.relay.spool, cx.now) != Check::Mismatch
+            || self.state != State::Fetch
+        {
             return None;
         }
         let job = self.job.as_ref()?;
