@@ -557,6 +557,13 @@ mod tests {
             },
             Message {
                 host_id: id,
+                body: Body::Fetching {
+                    question: 44,
+                    bytes: 0x0102_0304_0506_0708,
+                },
+            },
+            Message {
+                host_id: id,
                 body: Body::HaveNot { question: 43 },
             },
             Message {
@@ -766,6 +773,24 @@ mod tests {
     }
 
     #[test]
+    fn fetching_layout() {
+        let msg = Message {
+            host_id: 0x0102_0304_0506_0708,
+            body: Body::Fetching {
+                question: 1,
+                bytes: 300,
+            },
+        };
+        let want: &[u8] = &[
+            0x46, 0x4C, 0x4F, 0x43, 0x02, 0x0A, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0,
+            0, 0x01, 0x2C,
+        ];
+        assert_eq!(bytes_of(&msg), want);
+        assert_eq!(parse(want), Ok(msg));
+        assert_eq!(parse(&want[..want.len() - 1]), Err(WireError::Truncated));
+    }
+
+    #[test]
     fn future_version_and_unknown_kind() {
         let mut bytes = bytes_of(&samples()[0]);
         bytes[4] = 3;
@@ -776,7 +801,7 @@ mod tests {
         bytes[4] = 0;
         assert_eq!(parse(&bytes), Err(WireError::UnsupportedVersion(0)));
         let mut bytes = bytes_of(&samples()[2]);
-        for k in [0u8, 10, 200, 255] {
+        for k in [0u8, 11, 200, 255] {
             bytes[5] = k;
             assert_eq!(parse(&bytes), Err(WireError::UnknownKind(k)));
         }
