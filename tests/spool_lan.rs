@@ -88,7 +88,7 @@ impl Spooled {
     /// A pacman.conf for flocon on `host` naming a `DBPath` that holds the repository's
     /// sync database (as `pacman -Sy` would leave it), and its cache, made empty.
     fn host_dirs(&self, host: usize) -> (PathBuf, PathBuf) {
-        let dir = self.work.join(&format!("host{host}"));
+        let dir = self.work.join(format!("host{host}"));
         let sync = dir.join("db").join("sync");
         fs::create_dir_all(&sync).unwrap();
         fs::create_dir_all(dir.join("cache")).unwrap();
@@ -103,7 +103,7 @@ impl Spooled {
     }
 
     fn spool_dir(&self, host: usize) -> PathBuf {
-        self.work.join(&format!("host{host}")).join("spool")
+        self.work.join(format!("host{host}")).join("spool")
     }
 
     /// Starts flocon on `host` with the mirror upstream, reading the sync database, its
