@@ -700,6 +700,7 @@ impl Daemon {
                     error: std::fs::read_dir(dir).err().map(|e| e.to_string()),
                 })
                 .collect(),
+            spool: self.spool_state(now),
         }
     }
 

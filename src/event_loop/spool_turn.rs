@@ -47,6 +47,18 @@ pub(super) fn landed(spool: &mut Spool, trust: &mut Trust, cache: &Cache, name: 
 }
 
 impl Daemon {
+    /// The spool's part of the status snapshot.
+    pub(super) fn spool_state(&self, now: Instant) -> crate::status::SpoolState {
+        let spool = &self.relay.spool;
+        crate::status::SpoolState {
+            dir: spool.dir().map(std::path::Path::to_path_buf),
+            max_bytes: spool.book.limits().max_bytes,
+            used_bytes: spool.book.used(),
+            files: spool.book.status(now),
+            counters: spool.book.counters,
+        }
+    }
+
     /// The spool's lines of the status page.
     pub(super) fn spool_text(&self, now: Instant) -> String {
         let spool = &self.relay.spool;
