@@ -92,6 +92,20 @@ impl Daemon {
     /// Removes spool files that went (and their names from the summary), and
     /// queues the peer connections that bytes arrived for.
     pub(super) fn spool_turn(&mut self, now: Instant) {
+        if self.relay.spool.look_due(now) {
+            let kept: Vec<String> = self
+                .relay
+                .spool
+                .book
+                .status(now)
+                .into_iter()
+                .filter(|f| f.complete)
+                .map(|f| f.name)
+                .collect();
+            for name in kept {
+                landed(&mut self.relay.spool, &mut self.trust, &self.cache, &name);
+            }
+        }
         let mut gone = Vec::new();
         self.relay.spool.handle_timeout(now, &mut gone);
         for name in gone {

@@ -58,6 +58,8 @@ pub struct Spool {
     remove_dir: bool,
     files: HashMap<SpoolId, Rc<File>>,
     refusals: RateLimit,
+    /// When the finished files are next compared with pacman's cache.
+    next_look: Option<Instant>,
 }
 
 impl Spool {
@@ -69,6 +71,7 @@ impl Spool {
             remove_dir: false,
             files: HashMap::new(),
             refusals: RateLimit::default(),
+            next_look: None,
         }
     }
 
@@ -230,6 +233,34 @@ impl Spool {
         }
     }
 
+    /// Whether the finished files are due to be compared with pacman's cache now
+    /// (every [`LOOK_EVERY`] while there are any).
+    pub fn look_due(&mut self, now: Instant) -> bool {
+        if !self.book.status(now).iter().any(|f| f.complete) {
+            self.next_look = None;
+            return false;
+        }
+        match self.next_look {
+            Some(at) if now < at => false,
+            Some(_) => {
+                self.next_look = Some(now + LOOK_EVERY);
+                true
+            }
+            None => {
+                self.next_look = Some(now + LOOK_EVERY);
+                false
+            }
+        }
+    }
+
+    /// When [`Spool::look_due`] or a finished file's time is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.next_look, self.book.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
     /// Removes every spool file, and the directory if it was made for this run.
     pub fn close(&mut self) {
         self.files.clear();
@@ -301,9 +332,9 @@ fn free_bytes(dir: &Path) -> io::Result<u64> {
     Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
-/// How often the loop looks at the spool when nothing else is due (dropped
-/// writers are reaped each pass anyway).
-pub const LOOK_EVERY: Duration = Duration::from_secs(60);
+/// How often finished spool files are compared with pacman's cache (a large
+/// cached copy is hashed in the background, so its hash may be known only later).
+pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
@@ -401,6 +432,41 @@ mod tests {
         };
         assert!(spool.begin("a", expected, Instant::now()).is_none());
         assert_eq!(spool.book.counters.refused, 1);
+        spool.close();
+    }
+
+    #[test]
+    fn finished_files_are_looked_at_every_so_often_and_only_while_there_are_some() {
+        let dir = temp("look");
+        let (mut spool, _) = Spool::open(
+            &dir,
+            true,
+            Limits {
+                free_floor: 0,
+                ..Limits::default()
+            },
+        );
+        let t0 = Instant::now();
+        assert!(!spool.look_due(t0));
+        assert_eq!(spool.poll_timeout(), None);
+        let expected = Expected {
+            size: 1,
+            sha256: Sha256([1; 32]),
+        };
+        let mut w = spool.begin("a", expected, t0).unwrap();
+        assert!(spool.write(&mut w, b"x"));
+        assert!(!spool.look_due(t0), "nothing finished yet");
+        spool.finish(w, true, t0);
+        assert!(!spool.look_due(t0), "the first look is one period later");
+        assert_eq!(spool.poll_timeout(), Some(t0 + LOOK_EVERY));
+        assert!(!spool.look_due(t0 + LOOK_EVERY / 2));
+        assert!(spool.look_due(t0 + LOOK_EVERY));
+        spool.book.in_cache("a", expected);
+        let mut gone = Vec::new();
+        spool.handle_timeout(t0 + LOOK_EVERY, &mut gone);
+        assert_eq!(gone, ["a"]);
+        assert!(!spool.look_due(t0 + LOOK_EVERY * 3));
+        assert_eq!(spool.poll_timeout(), None);
         spool.close();
     }
 
