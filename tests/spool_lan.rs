@@ -350,13 +350,21 @@ fn a_spool_file_changed_on_disk_never_reaches_a_client_whole() {
     lan.wait_status(A, "A spooling the file", |s| {
         in_flight(s, &file).is_some_and(|n| n > MB)
     });
-    // Flip bytes A has written already, before B reads them.
-    let spool_file = fs::read_dir(lan.spool_dir(A))
+    // Flip bytes A has written already, before B reads them. The spool file has no name
+    // (O_TMPFILE): it is reached through A's descriptor for it.
+    let pid = lan.daemons[A].as_ref().unwrap().pid();
+    let spool_dir = lan.spool_dir(A);
+    let spool_file = fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "spool"))
-        .expect("A's spool file");
+        .find(|fd| fs::read_link(fd).is_ok_and(|target| target.starts_with(&spool_dir)))
+        .expect("A's spool file among its descriptors");
+    assert_eq!(
+        fs::read_dir(&spool_dir).unwrap().count(),
+        0,
+        "no name in the spool directory"
+    );
     {
         use std::os::unix::fs::FileExt;
         let f = fs::OpenOptions::new()

@@ -15,20 +15,21 @@ use crate::spool::{self, Spool};
 use crate::trust::Trust;
 
 /// The spool of `settings`: its directory (given, or systemd's
-/// `$CACHE_DIRECTORY`, or a private one for this run), made and emptied.
+/// `$CACHE_DIRECTORY`, both flocon's own: made and emptied; else the
+/// temporary directory, where nameless spool files leave nothing behind).
 pub(super) fn open(settings: &Settings) -> Spool {
     if settings.spool.max_bytes == 0 {
         info!("no spool (SpoolSize = 0): files in flight are not shared with the LAN");
         return Spool::off();
     }
-    let (dir, private) = match &settings.spool_dir {
-        Some(dir) => (dir.clone(), false),
+    let (dir, ours) = match &settings.spool_dir {
+        Some(dir) => (dir.clone(), true),
         None => spool::default_dir(
             std::env::var("CACHE_DIRECTORY").ok().as_deref(),
             &std::env::temp_dir(),
         ),
     };
-    let (spool, problem) = Spool::open(&dir, private, settings.spool);
+    let (spool, problem) = Spool::open(&dir, ours, settings.spool);
     if let Some(why) = problem {
         warn!("{why}");
     }
