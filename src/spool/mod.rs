@@ -219,7 +219,7 @@ impl Spool {
     /// Whether the finished files are due to be compared with pacman's cache now
     /// (every [`LOOK_EVERY`] while there are any).
     pub fn look_due(&mut self, now: Instant) -> bool {
-        if !self.book.status(now).iter().any(|f| f.complete) {
+        if !self.book.has_complete() {
             self.next_look = None;
             return false;
         }
