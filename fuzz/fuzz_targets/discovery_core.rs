@@ -1,7 +1,7 @@
 //! The discovery core as a state machine: a sequence of datagrams (raw, or well-formed
 //! messages from a few hosts), questions, cancels, joins and clock steps, driven with a fake
 //! clock, with cache summaries (versions, deltas, parts, requests), cache changes and
-//! resumes from suspend. Checked after every step: nothing panics, the peer table and the queues stay
+//! resumes from suspend, and files in flight (answered FETCHING, and FETCHING answers). Checked after every step: nothing panics, the peer table and the queues stay
 //! bounded, every datagram it wants sent parses, and every question gets exactly one answer
 //! unless it was cancelled.
 #![no_main]
@@ -45,7 +45,13 @@ fuzz_target!(|data: &[u8]| {
             0 => {
                 let len = usize::from(bytes.next().unwrap_or(0));
                 let raw: Vec<u8> = bytes.by_ref().take(len).collect();
-                core.handle_datagram(from, &raw, now, &mut |_, _| arg & 1 == 0);
+                core.handle_datagram_with(
+                    from,
+                    &raw,
+                    now,
+                    &mut |_, _| arg & 1 == 0,
+                    &mut |_, _| (arg & 2 == 0).then_some(u64::from(arg)),
+                );
             }
             1 => {
                 let ann = Announcement {
@@ -68,7 +74,11 @@ fuzz_target!(|data: &[u8]| {
                         }),
                     },
                     4 => Body::Have { question },
-                    5 => Body::HaveNot { question },
+                    5 if arg & 1 == 0 => Body::HaveNot { question },
+                    5 => Body::Fetching {
+                        question,
+                        bytes: u64::from(arg),
+                    },
                     6 => match question % 3 {
                         0 => Body::SummaryRequest,
                         1 => Body::SummaryDelta {
@@ -87,7 +97,13 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let mut out = Vec::new();
                 emit(&Message { host_id: host, body }, &mut out);
-                core.handle_datagram(from, &out, now, &mut |_, _| arg & 1 == 0);
+                core.handle_datagram_with(
+                    from,
+                    &out,
+                    now,
+                    &mut |_, _| arg & 1 == 0,
+                    &mut |_, _| (arg & 2 == 0).then_some(u64::from(arg)),
+                );
             }
             2 => {
                 let exclude = [u64::from(arg % 6) + 1];

@@ -324,6 +324,20 @@ impl Discovery {
         now: Instant,
         has_file: &mut dyn FnMut(&str, Option<Expected>) -> bool,
     ) {
+        self.handle_datagram_with(from, bytes, now, has_file, &mut |_, _| None);
+    }
+
+    /// [`Discovery::handle_datagram`], where a WHO_HAS for a file this host does not
+    /// have but is fetching from upstream (`fetching` gives the bytes here so far) is
+    /// answered FETCHING.
+    pub fn handle_datagram_with(
+        &mut self,
+        from: SocketAddr,
+        bytes: &[u8],
+        now: Instant,
+        has_file: &mut dyn FnMut(&str, Option<Expected>) -> bool,
+        fetching: &mut dyn FnMut(&str, Option<Expected>) -> Option<u64>,
+    ) {
         self.clock = now;
         let msg = match wire::parse(bytes) {
             Ok(msg) => msg,
@@ -385,11 +399,16 @@ impl Discovery {
                     }
                     return;
                 }
-                let have = wire::file_name(&name).is_some_and(|n| has_file(n, expected));
-                let body = if have {
-                    Body::Have { question }
-                } else {
-                    Body::HaveNot { question }
+                let name = wire::file_name(&name);
+                let have = name.is_some_and(|n| has_file(n, expected));
+                let in_flight = match name {
+                    Some(n) if !have => fetching(n, expected),
+                    _ => None,
+                };
+                let body = match (have, in_flight) {
+                    (true, _) => Body::Have { question },
+                    (false, Some(bytes)) => Body::Fetching { question, bytes },
+                    (false, None) => Body::HaveNot { question },
                 };
                 self.queue_message(Dest::Peer(from), body);
             }
@@ -398,6 +417,14 @@ impl Discovery {
             }
             Body::HaveNot { question } if known => {
                 self.answered(QuestionId(question), msg.host_id, false, now)
+            }
+            // A peer fetching the file streams it as it arrives: a source like a HAVE.
+            Body::Fetching { question, bytes } if known => {
+                debug!(
+                    "discovery: peer {:016x} is fetching the file of question {question} ({bytes} bytes so far)",
+                    msg.host_id
+                );
+                self.answered(QuestionId(question), msg.host_id, true, now)
             }
             Body::SummaryDelta {
                 version,
@@ -431,6 +458,7 @@ impl Discovery {
             Body::Goodbye
             | Body::Have { .. }
             | Body::HaveNot { .. }
+            | Body::Fetching { .. }
             | Body::SummaryDelta { .. }
             | Body::SummaryPart { .. } => {
                 if let Some(held) = self.bad_datagrams.check(now) {
@@ -1962,6 +1990,106 @@ mod tests {
                 Body::HaveNot { question: 5 },
                 Body::HaveNot { question: 6 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_file_in_flight_is_answered_fetching_and_a_cached_one_have() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        let want = Expected {
+            size: 10,
+            sha256: crate::sync_db::Sha256([7; 32]),
+        };
+        for (q, name, expected) in [
+            (1u32, &b"cached"[..], None),
+            (2, b"in-flight", Some(want)),
+            (3, b"in-flight", None),
+            (4, b"neither", Some(want)),
+            (5, b"../in-flight", None),
+        ] {
+            d.handle_datagram_with(
+                addr(9),
+                &datagram(
+                    9,
+                    Body::WhoHas {
+                        question: q,
+                        name: name.to_vec(),
+                        expected,
+                    },
+                ),
+                t0,
+                &mut |n, _| n == "cached",
+                &mut |n, e| (n == "in-flight" && e.is_none_or(|e| e == want)).then_some(4),
+            );
+        }
+        let bodies: Vec<Body> = drain_transmits(&mut d)
+            .into_iter()
+            .map(|(_, m)| m.body)
+            .collect();
+        assert_eq!(
+            bodies,
+            vec![
+                Body::Have { question: 1 },
+                Body::Fetching {
+                    question: 2,
+                    bytes: 4
+                },
+                Body::Fetching {
+                    question: 3,
+                    bytes: 4
+                },
+                Body::HaveNot { question: 4 },
+                Body::HaveNot { question: 5 },
+            ]
+        );
+    }
+
+    #[test]
+    fn fetching_answers_a_question_like_have_only_from_the_asked_peer() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        for n in 1..=2 {
+            add_peer(&mut d, n, "arch", "x86_64", t0);
+        }
+        drain_events(&mut d);
+        let q = d.ask("f.pkg.tar.zst", None, &[], t0);
+        drain_transmits(&mut d);
+        // From an address that is not the peer's: dropped.
+        d.handle_datagram(
+            addr(7),
+            &datagram(
+                2,
+                Body::Fetching {
+                    question: q.0,
+                    bytes: 1,
+                },
+            ),
+            t0 + ms(1),
+            &mut no_files,
+        );
+        assert!(drain_events(&mut d).is_empty());
+        d.handle_datagram(
+            addr(2),
+            &datagram(
+                2,
+                Body::Fetching {
+                    question: q.0,
+                    bytes: 1,
+                },
+            ),
+            t0 + ms(2),
+            &mut no_files,
+        );
+        assert_eq!(
+            drain_events(&mut d),
+            vec![Event::Answer {
+                question: q,
+                peer: Some(PeerRef {
+                    host_id: 2,
+                    addr: "10.0.0.2:8002".parse().unwrap()
+                })
+            }]
         );
     }
 
