@@ -212,7 +212,7 @@ struct Multicast {
     /// When the last HELLO went out (every successful join is followed by one).
     hello_at: Instant,
     /// The addresses of the interfaces at the last join (see `join_group`).
-    addresses: Vec<Ipv4Addr>,
+    addresses: Vec<IpAddr>,
 }
 
 /// The running daemon.
@@ -318,23 +318,36 @@ impl Daemon {
             Err(e) => debug!("no IPv6 loopback listener ({e})"),
         }
 
-        let mut socket = MulticastSocket::open(settings.port, settings.group).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot open UDP port {} (discovery): {e}", settings.port),
-            )
-        })?;
-        poll.registry()
-            .register(socket.socket_mut(), DISCOVERY, Interest::READABLE)?;
+        let mut socket =
+            MulticastSocket::open(settings.port, settings.group, discovery::DEFAULT_GROUP6)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot open UDP port {} (discovery): {e}", settings.port),
+                    )
+                })?;
+        for s in socket.sockets_mut() {
+            poll.registry().register(s, DISCOVERY, Interest::READABLE)?;
+        }
         let me = Identity {
             host_id: discovery::random_seed(),
             tcp_port: settings.port,
             distro: settings.distro.clone(),
             arch: settings.architecture.clone(),
         };
+        let groups = match socket.group6() {
+            Some(g6) => format!(
+                "UDP 0.0.0.0:{0} and [::]:{0} (multicast groups {1} and {g6})",
+                settings.port, settings.group
+            ),
+            None => format!(
+                "UDP 0.0.0.0:{} (multicast group {})",
+                settings.port, settings.group
+            ),
+        };
         info!(
-            "listening on UDP 0.0.0.0:{} (multicast group {}), host id {:016x}, {}/{}",
-            settings.port, settings.group, me.host_id, me.distro, me.arch
+            "listening on {groups}, host id {:016x}, {}/{}",
+            me.host_id, me.distro, me.arch
         );
         let params = Params {
             announce_interval: settings.announce_interval,
@@ -783,11 +796,12 @@ impl Daemon {
             .collect();
         if report.is_success() {
             self.multicast.hello_at = now;
-            info!(
-                "multicast group {} joined on {}",
-                self.multicast.socket.group(),
-                report.joined.join(", ")
-            );
+            let socket = &self.multicast.socket;
+            let groups = match socket.group6() {
+                Some(g6) => format!("groups {} and {g6}", socket.group()),
+                None => format!("group {}", socket.group()),
+            };
+            info!("multicast {groups} joined on {}", socket.describe_joined());
         }
         self.multicast.core.handle_join(now, &report);
     }
@@ -904,11 +918,10 @@ impl Daemon {
             } else {
                 Interest::READABLE
             };
-            if self
-                .poll
-                .registry()
-                .reregister(m.socket.socket_mut(), DISCOVERY, interest)
-                .is_ok()
+            let registry = self.poll.registry();
+            if m.socket
+                .sockets_mut()
+                .all(|s| registry.reregister(s, DISCOVERY, interest).is_ok())
             {
                 m.writable = want_writable;
             }
@@ -917,11 +930,19 @@ impl Daemon {
 
     // ---- name resolution ---------------------------------------------------
 
-    /// The IPv4 addresses of the interfaces the group would be joined on, sorted.
-    fn local_addresses(&self) -> Vec<Ipv4Addr> {
+    /// The IPv4 and IPv6 link-local addresses of the interfaces the group would be joined on,
+    /// sorted.
+    fn local_addresses(&self) -> Vec<IpAddr> {
         let all = discovery::list_interfaces().unwrap_or_default();
         let (chosen, _) = discovery::select_interfaces(&all, &self.multicast.interfaces);
-        let mut addresses: Vec<Ipv4Addr> = chosen.iter().filter_map(|i| i.ipv4).collect();
+        let mut addresses: Vec<IpAddr> = chosen
+            .iter()
+            .flat_map(|i| {
+                let v4 = i.ipv4.map(IpAddr::V4);
+                let v6 = i.ipv6_link_local.map(IpAddr::V6);
+                v4.into_iter().chain(v6)
+            })
+            .collect();
         addresses.sort_unstable();
         addresses
     }

@@ -193,7 +193,7 @@ pub fn daemon_checks(status: &Value) -> Vec<Check> {
     }
     if joined.is_empty() {
         out.push(fail(format!(
-            "multicast: group {group} joined on no interface: flocon finds no peer until an up, multicast-capable interface with an IPv4 address exists ('systemctl reload flocon' retries at once)"
+            "multicast: group {group} joined on no interface: flocon finds no peer until an up, multicast-capable interface with an IPv4 address or an IPv6 link-local address exists ('systemctl reload flocon' retries at once)"
         )));
     }
     let peers = status.get("peers").map(Value::as_array).unwrap_or(&[]);
