@@ -342,7 +342,7 @@ impl Discovery {
         }
         // Anything from a peer, at its address, shows it is awake again.
         let known = match self.peers.get_mut(msg.host_id) {
-            Some(p) if p.udp == from => {
+            Some(p) if p.is_from(from) => {
                 p.missed = false;
                 true
             }
@@ -965,6 +965,7 @@ impl Discovery {
                 .early_requests
                 .iter()
                 .any(|r| r.0 == host_id && r.1 == from && now < r.2 + EARLY_REQUEST_KEPT);
+            // (An early request from the host's other family is not answered; it asks again.)
             self.early_requests.retain(|r| r.0 != host_id);
             if asked {
                 self.send_summary(host_id, now);
