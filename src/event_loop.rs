@@ -64,6 +64,10 @@ const RESOLVER: Token = Token(5);
 const LINKS: Token = Token(6);
 /// inotify: names came into or left the cache directories.
 const CACHE_WATCH: Token = Token(7);
+/// The peer file server on `[::]` (IPv6 only; `PEER_LISTENER` is on `0.0.0.0`).
+const PEER_V6: Token = Token(8);
+/// Listener tokens are below this (they index `accept_pending`).
+const LISTENER_TOKENS: usize = 9;
 /// A burst of link and address events is one rejoin, this long after the first.
 const LINK_SETTLE: Duration = Duration::from_millis(200);
 /// Rejoins for link and address events are at least this far apart (a flapping interface
@@ -219,7 +223,8 @@ struct Multicast {
 pub struct Daemon {
     poll: Poll,
     signals: SignalPipe,
-    peer_listener: Option<TcpListener>,
+    /// The peer file server: on `0.0.0.0`, and on `[::]` where the kernel has IPv6.
+    peer_listeners: Vec<(Token, TcpListener)>,
     local_listeners: Vec<(Token, TcpListener)>,
     cache: Cache,
     /// The sync databases and the digests of cached files.
@@ -248,7 +253,7 @@ pub struct Daemon {
     /// Open discovery questions and name lookups, and the slot waiting on each.
     waits: HashMap<Wait, (usize, u32)>,
     /// Listeners with connections possibly left to accept.
-    accept_pending: [bool; 4],
+    accept_pending: [bool; LISTENER_TOKENS],
     /// The one read buffer, lent to each connection run.
     scratch: Vec<u8>,
     /// The multicast socket may hold more datagrams (a turn's worth was read).
@@ -301,6 +306,18 @@ impl Daemon {
         let mut peer_listener = take_or_bind(Role::Peer, addr, "peers fetch files here")?;
         poll.registry()
             .register(&mut peer_listener, PEER_LISTENER, Interest::READABLE)?;
+        let mut peer_listeners = vec![(PEER_LISTENER, peer_listener)];
+        // Two listeners rather than one dual-stack `[::]`: IPv4 peers keep plain IPv4
+        // addresses (no `::ffff:` mapping), and a kernel without IPv6 only loses this one.
+        let addr6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, settings.port));
+        match take_or_bind(Role::PeerV6, addr6, "peers fetch files here over IPv6") {
+            Ok(mut listener) => {
+                poll.registry()
+                    .register(&mut listener, PEER_V6, Interest::READABLE)?;
+                peer_listeners.push((PEER_V6, listener));
+            }
+            Err(e) => debug!("no IPv6 peer listener ({e})"),
+        }
 
         let mut local_listeners = Vec::new();
         let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, settings.local_port));
@@ -407,7 +424,7 @@ impl Daemon {
         Ok(Daemon {
             poll,
             signals,
-            peer_listener: Some(peer_listener),
+            peer_listeners,
             local_listeners,
             cache,
             trust: Trust::new(settings.sync_databases.clone(), now),
@@ -439,7 +456,7 @@ impl Daemon {
             rejoin_at: None,
             last_link_rejoin: None,
             waits: HashMap::new(),
-            accept_pending: [false; 4],
+            accept_pending: [false; LISTENER_TOKENS],
             again_discovery: false,
             scratch: vec![0; serve::READ_CHUNK],
             counters: serve::Counters::default(),
@@ -477,7 +494,7 @@ impl Daemon {
                     RESOLVER => self.resolver_answers(now),
                     LINKS => self.link_events(now),
                     CACHE_WATCH => self.cache_events(now),
-                    Token(t) if t < 4 => self.accept_pending[t] = true,
+                    Token(t) if t < 4 || t == PEER_V6.0 => self.accept_pending[t] = true,
                     Token(t) if t >= FIRST_SLOT => {
                         let index = (t - FIRST_SLOT) / 2;
                         let client = (t - FIRST_SLOT) % 2 == 0;
@@ -585,13 +602,13 @@ impl Daemon {
                 "stopping: listeners closed, {} connections left",
                 self.slots.live()
             );
-            if let Some(mut listener) = self.peer_listener.take() {
+            for (_, mut listener) in self.peer_listeners.drain(..) {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
             for (_, mut listener) in self.local_listeners.drain(..) {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
-            self.accept_pending = [false; 4];
+            self.accept_pending = [false; LISTENER_TOKENS];
             self.multicast.core.goodbye();
             self.stop_by = Some(now + STOP_GRACE);
             if let Err(e) = crate::notify::notify("STOPPING=1") {
@@ -995,10 +1012,7 @@ impl Daemon {
     // ---- connections -------------------------------------------------------
 
     fn accept(&mut self, now: Instant) {
-        if self.accept_pending[PEER_LISTENER.0] {
-            self.accept_pending[PEER_LISTENER.0] = self.accept_from(PEER_LISTENER, now);
-        }
-        for token in [LOCAL_V4, LOCAL_V6] {
+        for token in [PEER_LISTENER, PEER_V6, LOCAL_V4, LOCAL_V6] {
             if self.accept_pending[token.0] {
                 self.accept_pending[token.0] = self.accept_from(token, now);
             }
@@ -1008,14 +1022,12 @@ impl Daemon {
     /// Accepts up to a turn's worth; true when more may be waiting.
     fn accept_from(&mut self, token: Token, now: Instant) -> bool {
         for _ in 0..ACCEPTS_PER_TURN {
-            let listener = if token == PEER_LISTENER {
-                self.peer_listener.as_ref()
-            } else {
-                self.local_listeners
-                    .iter()
-                    .find(|(t, _)| *t == token)
-                    .map(|(_, l)| l)
-            };
+            let listener = self
+                .peer_listeners
+                .iter()
+                .chain(&self.local_listeners)
+                .find(|(t, _)| *t == token)
+                .map(|(_, l)| l);
             let Some(listener) = listener else {
                 return false;
             };
@@ -1030,7 +1042,7 @@ impl Daemon {
                     return false;
                 }
             };
-            let peer_side = token == PEER_LISTENER;
+            let peer_side = token == PEER_LISTENER || token == PEER_V6;
             let busy = if peer_side {
                 self.counters.connections += 1;
                 self.slots.peers >= self.max_connections
