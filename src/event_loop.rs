@@ -646,6 +646,8 @@ impl Daemon {
                 status::PeerStatus {
                     host_id: p.host_id,
                     addr: p.addr,
+                    zone: discovery::zone_of(p.addr),
+                    heard_at: p.bound.addresses().map(discovery::show_addr).collect(),
                     distro: p.distro.clone(),
                     arch: p.arch.clone(),
                     compatible: p.compatible,
@@ -679,7 +681,9 @@ impl Daemon {
             local_port: self.local_port,
             multicast: status::Multicast {
                 group: Some(m.socket.group()),
-                joined: m.joined.clone(),
+                joined: m.socket.joined_in(false),
+                group6: m.socket.group6(),
+                joined6: m.socket.joined_in(true),
                 join_errors: m.join_errors.clone(),
                 hello_secs_ago: now.saturating_duration_since(m.hello_at).as_secs(),
                 peers_heard_since_hello: heard_since_hello,
@@ -814,11 +818,18 @@ impl Daemon {
         if report.is_success() {
             self.multicast.hello_at = now;
             let socket = &self.multicast.socket;
-            let groups = match socket.group6() {
-                Some(g6) => format!("groups {} and {g6}", socket.group()),
-                None => format!("group {}", socket.group()),
-            };
-            info!("multicast {groups} joined on {}", socket.describe_joined());
+            let v4 = socket.joined_in(false);
+            if !v4.is_empty() {
+                info!(
+                    "multicast group {} joined on {}",
+                    socket.group(),
+                    v4.join(", ")
+                );
+            }
+            let v6 = socket.joined_in(true);
+            if let (Some(group6), false) = (socket.group6(), v6.is_empty()) {
+                info!("multicast group {group6} joined on {}", v6.join(", "));
+            }
         }
         self.multicast.core.handle_join(now, &report);
     }

@@ -69,7 +69,7 @@ pub use identity::{Identity, Params, sanitize_label};
 pub use join_schedule::{JOIN_LOG_EVERY, JOIN_RETRY_EVERY, JOIN_RETRY_FOR, JoinNote, JoinReport};
 pub use multicast::{
     InterfaceInfo, MulticastSocket, is_link_local, is_link_scope_multicast, list_interfaces,
-    select_interfaces,
+    select_interfaces, show_addr, zone_of,
 };
 pub use peer_table::{GoneReason, Peer, PeerRef};
 pub use protocol::{

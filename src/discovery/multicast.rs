@@ -221,6 +221,34 @@ pub fn is_link_scope_multicast(group: &Ipv6Addr) -> bool {
     group.is_multicast() && group.segments()[0] & 0x000f == 0x0002
 }
 
+/// The name of the interface a link-local IPv6 `addr` is scoped to (its zone), if it is one.
+pub fn zone_of(addr: SocketAddr) -> Option<String> {
+    let SocketAddr::V6(v6) = addr else {
+        return None;
+    };
+    if v6.scope_id() == 0 {
+        return None;
+    }
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `name` has the IF_NAMESIZE bytes if_indextoname may write; it returns NULL (and
+    // writes nothing useful) for an unknown index.
+    let p = unsafe { libc::if_indextoname(v6.scope_id(), name.as_mut_ptr()) };
+    if p.is_null() {
+        return Some(v6.scope_id().to_string());
+    }
+    // SAFETY: on success if_indextoname wrote a NUL-terminated name into `name`.
+    let name = unsafe { CStr::from_ptr(name.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// `addr` for people: an IPv6 one with its zone by interface name, `[fe80::1%eth0]:19432`.
+pub fn show_addr(addr: SocketAddr) -> String {
+    match (addr, zone_of(addr)) {
+        (SocketAddr::V6(v6), Some(zone)) => format!("[{}%{zone}]:{}", v6.ip(), v6.port()),
+        _ => addr.to_string(),
+    }
+}
+
 /// An IP family the group is joined in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
@@ -346,22 +374,14 @@ impl MulticastSocket {
         self.socket6.as_ref().map(|_| self.group6)
     }
 
-    /// Each joined interface with its families, e.g. `eth0 (IPv4, IPv6)`, for the log.
-    pub fn describe_joined(&self) -> String {
-        let mut parts: Vec<String> = Vec::new();
-        for name in self.joined() {
-            let families: Vec<&str> = self
-                .joined
-                .iter()
-                .filter(|j| j.name == name)
-                .map(|j| match j.family {
-                    Family::V4 => "IPv4",
-                    Family::V6 => "IPv6",
-                })
-                .collect();
-            parts.push(format!("{name} ({})", families.join(", ")));
-        }
-        parts.join(", ")
+    /// Names of the interfaces the IPv4 group (or, with `v6`, the IPv6 group) is joined on.
+    pub fn joined_in(&self, v6: bool) -> Vec<String> {
+        let family = if v6 { Family::V6 } else { Family::V4 };
+        self.joined
+            .iter()
+            .filter(|j| j.family == family)
+            .map(|j| j.name.clone())
+            .collect()
     }
 
     /// The local port (the peer port).
@@ -1007,7 +1027,8 @@ mod tests {
             vec!["eth0".to_string()],
             "one name per interface"
         );
-        assert_eq!(s.describe_joined(), "eth0 (IPv6, IPv4)");
+        assert_eq!(s.joined_in(true), vec!["eth0".to_string()]);
+        assert_eq!(s.joined_in(false), vec!["eth0".to_string()]);
     }
 
     #[test]

@@ -149,9 +149,16 @@ pub fn peers_of(status: &Value) -> Vec<PeerProbe> {
         ) else {
             continue;
         };
+        // A link-local address is reached through the interface its zone names.
+        let addr = match (ip, p.str_at("zone").and_then(probe::interface_index)) {
+            (IpAddr::V6(v6), Some(index)) => {
+                SocketAddr::V6(std::net::SocketAddrV6::new(v6, port, 0, index))
+            }
+            _ => SocketAddr::new(ip, port),
+        };
         out.push(PeerProbe {
             id: p.str_at("id").unwrap_or("?").to_owned(),
-            addr: SocketAddr::new(ip, port),
+            addr,
             distro: p.str_at("distro").unwrap_or("?").to_owned(),
             arch: p.str_at("arch").unwrap_or("?").to_owned(),
             compatible: p.get("compatible").and_then(Value::as_bool) == Some(true),
@@ -184,14 +191,22 @@ pub fn daemon_checks(status: &Value) -> Vec<Check> {
     for name in &joined {
         out.push(ok(format!("multicast: group {group} joined on {name}")));
     }
+    let group6 = m.str_at("group6").unwrap_or("?");
+    let joined6: Vec<&str> = m
+        .get("joined6")
+        .map(|j| j.as_array().iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for name in &joined6 {
+        out.push(ok(format!("multicast: group {group6} joined on {name}")));
+    }
     for e in m.get("join_errors").map(Value::as_array).unwrap_or(&[]) {
         out.push(fail(format!(
-            "multicast: cannot join group {group} on {}: {}: check that the interface is up and has an IPv4 address, or leave it out with --interface",
+            "multicast: cannot join group {group} on {}: {}: check that the interface is up and has an IPv4 address or an IPv6 link-local address, or leave it out with --interface",
             e.str_at("interface").unwrap_or("?"),
             e.str_at("error").unwrap_or("?")
         )));
     }
-    if joined.is_empty() {
+    if joined.is_empty() && joined6.is_empty() {
         out.push(fail(format!(
             "multicast: group {group} joined on no interface: flocon finds no peer until an up, multicast-capable interface with an IPv4 address or an IPv6 link-local address exists ('systemctl reload flocon' retries at once)"
         )));

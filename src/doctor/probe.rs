@@ -163,6 +163,14 @@ pub fn local_networks() -> Vec<(Ipv4Addr, u8)> {
     out
 }
 
+/// The index of interface `name` (`if_nametoindex`), `None` when there is none.
+pub fn interface_index(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string that lives across the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
 /// The network (`a.b.c.d/n`) among `networks` that holds `ip`; else `ip/24` for IPv4 or
 /// `ip/64` for IPv6, as a guess at the LAN.
 pub fn lan_of(ip: IpAddr, networks: &[(Ipv4Addr, u8)]) -> String {
@@ -183,6 +191,7 @@ pub fn lan_of(ip: IpAddr, networks: &[(Ipv4Addr, u8)]) -> String {
             }
             format!("{}/24", Ipv4Addr::from(u32::from(v4) & mask(24)))
         }
+        IpAddr::V6(v6) if crate::discovery::is_link_local(&v6) => "fe80::/10".to_owned(),
         IpAddr::V6(v6) => {
             let seg = v6.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", seg[0], seg[1], seg[2], seg[3])

@@ -1,0 +1,282 @@
+//! Discovery and transfers over IPv6 (issue 16): on a LAN with no IPv4 address at all (each
+//! host's IPv6 link-local address only) three daemons find each other within a second with no
+//! configuration, and one fetches a file from another at its link-local address; a host whose
+//! link comes up 3 s after flocon started, or whose link-local address changes, is known to the
+//! others within a second without a signal; on a dual-stack LAN each host is listed once, at
+//! its IPv4 address, though heard on both families.
+//!
+//! Each test builds its own lab (tests/common/lab.rs), so they run in parallel. The real pacman
+//! on an IPv6-only LAN is in tests/pacman_lan.rs.
+
+mod common;
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::flocon::{self as fl, Host};
+use common::lab::{Addressing, Lab};
+
+/// Bound for hosts to see each other where the test does not measure it.
+const MESH: Duration = Duration::from_secs(5);
+const LINK_LOCAL_ONLY: Addressing = Addressing::Ipv6Only { ula: false };
+
+#[track_caller]
+fn lab(test: &str, n: usize, addressing: Addressing) -> Option<Lab> {
+    if !common::require_root(test) {
+        return None;
+    }
+    Lab::with(n, addressing)
+}
+
+/// Host `i`'s one link-local address.
+#[track_caller]
+fn link_local(lab: &Lab, i: usize) -> Ipv6Addr {
+    match lab.host(i).link_local()[..] {
+        [a] => a,
+        ref other => panic!("h{i}: expected one link-local address, got {other:?}"),
+    }
+}
+
+/// GET `path` on host `i`'s loopback port.
+#[track_caller]
+fn local_get(lab: &Lab, i: usize, path: &str) -> common::Response {
+    match fl::local_get(lab, i, path) {
+        Ok(r) => r,
+        Err(e) => panic!("h{i}: GET {path}: {e}"),
+    }
+}
+
+#[test]
+fn an_ipv6_only_lan_finds_its_peers_at_once_and_fetches_over_link_local() {
+    let Some(lab) = lab(
+        "an_ipv6_only_lan_finds_its_peers_at_once_and_fetches_over_link_local",
+        3,
+        LINK_LOCAL_ONLY,
+    ) else {
+        return;
+    };
+    // No IPv4 address on the LAN, only link-local IPv6.
+    for h in lab.hosts() {
+        let out = lab.exec_ok(h.index(), "ip", ["-4", "-o", "addr", "show", "dev", "eth0"]);
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let t0 = Instant::now();
+    let spawned: Vec<fl::Spawned> = (0..3)
+        .map(|i| fl::spawn_nowait(&lab, i, &["--announce-interval", "60"]))
+        .collect();
+    let mut known_at: [Option<Duration>; 3] = [None; 3];
+    while known_at.iter().any(Option::is_none) {
+        for (k, s) in spawned.iter().enumerate() {
+            if known_at[k].is_none() && fl::peers_logged_up(&s.daemon).len() >= 2 {
+                known_at[k] = Some(s.started.elapsed());
+            }
+        }
+        assert!(
+            t0.elapsed() < MESH,
+            "hosts did not all see 2 peers within 5 s: {known_at:?}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    let all_known = t0.elapsed();
+    let hosts: Vec<Host> = spawned.into_iter().map(fl::Spawned::ready).collect();
+    eprintln!("IPv6 only: all three knew each other {all_known:?} after the first spawn");
+    assert!(
+        all_known < Duration::from_secs(1),
+        "all hosts should know each other within 1 s of start, took {all_known:?}"
+    );
+    for h in &hosts {
+        assert!(
+            h.daemon
+                .lines()
+                .iter()
+                .any(|l| l.contains("multicast group ff02::19:432 joined on eth0")),
+            "h{}: {:#?}",
+            h.index,
+            h.daemon.lines()
+        );
+        let view = fl::status(&lab, h.index);
+        assert_eq!(view.peers.len(), 2, "h{}: {view:?}", h.index);
+        for o in hosts.iter().filter(|o| o.index != h.index) {
+            let Some(p) = view.get(o.id) else {
+                panic!("h{} does not list h{}: {view:?}", h.index, o.index);
+            };
+            assert_eq!(p.ip, IpAddr::V6(link_local(&lab, o.index)), "h{}", h.index);
+            assert_eq!(p.port, fl::PEER_PORT);
+            assert!(!p.incompatible);
+        }
+    }
+
+    // h0 has a file; h1 is told so, and fetches it through its relay from h0's file server at
+    // h0's link-local address (the scope id picks h1's eth0).
+    let file = "six-1.0-1-x86_64.pkg.tar.zst";
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    hosts[0].put(file, &body);
+    let ll0 = link_local(&lab, 0);
+    let answer = common::wait_until(
+        "h1 to learn that h0 has the file",
+        MESH,
+        || {
+            let r = local_get(&lab, 1, &format!("/query/{file}"));
+            (r.status == 200).then(|| r.text())
+        },
+        || local_get(&lab, 1, &format!("/query/{file}")).text(),
+    );
+    assert!(
+        answer.contains(&format!("peer {:016x} at [{ll0}%", hosts[0].id)),
+        "{answer}"
+    );
+    let got = local_get(&lab, 1, &format!("/core/os/x86_64/{file}"));
+    assert_eq!(got.status, 200, "{}", got.text());
+    // No upstream is configured: the bytes can only have come from h0.
+    assert!(got.body == body, "the bytes differ from h0's file");
+}
+
+#[test]
+fn a_dual_stack_lan_lists_each_host_once_at_its_ipv4_address() {
+    let Some(lab) = lab(
+        "a_dual_stack_lan_lists_each_host_once_at_its_ipv4_address",
+        3,
+        Addressing::DualStack,
+    ) else {
+        return;
+    };
+    let hosts = fl::spawn_hosts(&lab, 3, &["--announce-interval", "1"]);
+    fl::wait_mesh(&lab, &hosts, MESH);
+    for h in &hosts {
+        for group in ["239.255.19.32", "ff02::19:432"] {
+            h.daemon
+                .wait_for_line_containing(&format!("multicast group {group} joined on eth0"), MESH);
+        }
+        let view = fl::status(&lab, h.index);
+        assert_eq!(view.peers.len(), 2, "h{}: {view:?}", h.index);
+        for o in hosts.iter().filter(|o| o.index != h.index) {
+            let p = view.get(o.id).expect("listed");
+            assert_eq!(p.ip, IpAddr::V4(o.ip), "h{}: {view:?}", h.index);
+        }
+        // Heard on both families: both addresses are in the JSON status, one entry each.
+        let json = local_get(&lab, h.index, "/.flocon/status.json").text();
+        for o in hosts.iter().filter(|o| o.index != h.index) {
+            let ll = link_local(&lab, o.index);
+            assert!(
+                json.contains(&format!("\"{}:{}\"", o.ip, fl::PEER_PORT))
+                    && json.contains(&format!("[{ll}%eth0]:{}", fl::PEER_PORT)),
+                "h{}: h{} not heard on both families: {json}",
+                h.index,
+                o.index
+            );
+        }
+    }
+    // Three announcements later (each one arrives on both families), still one entry per
+    // host, at its IPv4 address, with its summary held (a repeated delta is not a gap).
+    thread::sleep(Duration::from_secs(3));
+    for h in &hosts {
+        let view = fl::status(&lab, h.index);
+        assert_eq!(view.peers.len(), 2, "h{}: {view:?}", h.index);
+        assert_eq!(view.count.peers, 2, "h{}: {view:?}", h.index);
+        for o in hosts.iter().filter(|o| o.index != h.index) {
+            let p = view.get(o.id).expect("listed");
+            assert_eq!(p.ip, IpAddr::V4(o.ip), "h{}: {view:?}", h.index);
+            assert!(p.summary_known, "h{}: {view:?}", h.index);
+        }
+    }
+}
+
+#[test]
+fn an_ipv6_link_that_comes_up_late_is_joined_within_a_second_without_a_signal() {
+    let Some(lab) = lab(
+        "an_ipv6_link_that_comes_up_late_is_joined_within_a_second_without_a_signal",
+        3,
+        LINK_LOCAL_ONLY,
+    ) else {
+        return;
+    };
+    let interval = ["--announce-interval", "60"];
+    let h0 = fl::spawn_host(&lab, 0, &interval);
+    let h1 = fl::spawn_host(&lab, 1, &interval);
+    fl::wait_peers(&lab, 0, &[h1.id], MESH);
+    fl::wait_peers(&lab, 1, &[h0.id], MESH);
+
+    // h2's interface is down (and so has no link-local address) when flocon starts, and comes
+    // up 3 s later: rtnetlink tells flocon at once.
+    lab.link_down(2);
+    let h2 = fl::spawn_host(&lab, 2, &interval);
+    let failure = h2
+        .daemon
+        .wait_for_line_containing("could not join the multicast group", MESH);
+    assert!(failure.contains("eth0"), "{failure}");
+    thread::sleep(Duration::from_secs(3));
+    assert!(fl::status(&lab, 2).peers.is_empty());
+    lab.link_up(2);
+    let up = Instant::now();
+    h2.daemon.wait_for_line_containing(
+        "multicast group ff02::19:432 joined on eth0",
+        Duration::from_secs(2),
+    );
+    let hosts = [h0, h1, h2];
+    fl::wait_mesh(&lab, &hosts, Duration::from_secs(2));
+    let known_after = up.elapsed();
+    eprintln!("IPv6: the link came up; all knew each other {known_after:?} later");
+    assert!(
+        known_after < Duration::from_secs(1),
+        "known only {known_after:?} after the link came up"
+    );
+    assert_eq!(
+        fl::status(&lab, 0).get(hosts[2].id).map(|p| p.ip),
+        Some(IpAddr::V6(link_local(&lab, 2)))
+    );
+}
+
+#[test]
+fn a_new_ipv6_link_local_address_is_known_to_the_peers_within_a_second() {
+    let Some(lab) = lab(
+        "a_new_ipv6_link_local_address_is_known_to_the_peers_within_a_second",
+        2,
+        LINK_LOCAL_ONLY,
+    ) else {
+        return;
+    };
+    let interval = ["--announce-interval", "60"];
+    let hosts = [
+        fl::spawn_host(&lab, 0, &interval),
+        fl::spawn_host(&lab, 1, &interval),
+    ];
+    fl::wait_mesh(&lab, &hosts, MESH);
+    let old = link_local(&lab, 1);
+    let new: Ipv6Addr = "fe80::1:99".parse().expect("an address");
+    assert_ne!(old, new);
+    let changed = Instant::now();
+    // The new one first (so the interface always has one), then the old one goes.
+    lab.exec_ok(
+        1,
+        "ip",
+        ["addr", "add", "fe80::1:99/64", "dev", "eth0", "nodad"],
+    );
+    lab.exec_ok(
+        1,
+        "ip",
+        ["addr", "del", &format!("{old}/64"), "dev", "eth0"],
+    );
+    common::wait_until(
+        "h0 to see h1 at its new link-local address",
+        Duration::from_secs(3),
+        || {
+            fl::status(&lab, 0)
+                .peers
+                .iter()
+                .any(|p| p.ip == IpAddr::V6(new))
+                .then_some(())
+        },
+        || format!("{:?}", fl::status(&lab, 0).peers),
+    );
+    let known_after = changed.elapsed();
+    eprintln!("h1's new link-local address was known to h0 {known_after:?} after the change");
+    assert!(
+        known_after < Duration::from_secs(1),
+        "the new address was known only {known_after:?} later"
+    );
+}
