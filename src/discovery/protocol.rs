@@ -1235,7 +1235,7 @@ mod tests {
     fn a_host_on_ipv4_and_ipv6_is_one_peer_and_its_early_request_is_answered() {
         let t0 = Instant::now();
         let mut d = started(t0);
-        d.set_cache_names(["a-1-1-any.pkg.tar.zst"].into_iter(), t0);
+        d.set_cache_names(["a-1-1-any.pkg.tar.zst"], t0);
         let _ = drain_transmits(&mut d);
         let v6 = SocketAddr::V6(std::net::SocketAddrV6::new(
             "fe80::9".parse().unwrap(),

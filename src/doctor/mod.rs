@@ -446,6 +446,19 @@ mod tests {
                 .contains("none answered this host's HELLO 30 s ago")
         );
         assert!(checks[3].text.contains("chmod o+rx /c"));
+        // IPv6 only: the IPv6 group joined is joined; a link-local peer is probed through
+        // the interface its zone names.
+        let v6 = json::parse(
+            r#"{"multicast":{"group":"239.255.19.32","joined":[],"group6":"ff02::19:432",
+            "joined6":["lo"],"peers_heard_since_hello":1},
+            "peers":[{"id":"b","address":"fe80::2","port":19432,"zone":"lo"}]}"#,
+        )
+        .unwrap();
+        let checks = daemon_checks(&v6);
+        assert_eq!(verdicts(&checks), [Verdict::Ok, Verdict::Ok]);
+        assert!(checks[0].text.contains("group ff02::19:432 joined on lo"));
+        let probes = peers_of(&v6);
+        assert_eq!(probes[0].addr.to_string(), "[fe80::2%1]:19432");
         let lonely = json::parse(r#"{"multicast":{"joined":["eth0"]},"peers":[]}"#).unwrap();
         let checks = daemon_checks(&lonely);
         assert_eq!(verdicts(&checks), [Verdict::Ok, Verdict::Fail]);

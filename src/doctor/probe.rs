@@ -222,6 +222,9 @@ mod tests {
             lan_of("fd66:1:2:3::9".parse().unwrap(), &nets),
             "fd66:1:2:3::/64"
         );
+        assert_eq!(lan_of("fe80::1:9".parse().unwrap(), &nets), "fe80::/10");
+        assert!(interface_index("lo").is_some());
+        assert_eq!(interface_index("no-such-if0"), None);
     }
 
     #[test]
