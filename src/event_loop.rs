@@ -250,6 +250,8 @@ pub struct Daemon {
     /// When a rejoin is due after link or address events, and when the last one was.
     rejoin_at: Option<Instant>,
     last_link_rejoin: Option<Instant>,
+    /// An interface changed (not only an address) since the last rejoin for such events.
+    links_changed: bool,
     /// Open discovery questions and name lookups, and the slot waiting on each.
     waits: HashMap<Wait, (usize, u32)>,
     /// Listeners with connections possibly left to accept.
@@ -455,6 +457,7 @@ impl Daemon {
             sleep: SleepWatch::default(),
             rejoin_at: None,
             last_link_rejoin: None,
+            links_changed: false,
             waits: HashMap::new(),
             accept_pending: [false; LISTENER_TOKENS],
             again_discovery: false,
@@ -983,6 +986,7 @@ impl Daemon {
         if changes.malformed {
             debug!("rtnetlink: a malformed message, skipped");
         }
+        self.links_changed |= changes.links > 0;
         if changes.any() && self.rejoin_at.is_none() && self.stop_by.is_none() {
             let at = (now + LINK_SETTLE).max(
                 self.last_link_rejoin
@@ -1002,6 +1006,17 @@ impl Daemon {
         if self.rejoin_at.is_some_and(|t| now >= t) {
             self.rejoin_at = None;
             self.last_link_rejoin = Some(now);
+            // Only addresses changed, and not the ones flocon uses (IPv4 and IPv6 link-local
+            // of the chosen interfaces): a router advertisement refreshing a global IPv6
+            // address's lifetime, a DHCP renewal. Nothing to rejoin, no HELLO to send.
+            let links_changed = std::mem::take(&mut self.links_changed);
+            if !links_changed
+                && !self.multicast.joined.is_empty()
+                && self.local_addresses() == self.multicast.addresses
+            {
+                debug!("rtnetlink: the addresses in use are the same: no rejoin");
+                return;
+            }
             if self.stop_by.is_none() {
                 info!("network change: rejoining the multicast group");
                 self.join_group(now);

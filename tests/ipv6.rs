@@ -280,3 +280,42 @@ fn a_new_ipv6_link_local_address_is_known_to_the_peers_within_a_second() {
         "the new address was known only {known_after:?} later"
     );
 }
+
+#[test]
+fn a_global_ipv6_address_coming_costs_no_rejoin() {
+    let Some(lab) = lab(
+        "a_global_ipv6_address_coming_costs_no_rejoin",
+        2,
+        LINK_LOCAL_ONLY,
+    ) else {
+        return;
+    };
+    let interval = ["--announce-interval", "60"];
+    let hosts = [
+        fl::spawn_host(&lab, 0, &interval),
+        fl::spawn_host(&lab, 1, &interval),
+    ];
+    fl::wait_mesh(&lab, &hosts, MESH);
+    // A router advertisement gives h1 a global address (and later refreshes its lifetime):
+    // flocon uses link-local addresses only, so it neither rejoins nor says HELLO.
+    let mark = hosts[1].daemon.line_count();
+    lab.exec_ok(
+        1,
+        "ip",
+        ["addr", "add", "fd66:77::1/64", "dev", "eth0", "nodad"],
+    );
+    let (_, line) = hosts[1].daemon.wait_for_line_after(
+        mark,
+        |l| l.contains("rtnetlink: the addresses in use are the same: no rejoin"),
+        Duration::from_secs(3),
+    );
+    assert!(line.contains("no rejoin"));
+    let lines = hosts[1].daemon.lines();
+    assert!(
+        !lines[mark..]
+            .iter()
+            .any(|l| l.contains("network change: rejoining")),
+        "{:#?}",
+        &lines[mark..]
+    );
+}
