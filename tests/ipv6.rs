@@ -134,6 +134,40 @@ fn an_ipv6_only_lan_finds_its_peers_at_once_and_fetches_over_link_local() {
     assert_eq!(got.status, 200, "{}", got.text());
     // No upstream is configured: the bytes can only have come from h0.
     assert!(got.body == body, "the bytes differ from h0's file");
+
+    // `flocon status` shows the peers with their zone; `flocon doctor` finds the IPv6 group
+    // joined and reaches each peer's TCP port and clock through that zone.
+    let port = fl::LOCAL_PORT.to_string();
+    let status = lab.exec_ok(
+        1,
+        fl::bin(),
+        ["status", "-c", "/dev/null", "--local-port", &port],
+    );
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains(&format!("[{ll0}%eth0]:{}", fl::PEER_PORT))
+            && status.contains("multicast group ff02::19:432: joined on eth0"),
+        "{status}"
+    );
+    let doctor = lab.exec(
+        1,
+        fl::bin(),
+        ["doctor", "-c", "/dev/null", "--local-port", &port],
+    );
+    let doctor = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    let peer = format!("peer {:016x} at {ll0}", hosts[0].id);
+    for want in [
+        "ok   multicast: group ff02::19:432 joined on eth0".to_owned(),
+        format!(
+            "ok   {peer} ({}/{}): TCP port {} answers",
+            hosts[0].distro,
+            hosts[0].arch,
+            fl::PEER_PORT
+        ),
+        format!("ok   {peer}: clock within"),
+    ] {
+        assert!(doctor.contains(&want), "no {want:?} in\n{doctor}");
+    }
 }
 
 #[test]

@@ -93,8 +93,13 @@ pub fn clock_offset(addr: SocketAddr, timeout: Duration) -> io::Result<Option<i6
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let before = SystemTime::now();
+    // The Host field carries no zone (`[fe80::1]:19432`, not `[fe80::1%2]:19432`).
+    let host = match addr {
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+        SocketAddr::V4(a) => a.to_string(),
+    };
     stream.write_all(
-        format!("HEAD /.flocon-clock HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        format!("HEAD /.flocon-clock HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
             .as_bytes(),
     )?;
     let mut answer = Vec::new();
