@@ -250,7 +250,8 @@ pub struct Daemon {
     /// When a rejoin is due after link or address events, and when the last one was.
     rejoin_at: Option<Instant>,
     last_link_rejoin: Option<Instant>,
-    /// An interface changed (not only an address) since the last rejoin for such events.
+    /// An interface or an IPv6 link-local address changed (not only other addresses) since
+    /// the last rejoin for such events.
     links_changed: bool,
     /// Open discovery questions and name lookups, and the slot waiting on each.
     waits: HashMap<Wait, (usize, u32)>,
@@ -986,7 +987,7 @@ impl Daemon {
         if changes.malformed {
             debug!("rtnetlink: a malformed message, skipped");
         }
-        self.links_changed |= changes.links > 0;
+        self.links_changed |= changes.links > 0 || changes.link_local > 0;
         if changes.any() && self.rejoin_at.is_none() && self.stop_by.is_none() {
             let at = (now + LINK_SETTLE).max(
                 self.last_link_rejoin

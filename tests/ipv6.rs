@@ -353,3 +353,63 @@ fn a_global_ipv6_address_coming_costs_no_rejoin() {
         &lines[mark..]
     );
 }
+
+#[test]
+fn a_link_local_address_still_in_duplicate_address_detection_is_used_once_it_is_ready() {
+    let Some(lab) = lab(
+        "a_link_local_address_still_in_duplicate_address_detection_is_used_once_it_is_ready",
+        3,
+        LINK_LOCAL_ONLY,
+    ) else {
+        return;
+    };
+    let interval = ["--announce-interval", "60"];
+    let h0 = fl::spawn_host(&lab, 0, &interval);
+    let h1 = fl::spawn_host(&lab, 1, &interval);
+    fl::wait_peers(&lab, 0, &[h1.id], MESH);
+    // h2's link comes up with duplicate address detection on, as on a real network: its
+    // link-local address is tentative (not usable as a source) for about a second.
+    lab.link_down(2);
+    let h2 = fl::spawn_host(&lab, 2, &interval);
+    h2.daemon
+        .wait_for_line_containing("could not join the multicast group", MESH);
+    for (knob, value) in [("accept_dad", "1"), ("dad_transmits", "1")] {
+        let key = format!("net.ipv6.conf.eth0.{knob}={value}");
+        lab.exec_ok(2, "sysctl", ["-q", "-w", &key]);
+    }
+    let mark = h2.daemon.line_count();
+    lab.link_up(2);
+    let up = Instant::now();
+    let hosts = [h0, h1, h2];
+    fl::wait_mesh(&lab, &hosts, Duration::from_secs(6));
+    let known_after = up.elapsed();
+    eprintln!("IPv6 with DAD: known {known_after:?} after the link came up");
+    // The HELLOs sent while the address was tentative could not go out (EADDRNOTAVAIL); the
+    // kernel's word that it is ready (an address event for it) schedules a second rejoin,
+    // whose HELLO does (unless a re-sent HELLO got through first). Without it the host would
+    // be known only at its next announcement when duplicate address detection is slow.
+    let rejoins = hosts[2].daemon.lines()[mark..]
+        .iter()
+        .filter(|l| l.contains("rtnetlink: ") && l.contains(": rejoining in "))
+        .count();
+    assert!(rejoins >= 2, "{:#?}", &hosts[2].daemon.lines()[mark..]);
+    // And that rejoin happens: a link-local address event is never taken for noise.
+    let second = mark
+        + hosts[2].daemon.lines()[mark..]
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("rtnetlink: ") && l.contains(": rejoining in "))
+            .nth(1)
+            .map(|(i, _)| i)
+            .expect("two");
+    let (_, outcome) = hosts[2].daemon.wait_for_line_after(
+        second,
+        |l| l.contains("network change: rejoining") || l.contains("no rejoin"),
+        Duration::from_secs(3),
+    );
+    assert!(outcome.contains("network change: rejoining"), "{outcome}");
+    assert!(
+        known_after < Duration::from_secs(5),
+        "known only {known_after:?} after the link came up"
+    );
+}
