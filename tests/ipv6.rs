@@ -413,3 +413,47 @@ fn a_link_local_address_still_in_duplicate_address_detection_is_used_once_it_is_
         "known only {known_after:?} after the link came up"
     );
 }
+
+#[test]
+fn a_host_with_ipv6_disabled_works_on_ipv4_alone() {
+    let Some(lab) = lab(
+        "a_host_with_ipv6_disabled_works_on_ipv4_alone",
+        3,
+        Addressing::DualStack,
+    ) else {
+        return;
+    };
+    // h2's kernel has IPv6 turned off (no link-local address, no IPv6 group to join).
+    for knob in ["all", "default", "eth0"] {
+        let key = format!("net.ipv6.conf.{knob}.disable_ipv6=1");
+        lab.exec_ok(2, "sysctl", ["-q", "-w", &key]);
+    }
+    let hosts = fl::spawn_hosts(&lab, 3, &["--announce-interval", "60"]);
+    fl::wait_mesh(&lab, &hosts, MESH);
+    hosts[2]
+        .daemon
+        .wait_for_line_containing("multicast group 239.255.19.32 joined on eth0", MESH);
+    assert!(
+        !hosts[2]
+            .daemon
+            .lines()
+            .iter()
+            .any(|l| l.contains("ff02::19:432 joined") || l.contains("IPv6") && l.contains("WARN")),
+        "{:#?}",
+        hosts[2].daemon.lines()
+    );
+    // The others list it once, at its IPv4 address, heard on IPv4 only; it lists them once.
+    for i in 0..2 {
+        let view = fl::status(&lab, i);
+        let p = view.get(hosts[2].id).expect("listed");
+        assert_eq!(p.ip, IpAddr::V4(hosts[2].ip));
+        let json = local_get(&lab, i, "/.flocon/status.json").text();
+        let ll_of_h2 = json.matches(&format!("%eth0]:{}", fl::PEER_PORT)).count();
+        assert_eq!(
+            ll_of_h2, 1,
+            "h{i}: only h0/h1's other peer is heard on IPv6: {json}"
+        );
+    }
+    let view = fl::status(&lab, 2);
+    assert_eq!(view.peers.len(), 2, "{view:?}");
+}
