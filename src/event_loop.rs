@@ -338,14 +338,13 @@ impl Daemon {
             Err(e) => debug!("no IPv6 loopback listener ({e})"),
         }
 
-        let mut socket =
-            MulticastSocket::open(settings.port, settings.group, discovery::DEFAULT_GROUP6)
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("cannot open UDP port {} (discovery): {e}", settings.port),
-                    )
-                })?;
+        let mut socket = MulticastSocket::open(settings.port, settings.group, settings.group6)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open UDP port {} (discovery): {e}", settings.port),
+                )
+            })?;
         for s in socket.sockets_mut() {
             poll.registry().register(s, DISCOVERY, Interest::READABLE)?;
         }

@@ -457,3 +457,28 @@ fn a_host_with_ipv6_disabled_works_on_ipv4_alone() {
     let view = fl::status(&lab, 2);
     assert_eq!(view.peers.len(), 2, "{view:?}");
 }
+
+#[test]
+fn hosts_on_another_ipv6_group_do_not_hear_the_default_one() {
+    let Some(lab) = lab(
+        "hosts_on_another_ipv6_group_do_not_hear_the_default_one",
+        3,
+        LINK_LOCAL_ONLY,
+    ) else {
+        return;
+    };
+    // h0 and h1 use ff02::77 (`Group` given an IPv6 address), h2 the default group.
+    let other = ["--announce-interval", "60", "--group", "ff02::77"];
+    let h0 = fl::spawn_host(&lab, 0, &other);
+    let h1 = fl::spawn_host(&lab, 1, &other);
+    let h2 = fl::spawn_host(&lab, 2, &["--announce-interval", "60"]);
+    h0.daemon
+        .wait_for_line_containing("multicast group ff02::77 joined on eth0", MESH);
+    fl::wait_peers(&lab, 0, &[h1.id], MESH);
+    fl::wait_peers(&lab, 1, &[h0.id], MESH);
+    h2.daemon
+        .wait_for_line_containing("multicast group ff02::19:432 joined on eth0", MESH);
+    thread::sleep(Duration::from_millis(1500));
+    assert!(fl::status(&lab, 2).peers.is_empty());
+    assert_eq!(fl::status(&lab, 0).ids(), vec![h1.id]);
+}
