@@ -482,3 +482,71 @@ fn hosts_on_another_ipv6_group_do_not_hear_the_default_one() {
     assert!(fl::status(&lab, 2).peers.is_empty());
     assert_eq!(fl::status(&lab, 0).ids(), vec![h1.id]);
 }
+
+#[test]
+fn an_ipv6_source_that_is_not_link_local_is_not_listed() {
+    use ::flocon::discovery::wire::{Announcement, Body, Message};
+    use std::net::{SocketAddr, SocketAddrV6, UdpSocket};
+    let Some(lab) = lab(
+        "an_ipv6_source_that_is_not_link_local_is_not_listed",
+        3,
+        Addressing::Ipv6Only { ula: true },
+    ) else {
+        return;
+    };
+    let hosts = fl::spawn_hosts(&lab, 2, &["--announce-interval", "60"]);
+    fl::wait_mesh(&lab, &hosts, MESH);
+    // h2 (no flocon) sends announcements to h0's IPv6 discovery socket: from its ULA address
+    // (on the link, but not link-local: not believed) and from its link-local one.
+    let to = SocketAddr::V6(SocketAddrV6::new(lab.host(0).ip6(), fl::PEER_PORT, 0, 0));
+    let ula = lab
+        .run_in(2, || UdpSocket::bind((lab.host(2).ip6(), 0)))
+        .expect("bind the ULA in h2");
+    let ll2 = link_local(&lab, 2);
+    let (ll, to_ll) = lab.run_in(2, || {
+        let index = lab_if_index("eth0");
+        let sock = UdpSocket::bind(SocketAddrV6::new(ll2, 0, 0, index)).expect("bind link-local");
+        let to = SocketAddrV6::new(link_local(&lab, 0), fl::PEER_PORT, 0, index);
+        (sock, to)
+    });
+    let announce = |host_id: u64| {
+        fl::encode(&Message {
+            host_id,
+            body: Body::Announce(Announcement {
+                tcp_port: 4242,
+                distro: hosts[0].distro.clone(),
+                arch: hosts[0].arch.clone(),
+                summary: 0,
+            }),
+        })
+    };
+    let (stranger, neighbour) = (0x0ff6_0000_0000_0001u64, 0x0ff6_0000_0000_0002u64);
+    for _ in 0..3 {
+        ula.send_to(&announce(stranger), to).expect("send");
+    }
+    ll.send_to(&announce(neighbour), to_ll).expect("send");
+    common::wait_until(
+        "h0 to list the link-local neighbour",
+        MESH,
+        || fl::status(&lab, 0).get(neighbour).map(|_| ()),
+        || format!("{:?}", fl::status(&lab, 0).peers),
+    );
+    assert!(
+        fl::status(&lab, 0).get(stranger).is_none(),
+        "the ULA source was listed"
+    );
+    let text = local_get(&lab, 0, "/.flocon/status.json").text();
+    assert!(
+        text.contains("\"off_link_datagrams\":3"),
+        "the three datagrams from the ULA are counted: {text}"
+    );
+}
+
+/// `if_nametoindex` in the calling thread's namespace.
+fn lab_if_index(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).expect("no NUL");
+    // SAFETY: `c` is a valid NUL-terminated string that lives across the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    assert_ne!(index, 0, "no interface {name}");
+    index
+}
