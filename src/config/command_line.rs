@@ -208,9 +208,11 @@ Options (a value may also be given as --option=VALUE):
                              that point at flocon itself)
       --port N               peer port, TCP and UDP (default 19432)
       --local-port N         loopback port that pacman uses (default 19433)
-      --group ADDR           IPv4 multicast group of the announcements
+      --group ADDR           multicast group of the announcements: IPv4
                              (default 239.255.19.32: administratively
-                             scoped, RFC 2365, never routed off the site)
+                             scoped, RFC 2365, never routed off the site),
+                             or IPv6 (default ff02::19:432, link-local
+                             scope); give it twice for both
       --interface NAME       network interface to find peers on,
                              repeatable (default: all but loopback and
                              container or VM bridges)
@@ -313,6 +315,7 @@ mod tests {
             port: Some(1),
             local_port: Some(65535),
             group: Some(Ipv4Addr::new(224, 0, 0, 1)),
+            group6: None,
             interfaces: Some(vec!["eth0".into(), "wlan0".into()]),
             announce_interval: Some(Duration::from_secs(3600)),
             lookup_timeout: Some(Duration::from_millis(10)),
@@ -338,6 +341,10 @@ mod tests {
         assert_eq!(s.cache_dirs, Some(vec!["/x".into()]));
         assert_eq!(s.upstreams, Some(vec!["http://m/?a=b".into()]));
         assert_eq!(s.group, Some(Ipv4Addr::new(239, 0, 0, 1)));
+        // An IPv6 group sets the IPv6 one and leaves the IPv4 one.
+        let s = settings("--group=239.0.0.1 --group ff02::42");
+        assert_eq!(s.group, Some(Ipv4Addr::new(239, 0, 0, 1)));
+        assert_eq!(s.group6, Some("ff02::42".parse().unwrap()));
         assert_eq!(settings("--port 1 --port 2").port, Some(2));
         assert_eq!(
             settings("--architecture auto").architecture.as_deref(),
@@ -395,15 +402,15 @@ mod tests {
             ),
             (
                 "--group 192.168.1.1",
-                "invalid value '192.168.1.1' for --group: expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255)",
+                "invalid value '192.168.1.1' for --group: expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255) or an IPv6 link-scope one (ff02::/16)",
             ),
             (
                 "--group 240.0.0.1",
-                "invalid value '240.0.0.1' for --group: expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255)",
+                "invalid value '240.0.0.1' for --group: expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255) or an IPv6 link-scope one (ff02::/16)",
             ),
             (
-                "--group ff02::1",
-                "invalid value 'ff02::1' for --group: expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255)",
+                "--group ff05::1",
+                "invalid value 'ff05::1' for --group: expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255) or an IPv6 link-scope one (ff02::/16)",
             ),
             (
                 "--interface this-name-is-too-long",
@@ -548,6 +555,9 @@ mod tests {
         use super::super::options::*;
         let help = help_text();
         assert!(help.contains(&DEFAULT_PORT.to_string()));
+        assert!(help.contains(&DEFAULT_GROUP6.to_string()));
+        assert_eq!(DEFAULT_GROUP6, crate::discovery::DEFAULT_GROUP6);
+        assert_eq!(DEFAULT_GROUP, crate::discovery::DEFAULT_GROUP);
         assert!(help.contains(&DEFAULT_LOCAL_PORT.to_string()));
         assert!(help.contains(&DEFAULT_GROUP.to_string()));
         assert!(help.contains(&format!(

@@ -4,7 +4,7 @@
 //! line or of a file (see `command_line` and `config_file`) nor the final merge with
 //! pacman.conf and the host (see the loader in `mod.rs`).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,6 +24,9 @@ pub const DEFAULT_LOCAL_PORT: u16 = 19433;
 /// Multicast group of the announcements: administratively scoped (RFC 2365, IPv4 Local
 /// Scope 239.255.0.0/16), so routers never forward it off the site.
 pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 19, 32);
+/// The IPv6 group: link-local scope (`ff02::/16`), never forwarded off the link (see
+/// docs/protocol.md, "IPv6", for why this number).
+pub const DEFAULT_GROUP6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0x19, 0x432);
 /// Time between two announcements.
 pub const DEFAULT_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a "who has this file" question waits for peers.
@@ -212,6 +215,8 @@ pub struct FileSettings {
     pub port: Option<u16>,
     pub local_port: Option<u16>,
     pub group: Option<Ipv4Addr>,
+    /// `Group` given an IPv6 address: the IPv6 group.
+    pub group6: Option<Ipv6Addr>,
     pub interfaces: Option<Vec<String>>,
     pub announce_interval: Option<Duration>,
     pub lookup_timeout: Option<Duration>,
@@ -242,7 +247,10 @@ impl FileSettings {
             Setting::Upstream => push_bounded(&mut self.upstreams, parse_upstream(value)?)?,
             Setting::Port => self.port = Some(parse_port(value)?),
             Setting::LocalPort => self.local_port = Some(parse_port(value)?),
-            Setting::Group => self.group = Some(parse_group(value)?),
+            Setting::Group => match parse_group(value)? {
+                IpAddr::V4(group) => self.group = Some(group),
+                IpAddr::V6(group) => self.group6 = Some(group),
+            },
             Setting::Interface => push_bounded(&mut self.interfaces, parse_interface(value)?)?,
             Setting::AnnounceInterval => {
                 let seconds = parse_number(value, 1, 3600)
@@ -322,6 +330,7 @@ impl FileSettings {
             port: top.port.or(self.port),
             local_port: top.local_port.or(self.local_port),
             group: top.group.or(self.group),
+            group6: top.group6.or(self.group6),
             interfaces: top.interfaces.or(self.interfaces),
             announce_interval: top.announce_interval.or(self.announce_interval),
             lookup_timeout: top.lookup_timeout.or(self.lookup_timeout),
@@ -381,11 +390,16 @@ fn parse_port(value: &str) -> Result<u16, ValueError> {
         .ok_or_else(|| invalid("expected a number from 1 to 65535"))
 }
 
-fn parse_group(value: &str) -> Result<Ipv4Addr, ValueError> {
-    match value.parse::<Ipv4Addr>() {
-        Ok(addr) if addr.is_multicast() => Ok(addr),
+/// An IPv4 multicast group, or an IPv6 one of link-local scope (`ffx2::/16`: the IPv6 group is
+/// joined and sent to per link).
+fn parse_group(value: &str) -> Result<IpAddr, ValueError> {
+    match value.parse::<IpAddr>() {
+        Ok(IpAddr::V4(addr)) if addr.is_multicast() => Ok(IpAddr::V4(addr)),
+        Ok(IpAddr::V6(addr)) if crate::discovery::is_link_scope_multicast(&addr) => {
+            Ok(IpAddr::V6(addr))
+        }
         _ => Err(invalid(
-            "expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255)",
+            "expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255) or an IPv6 link-scope one (ff02::/16)",
         )),
     }
 }

@@ -356,7 +356,7 @@ impl Discovery {
         }
         // Anything from a peer, at its address, shows it is awake again.
         let known = match self.peers.get_mut(msg.host_id) {
-            Some(p) if p.udp == from => {
+            Some(p) if p.is_from(from) => {
                 p.missed = false;
                 true
             }
@@ -985,20 +985,21 @@ impl Discovery {
 
     fn heard(&mut self, host_id: u64, from: SocketAddr, ann: &Announcement, now: Instant) {
         let outcome = self.peers.heard(host_id, from, ann, now);
-        if matches!(
-            outcome,
-            Heard::New(_) | Heard::Replaced { .. } | Heard::Evicted { .. }
-        ) {
+        let accepted = !matches!(outcome, Heard::Moved | Heard::Crowded);
+        // An early request is answered once its sender is heard at the address it came from:
+        // with its first announcement, or (a host on IPv4 and IPv6, whose request and first
+        // announcement came by different families) with its first one in the other family.
+        if accepted && self.early_requests.iter().any(|r| r.0 == host_id) {
+            let bound = |a| self.peers.get(host_id).is_some_and(|p| p.is_from(a));
             let asked = self
                 .early_requests
                 .iter()
-                .any(|r| r.0 == host_id && r.1 == from && now < r.2 + EARLY_REQUEST_KEPT);
-            self.early_requests.retain(|r| r.0 != host_id);
+                .any(|r| r.0 == host_id && bound(r.1) && now < r.2 + EARLY_REQUEST_KEPT);
             if asked {
+                self.early_requests.retain(|r| r.0 != host_id);
                 self.send_summary(host_id, now);
             }
         }
-        let accepted = !matches!(outcome, Heard::Moved | Heard::Crowded);
         if let Some(p) = self.peers.get_mut(host_id).filter(|_| accepted) {
             p.missed = false;
             p.summary.announced(ann.summary);
@@ -1256,6 +1257,45 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_host_on_ipv4_and_ipv6_is_one_peer_and_its_early_request_is_answered() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        d.set_cache_names(["a-1-1-any.pkg.tar.zst"], t0);
+        let _ = drain_transmits(&mut d);
+        let v6 = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::9".parse().unwrap(),
+            19432,
+            0,
+            2,
+        ));
+        // Its request comes over IPv6, its first announcement over IPv4: not answered yet.
+        let request = datagram(9, Body::SummaryRequest);
+        d.handle_datagram(v6, &request, t0, &mut no_files);
+        d.handle_datagram(
+            addr(9),
+            &announce(9, 19432, "arch", "x86_64"),
+            t0,
+            &mut no_files,
+        );
+        let parts = |sent: &[(Dest, Message)]| {
+            sent.iter()
+                .filter(|(_, m)| matches!(m.body, Body::SummaryPart { .. }))
+                .count()
+        };
+        assert_eq!(parts(&drain_transmits(&mut d)), 0);
+        // Its announcement over IPv6 binds that address too: the request is answered.
+        d.handle_datagram(v6, &announce(9, 19432, "arch", "x86_64"), t0, &mut no_files);
+        assert_eq!(parts(&drain_transmits(&mut d)), 1);
+        assert_eq!(d.peers().count(), 1);
+        let p = d.peers().next().unwrap();
+        assert_eq!(p.addr, "10.0.0.9:19432".parse().unwrap());
+        assert!(p.is_from(v6) && p.is_from(addr(9)));
+        // A GOODBYE from either address counts.
+        d.handle_datagram(v6, &datagram(9, Body::Goodbye), t0, &mut no_files);
+        assert_eq!(d.peers().count(), 0);
     }
 
     #[test]

@@ -239,6 +239,10 @@ impl PeerSummary {
         let Some((held, fps)) = &mut self.known else {
             return false;
         };
+        if *held == version {
+            // The same delta again: a host on both IPv4 and IPv6 sends each one on both.
+            return true;
+        }
         if next_version(*held) != version {
             // A change was missed: what we hold may lack new files, so it no longer says "no".
             self.known = None;

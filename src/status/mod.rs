@@ -14,7 +14,7 @@ pub mod metrics;
 pub mod render;
 pub mod show;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::relay;
@@ -72,6 +72,9 @@ pub struct Multicast {
     pub group: Option<Ipv4Addr>,
     /// Interfaces the group is joined on (the last join).
     pub joined: Vec<String>,
+    /// The IPv6 group (`None` without IPv6) and the interfaces it is joined on.
+    pub group6: Option<Ipv6Addr>,
+    pub joined6: Vec<String>,
     /// Interfaces where joining failed, and why.
     pub join_errors: Vec<(String, String)>,
     /// Seconds since the last HELLO went to the group (at start, on a rejoin).
@@ -107,6 +110,10 @@ pub struct PeerStatus {
     pub host_id: u64,
     /// Its file server.
     pub addr: SocketAddr,
+    /// The name of the interface a link-local `addr` is reached on (its zone), if it is one.
+    pub zone: Option<String>,
+    /// The source addresses it is heard from (one per IP family), zones by name.
+    pub heard_at: Vec<String>,
     pub distro: String,
     pub arch: String,
     /// Same distribution and architecture as this host.

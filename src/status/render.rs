@@ -30,6 +30,13 @@ pub fn json(s: &Snapshot) -> String {
         w.string(name);
     }
     w.close_array();
+    w.key("group6")
+        .opt_string(m.group6.map(|g| g.to_string()).as_deref());
+    w.key("joined6").open_array();
+    for name in &m.joined6 {
+        w.string(name);
+    }
+    w.close_array();
     w.key("join_errors").open_array();
     for (name, error) in &m.join_errors {
         w.open_object();
@@ -60,6 +67,12 @@ pub fn json(s: &Snapshot) -> String {
         w.key("id").string(&format!("{:016x}", p.host_id));
         w.key("address").string(&p.addr.ip().to_string());
         w.key("port").number(u64::from(p.addr.port()));
+        w.key("zone").opt_string(p.zone.as_deref());
+        w.key("heard_at").open_array();
+        for a in &p.heard_at {
+            w.string(a);
+        }
+        w.close_array();
         w.key("distro").string(&p.distro);
         w.key("arch").string(&p.arch);
         w.key("compatible").boolean(p.compatible);
@@ -203,6 +216,8 @@ mod tests {
         s.multicast = Multicast {
             group: Some(Ipv4Addr::new(239, 255, 19, 32)),
             joined: vec!["eth0".into()],
+            group6: Some("ff02::19:432".parse().unwrap()),
+            joined6: vec!["eth0".into()],
             join_errors: vec![("wlan0".into(), "No such device".into())],
             hello_secs_ago: 40,
             peers_heard_since_hello: 1,
@@ -216,6 +231,8 @@ mod tests {
         s.peers.push(PeerStatus {
             host_id: 7,
             addr: "10.0.0.7:19432".parse().unwrap(),
+            zone: None,
+            heard_at: vec!["10.0.0.7:19432".into(), "[fe80::7%eth0]:19432".into()],
             distro: "arch".into(),
             arch: "x86_64".into(),
             compatible: true,
@@ -301,6 +318,11 @@ mod tests {
         let peer = &v.get("peers").unwrap().as_array()[0];
         assert_eq!(peer.str_at("address"), Some("10.0.0.7"));
         assert_eq!(peer.u64_at("port"), Some(19432));
+        assert_eq!(peer.get("zone"), Some(&Value::Null));
+        assert_eq!(
+            peer.get("heard_at").unwrap().as_array()[1].as_str(),
+            Some("[fe80::7%eth0]:19432")
+        );
         assert_eq!(peer.u64_at("bytes_to_us"), Some(4096));
         assert_eq!(
             peer.str_at("banned"),
@@ -314,6 +336,8 @@ mod tests {
         assert_eq!(relay.u64_at("requests"), Some(5));
         let m = v.get("multicast").unwrap();
         assert_eq!(m.get("joined").unwrap().as_array().len(), 1);
+        assert_eq!(m.str_at("group6"), Some("ff02::19:432"));
+        assert_eq!(m.get("joined6").unwrap().as_array().len(), 1);
         assert_eq!(
             m.get("join_errors").unwrap().as_array()[0].str_at("interface"),
             Some("wlan0")
