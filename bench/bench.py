@@ -12,6 +12,10 @@ then measures side by side, alternating flocon and reference runs:
 - the relay with verification on (issue 13 item 6): h0's daemon restarted, last, with a
   pacman.conf naming the repository's sync database, so it hashes each relayed package while
   it streams; throughput and CPU per GiB against the same nginx proxy;
+- the relay from an `https://` mirror (issue 15): h1's nginx serves the big file over TLS with a
+  certificate from a CA this script makes; h0's second flocon (no peers, `--ca-file`) fetches
+  it with rustls against nginx proxying the same TLS mirror (certificate checked too):
+  throughput and CPU per GiB;
 - `pacman -Sw` of 50 packages through flocon (from the peer) against straight from nginx;
 - memory idle and with 64 slow relays, idle wake-ups and CPU, CPU per GiB, binary size.
 
@@ -53,7 +57,8 @@ else:
     IDLE_SECS, DEADLINE = 60, 1500
 IDLE_SECS = int(os.environ.get("BENCH_IDLE_SECONDS", IDLE_SECS))
 CURL_REPS = int(os.environ.get("BENCH_CURL_REPS", CURL_REPS))
-# Only these parts (comma-separated): idle, peer, relay, miss, pacman, memory, verified, binary.
+# Only these parts (comma-separated): idle, peer, relay, miss, pacman, memory, https, verified,
+# binary.
 ONLY = {x.strip() for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()}
 SLOW_READERS, SLOW_RATE = 64, "2M"
 # The 50 packages pacman downloads: the four bench-* ones and these extra ones.
@@ -65,6 +70,11 @@ REPO, ARCH = "testrepo", "x86_64"
 MISS_REPO, MISS_FOUND, MISS_ABSENT = "mirroronly", 7, 3
 FLOCON_PORT, FLOCON_LOCAL = 19432, 19433
 MIRROR_PORT, NGINX_FILES_PORT, SINGLE_PORT, PROXY_PORT = 8080, 8081, 8082, 8090
+# The https part: h1's TLS mirror, h0's nginx proxy to it, and h0's second flocon (its own
+# discovery port, so it knows no peer and fetches every file from the TLS mirror).
+TLS_MIRROR_PORT, TLS_PROXY_PORT = 8443, 8091
+TLS_FLOCON_PORT, TLS_FLOCON_LOCAL = 19442, 19443
+TLS_NAME = "mirror.flocon.test"
 NS_PREFIX = "fbench"
 
 
@@ -1126,6 +1136,104 @@ class Bench:
                 "relaying process only, utime+stime from /proc/PID/stat; nginx proxy: all its "
                 "processes")
 
+    def https_relay(self):
+        """Issue 15: relaying from an https:// mirror. A file only the TLS mirror has (the big
+        package under another name, so no peer holds it), fetched by a second flocon on h0 that
+        knows no peer (its own discovery port) and trusts the run's CA, against nginx on h0
+        proxying the same TLS mirror with the certificate and name checked. Both from h1's one
+        nginx TLS server; alternating; CPU from /proc/PID/stat."""
+        sec = "relay"
+        big = label(SIZES[-1][0])
+        names = [f"relay {big} throughput, https mirror", "CPU per GiB relayed, https mirror"]
+        tls = os.path.join(self.work, "tls")
+        os.makedirs(tls)
+        ca, ca_key = os.path.join(tls, "ca.pem"), os.path.join(tls, "ca.key")
+        cert, key = os.path.join(tls, "mirror.pem"), os.path.join(tls, "mirror.key")
+        csr, ext = os.path.join(tls, "mirror.csr"), os.path.join(tls, "mirror.ext")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        run(["openssl", "req", "-x509"] + ec + ["-days", "2", "-subj", "/CN=flocon bench CA",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+             "keyUsage=critical,keyCertSign,cRLSign", "-keyout", ca_key, "-out", ca])
+        with open(ext, "w") as f:
+            f.write(f"subjectAltName=DNS:{TLS_NAME},IP:{self.h1ip}\nbasicConstraints=CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+        run(["openssl", "req", "-new"] + ec + ["-subj", f"/CN={TLS_NAME}", "-keyout", key,
+             "-out", csr])
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+             "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", cert])
+        for path in (tls, ca, cert, key):
+            os.chmod(path, 0o755 if os.path.isdir(path) else 0o644)
+        name = "tlsonly-1.0-1-x86_64.pkg.tar.zst"
+        root = os.path.join(self.work, "tls-mirror")
+        d = os.path.join(root, REPO, "os", ARCH)
+        os.makedirs(d)
+        for path in (root, os.path.join(root, REPO), os.path.dirname(d), d):
+            os.chmod(path, 0o755)
+        os.link(os.path.join(self.repo_dir, self.big), os.path.join(d, name))
+        small = "tlsonly-small-1.0-1-x86_64.pkg.tar.zst"
+        os.link(os.path.join(self.repo_dir, self.small), os.path.join(d, small))
+        body = (f"    server {{ listen {TLS_MIRROR_PORT} ssl; root {root};\n"
+                f"             ssl_certificate {cert}; ssl_certificate_key {key}; }}")
+        Proc("nginx-tls-h1", self.h1, nginx_conf(os.path.join(self.work, "nginx-tls-h1"), body),
+             self.logs)
+        body = f"""    upstream tlsmirror {{ server {self.h1ip}:{TLS_MIRROR_PORT}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{TLS_PROXY_PORT};
+        location / {{
+            proxy_pass https://tlsmirror;
+            proxy_ssl_trusted_certificate {ca};
+            proxy_ssl_verify on;
+            proxy_ssl_name {TLS_NAME};
+            proxy_ssl_server_name on;
+            proxy_ssl_session_reuse on;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_buffer_size 256k;
+            proxy_buffers 4 256k;
+            proxy_busy_buffers_size 256k;
+        }}
+    }}"""
+        proxy = Proc("nginx-tls-proxy-h0", self.h0,
+                     nginx_conf(os.path.join(self.work, "nginx-tls-h0"), body), self.logs)
+        cache = os.path.join(self.work, "h0-tls-cache")
+        os.makedirs(cache)
+        argv = [a for a in flocon_argv(cache, ["--upstream",
+                f"https://{self.h1ip}:{TLS_MIRROR_PORT}/$repo/os/$arch", "--ca-file", ca])]
+        argv[argv.index("--port") + 1] = str(TLS_FLOCON_PORT)
+        argv[argv.index("--local-port") + 1] = str(TLS_FLOCON_LOCAL)
+        relay = Proc("flocon-tls-h0", self.h0, argv, self.logs)
+        path = f"/{REPO}/os/{ARCH}/{name}"
+        relay_url = f"http://127.0.0.1:{TLS_FLOCON_LOCAL}{path}"
+        proxy_url = f"http://127.0.0.1:{TLS_PROXY_PORT}{path}"
+        for url in (relay_url, proxy_url):
+            url = url.replace(name, small)
+            if not wait_http(self.h0, url):
+                for n in names:
+                    unavailable(sec, n, "MiB/s" if "throughput" in n else "CPU s/GiB",
+                                "nginx proxy (TLS)", ("ratio>=", 1.0) if "throughput" in n
+                                else None, f"not answering: {url} (logs in {self.logs})")
+                return
+        log(f"{sec}: {self.big} as {name} from h1's TLS mirror via h0: flocon (rustls) vs "
+            "nginx proxy (OpenSSL)")
+        targets = [
+            ("nginx proxy (TLS)", proxy_url, proxy.pids),
+            ("flocon", relay_url, relay.pids),
+        ]
+        res, noise = self.throughput(sec, self.h0, targets, self.big_size)
+        status = run(["curl", "-s", "--max-time", "5",
+                      f"http://127.0.0.1:{TLS_FLOCON_LOCAL}/status"], ns=self.h0, check=False,
+                     timeout=10).stdout
+        m = re.search(r"(\d+) files \((\d+) bytes\) from peers, (\d+) files", status)
+        via = f"relay: {m.group(1)} from peer, {m.group(3)} from upstream; " if m else ""
+        add_row(sec, names[0], "MiB/s", res["flocon"][0], "nginx proxy (TLS)",
+                res["nginx proxy (TLS)"][0], ("ratio>=", 1.0), noise,
+                f"{via}TLS 1.3 from nginx on h1, both check the certificate (warm-up included "
+                "in the count)")
+        add_row(sec, names[1], "CPU s/GiB", res["flocon"][1], "nginx proxy (TLS)",
+                res["nginx proxy (TLS)"][1], None, noise,
+                "relaying process only (decrypting included); nginx proxy: all its processes")
+
     def pacman(self):
         sec = "pacman"
         name = "pacman -Sw, 50 packages"
@@ -1369,6 +1477,7 @@ def main():
             ("pacman", bench.pacman),
             ("memory", bench.memory),
             ("idle", lambda: bench.idle(after_load=True)),
+            ("https", bench.https_relay),
             ("verified", bench.verified_relay),  # last: it restarts h0's daemon
             ("binary", bench.binary),
         ]

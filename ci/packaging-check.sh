@@ -267,11 +267,11 @@ INNER
     ok "--boot: flocon.service active (READY=1 received)"
     # Its TCP listeners are the ones systemd holds (flocon.socket).
     local passed=0
-    for ((i = 0; i < 20 && passed < 3; i++)); do
+    for ((i = 0; i < 20 && passed < 4; i++)); do
       ((i)) && sleep 0.1
       passed=$(in_ns journalctl --no-pager -o cat -u flocon.service 2>/dev/null | grep -c 'a socket from systemd' || true)
     done
-    ((passed == 3)) || fail "--boot: flocon used $passed of the 3 sockets of flocon.socket"
+    ((passed == 4)) || fail "--boot: flocon used $passed of the 4 sockets of flocon.socket"
     ok "--boot: the TCP listeners come from flocon.socket"
     in_ns systemctl reload flocon.service || fail "--boot: systemctl reload"
     sleep 1

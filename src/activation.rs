@@ -18,8 +18,10 @@ pub const MAX_FDS: usize = 16;
 /// Which listener of the daemon a socket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The LAN's file server (`--port`, any address).
+    /// The LAN's file server (`--port`, any IPv4 address).
     Peer,
+    /// The LAN's file server on IPv6 (`--port`, any IPv6 address; IPv6-only or dual-stack).
+    PeerV6,
     /// pacman's relay on 127.0.0.1.
     LocalV4,
     /// pacman's relay on [::1].
@@ -42,7 +44,8 @@ pub fn role_of(addr: SocketAddr, peer_port: u16, local_port: u16) -> Option<Role
     match addr {
         SocketAddr::V4(a) if a.port() == local_port && a.ip().is_loopback() => Some(Role::LocalV4),
         SocketAddr::V6(a) if a.port() == local_port && a.ip().is_loopback() => Some(Role::LocalV6),
-        a if a.port() == peer_port && !a.ip().is_loopback() => Some(Role::Peer),
+        SocketAddr::V4(a) if a.port() == peer_port && !a.ip().is_loopback() => Some(Role::Peer),
+        SocketAddr::V6(a) if a.port() == peer_port && !a.ip().is_loopback() => Some(Role::PeerV6),
         _ => None,
     }
 }
@@ -109,7 +112,7 @@ mod tests {
         assert_eq!(r("127.0.0.1:19433"), Some(Role::LocalV4));
         assert_eq!(r("[::1]:19433"), Some(Role::LocalV6));
         assert_eq!(r("0.0.0.0:19432"), Some(Role::Peer));
-        assert_eq!(r("[::]:19432"), Some(Role::Peer));
+        assert_eq!(r("[::]:19432"), Some(Role::PeerV6));
         assert_eq!(r("192.0.2.7:19432"), Some(Role::Peer));
         assert_eq!(r("0.0.0.0:19433"), None, "pacman's port open to the LAN");
         assert_eq!(r("127.0.0.1:19432"), None);

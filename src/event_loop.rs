@@ -56,6 +56,8 @@ use crate::status;
 use crate::suspend::{self, SleepWatch};
 use crate::trust::Trust;
 
+mod spool_turn;
+
 const SIGNALS: Token = Token(0);
 const PEER_LISTENER: Token = Token(1);
 const LOCAL_V4: Token = Token(2);
@@ -67,6 +69,10 @@ const RESOLVER: Token = Token(5);
 const LINKS: Token = Token(6);
 /// inotify: names came into or left the cache directories.
 const CACHE_WATCH: Token = Token(7);
+/// The peer file server on `[::]` (IPv6 only; `PEER_LISTENER` is on `0.0.0.0`).
+const PEER_V6: Token = Token(8);
+/// Listener tokens are below this (they index `accept_pending`).
+const LISTENER_TOKENS: usize = 9;
 /// A burst of link and address events is one rejoin, this long after the first.
 const LINK_SETTLE: Duration = Duration::from_millis(200);
 /// Rejoins for link and address events are at least this far apart (a flapping interface
@@ -215,7 +221,7 @@ struct Multicast {
     /// When the last HELLO went out (every successful join is followed by one).
     hello_at: Instant,
     /// The addresses of the interfaces at the last join (see `join_group`).
-    addresses: Vec<Ipv4Addr>,
+    addresses: Vec<IpAddr>,
     /// `Peer =` hosts, resolved on the resolver thread.
     static_peers: StaticPeers,
     /// With a shared secret: seals what goes out, opens what comes in.
@@ -226,7 +232,8 @@ struct Multicast {
 pub struct Daemon {
     poll: Poll,
     signals: SignalPipe,
-    peer_listener: Option<TcpListener>,
+    /// The peer file server: on `0.0.0.0`, and on `[::]` where the kernel has IPv6.
+    peer_listeners: Vec<(Token, TcpListener)>,
     local_listeners: Vec<(Token, TcpListener)>,
     cache: Cache,
     /// The sync databases and the digests of cached files.
@@ -252,10 +259,13 @@ pub struct Daemon {
     /// When a rejoin is due after link or address events, and when the last one was.
     rejoin_at: Option<Instant>,
     last_link_rejoin: Option<Instant>,
+    /// An interface or an IPv6 link-local address changed (not only other addresses) since
+    /// the last rejoin for such events.
+    links_changed: bool,
     /// Open discovery questions and name lookups, and the slot waiting on each.
     waits: HashMap<Wait, (usize, u32)>,
     /// Listeners with connections possibly left to accept.
-    accept_pending: [bool; 4],
+    accept_pending: [bool; LISTENER_TOKENS],
     /// The one read buffer, lent to each connection run.
     scratch: Vec<u8>,
     /// The multicast socket may hold more datagrams (a turn's worth was read).
@@ -323,6 +333,18 @@ impl Daemon {
         let mut peer_listener = take_or_bind(Role::Peer, addr, "peers fetch files here")?;
         poll.registry()
             .register(&mut peer_listener, PEER_LISTENER, Interest::READABLE)?;
+        let mut peer_listeners = vec![(PEER_LISTENER, peer_listener)];
+        // Two listeners rather than one dual-stack `[::]`: IPv4 peers keep plain IPv4
+        // addresses (no `::ffff:` mapping), and a kernel without IPv6 only loses this one.
+        let addr6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, settings.port));
+        match take_or_bind(Role::PeerV6, addr6, "peers fetch files here over IPv6") {
+            Ok(mut listener) => {
+                poll.registry()
+                    .register(&mut listener, PEER_V6, Interest::READABLE)?;
+                peer_listeners.push((PEER_V6, listener));
+            }
+            Err(e) => debug!("no IPv6 peer listener ({e})"),
+        }
 
         let mut local_listeners = Vec::new();
         let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, settings.local_port));
@@ -340,23 +362,35 @@ impl Daemon {
             Err(e) => debug!("no IPv6 loopback listener ({e})"),
         }
 
-        let mut socket = MulticastSocket::open(settings.port, settings.group).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot open UDP port {} (discovery): {e}", settings.port),
-            )
-        })?;
-        poll.registry()
-            .register(socket.socket_mut(), DISCOVERY, Interest::READABLE)?;
+        let mut socket = MulticastSocket::open(settings.port, settings.group, settings.group6)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open UDP port {} (discovery): {e}", settings.port),
+                )
+            })?;
+        for s in socket.sockets_mut() {
+            poll.registry().register(s, DISCOVERY, Interest::READABLE)?;
+        }
         let me = Identity {
             host_id: discovery::random_seed(),
             tcp_port: settings.port,
             distro: settings.distro.clone(),
             arch: settings.architecture.clone(),
         };
+        let groups = match socket.group6() {
+            Some(g6) => format!(
+                "UDP 0.0.0.0:{0} and [::]:{0} (multicast groups {1} and {g6})",
+                settings.port, settings.group
+            ),
+            None => format!(
+                "UDP 0.0.0.0:{} (multicast group {})",
+                settings.port, settings.group
+            ),
+        };
         info!(
-            "listening on UDP 0.0.0.0:{} (multicast group {}), host id {:016x}, {}/{}",
-            settings.port, settings.group, me.host_id, me.distro, me.arch
+            "listening on {groups}, host id {:016x}, {}/{}",
+            me.host_id, me.distro, me.arch
         );
         let params = Params {
             announce_interval: settings.announce_interval,
@@ -409,6 +443,7 @@ impl Daemon {
         };
         let names = cache_watch::scan(cache.dirs());
         core.set_cache_names(names.iter().map(String::as_str), now);
+        let spool = spool_turn::open(settings);
         let upstreams = settings.upstreams.clone();
         if upstreams.is_empty() {
             info!("no upstream mirror: files no peer has are answered 404");
@@ -416,7 +451,7 @@ impl Daemon {
         Ok(Daemon {
             poll,
             signals,
-            peer_listener: Some(peer_listener),
+            peer_listeners,
             local_listeners,
             cache,
             trust: Trust::new(settings.sync_databases.clone(), now),
@@ -438,6 +473,7 @@ impl Daemon {
                 https: settings.https,
                 tls: relay::tls::TlsTrust::new(settings.ca_file.clone()),
                 secret: secret.clone(),
+                spool,
                 ..relay::Relay::new(upstreams, settings.ban_time)
             },
             idle_sources: relay::Pool::default(),
@@ -450,8 +486,9 @@ impl Daemon {
             sleep: SleepWatch::default(),
             rejoin_at: None,
             last_link_rejoin: None,
+            links_changed: false,
             waits: HashMap::new(),
-            accept_pending: [false; 4],
+            accept_pending: [false; LISTENER_TOKENS],
             again_discovery: false,
             scratch: vec![0; serve::READ_CHUNK],
             counters: serve::Counters::default(),
@@ -491,7 +528,7 @@ impl Daemon {
                     RESOLVER => self.resolver_answers(now),
                     LINKS => self.link_events(now),
                     CACHE_WATCH => self.cache_events(now),
-                    Token(t) if t < 4 => self.accept_pending[t] = true,
+                    Token(t) if t < 4 || t == PEER_V6.0 => self.accept_pending[t] = true,
                     Token(t) if t >= FIRST_SLOT => {
                         let index = (t - FIRST_SLOT) / 2;
                         let client = (t - FIRST_SLOT) % 2 == 0;
@@ -535,6 +572,7 @@ impl Daemon {
                 self.trust.work(&self.cache);
             }
             self.fire_timers(now);
+            self.spool_turn(now);
             self.cache.expire(now);
             self.idle_sources.handle_timeout(now);
             self.flush_datagrams();
@@ -543,6 +581,7 @@ impl Daemon {
                     if self.slots.live() > 0 {
                         info!("stopping with {} transfers cut short", self.slots.live());
                     }
+                    self.relay.spool.close();
                     info!("stopped");
                     return Ok(());
                 }
@@ -567,6 +606,7 @@ impl Daemon {
             self.cache.next_expiry(),
             self.idle_sources.poll_timeout(),
             self.trust.poll_timeout(),
+            self.relay.spool.poll_timeout(),
         ];
         let earliest = deadlines.into_iter().flatten().min();
         // Round up to the next millisecond: a timeout that rounds down to 0
@@ -601,13 +641,13 @@ impl Daemon {
                 "stopping: listeners closed, {} connections left",
                 self.slots.live()
             );
-            if let Some(mut listener) = self.peer_listener.take() {
+            for (_, mut listener) in self.peer_listeners.drain(..) {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
             for (_, mut listener) in self.local_listeners.drain(..) {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
-            self.accept_pending = [false; 4];
+            self.accept_pending = [false; LISTENER_TOKENS];
             self.multicast.core.goodbye();
             self.stop_by = Some(now + STOP_GRACE);
             if let Err(e) = crate::notify::notify("STOPPING=1") {
@@ -645,6 +685,8 @@ impl Daemon {
                 status::PeerStatus {
                     host_id: p.host_id,
                     addr: p.addr,
+                    zone: discovery::zone_of(p.addr),
+                    heard_at: p.bound.addresses().map(discovery::show_addr).collect(),
                     distro: p.distro.clone(),
                     arch: p.arch.clone(),
                     compatible: p.compatible,
@@ -678,7 +720,9 @@ impl Daemon {
             local_port: self.local_port,
             multicast: status::Multicast {
                 group: Some(m.socket.group()),
-                joined: m.joined.clone(),
+                joined: m.socket.joined_in(false),
+                group6: m.socket.group6(),
+                joined6: m.socket.joined_in(true),
                 join_errors: m.join_errors.clone(),
                 hello_secs_ago: now.saturating_duration_since(m.hello_at).as_secs(),
                 peers_heard_since_hello: heard_since_hello,
@@ -724,6 +768,7 @@ impl Daemon {
                 .collect(),
             static_peers: m.static_peers.describe(),
             secret: self.secret.as_ref().map(|_| self.refusals.status()),
+            spool: self.spool_state(now),
         }
     }
 
@@ -755,6 +800,7 @@ impl Daemon {
         for t in transfers {
             text.push_str(&format!("  {t}\n"));
         }
+        text.push_str(&self.spool_text(now));
         let r = &self.relay.policy.counters;
         text.push_str(&format!(
             "relay: {} requests, {} files ({} bytes) from peers, {} files ({} bytes) from upstream, {} redirects, {} not found, {} failures, {} failovers, {} bodies verified, {} wrong\n",
@@ -821,11 +867,19 @@ impl Daemon {
             .collect();
         if report.is_success() {
             self.multicast.hello_at = now;
-            info!(
-                "multicast group {} joined on {}",
-                self.multicast.socket.group(),
-                report.joined.join(", ")
-            );
+            let socket = &self.multicast.socket;
+            let v4 = socket.joined_in(false);
+            if !v4.is_empty() {
+                info!(
+                    "multicast group {} joined on {}",
+                    socket.group(),
+                    v4.join(", ")
+                );
+            }
+            let v6 = socket.joined_in(true);
+            if let (Some(group6), false) = (socket.group6(), v6.is_empty()) {
+                info!("multicast group {group6} joined on {}", v6.join(", "));
+            }
         }
         self.multicast.core.handle_join(now, &report);
     }
@@ -841,7 +895,10 @@ impl Daemon {
         let mut rescan = false;
         for change in changes {
             match change {
-                CacheChange::Added(name) => core.cache_added(&name),
+                CacheChange::Added(name) => {
+                    core.cache_added(&name);
+                    spool_turn::landed(&mut self.relay.spool, &mut self.trust, &self.cache, &name);
+                }
                 CacheChange::Removed(name) => core.cache_removed(&name),
                 CacheChange::Rescan => rescan = true,
             }
@@ -849,6 +906,10 @@ impl Daemon {
         if rescan {
             let names = cache_watch::scan(self.cache.dirs());
             core.set_cache_names(names.iter().map(String::as_str), now);
+            // The spool's files stay in the summary while shareable.
+            for name in self.relay.spool.book.names() {
+                core.cache_added(name);
+            }
         }
     }
 
@@ -856,6 +917,7 @@ impl Daemon {
         let mut buf = [0u8; 2048];
         let cache = &self.cache;
         let trust = &mut self.trust;
+        let spool = &self.relay.spool.book;
         for _ in 0..DATAGRAMS_PER_TURN {
             match self.multicast.socket.recv(&mut buf) {
                 Ok(Some((n, from))) => {
@@ -864,11 +926,20 @@ impl Daemon {
                     else {
                         continue; // no secret, a wrong one, or a replay: dropped and counted
                     };
-                    self.multicast
-                        .core
-                        .handle_datagram(from, bytes, now, &mut |name, wanted| {
+                    self.multicast.core.handle_datagram_with(
+                        from,
+                        bytes,
+                        now,
+                        &mut |name, wanted| {
                             trust.answer(cache, name, wanted)
-                        })
+                                || spool.holding(name, wanted)
+                                    == Some(crate::spool::Holding::Complete)
+                        },
+                        &mut |name, wanted| match spool.holding(name, wanted) {
+                            Some(crate::spool::Holding::Fetching(bytes)) => Some(bytes),
+                            _ => None,
+                        },
+                    )
                 }
                 Ok(None) => {} // off the link: dropped and counted by the socket
 
@@ -971,11 +1042,10 @@ impl Daemon {
             } else {
                 Interest::READABLE
             };
-            if self
-                .poll
-                .registry()
-                .reregister(m.socket.socket_mut(), DISCOVERY, interest)
-                .is_ok()
+            let registry = self.poll.registry();
+            if m.socket
+                .sockets_mut()
+                .all(|s| registry.reregister(s, DISCOVERY, interest).is_ok())
             {
                 m.writable = want_writable;
             }
@@ -984,11 +1054,19 @@ impl Daemon {
 
     // ---- name resolution ---------------------------------------------------
 
-    /// The IPv4 addresses of the interfaces the group would be joined on, sorted.
-    fn local_addresses(&self) -> Vec<Ipv4Addr> {
+    /// The IPv4 and IPv6 link-local addresses of the interfaces the group would be joined on,
+    /// sorted.
+    fn local_addresses(&self) -> Vec<IpAddr> {
         let all = discovery::list_interfaces().unwrap_or_default();
         let (chosen, _) = discovery::select_interfaces(&all, &self.multicast.interfaces);
-        let mut addresses: Vec<Ipv4Addr> = chosen.iter().filter_map(|i| i.ipv4).collect();
+        let mut addresses: Vec<IpAddr> = chosen
+            .iter()
+            .flat_map(|i| {
+                let v4 = i.ipv4.map(IpAddr::V4);
+                let v6 = i.ipv6_link_local.map(IpAddr::V6);
+                v4.into_iter().chain(v6)
+            })
+            .collect();
         addresses.sort_unstable();
         addresses
     }
@@ -1001,6 +1079,7 @@ impl Daemon {
         if changes.malformed {
             debug!("rtnetlink: a malformed message, skipped");
         }
+        self.links_changed |= changes.links > 0 || changes.link_local > 0;
         if changes.any() && self.rejoin_at.is_none() && self.stop_by.is_none() {
             let at = (now + LINK_SETTLE).max(
                 self.last_link_rejoin
@@ -1020,6 +1099,17 @@ impl Daemon {
         if self.rejoin_at.is_some_and(|t| now >= t) {
             self.rejoin_at = None;
             self.last_link_rejoin = Some(now);
+            // Only addresses changed, and not the ones flocon uses (IPv4 and IPv6 link-local
+            // of the chosen interfaces): a router advertisement refreshing a global IPv6
+            // address's lifetime, a DHCP renewal. Nothing to rejoin, no HELLO to send.
+            let links_changed = std::mem::take(&mut self.links_changed);
+            if !links_changed
+                && !self.multicast.joined.is_empty()
+                && self.local_addresses() == self.multicast.addresses
+            {
+                debug!("rtnetlink: the addresses in use are the same: no rejoin");
+                return;
+            }
             if self.stop_by.is_none() {
                 info!("network change: rejoining the multicast group");
                 self.multicast.static_peers.refresh(now);
@@ -1049,10 +1139,7 @@ impl Daemon {
     // ---- connections -------------------------------------------------------
 
     fn accept(&mut self, now: Instant) {
-        if self.accept_pending[PEER_LISTENER.0] {
-            self.accept_pending[PEER_LISTENER.0] = self.accept_from(PEER_LISTENER, now);
-        }
-        for token in [LOCAL_V4, LOCAL_V6] {
+        for token in [PEER_LISTENER, PEER_V6, LOCAL_V4, LOCAL_V6] {
             if self.accept_pending[token.0] {
                 self.accept_pending[token.0] = self.accept_from(token, now);
             }
@@ -1062,14 +1149,12 @@ impl Daemon {
     /// Accepts up to a turn's worth; true when more may be waiting.
     fn accept_from(&mut self, token: Token, now: Instant) -> bool {
         for _ in 0..ACCEPTS_PER_TURN {
-            let listener = if token == PEER_LISTENER {
-                self.peer_listener.as_ref()
-            } else {
-                self.local_listeners
-                    .iter()
-                    .find(|(t, _)| *t == token)
-                    .map(|(_, l)| l)
-            };
+            let listener = self
+                .peer_listeners
+                .iter()
+                .chain(&self.local_listeners)
+                .find(|(t, _)| *t == token)
+                .map(|(_, l)| l);
             let Some(listener) = listener else {
                 return false;
             };
@@ -1084,7 +1169,7 @@ impl Daemon {
                     return false;
                 }
             };
-            let peer_side = token == PEER_LISTENER;
+            let peer_side = token == PEER_LISTENER || token == PEER_V6;
             let busy = if peer_side {
                 self.counters.connections += 1;
                 self.slots.peers >= self.max_connections
@@ -1161,6 +1246,8 @@ impl Daemon {
                     stopping,
                     secret: self.secret.as_ref(),
                     refusals: &mut self.refusals,
+                    spool: &mut self.relay.spool,
+                    waiter: (index, generation),
                 }),
                 Some(Conn::Pacman(conn)) => {
                     let want = conn.run(

@@ -25,6 +25,7 @@ pub mod secret;
 pub mod serve;
 pub mod server;
 pub mod signals;
+pub mod spool;
 pub mod status;
 pub mod suspend;
 pub mod sync_db;

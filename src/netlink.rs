@@ -13,6 +13,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// The length of a `struct nlmsghdr`.
 const HEADER_LEN: usize = 16;
 const NLMSG_ALIGNTO: usize = 4;
+/// The length of a `struct ifaddrmsg`.
+const IFADDRMSG_LEN: usize = 8;
 
 /// What one read from the socket tells.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +23,11 @@ pub struct Changes {
     pub links: u32,
     /// RTM_NEWADDR / RTM_DELADDR messages: an address was added or removed.
     pub addresses: u32,
+    /// Of those, the ones about an IPv6 link-local address (`ifa_family` AF_INET6,
+    /// `ifa_scope` RT_SCOPE_LINK): the address the IPv6 group is used from. The kernel also
+    /// sends one when such an address stops being tentative (duplicate address detection
+    /// done), the moment it can be sent from.
+    pub link_local: u32,
     /// Bytes that were not a whole message (a truncated or malformed datagram).
     pub malformed: bool,
 }
@@ -49,7 +56,17 @@ pub fn parse(mut bytes: &[u8]) -> Changes {
         }
         match kind {
             libc::RTM_NEWLINK | libc::RTM_DELLINK => changes.links += 1,
-            libc::RTM_NEWADDR | libc::RTM_DELADDR => changes.addresses += 1,
+            libc::RTM_NEWADDR | libc::RTM_DELADDR => {
+                changes.addresses += 1;
+                // struct ifaddrmsg after the header: family, prefix length, flags, scope, index.
+                let body = &bytes[HEADER_LEN..len];
+                if body.len() >= IFADDRMSG_LEN
+                    && i32::from(body[0]) == libc::AF_INET6
+                    && body[3] == libc::RT_SCOPE_LINK
+                {
+                    changes.link_local += 1;
+                }
+            }
             _ => {}
         }
         let padded = len.div_ceil(NLMSG_ALIGNTO) * NLMSG_ALIGNTO;
@@ -135,6 +152,7 @@ impl LinkWatch {
             let c = parse(&buf[..n.min(buf.len())]);
             total.links += c.links;
             total.addresses += c.addresses;
+            total.link_local += c.link_local;
             total.malformed |= c.malformed;
         }
         total
@@ -169,12 +187,35 @@ mod tests {
             Changes {
                 links: 2,
                 addresses: 2,
+                link_local: 0,
                 malformed: false
             }
         );
         assert!(c.any());
         let routes = parse(&message(libc::RTM_NEWROUTE, 30));
         assert!(!routes.any());
+    }
+
+    #[test]
+    fn ipv6_link_local_address_messages_are_told_apart() {
+        let addr = |kind: u16, family: i32, scope: u8| {
+            let mut m = message(kind, 24);
+            m[HEADER_LEN] = family as u8;
+            m[HEADER_LEN + 1] = 64;
+            m[HEADER_LEN + 3] = scope;
+            m
+        };
+        let mut d = addr(libc::RTM_NEWADDR, libc::AF_INET6, libc::RT_SCOPE_LINK);
+        d.extend(addr(libc::RTM_DELADDR, libc::AF_INET6, libc::RT_SCOPE_LINK));
+        d.extend(addr(
+            libc::RTM_NEWADDR,
+            libc::AF_INET6,
+            libc::RT_SCOPE_UNIVERSE,
+        ));
+        d.extend(addr(libc::RTM_NEWADDR, libc::AF_INET, libc::RT_SCOPE_LINK));
+        d.extend(message(libc::RTM_NEWADDR, 4)); // too short for an ifaddrmsg
+        let c = parse(&d);
+        assert_eq!((c.addresses, c.link_local, c.malformed), (5, 2, false));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -226,7 +226,7 @@ fn sigusr1_lists_the_right_peers() {
                 line,
                 &fl::PeerLine {
                     id: want.1,
-                    ip: want.2,
+                    ip: want.2.into(),
                     port: fl::PEER_PORT,
                     distro: want.3.clone(),
                     arch: want.4.clone(),
@@ -1301,7 +1301,7 @@ fn a_hostile_host_cannot_move_dismiss_or_crowd_out_peers() {
     let h1 = view.get(hosts[1].id).expect("h1 still listed");
     assert_eq!(
         (h1.ip, h1.port),
-        (*h1_addr.ip(), fl::PEER_PORT),
+        (IpAddr::V4(*h1_addr.ip()), fl::PEER_PORT),
         "h1's entry moved: {h1:?}"
     );
     let made_up = view.peers.iter().filter(|p| p.id >> 48 == 0xbad0).count();

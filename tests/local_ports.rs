@@ -76,12 +76,16 @@ fn listeners_passed_by_systemd_are_served_and_nothing_is_bound_again() {
     let package = "passed-1.0-1-any.pkg.tar.zst";
     fs::write(dir.join(package), b"a package behind a passed socket").expect("write package");
     let (port, local) = (free_port(), free_port());
-    // What flocon.socket binds: the peer port on every address, pacman's on loopback.
+    // What flocon.socket binds: the peer port on every address (IPv4 and IPv6, IPv6-only as
+    // with BindIPv6Only=ipv6-only), pacman's on loopback.
     let peer = TcpListener::bind(("0.0.0.0", port)).expect("bind peer port");
+    let peer6 = listen_v6_only(port);
+    let have_v6 = peer6.is_some();
     let v4 = TcpListener::bind(("127.0.0.1", local)).expect("bind local v4");
     let v6 = TcpListener::bind(("::1", local)).ok();
     let mut fds = vec![v4.as_raw_fd(), peer.as_raw_fd()];
     fds.extend(v6.as_ref().map(|l| l.as_raw_fd()));
+    fds.extend(peer6.as_ref().map(|l| l.as_raw_fd()));
     let mut daemon = spawn_activated("flocon", &flocon_args(&dir, port, local), &fds);
     daemon.wait_for_line_containing("pacman downloads through here", START);
     let passed = daemon.count_lines_when(
@@ -91,7 +95,7 @@ fn listeners_passed_by_systemd_are_served_and_nothing_is_bound_again() {
     );
     assert_eq!(passed, fds.len(), "{:#?}", daemon.lines());
     // The test's own listeners are closed: only flocon's copies are left to accept.
-    drop((peer, v4, v6));
+    drop((peer, peer6, v4, v6));
 
     assert!(status_page(local).contains("peers"));
     let got = request(
@@ -101,6 +105,14 @@ fn listeners_passed_by_systemd_are_served_and_nothing_is_bound_again() {
     .expect("GET from the peer port");
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.body, b"a package behind a passed socket");
+    if have_v6 {
+        let got = request(
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            &build_request("GET", "peer", &format!("/{package}"), &[]),
+        )
+        .expect("GET from the peer port over IPv6");
+        assert_eq!(got.status, 200, "{}", got.text());
+    }
 
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)).code(), Some(0));
@@ -172,4 +184,15 @@ fn no_socket_can_share_the_discovery_port_beside_the_daemon() {
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
+
+/// A listener on `[::]:port`, IPv6 only (as systemd binds it with `BindIPv6Only=ipv6-only`);
+/// `None` where the kernel has no IPv6.
+fn listen_v6_only(port: u16) -> Option<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).ok()?;
+    socket.set_only_v6(true).ok()?;
+    let addr = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+    socket.bind(&addr.into()).ok()?;
+    socket.listen(16).ok()?;
+    Some(socket.into())
 }

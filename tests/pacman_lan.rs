@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_peer::{Behaviour, Claims, FakePeer, corrupt};
 use common::http::{Response, build_request, request};
+use common::lab::Addressing;
 use common::mirror::{AccessLogEntry, MirrorOptions};
 use common::pacman::{
     ARCH, PackageSpec, Pacman, PacmanClient, PacmanConf, Repo, Signatures, TEST_REPO, TestKey,
@@ -103,11 +104,31 @@ impl Lan {
         packages: &[(&str, u64)],
         key: Option<&TestKey>,
     ) -> Option<Lan> {
+        Lan::new_on(
+            Addressing::DualStack,
+            pacman,
+            test,
+            extra_hosts,
+            packages,
+            key,
+        )
+    }
+
+    /// Like [`Lan::new`] on a lab addressed as `addressing` says; on an IPv6-only one the
+    /// mirror listens on its host's ULA address.
+    fn new_on(
+        addressing: Addressing,
+        pacman: Pacman,
+        test: &str,
+        extra_hosts: usize,
+        packages: &[(&str, u64)],
+        key: Option<&TestKey>,
+    ) -> Option<Lan> {
         if !pacman.require(test) {
             return None;
         }
         eprintln!("{test}: the client is {}", pacman.label());
-        let lab = Lab::new(4 + extra_hosts)?;
+        let lab = Lab::with(4 + extra_hosts, addressing)?;
         let work = TempDir::new("lan");
         let build = work.mkdir("build");
         let specs: Vec<PackageSpec> = packages
@@ -123,11 +144,11 @@ impl Lan {
             None => Signatures::None,
         };
         let repo = make_repo_signed(&work.mkdir("mirror"), TEST_REPO, &paths, sigs);
-        let mirror = Mirror::start(
-            &repo.root,
-            Some(lab.host(MIRROR).ns()),
-            lab.host(MIRROR).addr(80),
-        );
+        let mirror_addr = match addressing {
+            Addressing::DualStack => lab.host(MIRROR).addr(80),
+            Addressing::Ipv6Only { .. } => SocketAddr::from((lab.host(MIRROR).ip6(), 80)),
+        };
+        let mirror = Mirror::start(&repo.root, Some(lab.host(MIRROR).ns()), mirror_addr);
         let mut conf = PacmanConf::new(&[RELAY_SERVER.to_string()]);
         conf.parallel_downloads = 5;
         if key.is_some() {
@@ -611,6 +632,70 @@ fn packages_come_from_the_peer_that_has_them_and_the_rest_from_the_mirror(pacman
         3,
         "db + 2 packages: {status}"
     );
+    assert_eq!(relay_counter(&status, "failures"), 0, "{status}");
+}
+
+/// An IPv6-only LAN (no IPv4 address; the hosts' link-local addresses, and a ULA to reach the
+/// mirror by), nothing configured: the hosts find each other by the IPv6 group and B takes
+/// what A has from A's file server at A's link-local address; the mirror is not asked for it.
+fn an_ipv6_only_lan_takes_packages_from_peers(pacman: Pacman) {
+    let packages = [("alpha", 300 * KB), ("beta", 2 * MB), ("delta", MB)];
+    let Some(mut lan) = Lan::new_on(
+        Addressing::Ipv6Only { ula: true },
+        pacman,
+        "pacman_lan::ipv6_only",
+        0,
+        &packages,
+        None,
+    ) else {
+        return;
+    };
+    for h in 0..lan.lab.len() {
+        let out = lan
+            .lab
+            .exec_ok(h, "ip", ["-4", "-o", "addr", "show", "dev", "eth0"]);
+        assert!(out.stdout.is_empty(), "no IPv4 on the LAN");
+    }
+    lan.start_all();
+    let a_ll = lan.lab.host(A).link_local();
+    let b_ll = lan.lab.host(B).link_local();
+    assert_eq!((a_ll.len(), b_ll.len()), (1, 1), "{a_ll:?} {b_ll:?}");
+    let status = lan.status(B);
+    assert!(
+        status.contains(&format!(" {} port 19432 ", a_ll[0])),
+        "B lists A at its link-local address: {status}"
+    );
+    let shared = ["alpha", "beta"];
+    lan.sync(A);
+    lan.download(A, &shared);
+    lan.assert_cached(A, &shared, false);
+    lan.mirror.clear_access_log();
+
+    lan.sync(B);
+    lan.download(B, &["alpha", "beta", "delta"]);
+    lan.assert_cached(B, &["alpha", "beta", "delta"], false);
+    let log = lan.mirror.access_log();
+    for name in shared {
+        assert!(
+            lan.mirror_requests(&log, &lan.file(name)).is_empty(),
+            "{name} was asked of the mirror although A has it: {log:?}"
+        );
+        let f = lan.file(name);
+        let a_served = lan.daemon(A).count_lines_when(
+            |l| l.contains(&format!("GET /{f} -> 200")) && l.contains(&b_ll[0].to_string()),
+            1,
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            a_served, 1,
+            "A's peer server sent {f} to B's link-local address"
+        );
+    }
+    let reqs = lan.mirror_requests(&log, &lan.file("delta"));
+    assert_eq!(reqs.len(), 1, "delta from the mirror once: {log:?}");
+    assert_eq!(reqs[0].client, lan.lab.host(B).ip6().to_string());
+    let status = lan.status(B);
+    assert_eq!(relay_counter(&status, "from peers"), 2, "{status}");
     assert_eq!(relay_counter(&status, "failures"), 0, "{status}");
 }
 
@@ -1672,4 +1757,5 @@ under_pacman_6_and_7!(
     corrupted_copies_are_never_offered,
     a_lying_peer_is_banned_and_costs_one_run_at_most,
     identical_files_are_shared_across_distributions_by_content,
+    an_ipv6_only_lan_takes_packages_from_peers,
 );

@@ -115,7 +115,10 @@ fn hosts_in_two_subnets_share_only_with_peer_lines() {
     let mut hb = fl::spawn_host(&b, 0, &b_args);
     hb.put(FILE, &data);
     let view = fl::wait_peers(&a, 0, &[hb.id], MESH);
-    assert_eq!(view.get(hb.id).map(|p| p.ip), Some(ip_b));
+    assert_eq!(
+        view.get(hb.id).map(|p| p.ip),
+        Some(std::net::IpAddr::V4(ip_b))
+    );
     fl::wait_peers(&b, 0, &[ha.id], MESH);
     // The status page names the static peer and its address.
     let page = fl::local_get(&a, 0, "/status").expect("status").text();

@@ -1,7 +1,9 @@
 //! The discovery core as a state machine: a sequence of datagrams (raw, or well-formed
 //! messages from a few hosts), questions, cancels, joins and clock steps, driven with a fake
 //! clock, with cache summaries (versions, deltas, parts, requests), cache changes, static
-//! peers and resumes from suspend. Checked after every step: nothing panics, the peer table and the queues stay
+//! peers and resumes from suspend, and files in flight (answered FETCHING, and FETCHING answers); sources
+//! are IPv4 addresses and IPv6 link-local ones on two interfaces (a host heard on both families
+//! is one peer). Checked after every step: nothing panics, the peer table and the queues stay
 //! bounded, every datagram it wants sent parses, and every question gets exactly one answer
 //! unless it was cancelled.
 #![no_main]
@@ -40,12 +42,23 @@ fuzz_target!(|data: &[u8]| {
     while let Some(op) = bytes.next() {
         let arg = bytes.next().unwrap_or(0);
         let host = u64::from(arg % 6) + 1; // 1 is this host's own id
-        let from: SocketAddr = format!("10.0.0.{}:19432", arg % 6).parse().unwrap();
+        let from: SocketAddr = match (op / 11) % 3 {
+            0 => format!("10.0.0.{}:19432", arg % 6),
+            n => format!("[fe80::{}%{n}]:19432", arg % 6),
+        }
+        .parse()
+        .unwrap();
         match op % 11 {
             0 => {
                 let len = usize::from(bytes.next().unwrap_or(0));
                 let raw: Vec<u8> = bytes.by_ref().take(len).collect();
-                core.handle_datagram(from, &raw, now, &mut |_, _| arg & 1 == 0);
+                core.handle_datagram_with(
+                    from,
+                    &raw,
+                    now,
+                    &mut |_, _| arg & 1 == 0,
+                    &mut |_, _| (arg & 2 == 0).then_some(u64::from(arg)),
+                );
             }
             1 => {
                 let ann = Announcement {
@@ -68,7 +81,11 @@ fuzz_target!(|data: &[u8]| {
                         }),
                     },
                     4 => Body::Have { question },
-                    5 => Body::HaveNot { question },
+                    5 if arg & 1 == 0 => Body::HaveNot { question },
+                    5 => Body::Fetching {
+                        question,
+                        bytes: u64::from(arg),
+                    },
                     6 => match question % 3 {
                         0 => Body::SummaryRequest,
                         1 => Body::SummaryDelta {
@@ -87,7 +104,13 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let mut out = Vec::new();
                 emit(&Message { host_id: host, body }, &mut out);
-                core.handle_datagram(from, &out, now, &mut |_, _| arg & 1 == 0);
+                core.handle_datagram_with(
+                    from,
+                    &out,
+                    now,
+                    &mut |_, _| arg & 1 == 0,
+                    &mut |_, _| (arg & 2 == 0).then_some(u64::from(arg)),
+                );
             }
             2 => {
                 let exclude = [u64::from(arg % 6) + 1];
@@ -160,6 +183,12 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(core.peers().count() <= 4);
         assert!(core.peers().all(|p| p.host_id != 1));
+        // A peer is reached at one of its own bound addresses, its zone kept.
+        assert!(core.peers().all(|p| p.is_from(p.udp) && p.addr.ip() == p.udp.ip()));
+        assert!(core.peers().all(|p| match (p.addr, p.udp) {
+            (SocketAddr::V6(a), SocketAddr::V6(u)) => a.scope_id() == u.scope_id(),
+            (a, u) => a.is_ipv4() == u.is_ipv4(),
+        }));
     }
     // Every open question ends by its deadline: one per wave, and a question has at most
     // as many waves as there are peers.

@@ -208,9 +208,11 @@ Options (a value may also be given as --option=VALUE):
                              that point at flocon itself)
       --port N               peer port, TCP and UDP (default 19432)
       --local-port N         loopback port that pacman uses (default 19433)
-      --group ADDR           IPv4 multicast group of the announcements
+      --group ADDR           multicast group of the announcements: IPv4
                              (default 239.255.19.32: administratively
-                             scoped, RFC 2365, never routed off the site)
+                             scoped, RFC 2365, never routed off the site),
+                             or IPv6 (default ff02::19:432, link-local
+                             scope); give it twice for both
       --interface NAME       network interface to find peers on,
                              repeatable (default: all but loopback and
                              container or VM bridges)
@@ -242,6 +244,14 @@ Options (a value may also be given as --option=VALUE):
                              (at least 16 bytes, readable by flocon's user
                              only): datagrams and peer requests without its
                              HMAC-SHA256 are refused (default: none)
+      --spool-dir DIR        where packages being fetched from upstream are
+                             written for the LAN to read while in flight
+                             (default $CACHE_DIRECTORY, systemd's
+                             CacheDirectory=, else /var/tmp); the files
+                             have no name there
+      --spool-size MIB       the spool's cap, 0 for no spool (default 1024)
+      --spool-keep S         seconds a finished spool file stays shareable
+                             unless pacman's cache has it (default 3600)
   -h, --help                 print this help and exit
   -V, --version              print the version and exit
 
@@ -250,10 +260,11 @@ Config file:
   'Key = Value' per line: Debug, CacheDir, PacmanConf, Upstream, Port,
   LocalPort, Group, Interface, AnnounceInterval, LookupTimeout,
   MaxConnections, Architecture, Distro, BanTime, Https, CaFile, Peer,
-  SecretFile (keys match in any case, '_' ignored; a bare
-  'Debug' line means Debug = yes). CacheDir, Upstream, Interface and Peer
-  may be repeated. '#' starts a comment. The command line wins over the file; a
-  repeatable option given on the command line replaces the file's list.
+  SecretFile, SpoolDir, SpoolSize, SpoolKeep (keys match in any case, '_'
+  ignored; a bare 'Debug' line means Debug = yes). CacheDir, Upstream,
+  Interface and Peer may be repeated. '#' starts a comment. The command
+  line wins over the file; a repeatable option given on the command line
+  replaces the file's list.
 
 pacman.conf:
   A comment line '# flocon: Server = URL' in a repository section or in a
@@ -300,7 +311,8 @@ mod tests {
              --interface wlan0 --announce-interval 3600 --lookup-timeout 10 \
              --max-connections 16384 --architecture aarch64 --distro archarm --ban-time 5 \
              --https redirect --ca-file /etc/my-ca.pem --peer 10.0.0.9 --peer=nas:7 \
-             --secret-file /run/credentials/flocon.service/flocon-secret",
+             --secret-file /run/credentials/flocon.service/flocon-secret \
+             --spool-dir /var/cache/flocon --spool-size 0 --spool-keep 60",
         );
         let want = FileSettings {
             debug: Some(true),
@@ -313,6 +325,7 @@ mod tests {
             port: Some(1),
             local_port: Some(65535),
             group: Some(Ipv4Addr::new(224, 0, 0, 1)),
+            group6: None,
             interfaces: Some(vec!["eth0".into(), "wlan0".into()]),
             announce_interval: Some(Duration::from_secs(3600)),
             lookup_timeout: Some(Duration::from_millis(10)),
@@ -333,6 +346,9 @@ mod tests {
                 },
             ]),
             secret_file: Some("/run/credentials/flocon.service/flocon-secret".into()),
+            spool_dir: Some("/var/cache/flocon".into()),
+            spool_size: Some(0),
+            spool_keep: Some(Duration::from_secs(60)),
         };
         assert_eq!(s, want);
     }
@@ -346,6 +362,10 @@ mod tests {
         assert_eq!(s.cache_dirs, Some(vec!["/x".into()]));
         assert_eq!(s.upstreams, Some(vec!["http://m/?a=b".into()]));
         assert_eq!(s.group, Some(Ipv4Addr::new(239, 0, 0, 1)));
+        // An IPv6 group sets the IPv6 one and leaves the IPv4 one.
+        let s = settings("--group=239.0.0.1 --group ff02::42");
+        assert_eq!(s.group, Some(Ipv4Addr::new(239, 0, 0, 1)));
+        assert_eq!(s.group6, Some("ff02::42".parse().unwrap()));
         assert_eq!(settings("--port 1 --port 2").port, Some(2));
         assert_eq!(
             settings("--architecture auto").architecture.as_deref(),
@@ -403,15 +423,15 @@ mod tests {
             ),
             (
                 "--group 192.168.1.1",
-                "invalid value '192.168.1.1' for --group: expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255)",
+                "invalid value '192.168.1.1' for --group: expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255) or an IPv6 link-scope one (ff02::/16)",
             ),
             (
                 "--group 240.0.0.1",
-                "invalid value '240.0.0.1' for --group: expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255)",
+                "invalid value '240.0.0.1' for --group: expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255) or an IPv6 link-scope one (ff02::/16)",
             ),
             (
-                "--group ff02::1",
-                "invalid value 'ff02::1' for --group: expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255)",
+                "--group ff05::1",
+                "invalid value 'ff05::1' for --group: expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255) or an IPv6 link-scope one (ff02::/16)",
             ),
             (
                 "--interface this-name-is-too-long",
@@ -556,6 +576,9 @@ mod tests {
         use super::super::options::*;
         let help = help_text();
         assert!(help.contains(&DEFAULT_PORT.to_string()));
+        assert!(help.contains(&DEFAULT_GROUP6.to_string()));
+        assert_eq!(DEFAULT_GROUP6, crate::discovery::DEFAULT_GROUP6);
+        assert_eq!(DEFAULT_GROUP, crate::discovery::DEFAULT_GROUP);
         assert!(help.contains(&DEFAULT_LOCAL_PORT.to_string()));
         assert!(help.contains(&DEFAULT_GROUP.to_string()));
         assert!(help.contains(&format!(

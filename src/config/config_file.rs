@@ -134,6 +134,7 @@ secret_file = /etc/flocon/secret
             port: Some(2000),
             local_port: Some(2001),
             group: Some(Ipv4Addr::new(239, 1, 2, 3)),
+            group6: None,
             interfaces: Some(vec!["eth0".into(), "br0".into()]),
             announce_interval: Some(Duration::from_secs(30)),
             lookup_timeout: Some(Duration::from_millis(400)),
@@ -154,6 +155,9 @@ secret_file = /etc/flocon/secret
                 },
             ]),
             secret_file: Some("/etc/flocon/secret".into()),
+            spool_dir: None,
+            spool_size: None,
+            spool_keep: None,
         };
         assert_eq!(s, want);
     }
@@ -219,7 +223,7 @@ secret_file = /etc/flocon/secret
             ("[options", "/etc/flocon.conf:1: malformed section header"),
             (
                 "Group = 10.0.0.1",
-                "/etc/flocon.conf:1: invalid value '10.0.0.1' for Group: expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255)",
+                "/etc/flocon.conf:1: invalid value '10.0.0.1' for Group: expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255) or an IPv6 link-scope one (ff02::/16)",
             ),
             (
                 "CacheDir = pkg",

@@ -19,7 +19,7 @@ mod pacman_conf;
 
 use std::fmt;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,8 +28,9 @@ pub use config_file::parse_config_file;
 pub use host::{machine_architecture, parse_os_release};
 pub use options::{
     DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_BAN_TIME, DEFAULT_CACHE_DIR, DEFAULT_CONFIG_FILE,
-    DEFAULT_GROUP, DEFAULT_LOCAL_PORT, DEFAULT_LOOKUP_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_PACMAN_CONF, DEFAULT_PORT, FileSettings, HttpsMode, MAX_LIST_VALUES, StaticPeer,
+    DEFAULT_GROUP, DEFAULT_GROUP6, DEFAULT_LOCAL_PORT, DEFAULT_LOOKUP_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_PACMAN_CONF, DEFAULT_PORT, FileSettings, HttpsMode,
+    MAX_LIST_VALUES, StaticPeer,
 };
 pub use pacman_conf::{
     ConfigSource, DEFAULT_DB_PATH, MemoryFs, PacmanConf, Placement, RealFs, Repo, TemplateError,
@@ -108,6 +109,8 @@ pub struct Settings {
     pub local_port: u16,
     /// Multicast group, always a multicast address.
     pub group: Ipv4Addr,
+    /// The IPv6 group, always a link-scope multicast address.
+    pub group6: Ipv6Addr,
     /// Interfaces to find peers on; empty means the default (all).
     pub interfaces: Vec<String>,
     pub announce_interval: Duration,
@@ -132,6 +135,11 @@ pub struct Settings {
     pub peers: Vec<StaticPeer>,
     /// The file holding the shared secret (`SecretFile`); read by the daemon at start.
     pub secret_file: Option<PathBuf>,
+    /// Where files in flight are spooled (`None`: `$CACHE_DIRECTORY`, else a private
+    /// folder for this run: see [`crate::spool::default_dir`]).
+    pub spool_dir: Option<PathBuf>,
+    /// The spool's bounds (a `max_bytes` of 0: no spool).
+    pub spool: crate::spool::Limits,
     /// Things worth a warning in the log (unknown keys, unreadable mirror lists, ...).
     pub warnings: Vec<String>,
 }
@@ -227,6 +235,7 @@ fn resolve(
         port,
         local_port,
         group: given.group.unwrap_or(DEFAULT_GROUP),
+        group6: given.group6.unwrap_or(DEFAULT_GROUP6),
         interfaces: given.interfaces.unwrap_or_default(),
         announce_interval: given.announce_interval.unwrap_or(DEFAULT_ANNOUNCE_INTERVAL),
         lookup_timeout: given.lookup_timeout.unwrap_or(DEFAULT_LOOKUP_TIMEOUT),
@@ -239,6 +248,14 @@ fn resolve(
         ca_file: given.ca_file,
         peers: given.peers.unwrap_or_default(),
         secret_file: given.secret_file,
+        spool_dir: given.spool_dir,
+        spool: crate::spool::Limits {
+            max_bytes: given
+                .spool_size
+                .map_or(crate::spool::book::DEFAULT_MAX_BYTES, |mib| mib << 20),
+            keep: given.spool_keep.unwrap_or(crate::spool::book::DEFAULT_KEEP),
+            ..crate::spool::Limits::default()
+        },
         warnings,
     };
     Ok(match command_line.action {
@@ -340,6 +357,7 @@ mod tests {
         assert!(s.upstreams.is_empty());
         assert_eq!((s.port, s.local_port), (19432, 19433));
         assert_eq!(s.group, Ipv4Addr::new(239, 255, 19, 32));
+        assert_eq!(s.group6.to_string(), "ff02::19:432");
         assert!(s.interfaces.is_empty());
         assert_eq!(s.announce_interval, Duration::from_secs(60));
         assert_eq!(s.lookup_timeout, Duration::from_millis(250));

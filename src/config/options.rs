@@ -4,7 +4,7 @@
 //! line or of a file (see `command_line` and `config_file`) nor the final merge with
 //! pacman.conf and the host (see the loader in `mod.rs`).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,6 +24,9 @@ pub const DEFAULT_LOCAL_PORT: u16 = 19433;
 /// Multicast group of the announcements: administratively scoped (RFC 2365, IPv4 Local
 /// Scope 239.255.0.0/16), so routers never forward it off the site.
 pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 19, 32);
+/// The IPv6 group: link-local scope (`ff02::/16`), never forwarded off the link (see
+/// docs/protocol.md, "IPv6", for why this number).
+pub const DEFAULT_GROUP6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0x19, 0x432);
 /// Time between two announcements.
 pub const DEFAULT_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a "who has this file" question waits for peers.
@@ -71,10 +74,13 @@ pub(super) enum Setting {
     CaFile,
     Peer,
     SecretFile,
+    SpoolDir,
+    SpoolSize,
+    SpoolKeep,
 }
 
 impl Setting {
-    pub(super) const ALL: [Setting; 18] = [
+    pub(super) const ALL: [Setting; 21] = [
         Setting::Debug,
         Setting::CacheDir,
         Setting::PacmanConf,
@@ -93,6 +99,9 @@ impl Setting {
         Setting::CaFile,
         Setting::Peer,
         Setting::SecretFile,
+        Setting::SpoolDir,
+        Setting::SpoolSize,
+        Setting::SpoolKeep,
     ];
 
     /// The command line spelling, e.g. `--cache-dir`.
@@ -116,6 +125,9 @@ impl Setting {
             Setting::CaFile => "--ca-file",
             Setting::Peer => "--peer",
             Setting::SecretFile => "--secret-file",
+            Setting::SpoolDir => "--spool-dir",
+            Setting::SpoolSize => "--spool-size",
+            Setting::SpoolKeep => "--spool-keep",
         }
     }
 
@@ -140,6 +152,9 @@ impl Setting {
             Setting::CaFile => "CaFile",
             Setting::Peer => "Peer",
             Setting::SecretFile => "SecretFile",
+            Setting::SpoolDir => "SpoolDir",
+            Setting::SpoolSize => "SpoolSize",
+            Setting::SpoolKeep => "SpoolKeep",
         }
     }
 
@@ -210,6 +225,8 @@ pub struct FileSettings {
     pub port: Option<u16>,
     pub local_port: Option<u16>,
     pub group: Option<Ipv4Addr>,
+    /// `Group` given an IPv6 address: the IPv6 group.
+    pub group6: Option<Ipv6Addr>,
     pub interfaces: Option<Vec<String>>,
     pub announce_interval: Option<Duration>,
     pub lookup_timeout: Option<Duration>,
@@ -225,6 +242,12 @@ pub struct FileSettings {
     pub peers: Option<Vec<StaticPeer>>,
     /// The file holding the shared secret.
     pub secret_file: Option<PathBuf>,
+    /// Where files in flight are spooled for the LAN.
+    pub spool_dir: Option<PathBuf>,
+    /// The spool's cap in MiB; 0 turns spooling off.
+    pub spool_size: Option<u64>,
+    /// How long a finished spool file stays shareable.
+    pub spool_keep: Option<Duration>,
 }
 
 impl FileSettings {
@@ -238,7 +261,10 @@ impl FileSettings {
             Setting::Upstream => push_bounded(&mut self.upstreams, parse_upstream(value)?)?,
             Setting::Port => self.port = Some(parse_port(value)?),
             Setting::LocalPort => self.local_port = Some(parse_port(value)?),
-            Setting::Group => self.group = Some(parse_group(value)?),
+            Setting::Group => match parse_group(value)? {
+                IpAddr::V4(group) => self.group = Some(group),
+                IpAddr::V6(group) => self.group6 = Some(group),
+            },
             Setting::Interface => push_bounded(&mut self.interfaces, parse_interface(value)?)?,
             Setting::AnnounceInterval => {
                 let seconds = parse_number(value, 1, 3600)
@@ -279,6 +305,25 @@ impl FileSettings {
             Setting::CaFile => self.ca_file = Some(parse_file_path(value)?),
             Setting::Peer => push_bounded(&mut self.peers, parse_static_peer(value)?)?,
             Setting::SecretFile => self.secret_file = Some(parse_file_path(value)?),
+            Setting::SpoolDir => {
+                let path = parse_file_path(value)?;
+                if !path.is_absolute() {
+                    return Err(invalid("expected an absolute directory path"));
+                }
+                self.spool_dir = Some(path);
+            }
+            Setting::SpoolSize => {
+                let mib = parse_number(value, 0, 1 << 20).ok_or_else(|| {
+                    invalid("expected a number of MiB from 0 (no spool) to 1048576")
+                })?;
+                self.spool_size = Some(mib);
+            }
+            Setting::SpoolKeep => {
+                let seconds = parse_number(value, 1, 7 * 24 * 3600).ok_or_else(|| {
+                    invalid("expected a number of seconds from 1 to 604800 (a week)")
+                })?;
+                self.spool_keep = Some(Duration::from_secs(seconds));
+            }
             Setting::Distro => {
                 if !valid_distro(value) {
                     return Err(invalid(
@@ -301,6 +346,7 @@ impl FileSettings {
             port: top.port.or(self.port),
             local_port: top.local_port.or(self.local_port),
             group: top.group.or(self.group),
+            group6: top.group6.or(self.group6),
             interfaces: top.interfaces.or(self.interfaces),
             announce_interval: top.announce_interval.or(self.announce_interval),
             lookup_timeout: top.lookup_timeout.or(self.lookup_timeout),
@@ -312,6 +358,9 @@ impl FileSettings {
             ca_file: top.ca_file.or(self.ca_file),
             peers: top.peers.or(self.peers),
             secret_file: top.secret_file.or(self.secret_file),
+            spool_dir: top.spool_dir.or(self.spool_dir),
+            spool_size: top.spool_size.or(self.spool_size),
+            spool_keep: top.spool_keep.or(self.spool_keep),
         }
     }
 }
@@ -359,11 +408,16 @@ fn parse_port(value: &str) -> Result<u16, ValueError> {
         .ok_or_else(|| invalid("expected a number from 1 to 65535"))
 }
 
-fn parse_group(value: &str) -> Result<Ipv4Addr, ValueError> {
-    match value.parse::<Ipv4Addr>() {
-        Ok(addr) if addr.is_multicast() => Ok(addr),
+/// An IPv4 multicast group, or an IPv6 one of link-local scope (`ffx2::/16`: the IPv6 group is
+/// joined and sent to per link).
+fn parse_group(value: &str) -> Result<IpAddr, ValueError> {
+    match value.parse::<IpAddr>() {
+        Ok(IpAddr::V4(addr)) if addr.is_multicast() => Ok(IpAddr::V4(addr)),
+        Ok(IpAddr::V6(addr)) if crate::discovery::is_link_scope_multicast(&addr) => {
+            Ok(IpAddr::V6(addr))
+        }
         _ => Err(invalid(
-            "expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255)",
+            "expected an IPv4 multicast address (224.0.0.0 to 239.255.255.255) or an IPv6 link-scope one (ff02::/16)",
         )),
     }
 }

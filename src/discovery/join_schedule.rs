@@ -37,7 +37,7 @@ impl JoinReport {
     /// One line for the log: the errors, or "no interface" when there were none.
     pub fn summary(&self) -> String {
         if self.errors.is_empty() {
-            return "no up, multicast-capable interface with an IPv4 address".to_owned();
+            return "no up, multicast-capable interface with an IPv4 address or an IPv6 link-local address".to_owned();
         }
         let parts: Vec<String> = self
             .errors

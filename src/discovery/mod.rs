@@ -21,8 +21,8 @@
 //! start:
 //!   let me = Identity { host_id: random_seed(), tcp_port, distro: settings.distro, arch: settings.architecture };
 //!   let mut disc = Discovery::new(me, params, now, random_seed());
-//!   let mut sock = MulticastSocket::open(peer_port, group)?;          // fatal if it fails
-//!   poll.registry().register(sock.socket_mut(), DISCOVERY, Interest::READABLE)?;
+//!   let mut sock = MulticastSocket::open(peer_port, group, group6)?;  // fatal if it fails
+//!   for s in sock.sockets_mut() { poll.registry().register(s, DISCOVERY, Interest::READABLE)?; }
 //! each loop pass (after reading `now` once and handling signals):
 //!   SIGUSR2  -> disc.rejoin(now)
 //!   SIGUSR1  -> for line in disc.describe_peers(now) { info!("{line}") }
@@ -68,7 +68,10 @@ pub mod wire;
 pub use host::random_seed;
 pub use identity::{Identity, Params, sanitize_label};
 pub use join_schedule::{JOIN_LOG_EVERY, JOIN_RETRY_EVERY, JOIN_RETRY_FOR, JoinNote, JoinReport};
-pub use multicast::{InterfaceInfo, MulticastSocket, list_interfaces, select_interfaces};
+pub use multicast::{
+    InterfaceInfo, MulticastSocket, is_link_local, is_link_scope_multicast, list_interfaces,
+    select_interfaces, show_addr, zone_of,
+};
 pub use peer_table::{GoneReason, Peer, PeerRef};
 pub use protocol::{
     Dest, Discovery, EXPIRY_INTERVALS, Event, JITTER_PERCENT, PEER_EVENT_LIMIT,
@@ -83,3 +86,7 @@ pub use wire::{Message, WireError, emit, parse};
 pub const DEFAULT_PORT: u16 = 19432;
 /// The default group, in the IPv4 local scope 239.255.0.0/16 (RFC 2365).
 pub const DEFAULT_GROUP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(239, 255, 19, 32);
+/// The IPv6 group, link-local scope (`ff02::/16`): `ff02::19:432`, the port's digits as the
+/// IPv4 group has them (see docs/protocol.md, "Transport", for why this number).
+pub const DEFAULT_GROUP6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0x19, 0x432);

@@ -4,6 +4,10 @@
 //! Pure: every method takes `now` and nothing here sends, logs or reads the clock. The table
 //! is bounded (`max_peers`); the protocol core decides what to log and which events to emit
 //! from the outcomes returned here.
+//!
+//! A host heard on both IPv4 and IPv6 (it sends its group datagrams on both) is one entry: its
+//! host id is bound to one source address per family, the first one heard in that family
+//! ([`Bindings`]), and the address used to reach it is chosen among those ([`Bindings::preferred`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,15 +17,76 @@ use super::rtt::AnswerTime;
 use super::summary::PeerSummary;
 use super::wire::Announcement;
 
+/// The source addresses (IP and UDP port) a host id is bound to: one per IP family, each the
+/// first heard in that family, with when it was last heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bindings {
+    pub v4: Option<(SocketAddr, Instant)>,
+    pub v6: Option<(SocketAddr, Instant)>,
+}
+
+impl Bindings {
+    fn slot(&mut self, from: SocketAddr) -> &mut Option<(SocketAddr, Instant)> {
+        if from.is_ipv4() {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        }
+    }
+
+    /// Whether `from` is one of the bound addresses.
+    pub fn contains(&self, from: SocketAddr) -> bool {
+        [self.v4, self.v6].iter().flatten().any(|(a, _)| *a == from)
+    }
+
+    /// The bound addresses, IPv4 first.
+    pub fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.v4.iter().chain(self.v6.iter()).map(|(a, _)| *a)
+    }
+
+    /// The address to reach the host at: its IPv4 one, unless only IPv6 was heard from it for
+    /// longer than `gap` (then its IPv6 one). IPv4 first because it is what the host was
+    /// reached at before flocon spoke IPv6 (a dual-stack LAN behaves as it did) and because
+    /// the choice must be stable: both copies of each group datagram arrive within
+    /// milliseconds, so "the family last heard" would flip at every announcement.
+    pub fn preferred(&self, gap: Duration) -> Option<SocketAddr> {
+        match (self.v4, self.v6) {
+            (Some((a4, t4)), Some((a6, t6))) => Some(if t4 + gap >= t6 { a4 } else { a6 }),
+            (Some((a, _)), None) | (None, Some((a, _))) => Some(a),
+            (None, None) => None,
+        }
+    }
+
+    /// `slept` of silence added to every binding (the host was suspended).
+    fn age(&mut self, slept: Duration) {
+        for (_, t) in [&mut self.v4, &mut self.v6].into_iter().flatten() {
+            if let Some(earlier) = t.checked_sub(slept) {
+                *t = earlier;
+            }
+        }
+    }
+}
+
+/// `addr` with another port; an IPv6 address keeps its scope id (the interface a link-local
+/// address is reached on), which `SocketAddr::new` would drop.
+fn with_port(mut addr: SocketAddr, port: u16) -> SocketAddr {
+    addr.set_port(port);
+    addr
+}
+
 /// One host heard on the group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     /// Its random per-start host id.
     pub host_id: u64,
-    /// Its file server: the source IP of its announcements and the TCP port it announced.
+    /// Its file server: the IP of its preferred source address (see [`Bindings::preferred`])
+    /// and the TCP port it announced.
     pub addr: SocketAddr,
-    /// Where its discovery datagrams come from (IP and UDP port): unicast answers go there.
+    /// Where its discovery datagrams come from (IP and UDP port) in the preferred family:
+    /// unicast questions and answers go there.
     pub udp: SocketAddr,
+    /// Every source address its host id is bound to (one per family).
+    pub bound: Bindings,
     /// Its distribution id.
     pub distro: String,
     /// Its architecture.
@@ -43,6 +108,11 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// Whether a datagram from `from` comes from this host: one of its bound addresses.
+    pub fn is_from(&self, from: SocketAddr) -> bool {
+        self.bound.contains(from)
+    }
+
     /// The small copyable handle given out in events and answers.
     pub fn peer_ref(&self) -> PeerRef {
         PeerRef {
@@ -84,8 +154,9 @@ pub enum Heard {
     Replaced { old: PeerRef, new: PeerRef },
     /// The table was full: its stalest entry was dropped for the new host.
     Evicted { old: PeerRef, new: PeerRef },
-    /// A known host id from another address than its own: dropped (a host id stays bound to
-    /// the address it was first heard from until it expires; a host that moves draws a new id).
+    /// A known host id from another address than its own in that family: dropped (a host id
+    /// stays bound to the address it was first heard from, in each family, until it expires; a
+    /// host that moves draws a new id).
     Moved,
     /// Already [`MAX_PER_ADDRESS`] hosts at that IP address: the new one was not added.
     Crowded,
@@ -126,13 +197,24 @@ impl PeerTable {
         ann: &Announcement,
         now: Instant,
     ) -> Heard {
-        let addr = SocketAddr::new(from.ip(), ann.tcp_port);
+        let addr = with_port(from, ann.tcp_port);
         let compatible = ann.distro == self.my_distro && ann.arch == self.my_arch;
+        let (expiry, gap) = (self.expiry, self.expiry / 2);
         if let Some(peer) = self.peers.get_mut(&host_id) {
-            if peer.udp != from {
-                return Heard::Moved;
+            let slot = peer.bound.slot(from);
+            match *slot {
+                Some((bound, _)) if bound == from => {}
+                // Bound elsewhere in this family and heard there lately: not this host.
+                Some((_, at)) if now.saturating_duration_since(at) < expiry => {
+                    return Heard::Moved;
+                }
+                // Not heard in this family yet (or not for the expiry time): bound here now.
+                _ => {}
             }
-            peer.addr = addr;
+            *slot = Some((from, now));
+            let udp = peer.bound.preferred(gap).unwrap_or(from);
+            peer.udp = udp;
+            peer.addr = with_port(udp, ann.tcp_port);
             peer.last_heard = now;
             peer.compatible = compatible;
             if peer.distro != ann.distro {
@@ -146,7 +228,9 @@ impl PeerTable {
         let old = self
             .peers
             .values()
-            .find(|p| p.addr == addr)
+            .find(|p| {
+                p.addr.port() == addr.port() && p.bound.addresses().any(|a| a.ip() == addr.ip())
+            })
             .map(Peer::peer_ref);
         let mut evicted = None;
         if let Some(old) = old {
@@ -155,7 +239,7 @@ impl PeerTable {
             if self
                 .peers
                 .values()
-                .filter(|p| p.addr.ip() == from.ip())
+                .filter(|p| p.bound.addresses().any(|a| a.ip() == from.ip()))
                 .count()
                 >= MAX_PER_ADDRESS
             {
@@ -175,10 +259,13 @@ impl PeerTable {
                 }
             }
         }
+        let mut bound = Bindings::default();
+        *bound.slot(from) = Some((from, now));
         let peer = Peer {
             host_id,
             addr,
             udp: from,
+            bound,
             distro: ann.distro.clone(),
             arch: ann.arch.clone(),
             last_heard: now,
@@ -224,6 +311,7 @@ impl PeerTable {
             match p.last_heard.checked_sub(slept) {
                 Some(earlier) if silent < expiry => {
                     p.last_heard = earlier;
+                    p.bound.age(slept);
                     true
                 }
                 _ => {
@@ -359,6 +447,65 @@ mod tests {
         assert_eq!(t.get(1).unwrap().addr, "10.0.0.1:8080".parse().unwrap());
         assert_eq!(t.remove(1).map(|p| p.host_id), Some(1));
         assert_eq!(t.remove(1), None);
+    }
+
+    #[test]
+    fn a_host_heard_on_both_families_is_one_entry_bound_to_one_address_per_family() {
+        let t0 = Instant::now();
+        let mut t = PeerTable::new(4, Duration::from_secs(180), "arch", "x86_64");
+        let a = ann(8080, "arch", "x86_64");
+        let v6 = |ip: &str, scope: u32| {
+            SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip.parse().unwrap(),
+                19432,
+                0,
+                scope,
+            ))
+        };
+        // Heard on IPv6 first: reached there.
+        assert!(matches!(
+            t.heard(1, v6("fe80::1", 2), &a, t0),
+            Heard::New(_)
+        ));
+        assert_eq!(t.get(1).unwrap().addr.to_string(), "[fe80::1%2]:8080");
+        // Then on IPv4: the same entry, now reached on IPv4, and both addresses are its own.
+        assert_eq!(t.heard(1, from("10.0.0.1"), &a, t0), Heard::Refreshed);
+        assert_eq!(t.len(), 1);
+        let p = t.get(1).unwrap();
+        assert_eq!(p.addr, "10.0.0.1:8080".parse().unwrap());
+        assert_eq!(p.udp, from("10.0.0.1"));
+        assert!(p.is_from(from("10.0.0.1")) && p.is_from(v6("fe80::1", 2)));
+        assert!(
+            !p.is_from(v6("fe80::1", 3)),
+            "the scope is part of the address"
+        );
+        // Another address in either family is not this host.
+        assert_eq!(t.heard(1, from("10.0.0.9"), &a, t0), Heard::Moved);
+        assert_eq!(t.heard(1, v6("fe80::9", 2), &a, t0), Heard::Moved);
+        // Heard on IPv6 alone for more than half the expiry: reached on IPv6.
+        let t1 = t0 + Duration::from_secs(89);
+        t.heard(1, v6("fe80::1", 2), &a, t1);
+        assert_eq!(
+            t.get(1).unwrap().udp,
+            from("10.0.0.1"),
+            "IPv4 is kept while recent"
+        );
+        let t2 = t0 + Duration::from_secs(91);
+        t.heard(1, v6("fe80::1", 2), &a, t2);
+        assert_eq!(t.get(1).unwrap().udp, v6("fe80::1", 2));
+        // IPv4 heard again: back to it.
+        t.heard(1, from("10.0.0.1"), &a, t2);
+        assert_eq!(t.get(1).unwrap().udp, from("10.0.0.1"));
+        // A binding silent for the expiry time gives way to a new address in its family.
+        let t3 = t2 + Duration::from_secs(180);
+        t.heard(1, v6("fe80::1", 2), &a, t3 - Duration::from_secs(1));
+        assert_eq!(t.heard(1, from("10.0.0.9"), &a, t3), Heard::Refreshed);
+        assert!(!t.get(1).unwrap().is_from(from("10.0.0.1")));
+        // A restart is recognised from either family's address.
+        match t.heard(2, v6("fe80::1", 2), &a, t3) {
+            Heard::Replaced { old, new } => assert_eq!((old.host_id, new.host_id), (1, 2)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -364,6 +364,20 @@ impl Discovery {
         now: Instant,
         has_file: &mut dyn FnMut(&str, Option<Expected>) -> bool,
     ) {
+        self.handle_datagram_with(from, bytes, now, has_file, &mut |_, _| None);
+    }
+
+    /// [`Discovery::handle_datagram`], where a WHO_HAS for a file this host does not
+    /// have but is fetching from upstream (`fetching` gives the bytes here so far) is
+    /// answered FETCHING.
+    pub fn handle_datagram_with(
+        &mut self,
+        from: SocketAddr,
+        bytes: &[u8],
+        now: Instant,
+        has_file: &mut dyn FnMut(&str, Option<Expected>) -> bool,
+        fetching: &mut dyn FnMut(&str, Option<Expected>) -> Option<u64>,
+    ) {
         self.clock = now;
         let msg = match wire::parse(bytes) {
             Ok(msg) => msg,
@@ -382,7 +396,7 @@ impl Discovery {
         }
         // Anything from a peer, at its address, shows it is awake again.
         let known = match self.peers.get_mut(msg.host_id) {
-            Some(p) if p.udp == from => {
+            Some(p) if p.is_from(from) => {
                 p.missed = false;
                 true
             }
@@ -425,11 +439,16 @@ impl Discovery {
                     }
                     return;
                 }
-                let have = wire::file_name(&name).is_some_and(|n| has_file(n, expected));
-                let body = if have {
-                    Body::Have { question }
-                } else {
-                    Body::HaveNot { question }
+                let name = wire::file_name(&name);
+                let have = name.is_some_and(|n| has_file(n, expected));
+                let in_flight = match name {
+                    Some(n) if !have => fetching(n, expected),
+                    _ => None,
+                };
+                let body = match (have, in_flight) {
+                    (true, _) => Body::Have { question },
+                    (false, Some(bytes)) => Body::Fetching { question, bytes },
+                    (false, None) => Body::HaveNot { question },
                 };
                 self.queue_message(Dest::Peer(from), body);
             }
@@ -438,6 +457,14 @@ impl Discovery {
             }
             Body::HaveNot { question } if known => {
                 self.answered(QuestionId(question), msg.host_id, false, now)
+            }
+            // A peer fetching the file streams it as it arrives: a source like a HAVE.
+            Body::Fetching { question, bytes } if known => {
+                debug!(
+                    "discovery: peer {:016x} is fetching the file of question {question} ({bytes} bytes so far)",
+                    msg.host_id
+                );
+                self.answered(QuestionId(question), msg.host_id, true, now)
             }
             Body::SummaryDelta {
                 version,
@@ -471,6 +498,7 @@ impl Discovery {
             Body::Goodbye
             | Body::Have { .. }
             | Body::HaveNot { .. }
+            | Body::Fetching { .. }
             | Body::SummaryDelta { .. }
             | Body::SummaryPart { .. } => {
                 if let Some(held) = self.bad_datagrams.check(now) {
@@ -1003,20 +1031,21 @@ impl Discovery {
 
     fn heard(&mut self, host_id: u64, from: SocketAddr, ann: &Announcement, now: Instant) {
         let outcome = self.peers.heard(host_id, from, ann, now);
-        if matches!(
-            outcome,
-            Heard::New(_) | Heard::Replaced { .. } | Heard::Evicted { .. }
-        ) {
+        let accepted = !matches!(outcome, Heard::Moved | Heard::Crowded);
+        // An early request is answered once its sender is heard at the address it came from:
+        // with its first announcement, or (a host on IPv4 and IPv6, whose request and first
+        // announcement came by different families) with its first one in the other family.
+        if accepted && self.early_requests.iter().any(|r| r.0 == host_id) {
+            let bound = |a| self.peers.get(host_id).is_some_and(|p| p.is_from(a));
             let asked = self
                 .early_requests
                 .iter()
-                .any(|r| r.0 == host_id && r.1 == from && now < r.2 + EARLY_REQUEST_KEPT);
-            self.early_requests.retain(|r| r.0 != host_id);
+                .any(|r| r.0 == host_id && bound(r.1) && now < r.2 + EARLY_REQUEST_KEPT);
             if asked {
+                self.early_requests.retain(|r| r.0 != host_id);
                 self.send_summary(host_id, now);
             }
         }
-        let accepted = !matches!(outcome, Heard::Moved | Heard::Crowded);
         if let Some(p) = self.peers.get_mut(host_id).filter(|_| accepted) {
             p.missed = false;
             p.summary.announced(ann.summary);
@@ -1290,6 +1319,45 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_host_on_ipv4_and_ipv6_is_one_peer_and_its_early_request_is_answered() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        d.set_cache_names(["a-1-1-any.pkg.tar.zst"], t0);
+        let _ = drain_transmits(&mut d);
+        let v6 = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::9".parse().unwrap(),
+            19432,
+            0,
+            2,
+        ));
+        // Its request comes over IPv6, its first announcement over IPv4: not answered yet.
+        let request = datagram(9, Body::SummaryRequest);
+        d.handle_datagram(v6, &request, t0, &mut no_files);
+        d.handle_datagram(
+            addr(9),
+            &announce(9, 19432, "arch", "x86_64"),
+            t0,
+            &mut no_files,
+        );
+        let parts = |sent: &[(Dest, Message)]| {
+            sent.iter()
+                .filter(|(_, m)| matches!(m.body, Body::SummaryPart { .. }))
+                .count()
+        };
+        assert_eq!(parts(&drain_transmits(&mut d)), 0);
+        // Its announcement over IPv6 binds that address too: the request is answered.
+        d.handle_datagram(v6, &announce(9, 19432, "arch", "x86_64"), t0, &mut no_files);
+        assert_eq!(parts(&drain_transmits(&mut d)), 1);
+        assert_eq!(d.peers().count(), 1);
+        let p = d.peers().next().unwrap();
+        assert_eq!(p.addr, "10.0.0.9:19432".parse().unwrap());
+        assert!(p.is_from(v6) && p.is_from(addr(9)));
+        // A GOODBYE from either address counts.
+        d.handle_datagram(v6, &datagram(9, Body::Goodbye), t0, &mut no_files);
+        assert_eq!(d.peers().count(), 0);
     }
 
     #[test]
@@ -2024,6 +2092,106 @@ mod tests {
                 Body::HaveNot { question: 5 },
                 Body::HaveNot { question: 6 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_file_in_flight_is_answered_fetching_and_a_cached_one_have() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        let want = Expected {
+            size: 10,
+            sha256: crate::sync_db::Sha256([7; 32]),
+        };
+        for (q, name, expected) in [
+            (1u32, &b"cached"[..], None),
+            (2, b"in-flight", Some(want)),
+            (3, b"in-flight", None),
+            (4, b"neither", Some(want)),
+            (5, b"../in-flight", None),
+        ] {
+            d.handle_datagram_with(
+                addr(9),
+                &datagram(
+                    9,
+                    Body::WhoHas {
+                        question: q,
+                        name: name.to_vec(),
+                        expected,
+                    },
+                ),
+                t0,
+                &mut |n, _| n == "cached",
+                &mut |n, e| (n == "in-flight" && e.is_none_or(|e| e == want)).then_some(4),
+            );
+        }
+        let bodies: Vec<Body> = drain_transmits(&mut d)
+            .into_iter()
+            .map(|(_, m)| m.body)
+            .collect();
+        assert_eq!(
+            bodies,
+            vec![
+                Body::Have { question: 1 },
+                Body::Fetching {
+                    question: 2,
+                    bytes: 4
+                },
+                Body::Fetching {
+                    question: 3,
+                    bytes: 4
+                },
+                Body::HaveNot { question: 4 },
+                Body::HaveNot { question: 5 },
+            ]
+        );
+    }
+
+    #[test]
+    fn fetching_answers_a_question_like_have_only_from_the_asked_peer() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        for n in 1..=2 {
+            add_peer(&mut d, n, "arch", "x86_64", t0);
+        }
+        drain_events(&mut d);
+        let q = d.ask("f.pkg.tar.zst", None, &[], t0);
+        drain_transmits(&mut d);
+        // From an address that is not the peer's: dropped.
+        d.handle_datagram(
+            addr(7),
+            &datagram(
+                2,
+                Body::Fetching {
+                    question: q.0,
+                    bytes: 1,
+                },
+            ),
+            t0 + ms(1),
+            &mut no_files,
+        );
+        assert!(drain_events(&mut d).is_empty());
+        d.handle_datagram(
+            addr(2),
+            &datagram(
+                2,
+                Body::Fetching {
+                    question: q.0,
+                    bytes: 1,
+                },
+            ),
+            t0 + ms(2),
+            &mut no_files,
+        );
+        assert_eq!(
+            drain_events(&mut d),
+            vec![Event::Answer {
+                question: q,
+                peer: Some(PeerRef {
+                    host_id: 2,
+                    addr: "10.0.0.2:8002".parse().unwrap()
+                })
+            }]
         );
     }
 

@@ -240,8 +240,8 @@ impl PeerSummary {
             return false;
         };
         if *held == version {
-            // The same change again (a static peer on the link hears it by multicast and by
-            // unicast): nothing to do.
+            // The same delta again: a host on both IPv4 and IPv6 sends each one on both, and a
+            // static peer on the link hears it by multicast and by unicast.
             return true;
         }
         if next_version(*held) != version {

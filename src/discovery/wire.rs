@@ -39,6 +39,7 @@ pub enum Kind {
     SummaryDelta = 7,
     SummaryRequest = 8,
     SummaryPart = 9,
+    Fetching = 10,
 }
 
 impl Kind {
@@ -53,6 +54,7 @@ impl Kind {
             7 => Some(Kind::SummaryDelta),
             8 => Some(Kind::SummaryRequest),
             9 => Some(Kind::SummaryPart),
+            10 => Some(Kind::Fetching),
             _ => None,
         }
     }
@@ -100,6 +102,9 @@ pub enum Body {
     Have { question: u32 },
     /// "No" to the WHO_HAS with this question id.
     HaveNot { question: u32 },
+    /// "Yes, being fetched from upstream now, `bytes` of it here so far": the
+    /// file streams from the answerer's spool as it arrives (counts as a HAVE).
+    Fetching { question: u32, bytes: u64 },
     /// To the group: the sender's cache summary moved from version `version - 1` to `version`
     /// by adding and removing these fingerprints (each list strictly ascending).
     SummaryDelta {
@@ -132,6 +137,7 @@ impl Body {
             Body::SummaryDelta { .. } => Kind::SummaryDelta,
             Body::SummaryRequest => Kind::SummaryRequest,
             Body::SummaryPart { .. } => Kind::SummaryPart,
+            Body::Fetching { .. } => Kind::Fetching,
         }
     }
 }
@@ -356,6 +362,10 @@ pub fn parse(bytes: &[u8]) -> Result<Message, WireError> {
         }
         Kind::Have => Body::Have { question: r.u32()? },
         Kind::HaveNot => Body::HaveNot { question: r.u32()? },
+        Kind::Fetching => Body::Fetching {
+            question: r.u32()?,
+            bytes: r.u64()?,
+        },
         Kind::SummaryDelta => {
             let version = r.version()?;
             let added = r.fingerprints(MAX_FINGERPRINTS)?;
@@ -424,6 +434,10 @@ pub fn emit(msg: &Message, out: &mut Vec<u8>) {
         }
         Body::Have { question } | Body::HaveNot { question } => {
             out.extend_from_slice(&question.to_be_bytes());
+        }
+        Body::Fetching { question, bytes } => {
+            out.extend_from_slice(&question.to_be_bytes());
+            out.extend_from_slice(&bytes.to_be_bytes());
         }
         Body::SummaryDelta {
             version,
@@ -540,6 +554,13 @@ mod tests {
             Message {
                 host_id: id,
                 body: Body::Have { question: 42 },
+            },
+            Message {
+                host_id: id,
+                body: Body::Fetching {
+                    question: 44,
+                    bytes: 0x0102_0304_0506_0708,
+                },
             },
             Message {
                 host_id: id,
@@ -752,6 +773,24 @@ mod tests {
     }
 
     #[test]
+    fn fetching_layout() {
+        let msg = Message {
+            host_id: 0x0102_0304_0506_0708,
+            body: Body::Fetching {
+                question: 1,
+                bytes: 300,
+            },
+        };
+        let want: &[u8] = &[
+            0x46, 0x4C, 0x4F, 0x43, 0x02, 0x0A, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0,
+            0, 0x01, 0x2C,
+        ];
+        assert_eq!(bytes_of(&msg), want);
+        assert_eq!(parse(want), Ok(msg));
+        assert_eq!(parse(&want[..want.len() - 1]), Err(WireError::Truncated));
+    }
+
+    #[test]
     fn future_version_and_unknown_kind() {
         let mut bytes = bytes_of(&samples()[0]);
         bytes[4] = 3;
@@ -762,7 +801,7 @@ mod tests {
         bytes[4] = 0;
         assert_eq!(parse(&bytes), Err(WireError::UnsupportedVersion(0)));
         let mut bytes = bytes_of(&samples()[2]);
-        for k in [0u8, 10, 200, 255] {
+        for k in [0u8, 11, 200, 255] {
             bytes[5] = k;
             assert_eq!(parse(&bytes), Err(WireError::UnknownKind(k)));
         }

@@ -149,9 +149,16 @@ pub fn peers_of(status: &Value) -> Vec<PeerProbe> {
         ) else {
             continue;
         };
+        // A link-local address is reached through the interface its zone names.
+        let addr = match (ip, p.str_at("zone").and_then(probe::interface_index)) {
+            (IpAddr::V6(v6), Some(index)) => {
+                SocketAddr::V6(std::net::SocketAddrV6::new(v6, port, 0, index))
+            }
+            _ => SocketAddr::new(ip, port),
+        };
         out.push(PeerProbe {
             id: p.str_at("id").unwrap_or("?").to_owned(),
-            addr: SocketAddr::new(ip, port),
+            addr,
             distro: p.str_at("distro").unwrap_or("?").to_owned(),
             arch: p.str_at("arch").unwrap_or("?").to_owned(),
             compatible: p.get("compatible").and_then(Value::as_bool) == Some(true),
@@ -184,16 +191,24 @@ pub fn daemon_checks(status: &Value) -> Vec<Check> {
     for name in &joined {
         out.push(ok(format!("multicast: group {group} joined on {name}")));
     }
+    let group6 = m.str_at("group6").unwrap_or("?");
+    let joined6: Vec<&str> = m
+        .get("joined6")
+        .map(|j| j.as_array().iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for name in &joined6 {
+        out.push(ok(format!("multicast: group {group6} joined on {name}")));
+    }
     for e in m.get("join_errors").map(Value::as_array).unwrap_or(&[]) {
         out.push(fail(format!(
-            "multicast: cannot join group {group} on {}: {}: check that the interface is up and has an IPv4 address, or leave it out with --interface",
+            "multicast: cannot join group {group} on {}: {}: check that the interface is up and has an IPv4 address or an IPv6 link-local address, or leave it out with --interface",
             e.str_at("interface").unwrap_or("?"),
             e.str_at("error").unwrap_or("?")
         )));
     }
-    if joined.is_empty() {
+    if joined.is_empty() && joined6.is_empty() {
         out.push(fail(format!(
-            "multicast: group {group} joined on no interface: flocon finds no peer until an up, multicast-capable interface with an IPv4 address exists ('systemctl reload flocon' retries at once)"
+            "multicast: group {group} joined on no interface: flocon finds no peer until an up, multicast-capable interface with an IPv4 address or an IPv6 link-local address exists ('systemctl reload flocon' retries at once)"
         )));
     }
     let peers = status.get("peers").map(Value::as_array).unwrap_or(&[]);
@@ -486,6 +501,19 @@ mod tests {
                 .contains("4 datagrams and 1 peer requests refused")
         );
         assert!(checks[5].text.contains("from 10.0.0.9"));
+        // IPv6 only: the IPv6 group joined is joined; a link-local peer is probed through
+        // the interface its zone names.
+        let v6 = json::parse(
+            r#"{"multicast":{"group":"239.255.19.32","joined":[],"group6":"ff02::19:432",
+            "joined6":["lo"],"peers_heard_since_hello":1},
+            "peers":[{"id":"b","address":"fe80::2","port":19432,"zone":"lo"}]}"#,
+        )
+        .unwrap();
+        let checks = daemon_checks(&v6);
+        assert_eq!(verdicts(&checks), [Verdict::Ok, Verdict::Ok]);
+        assert!(checks[0].text.contains("group ff02::19:432 joined on lo"));
+        let probes = peers_of(&v6);
+        assert_eq!(probes[0].addr.to_string(), "[fe80::2%1]:19432");
         let lonely = json::parse(r#"{"multicast":{"joined":["eth0"]},"peers":[]}"#).unwrap();
         let checks = daemon_checks(&lonely);
         assert_eq!(verdicts(&checks), [Verdict::Ok, Verdict::Fail]);

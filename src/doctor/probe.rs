@@ -93,8 +93,13 @@ pub fn clock_offset(addr: SocketAddr, timeout: Duration) -> io::Result<Option<i6
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let before = SystemTime::now();
+    // The Host field carries no zone (`[fe80::1]:19432`, not `[fe80::1%2]:19432`).
+    let host = match addr {
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+        SocketAddr::V4(a) => a.to_string(),
+    };
     stream.write_all(
-        format!("HEAD /.flocon-clock HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        format!("HEAD /.flocon-clock HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
             .as_bytes(),
     )?;
     let mut answer = Vec::new();
@@ -163,6 +168,14 @@ pub fn local_networks() -> Vec<(Ipv4Addr, u8)> {
     out
 }
 
+/// The index of interface `name` (`if_nametoindex`), `None` when there is none.
+pub fn interface_index(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string that lives across the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
 /// The network (`a.b.c.d/n`) among `networks` that holds `ip`; else `ip/24` for IPv4 or
 /// `ip/64` for IPv6, as a guess at the LAN.
 pub fn lan_of(ip: IpAddr, networks: &[(Ipv4Addr, u8)]) -> String {
@@ -183,6 +196,7 @@ pub fn lan_of(ip: IpAddr, networks: &[(Ipv4Addr, u8)]) -> String {
             }
             format!("{}/24", Ipv4Addr::from(u32::from(v4) & mask(24)))
         }
+        IpAddr::V6(v6) if crate::discovery::is_link_local(&v6) => "fe80::/10".to_owned(),
         IpAddr::V6(v6) => {
             let seg = v6.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", seg[0], seg[1], seg[2], seg[3])
@@ -213,6 +227,9 @@ mod tests {
             lan_of("fd66:1:2:3::9".parse().unwrap(), &nets),
             "fd66:1:2:3::/64"
         );
+        assert_eq!(lan_of("fe80::1:9".parse().unwrap(), &nets), "fe80::/10");
+        assert!(interface_index("lo").is_some());
+        assert_eq!(interface_index("no-such-if0"), None);
     }
 
     #[test]

@@ -131,6 +131,9 @@ pub(super) struct Job {
     pub(super) identity: Option<FileIdentity>,
     /// The body checked against it while it streams, when it can be.
     pub(super) check: Option<BodyCheck>,
+    /// The spool file the body is also written to while it streams from
+    /// upstream, for the LAN to read ([`crate::spool`]).
+    pub(super) spool: Option<crate::spool::SpoolWriter>,
 }
 
 impl Job {
@@ -468,6 +471,7 @@ impl PacmanConn {
             started,
             identity: None,
             check: None,
+            spool: None,
         };
         if let Some(page) = Page::at(path) {
             self.job = Some(new_job(

@@ -105,6 +105,8 @@ pub struct Relay {
     pub tls: TlsTrust,
     /// The shared secret: requests to peers carry its `Authorization`.
     pub secret: Option<crate::secret::Secret>,
+    /// Packages fetched from upstream, shared with the LAN while in flight.
+    pub spool: crate::spool::Spool,
 }
 
 impl Relay {
@@ -119,6 +121,7 @@ impl Relay {
             https: HttpsMode::Fetch,
             tls: TlsTrust::new(None),
             secret: None,
+            spool: crate::spool::Spool::off(),
         }
     }
 }

@@ -227,9 +227,14 @@ impl Source {
     }
 
     /// The request for `file_path` (already encoded) of this source.
+    ///
+    /// A peer's `Host` is its address and port, an IPv6 one in brackets and without its zone
+    /// (`[fe80::1]:19432`): the zone (scope id) only says which of our interfaces reaches it,
+    /// means nothing to the peer, and has no place in a `Host` field (RFC 6874 allows it in a
+    /// URI, as `%25`, not there).
     pub fn request(kind: &SourceKind, file_path: &str, fields: &RequestFields) -> Vec<u8> {
         let (path, authority) = match kind {
-            SourceKind::Peer(p) => (format!("/{file_path}"), p.addr.to_string()),
+            SourceKind::Peer(p) => (format!("/{file_path}"), host_field(p.addr)),
             SourceKind::Upstream { url, .. } => (url.path.clone(), url.authority.clone()),
         };
         let mut request = Vec::with_capacity(256);
@@ -503,6 +508,14 @@ impl std::fmt::Write for Text<'_> {
     }
 }
 
+/// The `Host` field for a peer at `addr`.
+fn host_field(addr: std::net::SocketAddr) -> String {
+    match addr {
+        std::net::SocketAddr::V4(a) => a.to_string(),
+        std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,6 +540,21 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\r\nRange: bytes=100-\r\n"), "{text}");
+        let v6 = SourceKind::Peer(PeerRef {
+            host_id: 1,
+            addr: std::net::SocketAddr::V6(std::net::SocketAddrV6::new(
+                "fe80::2".parse().unwrap(),
+                19432,
+                0,
+                3,
+            )),
+        });
+        let text6 =
+            String::from_utf8(Source::request(&v6, "a-1-1-any.pkg.tar.zst", &fields)).unwrap();
+        assert!(
+            text6.starts_with("GET /a-1-1-any.pkg.tar.zst HTTP/1.1\r\nHost: [fe80::2]:19432\r\n"),
+            "{text6}"
+        );
         assert!(text.contains("\r\nIf-Modified-Since: Tue, 14 Nov 2023 22:13:20 GMT\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
         assert!(!text.contains("Authorization"));

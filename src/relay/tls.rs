@@ -301,7 +301,27 @@ impl TlsSession {
     /// records from the socket as needed (and sending what the handshake
     /// answers). `Closed` after the server's `close_notify`; a close without
     /// it, or any TLS error, records [`Self::failure`].
+    ///
+    /// Fills `buf` with as many records as the socket holds, not one (a
+    /// record is at most 16 KiB): the relay then writes to pacman in one call
+    /// what took four, which is most of the CPU an https relay spends (the
+    /// bench's "https mirror" rows). What ends the filling (would block, the
+    /// end, an error) is met again, and returned, by the next call.
     pub fn read(&mut self, socket: &mut (impl Read + Write), buf: &mut [u8]) -> Io {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.read_some(socket, &mut buf[filled..]) {
+                Io::Done(n) => filled += n,
+                _ if filled > 0 => break,
+                other => return other,
+            }
+        }
+        Io::Done(filled)
+    }
+
+    /// [`Self::read`] of the plaintext of the records here, or of the next
+    /// one that arrives.
+    fn read_some(&mut self, socket: &mut (impl Read + Write), buf: &mut [u8]) -> Io {
         let mut eof = false;
         loop {
             match self.conn.reader().read(buf) {

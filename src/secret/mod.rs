@@ -214,7 +214,11 @@ mod tests {
         let short = write(&dir, "short", b"tooshort", 0o600);
         assert!(Secret::load(&short).unwrap_err().contains("8 bytes"));
         let long = write(&dir, "long", &[b'x'; MAX_SECRET * 2], 0o600);
-        assert!(Secret::load(&long).unwrap_err().contains("more than 4096 bytes"));
+        assert!(
+            Secret::load(&long)
+                .unwrap_err()
+                .contains("more than 4096 bytes")
+        );
         let most = write(&dir, "most", &[b'x'; MAX_SECRET], 0o600);
         assert!(Secret::load(&most).is_ok());
         assert!(

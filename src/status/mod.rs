@@ -14,7 +14,7 @@ pub mod metrics;
 pub mod render;
 pub mod show;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::relay;
@@ -55,6 +55,8 @@ pub struct Snapshot {
     pub static_peers: Vec<String>,
     /// With a shared secret: what was refused for want of it.
     pub secret: Option<SecretStatus>,
+    /// Packages fetched from upstream and shared while in flight.
+    pub spool: SpoolState,
 }
 
 /// What was refused for want of the shared secret.
@@ -68,12 +70,26 @@ pub struct SecretStatus {
     pub sources: Vec<(IpAddr, u64, u64)>,
 }
 
+/// The spool (issue 15): its files, and what it saved the LAN.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpoolState {
+    /// `None`: no spool.
+    pub dir: Option<PathBuf>,
+    pub max_bytes: u64,
+    pub used_bytes: u64,
+    pub files: Vec<crate::spool::SpoolStatus>,
+    pub counters: crate::spool::SpoolCounters,
+}
+
 /// The multicast side: where the group is joined, and whether peers are heard.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Multicast {
     pub group: Option<Ipv4Addr>,
     /// Interfaces the group is joined on (the last join).
     pub joined: Vec<String>,
+    /// The IPv6 group (`None` without IPv6) and the interfaces it is joined on.
+    pub group6: Option<Ipv6Addr>,
+    pub joined6: Vec<String>,
     /// Interfaces where joining failed, and why.
     pub join_errors: Vec<(String, String)>,
     /// Seconds since the last HELLO went to the group (at start, on a rejoin).
@@ -109,6 +125,10 @@ pub struct PeerStatus {
     pub host_id: u64,
     /// Its file server.
     pub addr: SocketAddr,
+    /// The name of the interface a link-local `addr` is reached on (its zone), if it is one.
+    pub zone: Option<String>,
+    /// The source addresses it is heard from (one per IP family), zones by name.
+    pub heard_at: Vec<String>,
     pub distro: String,
     pub arch: String,
     /// Same distribution and architecture as this host.

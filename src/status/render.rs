@@ -30,6 +30,13 @@ pub fn json(s: &Snapshot) -> String {
         w.string(name);
     }
     w.close_array();
+    w.key("group6")
+        .opt_string(m.group6.map(|g| g.to_string()).as_deref());
+    w.key("joined6").open_array();
+    for name in &m.joined6 {
+        w.string(name);
+    }
+    w.close_array();
     w.key("join_errors").open_array();
     for (name, error) in &m.join_errors {
         w.open_object();
@@ -88,6 +95,12 @@ pub fn json(s: &Snapshot) -> String {
         w.key("id").string(&format!("{:016x}", p.host_id));
         w.key("address").string(&p.addr.ip().to_string());
         w.key("port").number(u64::from(p.addr.port()));
+        w.key("zone").opt_string(p.zone.as_deref());
+        w.key("heard_at").open_array();
+        for a in &p.heard_at {
+            w.string(a);
+        }
+        w.close_array();
         w.key("distro").string(&p.distro);
         w.key("arch").string(&p.arch);
         w.key("compatible").boolean(p.compatible);
@@ -168,6 +181,36 @@ pub fn json(s: &Snapshot) -> String {
     }
     w.close_object();
 
+    let sp = &s.spool;
+    w.key("spool").open_object();
+    w.key("dir")
+        .opt_string(sp.dir.as_ref().map(|d| d.to_string_lossy()).as_deref());
+    for (name, value) in [
+        ("max_bytes", sp.max_bytes),
+        ("used_bytes", sp.used_bytes),
+        ("files_spooled", sp.counters.files),
+        ("verified", sp.counters.verified),
+        ("failed", sp.counters.failed),
+        ("not_spooled", sp.counters.refused),
+        ("bytes_served_to_peers", sp.counters.bytes_served),
+        ("followers_refused", sp.counters.followers_refused),
+    ] {
+        w.key(name).number(value);
+    }
+    w.key("files").open_array();
+    for f in &sp.files {
+        w.open_object();
+        w.key("file").string(&f.name);
+        w.key("written").number(f.written);
+        w.key("size").number(f.size);
+        w.key("complete").boolean(f.complete);
+        w.key("followers").number(f.followers as u64);
+        w.key("secs").number(f.secs);
+        w.close_object();
+    }
+    w.close_array();
+    w.close_object();
+
     w.key("cache_dirs").open_array();
     for d in &s.cache_dirs {
         w.open_object();
@@ -201,6 +244,8 @@ mod tests {
         s.multicast = Multicast {
             group: Some(Ipv4Addr::new(239, 255, 19, 32)),
             joined: vec!["eth0".into()],
+            group6: Some("ff02::19:432".parse().unwrap()),
+            joined6: vec!["eth0".into()],
             join_errors: vec![("wlan0".into(), "No such device".into())],
             hello_secs_ago: 40,
             peers_heard_since_hello: 1,
@@ -214,6 +259,8 @@ mod tests {
         s.peers.push(PeerStatus {
             host_id: 7,
             addr: "10.0.0.7:19432".parse().unwrap(),
+            zone: None,
+            heard_at: vec!["10.0.0.7:19432".into(), "[fe80::7%eth0]:19432".into()],
             distro: "arch".into(),
             arch: "x86_64".into(),
             compatible: true,
@@ -242,6 +289,23 @@ mod tests {
             path: "/var/cache/pacman/pkg".into(),
             error: Some("permission denied".into()),
         });
+        s.spool = SpoolState {
+            dir: Some("/var/cache/flocon".into()),
+            max_bytes: 1 << 30,
+            used_bytes: 300,
+            files: vec![crate::spool::SpoolStatus {
+                name: "big-1-1-x86_64.pkg.tar.zst".into(),
+                written: 120,
+                size: 300,
+                complete: false,
+                followers: 2,
+                secs: 3,
+            }],
+            counters: crate::spool::SpoolCounters {
+                bytes_served: 240,
+                ..Default::default()
+            },
+        };
         s
     }
 
@@ -279,6 +343,31 @@ mod tests {
     }
 
     #[test]
+    fn the_spool_in_json_and_in_the_status_text() {
+        let text = json(&sample());
+        let v = parse(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let sp = v.get("spool").unwrap();
+        assert_eq!(sp.str_at("dir"), Some("/var/cache/flocon"));
+        assert_eq!(sp.u64_at("bytes_served_to_peers"), Some(240));
+        let f = &sp.get("files").unwrap().as_array()[0];
+        assert_eq!(f.str_at("file"), Some("big-1-1-x86_64.pkg.tar.zst"));
+        assert_eq!(
+            (f.u64_at("written"), f.u64_at("size"), f.u64_at("followers")),
+            (Some(120), Some(300), Some(2))
+        );
+        let shown = crate::status::show::status(&v);
+        assert!(
+            shown.contains("  in flight big-1-1-x86_64.pkg.tar.zst: 120/300 bytes, 2 followers"),
+            "{shown}"
+        );
+        assert!(shown.contains("240 bytes served to peers"), "{shown}");
+        let metrics = crate::status::metrics::render(&sample());
+        assert!(metrics.contains("flocon_spool_files{state=\"in_flight\"} 1\n"));
+        assert!(metrics.contains("flocon_spool_followers 2\n"));
+        assert!(metrics.contains("flocon_spool_bytes_served_total 240\n"));
+    }
+
+    #[test]
     fn the_json_reads_back() {
         let text = json(&sample());
         let v = parse(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
@@ -290,6 +379,11 @@ mod tests {
         let peer = &v.get("peers").unwrap().as_array()[0];
         assert_eq!(peer.str_at("address"), Some("10.0.0.7"));
         assert_eq!(peer.u64_at("port"), Some(19432));
+        assert_eq!(peer.get("zone"), Some(&Value::Null));
+        assert_eq!(
+            peer.get("heard_at").unwrap().as_array()[1].as_str(),
+            Some("[fe80::7%eth0]:19432")
+        );
         assert_eq!(peer.u64_at("bytes_to_us"), Some(4096));
         assert_eq!(
             peer.str_at("banned"),
@@ -303,6 +397,8 @@ mod tests {
         assert_eq!(relay.u64_at("requests"), Some(5));
         let m = v.get("multicast").unwrap();
         assert_eq!(m.get("joined").unwrap().as_array().len(), 1);
+        assert_eq!(m.str_at("group6"), Some("ff02::19:432"));
+        assert_eq!(m.get("joined6").unwrap().as_array().len(), 1);
         assert_eq!(
             m.get("join_errors").unwrap().as_array()[0].str_at("interface"),
             Some("wlan0")

@@ -83,6 +83,21 @@ pub fn status(v: &Value) -> String {
         m.u64_at("hello_secs_ago")
             .map_or_else(|| "?".to_owned(), seconds),
     );
+    if let Some(group6) = m.str_at("group6") {
+        let joined6: Vec<&str> = m
+            .get("joined6")
+            .map(|j| j.as_array().iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "multicast group {group6}: joined on {}",
+            if joined6.is_empty() {
+                "no interface".to_owned()
+            } else {
+                joined6.join(", ")
+            },
+        );
+    }
     let _ = writeln!(
         out,
         "cache summary: version {}, {} names; UDP datagrams dropped for a full buffer on this host: {}",
@@ -130,7 +145,11 @@ pub fn status(v: &Value) -> String {
     let peers = v.get("peers").map(Value::as_array).unwrap_or(&[]);
     let _ = writeln!(out, "\npeers: {}", peers.len());
     for p in peers {
-        let addr = format!("{}:{}", text(p, "address"), num(p, "port"));
+        let addr = match (text(p, "address"), p.str_at("zone")) {
+            (a, Some(zone)) => format!("[{a}%{zone}]:{}", num(p, "port")),
+            (a, None) if a.contains(':') => format!("[{a}]:{}", num(p, "port")),
+            (a, None) => format!("{a}:{}", num(p, "port")),
+        };
         let kind = format!("{}/{}", text(p, "distro"), text(p, "arch"));
         let _ = write!(
             out,
@@ -193,6 +212,32 @@ pub fn status(v: &Value) -> String {
             t.str_at("source").unwrap_or("(asking the peers)"),
             num(t, "received"),
         );
+    }
+
+    if let Some(sp) = v.get("spool").filter(|sp| sp.str_at("dir").is_some()) {
+        let files = sp.get("files").map(Value::as_array).unwrap_or(&[]);
+        let served = sp.u64_at("bytes_served_to_peers").unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "\nspool (files in flight shared with the LAN): {} files, {served} bytes served to peers ({})",
+            files.len(),
+            bytes(served)
+        );
+        for f in files {
+            let state = if f.get("complete") == Some(&Value::Bool(true)) {
+                "kept"
+            } else {
+                "in flight"
+            };
+            let _ = writeln!(
+                out,
+                "  {state} {}: {}/{} bytes, {} followers",
+                text(f, "file"),
+                num(f, "written"),
+                num(f, "size"),
+                num(f, "followers"),
+            );
+        }
     }
 
     let r = v.get("relay").unwrap_or(&none);

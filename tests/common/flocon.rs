@@ -9,7 +9,7 @@
 //! (this host <id>, <distro>/<arch>)`) and the wire format (through `flocon::discovery::wire`),
 //! nothing about the daemon's insides. Every wait is bounded.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -189,7 +189,8 @@ pub fn parse_startup_line(line: &str) -> Option<(u64, String, String)> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerLine {
     pub id: u64,
-    pub ip: Ipv4Addr,
+    /// Its address (an IPv6 one without its zone).
+    pub ip: IpAddr,
     pub port: u16,
     pub distro: String,
     pub arch: String,
@@ -218,7 +219,7 @@ pub fn parse_peer_line(line: &str) -> Option<PeerLine> {
         let Ok(id) = u64::from_str_radix(id_text, 16) else {
             continue;
         };
-        let Some(Ok(ip)) = words.next().map(str::parse::<Ipv4Addr>) else {
+        let Some(Ok(ip)) = words.next().map(str::parse::<IpAddr>) else {
             continue;
         };
         if words.next() != Some("port") {

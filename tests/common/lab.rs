@@ -2,7 +2,10 @@
 //! multicast snooping off so multicast floods), and each host gets its own namespace with a veth
 //! pair, `eth0` inside the host and `vh<i>` on the bridge. Hosts get `10.<a>.<b>.<i+1>/24` and
 //! `fd66:<a>:<b>::<i+1>/64` with a per-lab subnet, `lo` up, and a route for IPv4 multicast.
-//! These addresses exist only inside the lab's namespaces.
+//! These addresses exist only inside the lab's namespaces. [`Lab::with`] builds IPv6-only labs
+//! ([`Addressing`]): no IPv4 address on the LAN, each host's IPv6 link-local address (and the
+//! ULA, if asked), with duplicate address detection off and the addresses usable before
+//! `with` returns.
 //!
 //! Two labs joined by a [`Router`] are two subnets with unicast routing between them and no
 //! multicast routing.
@@ -37,6 +40,16 @@ pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 static NETNS_LOCK: Mutex<()> = Mutex::new(());
 static SWEEP: Once = Once::new();
 
+/// The addresses the hosts of a lab get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addressing {
+    /// IPv4 and IPv6 (ULA, and link-local): what [`Lab::new`] builds.
+    DualStack,
+    /// No IPv4 address on the LAN (loopback keeps 127.0.0.1): IPv6 link-local addresses,
+    /// plus the ULA when `ula`.
+    Ipv6Only { ula: bool },
+}
+
 /// One host of a lab.
 #[derive(Debug, Clone)]
 pub struct LabHost {
@@ -55,13 +68,18 @@ impl LabHost {
     pub fn ns(&self) -> &str {
         &self.ns
     }
-    /// Its IPv4 address on the lab network.
+    /// Its IPv4 address on the lab network (not given to it in an IPv6-only lab).
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
     }
-    /// Its IPv6 (ULA) address on the lab network (no duplicate address detection delay).
+    /// Its IPv6 (ULA) address on the lab network (no duplicate address detection delay; not
+    /// given to it in an IPv6-only lab without the ULA).
     pub fn ip6(&self) -> Ipv6Addr {
         self.ip6
+    }
+    /// Its IPv6 link-local addresses on `eth0` now (read with `ip`), tentative ones left out.
+    pub fn link_local(&self) -> Vec<Ipv6Addr> {
+        link_local_of(&self.ns)
     }
     /// `ip:port`.
     pub fn addr(&self, port: u16) -> SocketAddr {
@@ -84,10 +102,16 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Build a lab of `n_hosts` hosts. Returns `None` (after printing why) when not root,
-    /// unless `CI=true`, where that is a panic. Panics when the lab cannot be built.
+    /// Build a lab of `n_hosts` dual-stack hosts. Returns `None` (after printing why) when not
+    /// root, unless `CI=true`, where that is a panic. Panics when the lab cannot be built.
     #[track_caller]
     pub fn new(n_hosts: usize) -> Option<Lab> {
+        Lab::with(n_hosts, Addressing::DualStack)
+    }
+
+    /// Like [`Lab::new`], the hosts addressed as `addressing` says.
+    #[track_caller]
+    pub fn with(n_hosts: usize, addressing: Addressing) -> Option<Lab> {
         if !is_root() {
             if is_ci() {
                 panic!("Lab::new needs root and CI=true: run the tests as root in CI");
@@ -173,27 +197,37 @@ impl Lab {
                     (i + 1) as u16,
                 );
                 ip(&["-n", &ns, "link", "set", "lo", "up"]);
-                ip(&[
-                    "-n",
-                    &ns,
-                    "addr",
-                    "add",
-                    &format!("{host_ip}/24"),
-                    "dev",
-                    "eth0",
-                ]);
-                ip(&[
-                    "-n",
-                    &ns,
-                    "addr",
-                    "add",
-                    &format!("{host_ip6}/64"),
-                    "dev",
-                    "eth0",
-                    "nodad",
-                ]);
+                let (v4, ula) = match addressing {
+                    Addressing::DualStack => (true, true),
+                    Addressing::Ipv6Only { ula } => (false, ula),
+                };
+                if v4 {
+                    ip(&[
+                        "-n",
+                        &ns,
+                        "addr",
+                        "add",
+                        &format!("{host_ip}/24"),
+                        "dev",
+                        "eth0",
+                    ]);
+                }
+                if ula {
+                    ip(&[
+                        "-n",
+                        &ns,
+                        "addr",
+                        "add",
+                        &format!("{host_ip6}/64"),
+                        "dev",
+                        "eth0",
+                        "nodad",
+                    ]);
+                }
                 ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-                ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+                if v4 {
+                    ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+                }
                 lab.hosts.push(LabHost {
                     index: i,
                     ns,
@@ -203,8 +237,22 @@ impl Lab {
                 });
             }
         }
+        if addressing != Addressing::DualStack {
+            // The kernel adds the link-local address when the link comes up: wait for each.
+            for h in &lab.hosts {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while link_local_of(&h.ns).is_empty() {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "lab: {} has no usable IPv6 link-local address after 10 s",
+                        h.ns
+                    );
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
         eprintln!(
-            "lab {}: {} hosts on 10.{}.{}.0/24: {}",
+            "lab {} ({addressing:?}): {} hosts on 10.{}.{}.0/24: {}",
             lab.id,
             n_hosts,
             subnet.0,
@@ -521,6 +569,23 @@ pub fn in_netns<R: Send>(ns: &str, f: impl FnOnce() -> R + Send) -> R {
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })
+}
+
+/// The IPv6 link-local addresses of `eth0` in namespace `ns`, tentative ones left out.
+fn link_local_of(ns: &str) -> Vec<Ipv6Addr> {
+    let mut cmd = Command::new(which("ip").unwrap_or_else(|| "ip".into()));
+    cmd.args([
+        "-n", ns, "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
+    ]);
+    let out = output_within(cmd, IP_TIMEOUT);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.contains("tentative"))
+        .filter_map(|l| {
+            let cidr = l.split_whitespace().skip_while(|w| *w != "inet6").nth(1)?;
+            cidr.split('/').next()?.parse().ok()
+        })
+        .collect()
 }
 
 /// Run one `ip` command, panicking with its output if it fails.
