@@ -66,7 +66,6 @@ fn main() {
     }
     let key = Secret::from_bytes(b"a benchmark secret of 32 bytes!!").unwrap();
     let tx = DatagramAuth::new(key.clone());
-    let from = std::net::IpAddr::from([10, 0, 0, 1]);
     for size in [30usize, 1384] {
         let mut rx = DatagramAuth::new(key.clone());
         let mut inner = vec![7u8; size];
@@ -77,7 +76,7 @@ fn main() {
             let ms = 1_800_000_000_000 + i / 8; // 8 per ms: the cache stays under its bound in the window
             inner[..8].copy_from_slice(&i.to_be_bytes());
             let s = tx.seal(&inner, ms);
-            if rx.open(&s, from, ms).is_ok() {
+            if rx.open(&s, ms).is_ok() {
                 ok += 1;
             }
         }

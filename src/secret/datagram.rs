@@ -12,17 +12,17 @@
 //! ```
 //!
 //! A datagram is taken when its MAC is right, its timestamp within [`WINDOW`] of our clock
-//! either way, and the same (timestamp, MAC) was not taken before. The same datagram again
-//! from the address it first came from is a [`Refused::Duplicate`] (a static peer on the link
-//! gets each group datagram by multicast and by unicast), from another a
-//! [`Refused::Replayed`]. The pairs taken are kept
+//! either way, and the same (timestamp, MAC) was not taken before. The same datagram again is
+//! a [`Refused::Repeated`]: most are honest second copies (a host on IPv4 and IPv6 sends each
+//! group datagram on both, from two addresses; a static peer on the link gets it by multicast
+//! and by unicast), which no check could tell from a replay; all are dropped. The pairs taken
+//! are kept
 //! until they leave the window, at most [`REPLAY_CACHE`] of them; when that is full the
 //! oldest goes, and from then on nothing stamped at or before it is taken (so a flood can
 //! make late datagrams be refused, never a replay be taken).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt;
-use std::net::IpAddr;
 
 use super::{Secret, WINDOW};
 
@@ -50,11 +50,11 @@ pub enum Refused {
     BadMac,
     /// Stamped further than [`WINDOW`] from our clock.
     Stale,
-    /// Taken once already, from another address.
+    /// Stamped at or before a pair the full replay cache had to forget: maybe taken already.
     Replayed,
-    /// Taken once already from this same address: a second copy (by multicast and by unicast),
-    /// not worth a warning.
-    Duplicate,
+    /// Taken once already: a second copy (both families, or multicast and unicast) or a
+    /// replay. Dropped, but no refusal.
+    Repeated,
 }
 
 impl fmt::Display for Refused {
@@ -64,8 +64,8 @@ impl fmt::Display for Refused {
             Refused::Malformed => "malformed authentication envelope",
             Refused::BadMac => "wrong MAC (another secret?)",
             Refused::Stale => "timestamp outside the window (clocks apart?)",
-            Refused::Replayed => "replayed",
-            Refused::Duplicate => "a second copy",
+            Refused::Replayed => "older than the replay cache (replayed?)",
+            Refused::Repeated => "taken once already",
         })
     }
 }
@@ -111,9 +111,8 @@ pub fn verify<'a>(
 #[derive(Debug)]
 pub struct DatagramAuth {
     secret: Secret,
-    /// (timestamp, MAC) of the datagrams taken and still inside the window, and where each
-    /// came from.
-    seen: BTreeMap<(u64, [u8; TAG_LEN]), IpAddr>,
+    /// (timestamp, MAC) of the datagrams taken and still inside the window.
+    seen: BTreeSet<(u64, [u8; TAG_LEN])>,
     /// Nothing stamped at or before this is taken (set when the cache overflows).
     floor: Option<u64>,
 }
@@ -122,7 +121,7 @@ impl DatagramAuth {
     pub fn new(secret: Secret) -> DatagramAuth {
         DatagramAuth {
             secret,
-            seen: BTreeMap::new(),
+            seen: BTreeSet::new(),
             floor: None,
         }
     }
@@ -134,43 +133,34 @@ impl DatagramAuth {
         out
     }
 
-    /// The inner datagram of `bytes` received from `from` at `unix_ms`, or why it is refused.
-    pub fn open<'a>(
-        &mut self,
-        bytes: &'a [u8],
-        from: IpAddr,
-        unix_ms: u64,
-    ) -> Result<&'a [u8], Refused> {
+    /// The inner datagram of `bytes` received at `unix_ms`, or why it is refused.
+    pub fn open<'a>(&mut self, bytes: &'a [u8], unix_ms: u64) -> Result<&'a [u8], Refused> {
         let (ts, tag, inner) = verify(&self.secret, bytes)?;
         let window = WINDOW.as_millis() as u64;
         // Forget what left the window: it would be refused as stale anyway.
         let oldest = unix_ms.saturating_sub(window);
-        if self
-            .seen
-            .first_key_value()
-            .is_some_and(|(f, _)| f.0 < oldest)
-        {
+        if self.seen.first().is_some_and(|f| f.0 < oldest) {
             self.seen = self.seen.split_off(&(oldest, [0; TAG_LEN]));
         }
         if ts.abs_diff(unix_ms) > window {
             return Err(Refused::Stale);
         }
         let below_floor = |ts: u64, floor: Option<u64>| floor.is_some_and(|f| ts <= f);
-        match self.seen.get(&(ts, tag)) {
-            Some(first) if *first == from => return Err(Refused::Duplicate),
-            Some(_) => return Err(Refused::Replayed),
-            None if below_floor(ts, self.floor) => return Err(Refused::Replayed),
-            None => {}
+        if self.seen.contains(&(ts, tag)) {
+            return Err(Refused::Repeated);
+        }
+        if below_floor(ts, self.floor) {
+            return Err(Refused::Replayed);
         }
         if self.seen.len() >= REPLAY_CACHE {
-            if let Some(((first, _), _)) = self.seen.pop_first() {
+            if let Some((first, _)) = self.seen.pop_first() {
                 self.floor = Some(self.floor.map_or(first, |f| f.max(first)));
             }
             if below_floor(ts, self.floor) {
                 return Err(Refused::Replayed);
             }
         }
-        self.seen.insert((ts, tag), from);
+        self.seen.insert((ts, tag));
         Ok(inner)
     }
 
@@ -185,8 +175,6 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_800_000_000_000;
-    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
-    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
     fn secret(b: u8) -> Secret {
         Secret::from_bytes(&[b; 32]).unwrap()
@@ -216,79 +204,73 @@ mod tests {
         let mut a = DatagramAuth::new(secret(1));
         let mut b = DatagramAuth::new(secret(2));
         let sealed = a.seal(b"hello", NOW);
-        assert_eq!(b.open(&sealed, A, NOW), Err(Refused::BadMac));
-        assert_eq!(a.open(&sealed, A, NOW), Ok(&b"hello"[..]));
-        assert_eq!(a.open(b"FLOC\x02plain", A, NOW), Err(Refused::Unsealed));
-        assert_eq!(a.open(b"", A, NOW), Err(Refused::Unsealed));
+        assert_eq!(b.open(&sealed, NOW), Err(Refused::BadMac));
+        assert_eq!(a.open(&sealed, NOW), Ok(&b"hello"[..]));
+        assert_eq!(a.open(b"FLOC\x02plain", NOW), Err(Refused::Unsealed));
+        assert_eq!(a.open(b"", NOW), Err(Refused::Unsealed));
         for cut in [4, 16, 47] {
             assert_eq!(
-                a.open(&sealed[..cut], A, NOW),
+                a.open(&sealed[..cut], NOW),
                 Err(Refused::Malformed),
                 "{cut}"
             );
         }
         // Cut inside the inner datagram: the MAC no longer matches.
         let s2 = a.seal(b"hello", NOW + 1);
-        assert_eq!(a.open(&s2[..s2.len() - 1], A, NOW), Err(Refused::BadMac));
+        assert_eq!(a.open(&s2[..s2.len() - 1], NOW), Err(Refused::BadMac));
         for i in [4, 5, 9, 20, 50] {
             let mut t = a.seal(b"hello", NOW + 2);
             t[i] ^= 1;
-            assert!(a.open(&t, A, NOW).is_err(), "byte {i} flipped");
+            assert!(a.open(&t, NOW).is_err(), "byte {i} flipped");
         }
         // An empty inner datagram is fine as far as the envelope goes.
         let empty = a.seal(b"", NOW + 3);
-        assert_eq!(a.open(&empty, A, NOW), Ok(&b""[..]));
+        assert_eq!(a.open(&empty, NOW), Ok(&b""[..]));
     }
 
     #[test]
     fn replays_and_skew() {
         let mut a = DatagramAuth::new(secret(1));
         let sealed = a.seal(b"x", NOW);
-        assert!(a.open(&sealed, A, NOW).is_ok());
-        assert_eq!(a.open(&sealed, B, NOW + 1), Err(Refused::Replayed));
-        assert_eq!(a.open(&sealed, B, NOW + 29_999), Err(Refused::Replayed));
-        assert_eq!(
-            a.open(&sealed, A, NOW + 2),
-            Err(Refused::Duplicate),
-            "a second copy"
-        );
-        assert_eq!(a.open(&sealed, A, NOW + 30_001), Err(Refused::Stale));
+        assert!(a.open(&sealed, NOW).is_ok());
+        assert_eq!(a.open(&sealed, NOW + 1), Err(Refused::Repeated));
+        assert_eq!(a.open(&sealed, NOW + 29_999), Err(Refused::Repeated));
+        assert_eq!(a.open(&sealed, NOW + 30_001), Err(Refused::Stale));
         assert_eq!(a.remembered(), 0, "forgotten once out of the window");
         // Clocks 30 s apart either way are fine, more is not.
         let ahead = a.seal(b"y", NOW + 30_000);
-        assert!(a.open(&ahead, A, NOW).is_ok());
+        assert!(a.open(&ahead, NOW).is_ok());
         let behind = a.seal(b"y", NOW - 30_000);
-        assert!(a.open(&behind, A, NOW).is_ok());
+        assert!(a.open(&behind, NOW).is_ok());
         assert_eq!(
-            a.open(&a.seal(b"z", NOW + 30_001), A, NOW),
+            a.open(&a.seal(b"z", NOW + 30_001), NOW),
             Err(Refused::Stale)
         );
         assert_eq!(
-            a.open(&a.seal(b"z", NOW - 30_001), A, NOW),
+            a.open(&a.seal(b"z", NOW - 30_001), NOW),
             Err(Refused::Stale)
         );
         // A clock at the epoch itself (found by fuzz/sealed_datagram) is no replay.
         let mut b = DatagramAuth::new(secret(1));
-        assert!(b.open(&b.seal(b"early", 0), A, 0).is_ok());
+        assert!(b.open(&b.seal(b"early", 0), 0).is_ok());
         // Two datagrams with the same bytes at different times are both taken.
-        assert!(a.open(&a.seal(b"same", NOW + 5), A, NOW).is_ok());
-        assert!(a.open(&a.seal(b"same", NOW + 6), A, NOW).is_ok());
+        assert!(a.open(&a.seal(b"same", NOW + 5), NOW).is_ok());
+        assert!(a.open(&a.seal(b"same", NOW + 6), NOW).is_ok());
     }
 
     #[test]
     fn a_full_cache_never_lets_a_replay_in() {
         let mut a = DatagramAuth::new(secret(1));
         let first = a.seal(b"first", NOW - 1000);
-        assert!(a.open(&first, A, NOW).is_ok());
+        assert!(a.open(&first, NOW).is_ok());
         for i in 0..REPLAY_CACHE as u64 {
             let s = a.seal(&i.to_be_bytes(), NOW + i % 1000);
-            assert!(a.open(&s, A, NOW).is_ok());
+            assert!(a.open(&s, NOW).is_ok());
         }
         assert!(a.remembered() <= REPLAY_CACHE);
         // `first` was pushed out of the cache, and is still refused.
-        assert_eq!(a.open(&first, A, NOW), Err(Refused::Replayed));
-        assert_eq!(a.open(&first, B, NOW), Err(Refused::Replayed));
+        assert_eq!(a.open(&first, NOW), Err(Refused::Replayed));
         // Newer datagrams are still taken.
-        assert!(a.open(&a.seal(b"new", NOW + 2000), A, NOW).is_ok());
+        assert!(a.open(&a.seal(b"new", NOW + 2000), NOW).is_ok());
     }
 }

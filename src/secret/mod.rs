@@ -144,8 +144,8 @@ impl Secret {
 }
 
 /// The event loop's side of a received datagram: with no secret, `bytes` as they are; with
-/// one, the inner datagram of an authenticated one, or `None` when it is refused (counted in
-/// `refusals`, but for a second copy from the same address).
+/// one, the inner datagram of an authenticated one, or `None` when it is refused or repeated
+/// (counted in `refusals`).
 pub fn open<'a>(
     auth: &mut Option<DatagramAuth>,
     refusals: &mut Refusals,
@@ -156,10 +156,12 @@ pub fn open<'a>(
     let Some(auth) = auth else {
         return Some(bytes);
     };
-    match auth.open(bytes, from.ip(), unix_millis()) {
+    match auth.open(bytes, unix_millis()) {
         Ok(inner) => Some(inner),
-        // The second copy a static peer on the link gets (multicast and unicast).
-        Err(Refused::Duplicate) => None,
+        Err(Refused::Repeated) => {
+            refusals.repeated += 1;
+            None
+        }
         Err(why) => {
             refusals.datagram(from.ip(), why, now);
             None

@@ -23,8 +23,9 @@ pub struct SourceTally {
 pub struct Refusals {
     /// Datagrams refused since start.
     pub datagrams: u64,
-    /// Datagrams refused as replays (counted in `datagrams` too).
-    pub replayed: u64,
+    /// Datagrams dropped as taken once already: second copies (a host on both families, a
+    /// static peer on the link) and replays alike; not refusals.
+    pub repeated: u64,
     /// Peer requests answered 403 since start.
     pub requests: u64,
     sources: Vec<SourceTally>,
@@ -34,9 +35,6 @@ impl Refusals {
     /// A datagram from `ip` refused for `why`.
     pub fn datagram(&mut self, ip: IpAddr, why: super::Refused, now: Instant) {
         self.datagrams += 1;
-        if why == super::Refused::Replayed {
-            self.replayed += 1;
-        }
         let first = self.source(ip, now).datagrams == 0;
         self.source(ip, now).datagrams += 1;
         if first {
@@ -88,8 +86,8 @@ impl Refusals {
     /// The status page's lines.
     pub fn describe(&self) -> String {
         let mut text = format!(
-            "secret: {} datagrams refused ({} replays), {} peer requests refused (403)\n",
-            self.datagrams, self.replayed, self.requests
+            "secret: {} datagrams refused, {} peer requests refused (403), {} repeated datagrams dropped\n",
+            self.datagrams, self.requests, self.repeated
         );
         for t in self.sources() {
             text.push_str(&format!(
@@ -104,7 +102,7 @@ impl Refusals {
     pub fn status(&self) -> crate::status::SecretStatus {
         crate::status::SecretStatus {
             datagrams_refused: self.datagrams,
-            datagrams_replayed: self.replayed,
+            datagrams_repeated: self.repeated,
             requests_refused: self.requests,
             sources: self
                 .sources()
@@ -137,7 +135,8 @@ mod tests {
         r.datagram(ip(1), Refused::Replayed, t0);
         r.request(ip(1), HttpRefused::Missing, t0);
         r.request(ip(2), HttpRefused::BadMac, t0);
-        assert_eq!((r.datagrams, r.replayed, r.requests), (2, 1, 2));
+        r.repeated += 1;
+        assert_eq!((r.datagrams, r.repeated, r.requests), (2, 1, 2));
         let s = r.sources();
         assert_eq!((s[0].ip, s[0].datagrams, s[0].requests), (ip(1), 2, 1));
         for n in 3..100 {
@@ -151,7 +150,7 @@ mod tests {
         assert!(r.sources().iter().any(|s| s.ip == ip(99)));
         assert_eq!(r.datagrams, 99);
         assert!(r.describe().starts_with(
-            "secret: 99 datagrams refused (1 replays), 2 peer requests refused (403)\n"
+            "secret: 99 datagrams refused, 2 peer requests refused (403), 1 repeated datagrams dropped\n"
         ));
         assert_eq!(r.status().sources.len(), MAX_SOURCES);
     }

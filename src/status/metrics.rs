@@ -215,10 +215,10 @@ pub fn render(s: &Snapshot) -> String {
             o,
             "flocon_secret_refused_total",
             "counter",
-            "Datagrams and peer requests refused for a missing or wrong shared secret (replays among the datagrams).",
+            "Datagrams and peer requests refused for a missing or wrong shared secret, and (repeated_datagram) datagrams dropped as taken once already.",
         );
         f.sample(&[("what", "datagram")], secret.datagrams_refused);
-        f.sample(&[("what", "replayed_datagram")], secret.datagrams_replayed);
+        f.sample(&[("what", "repeated_datagram")], secret.datagrams_repeated);
         f.sample(&[("what", "request")], secret.requests_refused);
     }
     let c = &s.server;

@@ -63,7 +63,7 @@ pub struct Snapshot {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecretStatus {
     pub datagrams_refused: u64,
-    pub datagrams_replayed: u64,
+    pub datagrams_repeated: u64,
     pub requests_refused: u64,
     /// (address, datagrams, requests), most refused first, at most
     /// [`crate::secret::refusals::MAX_SOURCES`].

@@ -73,8 +73,8 @@ pub fn json(s: &Snapshot) -> String {
         Some(secret) => {
             w.key("secret").open_object();
             w.key("datagrams_refused").number(secret.datagrams_refused);
-            w.key("datagrams_replayed")
-                .number(secret.datagrams_replayed);
+            w.key("datagrams_repeated")
+                .number(secret.datagrams_repeated);
             w.key("requests_refused").number(secret.requests_refused);
             w.key("sources").open_array();
             for (ip, datagrams, requests) in &secret.sources {
@@ -316,7 +316,7 @@ mod tests {
         s.static_peers = vec!["static peer nas: 10.8.0.2:19432".into()];
         s.secret = Some(SecretStatus {
             datagrams_refused: 9,
-            datagrams_replayed: 2,
+            datagrams_repeated: 2,
             requests_refused: 3,
             sources: vec![("10.0.0.66".parse().unwrap(), 7, 3)],
         });
@@ -331,7 +331,7 @@ mod tests {
             "{shown}"
         );
         assert!(
-            shown.contains("shared secret: refused 9 datagrams (2 replays) and 3 peer requests"),
+            shown.contains("shared secret: refused 9 datagrams and 3 peer requests; 2 repeated datagrams dropped"),
             "{shown}"
         );
         assert!(

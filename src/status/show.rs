@@ -126,10 +126,10 @@ pub fn status(v: &Value) -> String {
     if let Some(secret) = v.get("secret").filter(|s| **s != Value::Null) {
         let _ = writeln!(
             out,
-            "shared secret: refused {} datagrams ({} replays) and {} peer requests",
+            "shared secret: refused {} datagrams and {} peer requests; {} repeated datagrams dropped",
             num(secret, "datagrams_refused"),
-            num(secret, "datagrams_replayed"),
             num(secret, "requests_refused"),
+            num(secret, "datagrams_repeated"),
         );
         for src in secret.get("sources").map(Value::as_array).unwrap_or(&[]) {
             let _ = writeln!(
