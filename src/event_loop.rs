@@ -290,7 +290,10 @@ impl Daemon {
     /// daemon exits 1) when a port is taken.
     pub fn new(settings: &Settings) -> io::Result<Daemon> {
         let now = Instant::now();
-        let secret = match &settings.secret_file {
+        let credentials = std::env::var("CREDENTIALS_DIRECTORY").ok();
+        let secret_file =
+            crate::secret::file_to_use(settings.secret_file.as_deref(), credentials.as_deref());
+        let secret = match &secret_file {
             Some(path) => {
                 let secret = Secret::load(path)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

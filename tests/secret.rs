@@ -308,3 +308,33 @@ fn a_secret_file_others_can_read_stops_the_daemon() {
         Duration::from_secs(5),
     );
 }
+
+/// Under systemd, `LoadCredential=flocon-secret:PATH` alone is enough: with no `SecretFile`,
+/// the credential in `$CREDENTIALS_DIRECTORY` is read (here one with a bad mode, so the
+/// daemon's refusal names it), and a directory without it leaves flocon without a secret.
+#[test]
+fn the_systemd_credential_is_read_when_no_secret_file_is_set() {
+    let creds = TempDir::new("secret-cred");
+    secret_file(&creds, "flocon-secret", KEY, 0o644);
+    let cache = TempDir::new("secret-cred-cache");
+    let (port, local) = (common::free_port(), common::free_port());
+    let mut cmd = common::netns_command(None, fl::bin());
+    cmd.args(fl::loopback_args(cache.path(), port, local))
+        .env("CREDENTIALS_DIRECTORY", creds.path());
+    let mut d = common::Daemon::spawn_command("cred-secret", cmd);
+    let status = d.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1));
+    d.wait_for_line_containing("flocon-secret has mode 0644", Duration::from_secs(5));
+
+    let empty = TempDir::new("secret-cred-none");
+    let (port, local) = (common::free_port(), common::free_port());
+    let mut cmd = common::netns_command(None, fl::bin());
+    cmd.args(fl::loopback_args(cache.path(), port, local))
+        .env("CREDENTIALS_DIRECTORY", empty.path());
+    let mut d = common::Daemon::spawn_command("cred-none", cmd);
+    d.wait_for_line_containing("serving cache directory", Duration::from_secs(10));
+    assert!(
+        d.lines().iter().all(|l| !l.contains("shared secret")),
+        "no credential, no secret"
+    );
+}

@@ -22,7 +22,7 @@ use std::fs;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +40,24 @@ pub const MIN_SECRET: usize = 16;
 pub const MAX_SECRET: usize = 4096;
 /// Clocks of hosts sharing a secret may differ by this much either way: a datagram or a
 /// request stamped further from our clock is refused.
+/// The credential name under which systemd hands the secret over (`LoadCredential=flocon-secret:
+/// PATH`): with no `SecretFile`, `$CREDENTIALS_DIRECTORY/flocon-secret` is used when it exists.
+pub const CREDENTIAL: &str = "flocon-secret";
+
+/// The secret file to read: the configured one, else the credential systemd passed
+/// (`credentials_directory` is `$CREDENTIALS_DIRECTORY`), else none.
+pub fn file_to_use(
+    configured: Option<&Path>,
+    credentials_directory: Option<&str>,
+) -> Option<PathBuf> {
+    if let Some(path) = configured {
+        return Some(path.to_path_buf());
+    }
+    let dir = credentials_directory.filter(|d| d.starts_with('/'))?;
+    let path = Path::new(dir).join(CREDENTIAL);
+    path.exists().then_some(path)
+}
+
 pub const WINDOW: Duration = Duration::from_secs(30);
 
 /// The HMAC-SHA256 instance every MAC here is made with.
@@ -194,6 +212,23 @@ mod tests {
         fs::write(&p, bytes).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
         p
+    }
+
+    #[test]
+    fn the_configured_file_wins_then_the_systemd_credential() {
+        let dir = std::env::temp_dir().join(format!("flocon-cred-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let d = dir.to_str().unwrap();
+        let given = Path::new("/etc/flocon/secret");
+        assert_eq!(file_to_use(Some(given), Some(d)), Some(given.to_path_buf()));
+        // No credential of that name passed: none.
+        assert_eq!(file_to_use(None, Some(d)), None);
+        assert_eq!(file_to_use(None, None), None);
+        let cred = write(&dir, CREDENTIAL, b"0123456789abcdef", 0o400);
+        assert_eq!(file_to_use(None, Some(d)), Some(cred));
+        // A relative $CREDENTIALS_DIRECTORY is not systemd's: ignored.
+        assert_eq!(file_to_use(None, Some("relative")), None);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
