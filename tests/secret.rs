@@ -331,7 +331,7 @@ fn the_systemd_credential_is_read_when_no_secret_file_is_set() {
     let mut cmd = common::netns_command(None, fl::bin());
     cmd.args(fl::loopback_args(cache.path(), port, local))
         .env("CREDENTIALS_DIRECTORY", empty.path());
-    let mut d = common::Daemon::spawn_command("cred-none", cmd);
+    let d = common::Daemon::spawn_command("cred-none", cmd);
     d.wait_for_line_containing("serving cache directory", Duration::from_secs(10));
     assert!(
         d.lines().iter().all(|l| !l.contains("shared secret")),
