@@ -15,9 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-use super::wire::MAX_FINGERPRINTS;
+use super::wire::SEND_FINGERPRINTS;
 
-/// Most parts a summary may have: 200 × 340 = 68,000 fingerprints (272 KiB). A peer that
+/// Most parts a summary may have: 200 × 340 = 68,000 fingerprints (272 KiB) from a peer, 200 ×
+/// 328 = 65,600 in this host's own (`SEND_FINGERPRINTS` a part). A peer that
 /// announces more is treated as having no summary (asked about everything).
 pub const MAX_PARTS: u16 = 200;
 
@@ -142,7 +143,7 @@ impl LocalSummary {
         self.version = next_version(self.version);
         let added: Vec<u32> = std::mem::take(&mut self.added).into_iter().collect();
         let removed: Vec<u32> = std::mem::take(&mut self.removed).into_iter().collect();
-        if added.len() + removed.len() > MAX_FINGERPRINTS {
+        if added.len() + removed.len() > SEND_FINGERPRINTS {
             return Some(Change::Reset {
                 version: self.version,
             });
@@ -154,14 +155,16 @@ impl LocalSummary {
         })
     }
 
-    /// The whole summary in parts of at most [`MAX_FINGERPRINTS`], ascending; `None` when it
+    /// The whole summary in parts of at most [`SEND_FINGERPRINTS`], ascending; `None` when it
     /// would need more than [`MAX_PARTS`] (peers then ask this host about everything).
     pub fn parts(&self) -> Option<Vec<Vec<u32>>> {
         let keys: Vec<u32> = self.counts.keys().copied().collect();
         let parts: Vec<Vec<u32>> = if keys.is_empty() {
             vec![Vec::new()]
         } else {
-            keys.chunks(MAX_FINGERPRINTS).map(<[u32]>::to_vec).collect()
+            keys.chunks(SEND_FINGERPRINTS)
+                .map(<[u32]>::to_vec)
+                .collect()
         };
         (parts.len() <= usize::from(MAX_PARTS)).then_some(parts)
     }
@@ -357,8 +360,8 @@ mod tests {
         s.replace_all(names.iter().map(String::as_str));
         assert_eq!(s.take_change(), Some(Change::Reset { version: 2 }));
         let parts = s.parts().unwrap();
-        assert_eq!(parts.len(), 3);
-        assert!(parts.iter().all(|p| p.len() <= MAX_FINGERPRINTS));
+        assert_eq!(parts.len(), 4, "1,000 names in parts of 328");
+        assert!(parts.iter().all(|p| p.len() <= SEND_FINGERPRINTS));
         let mut peer = PeerSummary::default();
         peer.announced(2);
         assert!(peer.is_stale());

@@ -23,8 +23,14 @@ pub const MAX_NAME_LEN: usize = 255;
 /// Most fingerprints one SUMMARY_DELTA or SUMMARY_PART carries (added and removed together),
 /// so that every datagram fits a 1,400-byte payload: no IP fragments on any usual link.
 pub const MAX_FINGERPRINTS: usize = 340;
-/// Largest datagram a version 2 host ever sends (a SUMMARY_PART or SUMMARY_DELTA that is full).
+/// Largest datagram a version 2 host accepts (a SUMMARY_PART or SUMMARY_DELTA that is full).
 pub const MAX_DATAGRAM: usize = HEADER_LEN + 10 + 4 * MAX_FINGERPRINTS;
+/// Most fingerprints this build puts in one datagram: 12 fewer than it accepts, so that in the
+/// 48-byte envelope of a shared secret (`secret::datagram`) its longest datagram is still
+/// [`MAX_DATAGRAM`] bytes, one unfragmented packet wherever a plain one is.
+pub const SEND_FINGERPRINTS: usize = MAX_FINGERPRINTS - 12;
+/// Largest datagram this build sends, outside any envelope.
+pub const MAX_SENT_DATAGRAM: usize = HEADER_LEN + 10 + 4 * SEND_FINGERPRINTS;
 
 /// The kind byte at offset 5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,6 +36,10 @@ pub const HEADER_LEN: usize = 16;
 pub const TAG_LEN: usize = 32;
 /// Bytes the envelope adds to a datagram.
 pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+// The longest datagram this build sends still fits the longest plain one in its envelope.
+const _: () = assert!(
+    OVERHEAD + crate::discovery::wire::MAX_SENT_DATAGRAM <= crate::discovery::wire::MAX_DATAGRAM
+);
 /// Most (timestamp, MAC) pairs remembered (about 48 bytes each).
 pub const REPLAY_CACHE: usize = 8192;
 
