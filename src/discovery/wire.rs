@@ -39,6 +39,7 @@ pub enum Kind {
     SummaryDelta = 7,
     SummaryRequest = 8,
     SummaryPart = 9,
+    Claim = 12,
 }
 
 impl Kind {
@@ -53,6 +54,7 @@ impl Kind {
             7 => Some(Kind::SummaryDelta),
             8 => Some(Kind::SummaryRequest),
             9 => Some(Kind::SummaryPart),
+            12 => Some(Kind::Claim),
             _ => None,
         }
     }
@@ -117,6 +119,15 @@ pub enum Body {
         parts: u16,
         fingerprints: Vec<u32>,
     },
+    /// To the group (or unicast, `leading`, answering a CLAIM): "nobody has this file and I
+    /// mean to fetch it from upstream" (`leading` false), or "I am fetching it from upstream
+    /// now: follow me" (`leading` true). The name is raw bytes, checked by the receiver as for
+    /// WHO_HAS; `expected` as in WHO_HAS. See `claims.rs`.
+    Claim {
+        leading: bool,
+        name: Vec<u8>,
+        expected: Option<Expected>,
+    },
 }
 
 impl Body {
@@ -132,6 +143,7 @@ impl Body {
             Body::SummaryDelta { .. } => Kind::SummaryDelta,
             Body::SummaryRequest => Kind::SummaryRequest,
             Body::SummaryPart { .. } => Kind::SummaryPart,
+            Body::Claim { .. } => Kind::Claim,
         }
     }
 }
@@ -301,6 +313,22 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A length-prefixed file name and the content flag with its optional size and SHA-256
+    /// (WHO_HAS, CLAIM).
+    fn name_and_content(&mut self) -> Result<(Vec<u8>, Option<Expected>), WireError> {
+        let len = usize::from(self.u8()?);
+        let name = self.take(len)?.to_vec();
+        let expected = match self.u8()? {
+            0 => None,
+            1 => Some(Expected {
+                size: self.u64()?,
+                sha256: Sha256(self.array()?),
+            }),
+            flag => return Err(WireError::BadFlag(flag)),
+        };
+        Ok((name, expected))
+    }
+
     fn finish(&self) -> Result<(), WireError> {
         if self.at == self.bytes.len() {
             Ok(())
@@ -338,18 +366,22 @@ pub fn parse(bytes: &[u8]) -> Result<Message, WireError> {
         Kind::Goodbye => Body::Goodbye,
         Kind::WhoHas => {
             let question = r.u32()?;
-            let len = usize::from(r.u8()?);
-            let name = r.take(len)?.to_vec();
-            let expected = match r.u8()? {
-                0 => None,
-                1 => Some(Expected {
-                    size: r.u64()?,
-                    sha256: Sha256(r.array()?),
-                }),
-                flag => return Err(WireError::BadFlag(flag)),
-            };
+            let (name, expected) = r.name_and_content()?;
             Body::WhoHas {
                 question,
+                name,
+                expected,
+            }
+        }
+        Kind::Claim => {
+            let leading = match r.u8()? {
+                0 => false,
+                1 => true,
+                flag => return Err(WireError::BadFlag(flag)),
+            };
+            let (name, expected) = r.name_and_content()?;
+            Body::Claim {
+                leading,
                 name,
                 expected,
             }
@@ -412,15 +444,15 @@ pub fn emit(msg: &Message, out: &mut Vec<u8>) {
             expected,
         } => {
             out.extend_from_slice(&question.to_be_bytes());
-            put_bytes(out, name, MAX_NAME_LEN);
-            match expected {
-                None => out.push(0),
-                Some(e) => {
-                    out.push(1);
-                    out.extend_from_slice(&e.size.to_be_bytes());
-                    out.extend_from_slice(&e.sha256.0);
-                }
-            }
+            put_name_and_content(out, name, *expected);
+        }
+        Body::Claim {
+            leading,
+            name,
+            expected,
+        } => {
+            out.push(u8::from(*leading));
+            put_name_and_content(out, name, *expected);
         }
         Body::Have { question } | Body::HaveNot { question } => {
             out.extend_from_slice(&question.to_be_bytes());
@@ -452,6 +484,19 @@ pub fn emit(msg: &Message, out: &mut Vec<u8>) {
                 out,
                 &fingerprints[..fingerprints.len().min(MAX_FINGERPRINTS)],
             );
+        }
+    }
+}
+
+/// A file name (cut to 255 bytes) and the content flag with its size and SHA-256.
+fn put_name_and_content(out: &mut Vec<u8>, name: &[u8], expected: Option<Expected>) {
+    put_bytes(out, name, MAX_NAME_LEN);
+    match expected {
+        None => out.push(0),
+        Some(e) => {
+            out.push(1);
+            out.extend_from_slice(&e.size.to_be_bytes());
+            out.extend_from_slice(&e.sha256.0);
         }
     }
 }
@@ -598,7 +643,78 @@ mod tests {
                     &"a".repeat(MAX_LABEL_LEN),
                 )),
             },
+            Message {
+                host_id: id,
+                body: Body::Claim {
+                    leading: false,
+                    name: b"zstd-1.5.6-1-x86_64.pkg.tar.zst".to_vec(),
+                    expected: Some(Expected {
+                        size: 5,
+                        sha256: Sha256([0x11; 32]),
+                    }),
+                },
+            },
+            Message {
+                host_id: id,
+                body: Body::Claim {
+                    leading: true,
+                    name: b"x.sig".to_vec(),
+                    expected: None,
+                },
+            },
         ]
+    }
+
+    #[test]
+    fn claim_layout_byte_by_byte() {
+        let claim = Message {
+            host_id: 9,
+            body: Body::Claim {
+                leading: false,
+                name: b"x".to_vec(),
+                expected: Some(Expected {
+                    size: 300,
+                    sha256: Sha256([7; 32]),
+                }),
+            },
+        };
+        let expected: Vec<u8> = [
+            &b"FLOC"[..],
+            &[2, 12],
+            &[0, 0, 0, 0, 0, 0, 0, 9],
+            &[0],
+            &[1],
+            b"x",
+            &[1],
+            &[0, 0, 0, 0, 0, 0, 1, 44],
+            &[7; 32],
+        ]
+        .concat();
+        assert_eq!(bytes_of(&claim), expected);
+        let leading = Message {
+            host_id: 9,
+            body: Body::Claim {
+                leading: true,
+                name: b"x.sig".to_vec(),
+                expected: None,
+            },
+        };
+        let bytes = bytes_of(&leading);
+        assert_eq!(
+            bytes,
+            [
+                &b"FLOC"[..],
+                &[2, 12],
+                &[0, 0, 0, 0, 0, 0, 0, 9],
+                &[1, 5],
+                b"x.sig",
+                &[0]
+            ]
+            .concat()
+        );
+        let mut bad = bytes.clone();
+        bad[14] = 2;
+        assert_eq!(parse(&bad), Err(WireError::BadFlag(2)));
     }
 
     fn bytes_of(msg: &Message) -> Vec<u8> {
