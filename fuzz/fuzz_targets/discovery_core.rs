@@ -1,11 +1,12 @@
 //! The discovery core as a state machine: a sequence of datagrams (raw, or well-formed
 //! messages from a few hosts), questions, cancels, joins and clock steps, driven with a fake
 //! clock, with cache summaries (versions, deltas, parts, requests), cache changes and
-//! resumes from suspend. Checked after every step: nothing panics, the peer table and the queues stay
+//! resumes from suspend, claims (one fetcher per file: downloads asked with `ask_to_fetch`,
+//! CLAIM and LEADING from peers, leads taken and released). Checked after every step: nothing panics, the peer table and the queues stay
 //! bounded, every datagram it wants sent parses, and every question gets exactly one answer
-//! unless it was cancelled.
+//! unless it was cancelled, never naming a peer the question excluded.
 #![no_main]
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -35,13 +36,14 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut core = Discovery::new(me, params, now, 7);
     let mut open: HashSet<QuestionId> = HashSet::new();
+    let mut excluded: HashMap<QuestionId, u64> = HashMap::new();
     let mut cancelled: HashSet<QuestionId> = HashSet::new();
     let mut bytes = data.iter().copied();
     while let Some(op) = bytes.next() {
         let arg = bytes.next().unwrap_or(0);
         let host = u64::from(arg % 6) + 1; // 1 is this host's own id
         let from: SocketAddr = format!("10.0.0.{}:19432", arg % 6).parse().unwrap();
-        match op % 11 {
+        match op % 12 {
             0 => {
                 let len = usize::from(bytes.next().unwrap_or(0));
                 let raw: Vec<u8> = bytes.by_ref().take(len).collect();
@@ -83,7 +85,14 @@ fuzz_target!(|data: &[u8]| {
                             fingerprints: if arg & 4 == 0 { vec![fingerprint(FILES[0])] } else { vec![] },
                         },
                     },
-                    _ => Body::HaveNot { question },
+                    _ => Body::Claim {
+                        leading: question & 1 == 1,
+                        name: FILES[usize::from(arg) % 3].as_bytes().to_vec(),
+                        expected: (question & 2 != 0).then_some(Expected {
+                            size: 1,
+                            sha256: Sha256([arg & 1; 32]),
+                        }),
+                    },
                 };
                 let mut out = Vec::new();
                 emit(&Message { host_id: host, body }, &mut out);
@@ -96,8 +105,14 @@ fuzz_target!(|data: &[u8]| {
                     size: 1,
                     sha256: Sha256([arg; 32]),
                 });
-                let q = core.ask(FILES[usize::from(arg) % 3], expected, &exclude, now);
+                let file = FILES[usize::from(arg) % 3];
+                let q = if bytes.next().unwrap_or(0) & 1 == 0 {
+                    core.ask(file, expected, &exclude, now)
+                } else {
+                    core.ask_to_fetch(file, expected, &exclude, now)
+                };
                 assert!(open.insert(q), "question id {q:?} reused while open");
+                excluded.insert(q, exclude[0]);
             }
             3 => {
                 if let Some(&q) = open.iter().next() {
@@ -118,6 +133,18 @@ fuzz_target!(|data: &[u8]| {
             7 => core.goodbye(),
             8 => core.cache_added(FILES[usize::from(arg) % 3]),
             9 => core.cache_removed(FILES[usize::from(arg) % 3]),
+            10 => {
+                let file = FILES[usize::from(arg) % 3];
+                if arg & 1 == 0 {
+                    let expected = (arg & 2 != 0).then_some(Expected {
+                        size: 1,
+                        sha256: Sha256([arg & 1; 32]),
+                    });
+                    core.lead(file, expected, now);
+                } else {
+                    core.release(file);
+                }
+            }
             _ => {
                 if arg & 1 == 0 {
                     core.set_cache_names(FILES.iter().take(usize::from(arg) % 4).copied(), now);
@@ -145,6 +172,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(open.remove(&question), "answer to a question not open");
                 if let Some(p) = peer {
                     assert_ne!(p.host_id, 1, "this host answered itself");
+                    assert_ne!(Some(&p.host_id), excluded.get(&question), "an excluded peer");
                 }
             }
         }
