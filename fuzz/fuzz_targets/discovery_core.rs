@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use flocon::discovery::wire::{Announcement, Body, Expected, Message};
+use flocon::discovery::wire::{Announcement, Body, ClaimState, Expected, Message};
 use flocon::discovery::{
     Discovery, Event, Identity, JoinReport, Params, QuestionId, TRANSMIT_QUEUE_LIMIT, emit,
     fingerprint, parse,
@@ -86,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
                         },
                     },
                     _ => Body::Claim {
-                        leading: question & 1 == 1,
+                        state: match question % 3 { 0 => ClaimState::Claiming, 1 => ClaimState::Leading, _ => ClaimState::Serving },
                         name: FILES[usize::from(arg) % 3].as_bytes().to_vec(),
                         expected: (question & 2 != 0).then_some(Expected {
                             size: 1,
@@ -140,7 +140,11 @@ fuzz_target!(|data: &[u8]| {
                         size: 1,
                         sha256: Sha256([arg & 1; 32]),
                     });
-                    core.lead(file, expected, now);
+                    if arg & 4 == 0 {
+                        core.lead(file, expected, now);
+                    } else {
+                        core.serving(file, expected, now);
+                    }
                 } else {
                     core.release(file);
                 }
@@ -180,8 +184,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(core.peers().all(|p| p.host_id != 1));
     }
     // Every open question ends by its deadline: one per wave, and a question has at most
-    // as many waves as there are peers.
-    for _ in 0..8 {
+    // as many waves as there are peers; then a claim's window and its wait for a leader to
+    // serve (at most 3 s).
+    for _ in 0..20 {
         now += Duration::from_millis(300);
         core.handle_timeout(now);
         while let Some(event) = core.poll_event() {

@@ -52,6 +52,11 @@ struct Lan {
     drop: Drop,
     /// Answers: host -> question -> (when, the host followed or `None` to lead).
     answers: Vec<BTreeMap<u32, (Instant, Option<u64>)>>,
+    /// A host told to lead says SERVING this long after (its upstream answered); `None`:
+    /// never.
+    serve_after: Option<Duration>,
+    /// (when, host): SERVING due.
+    serve_at: Vec<(Instant, usize)>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -92,6 +97,8 @@ impl Lan {
             now,
             drop: Box::new(|_, _, _| false),
             answers: vec![BTreeMap::new(); ids.len()],
+            serve_after: Some(ms(5)),
+            serve_at: Vec::new(),
         };
         lan.run(ms(1500));
         for d in &lan.hosts {
@@ -132,6 +139,9 @@ impl Lan {
                     let old =
                         self.answers[i].insert(question.0, (self.now, peer.map(|p| p.host_id)));
                     assert!(old.is_none(), "two answers to one question");
+                    if let (None, Some(after)) = (peer, self.serve_after) {
+                        self.serve_at.push((self.now + after, i));
+                    }
                 }
             }
         }
@@ -146,6 +156,7 @@ impl Lan {
             let next_timer = (0..self.hosts.len())
                 .filter(|&i| !self.dead[i])
                 .filter_map(|i| self.hosts[i].poll_timeout())
+                .chain(self.serve_at.iter().map(|s| s.0))
                 .min();
             let Some(next) = next_flight
                 .into_iter()
@@ -170,6 +181,14 @@ impl Lan {
             for f in due {
                 if !self.dead[f.to] {
                     self.hosts[f.to].handle_datagram(addr(f.from), &f.payload, now, &mut none);
+                }
+            }
+            let (serve, later): (Vec<_>, Vec<_>) =
+                self.serve_at.drain(..).partition(|s| s.0 <= now);
+            self.serve_at = later;
+            for (_, i) in serve {
+                if !self.dead[i] {
+                    self.hosts[i].serving(FILE, expected(), now);
                 }
             }
             for i in 0..self.hosts.len() {
@@ -362,7 +381,7 @@ fn claims_count_only_from_known_peers_and_plain_lookups_never_claim() {
         &super::wire::Message {
             host_id: 0x5555,
             body: Body::Claim {
-                leading: true,
+                state: super::wire::ClaimState::Serving,
                 name: FILE.as_bytes().to_vec(),
                 expected: expected(),
             },
@@ -378,4 +397,40 @@ fn claims_count_only_from_known_peers_and_plain_lookups_never_claim() {
     lan.hosts[1].cancel(q);
     lan.run(WINDOW_MAX * 2);
     assert_eq!(lan.answer(1, q), None);
+}
+
+#[test]
+fn followers_wait_for_their_leader_to_serve_and_no_longer_than_the_follow_wait() {
+    use super::claims::FOLLOW_WAIT;
+    let ids = ids(3);
+    let leader = best(&ids);
+    // Its upstream answers after 400 ms: the followers are answered then, not before.
+    let mut lan = Lan::new(&ids);
+    lan.serve_after = Some(ms(400));
+    let start = lan.now;
+    let q: Vec<QuestionId> = (0..3).map(|i| lan.ask(i, &[])).collect();
+    lan.run(ms(300));
+    for i in 0..3 {
+        assert_eq!(lan.answer(i, q[i]).is_some(), ids[i] == leader);
+    }
+    lan.run(ms(300));
+    for i in (0..3).filter(|&i| ids[i] != leader) {
+        let (at, follow) = lan.answer(i, q[i]).unwrap();
+        assert_eq!(follow, Some(leader));
+        assert!(at - start >= ms(400) && at - start < ms(400) + WINDOW_MAX * 2);
+    }
+    // It never serves (its upstream failed, or the file is too big for its spool): each
+    // follower fetches from upstream itself after the follow wait.
+    let mut lan = Lan::new(&ids);
+    lan.serve_after = None;
+    let start = lan.now;
+    let q: Vec<QuestionId> = (0..3).map(|i| lan.ask(i, &[])).collect();
+    lan.run(FOLLOW_WAIT + WINDOW_MAX * 2);
+    for i in 0..3 {
+        let (at, follow) = lan.answer(i, q[i]).unwrap();
+        assert_eq!(follow, None);
+        if ids[i] != leader {
+            assert!(at - start >= FOLLOW_WAIT);
+        }
+    }
 }

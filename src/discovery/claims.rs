@@ -5,14 +5,17 @@
 //! window. Every host that claimed the same file (same name and expected content) within a
 //! window of each other ends up with the same set of claimants and picks the same **leader**
 //! by a deterministic rank ([`rank`]): the leader fetches the file from upstream, the others
-//! follow it (they fetch from its peer file server). The leader says so with a LEADING claim to
-//! the group when its window ends, and answers every later CLAIM for the file with a unicast
-//! LEADING, so latecomers follow it at once. A LEADING beats any claim.
+//! follow it (they fetch from its peer file server, which streams the file as it arrives).
+//! The leader says LEADING to the group when its window ends, and SERVING once its file server
+//! can stream the file (its upstream answered and its spool file is open); a follower's
+//! lookup is answered with the leader only then, or after [`FOLLOW_WAIT`] with nobody (it
+//! fetches from upstream itself). A leader answers every later CLAIM for the file with where
+//! it stands, so latecomers follow it at once. A leader beats any claimant.
 //!
-//! This module owns the tables (claims heard, own claims in their window, files this host
-//! leads) and the decision; it never sends, reads a clock or knows about peers' addresses:
-//! `protocol.rs` feeds it checked datagrams from known peers and performs what it decides.
-//! Everything is bounded ([`HEARD_LIMIT`], [`LEAD_LIMIT`], [`PENDING_LIMIT`]) and expires.
+//! This module owns the tables (claims heard, own claims, files this host leads) and the
+//! decisions; it never sends, reads a clock or knows about peers' addresses: `protocol.rs`
+//! feeds it checked datagrams from known peers and performs what it decides. Everything is
+//! bounded ([`HEARD_LIMIT`], [`LEAD_LIMIT`], [`PENDING_LIMIT`]) and expires.
 //!
 //! Why a window and not a token passed around: the hosts that miss the same file at the same
 //! moment are exactly the ones whose CLAIMs cross on the wire, and a window of a few answer
@@ -26,7 +29,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256 as Sha};
 
 use super::questions::QuestionId;
-use super::wire::Expected;
+use super::wire::{ClaimState, Expected};
 
 /// The shortest and longest claim window. The window is the slowest answer time of the peers
 /// that could claim too (each measured as for WHO_HAS: smoothed + 4 deviations, at least
@@ -36,8 +39,12 @@ use super::wire::Expected;
 /// takes 375 ms).
 pub const WINDOW_MIN: Duration = Duration::from_millis(20);
 pub const WINDOW_MAX: Duration = Duration::from_millis(50);
-/// A LEADING heard is believed this long (a leader answers every later CLAIM anew, so this
-/// only covers a lost answer).
+/// How long a follower waits for its leader to say SERVING (its upstream answered): then it
+/// fetches from upstream itself. Below the relay's 5 s bound on a lookup, and far below
+/// pacman's 10 s without a byte.
+pub const FOLLOW_WAIT: Duration = Duration::from_secs(3);
+/// A LEADING or SERVING heard is believed this long (a leader answers every later CLAIM
+/// anew, so this only covers a lost answer).
 pub const LEADING_KEPT: Duration = Duration::from_secs(2);
 /// A file this host leads is answered as led until the relay releases it, or this long at
 /// most (a safety net: the relay releases it when its download ends).
@@ -47,8 +54,8 @@ pub const HEARD_LIMIT: usize = 1024;
 /// Most files led at once; past that the oldest lead is dropped (late claimants then fetch
 /// themselves: more bytes from upstream, never an error).
 pub const LEAD_LIMIT: usize = 256;
-/// Most own claims waiting (in their window, or marked for a question still open); past that
-/// a lookup that ends with nobody goes upstream at once.
+/// Most own claims waiting (marked, in their window or following); past that a lookup that
+/// ends with nobody goes upstream at once.
 pub const PENDING_LIMIT: usize = 4096;
 
 /// The file a claim is about: its name and the content the claimant's database gives.
@@ -79,9 +86,9 @@ fn splitmix64(mut z: u64) -> u64 {
 /// What a claim ended with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// This host fetches the file from upstream.
+    /// This host fetches the file from upstream (it won, or its leader never served).
     Lead,
-    /// Fetch it from this host.
+    /// Fetch it from this host, which serves it now.
     Follow(u64),
 }
 
@@ -91,14 +98,35 @@ pub struct Decided {
     pub question: QuestionId,
     pub key: Key,
     pub decision: Decision,
+    /// The decision was to lead at the end of the window (say LEADING to the group).
+    pub won: bool,
 }
 
 #[derive(Clone, Debug)]
 struct Heard {
     host: u64,
     key: Key,
-    leading: bool,
+    state: ClaimState,
     at: Instant,
+}
+
+impl Heard {
+    fn kept(&self) -> Duration {
+        match self.state {
+            ClaimState::Claiming => 2 * WINDOW_MAX,
+            ClaimState::Leading | ClaimState::Serving => LEADING_KEPT,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The lookup is still open; a claim if it ends with nobody.
+    Marked,
+    /// CLAIM sent at `claimed`; deciding at `end`.
+    Window { claimed: Instant, end: Instant },
+    /// Following `leader`, waiting for it to serve until `until`.
+    Following { leader: u64, until: Instant },
 }
 
 #[derive(Clone, Debug)]
@@ -107,8 +135,14 @@ struct Own {
     key: Key,
     /// Hosts never followed for this request (tried, backed off, banned).
     exclude: Vec<u64>,
-    /// `None`: marked, the lookup is still open. `Some`: claimed at, deadline.
-    window: Option<(Instant, Instant)>,
+    phase: Phase,
+}
+
+#[derive(Clone, Debug)]
+struct Lead {
+    key: Key,
+    since: Instant,
+    serving: bool,
 }
 
 /// The claim tables of one host.
@@ -116,7 +150,7 @@ struct Own {
 pub struct Claims {
     heard: VecDeque<Heard>,
     own: Vec<Own>,
-    leads: VecDeque<(Key, Instant)>,
+    leads: VecDeque<Lead>,
 }
 
 impl Claims {
@@ -130,23 +164,21 @@ impl Claims {
             question,
             key,
             exclude: exclude.to_vec(),
-            window: None,
+            phase: Phase::Marked,
         });
         true
     }
 
     /// Whether question `question` was marked and has not been claimed yet.
     pub fn is_marked(&self, question: QuestionId) -> bool {
-        self.own
-            .iter()
-            .any(|o| o.question == question && o.window.is_none())
+        self.marked(question).is_some()
     }
 
     /// The marked question's file and exclusions, if it was marked.
     pub fn marked(&self, question: QuestionId) -> Option<(&Key, &[u64])> {
         self.own
             .iter()
-            .find(|o| o.question == question && o.window.is_none())
+            .find(|o| o.question == question && o.phase == Phase::Marked)
             .map(|o| (&o.key, o.exclude.as_slice()))
     }
 
@@ -156,7 +188,7 @@ impl Claims {
     }
 
     /// The marked question ended with nobody and this host sent its CLAIM at `now`: decide at
-    /// `now + window`, or as soon as a LEADING comes, or now if one was heard already.
+    /// `now + window`, or as soon as a leader is heard, or now if one is known already.
     pub fn begin(
         &mut self,
         question: QuestionId,
@@ -165,51 +197,69 @@ impl Claims {
     ) -> Option<Decided> {
         let window = window.clamp(WINDOW_MIN, WINDOW_MAX);
         let o = self.own.iter_mut().find(|o| o.question == question)?;
-        o.window = Some((now, now + window));
+        o.phase = Phase::Window {
+            claimed: now,
+            end: now + window,
+        };
         self.settle(question, None, now)
     }
 
-    /// Whether this host leads `key` now (it answers a CLAIM for it with LEADING).
-    pub fn leads(&self, key: &Key, now: Instant) -> bool {
+    /// Where this host stands on `key` now: `Leading` or `Serving` if it leads it.
+    pub fn lead_state(&self, key: &Key, now: Instant) -> Option<ClaimState> {
         self.leads
             .iter()
-            .any(|(k, since)| k == key && now < *since + LEAD_KEPT)
+            .find(|l| l.key == *key && now < l.since + LEAD_KEPT)
+            .map(|l| {
+                if l.serving {
+                    ClaimState::Serving
+                } else {
+                    ClaimState::Leading
+                }
+            })
     }
 
-    /// This host fetches `key` from upstream from now on.
-    pub fn lead(&mut self, key: Key, now: Instant) {
-        if let Some(l) = self.leads.iter_mut().find(|(k, _)| *k == key) {
-            l.1 = now;
-            return;
+    /// This host fetches `key` from upstream from now on (`serving`: and its file server
+    /// streams it). `true` when that is news (not yet serving before).
+    pub fn lead(&mut self, key: Key, serving: bool, now: Instant) -> bool {
+        if let Some(l) = self.leads.iter_mut().find(|l| l.key == key) {
+            let news = serving && !l.serving;
+            l.since = now;
+            l.serving |= serving;
+            return news;
         }
         if self.leads.len() >= LEAD_LIMIT {
             self.leads.pop_front();
         }
-        self.leads.push_back((key, now));
+        self.leads.push_back(Lead {
+            key,
+            since: now,
+            serving,
+        });
+        true
     }
 
     /// The download of `name` from upstream ended (whole, failed or abandoned).
     pub fn release(&mut self, name: &str) {
-        self.leads.retain(|(k, _)| k.name != name);
+        self.leads.retain(|l| l.key.name != name);
     }
 
     /// Names of the files this host leads, oldest first.
     pub fn led(&self) -> impl Iterator<Item = &str> {
-        self.leads.iter().map(|(k, _)| k.name.as_str())
+        self.leads.iter().map(|l| l.key.name.as_str())
     }
 
-    /// A CLAIM (or, `leading`, a LEADING) from known peer `host` about `key`, at `now`. A
-    /// LEADING ends at once the waiting own claims on `key` that may follow `host`: they are
-    /// returned, decided.
-    pub fn heard(&mut self, host: u64, key: Key, leading: bool, now: Instant) -> Vec<Decided> {
+    /// A CLAIM, LEADING or SERVING from known peer `host` about `key`, at `now`. Returns the
+    /// own claims it settles: those in their window that may follow `host`, and those
+    /// following `host` when it serves.
+    pub fn heard(&mut self, host: u64, key: Key, state: ClaimState, now: Instant) -> Vec<Decided> {
         match self
             .heard
             .iter_mut()
             .find(|h| h.host == host && h.key == key)
         {
             Some(h) => {
-                // A LEADING stays one until it expires; a CLAIM refreshes the time.
-                h.leading |= leading;
+                // A leader stays one until it expires; any datagram refreshes the time.
+                h.state = h.state.max(state);
                 h.at = now;
             }
             None => {
@@ -219,18 +269,23 @@ impl Claims {
                 self.heard.push_back(Heard {
                     host,
                     key: key.clone(),
-                    leading,
+                    state,
                     at: now,
                 });
             }
         }
-        if !leading {
+        if state == ClaimState::Claiming {
             return Vec::new();
         }
         let ready: Vec<QuestionId> = self
             .own
             .iter()
-            .filter(|o| o.window.is_some() && o.key == key && !o.exclude.contains(&host))
+            .filter(|o| o.key == key && !o.exclude.contains(&host))
+            .filter(|o| match o.phase {
+                Phase::Marked => false,
+                Phase::Window { .. } => true,
+                Phase::Following { leader, .. } => leader == host,
+            })
             .map(|o| o.question)
             .collect();
         ready
@@ -239,22 +294,19 @@ impl Claims {
             .collect()
     }
 
-    /// Let time pass: decide the own claims whose window is over (`me`: this host's id), and
-    /// forget what expired.
+    /// Let time pass: decide the own claims whose window or wait is over (`me`: this host's
+    /// id), and forget what expired.
     pub fn expire(&mut self, me: u64, now: Instant) -> Vec<Decided> {
-        self.heard.retain(|h| {
-            let kept = if h.leading {
-                LEADING_KEPT
-            } else {
-                2 * WINDOW_MAX
-            };
-            now < h.at + kept
-        });
-        self.leads.retain(|(_, since)| now < *since + LEAD_KEPT);
+        self.heard.retain(|h| now < h.at + h.kept());
+        self.leads.retain(|l| now < l.since + LEAD_KEPT);
         let due: Vec<QuestionId> = self
             .own
             .iter()
-            .filter(|o| o.window.is_some_and(|(_, end)| now >= end))
+            .filter(|o| match o.phase {
+                Phase::Marked => false,
+                Phase::Window { end, .. } => now >= end,
+                Phase::Following { until, .. } => now >= until,
+            })
             .map(|o| o.question)
             .collect();
         due.into_iter()
@@ -262,64 +314,103 @@ impl Claims {
             .collect()
     }
 
-    /// The earliest window end, if any claim waits. (What expires is only forgotten when
-    /// time passes for another reason: every check looks at the time too, so that costs no
-    /// wake-up.)
+    /// The earliest window end or follow wait, if any claim waits. (What expires is only
+    /// forgotten when time passes for another reason: every check looks at the time too, so
+    /// that costs no wake-up.)
     pub fn next_deadline(&self) -> Option<Instant> {
         self.own
             .iter()
-            .filter_map(|o| o.window.map(|(_, end)| end))
+            .filter_map(|o| match o.phase {
+                Phase::Marked => None,
+                Phase::Window { end, .. } => Some(end),
+                Phase::Following { until, .. } => Some(until),
+            })
             .min()
     }
 
-    /// Decide own claim `question` and forget it. `me`: this host's id, or `None` to settle
-    /// it only if a leader is known (a LEADING heard); otherwise it keeps waiting.
+    /// Move own claim `question` on. `me`: this host's id when its time is up (the window or
+    /// the follow wait is over), `None` when a datagram came (then it moves only if a leader
+    /// is known). Returns it decided (and forgotten), or `None` while it waits.
     fn settle(&mut self, question: QuestionId, me: Option<u64>, now: Instant) -> Option<Decided> {
         let own = self.own.iter().find(|o| o.question == question)?;
-        let (claimed, _) = own.window?;
-        let eligible = |h: &&Heard| h.key == own.key && !own.exclude.contains(&h.host);
+        let eligible = |h: &&Heard| {
+            h.key == own.key && !own.exclude.contains(&h.host) && now < h.at + h.kept()
+        };
         let name = own.key.name.as_str();
-        // A host that leads already wins: the lowest rank among them if several do (two
-        // leaders after a lost CLAIM).
-        let leader = self
-            .heard
-            .iter()
-            .filter(eligible)
-            .filter(|h| h.leading && now < h.at + LEADING_KEPT)
-            .map(|h| h.host)
-            .min_by_key(|&h| rank(h, name));
-        let decision = match (leader, me) {
-            (Some(host), _) => Decision::Follow(host),
-            (None, None) => return None,
-            (None, Some(me)) => {
-                // The claimants heard from a longest window before our claim on, and us: each
-                // of them hears the same set (its window covers ours), so all pick the same.
-                let since = claimed.checked_sub(WINDOW_MAX).unwrap_or(claimed);
-                let best = self
+        let serves = |host: u64| {
+            self.heard
+                .iter()
+                .filter(eligible)
+                .any(|h| h.host == host && h.state == ClaimState::Serving)
+        };
+        let (decision, won) = match own.phase {
+            Phase::Marked => return None,
+            Phase::Following { leader, .. } => {
+                if serves(leader) {
+                    (Decision::Follow(leader), false)
+                } else if me.is_some() {
+                    // It never served: fetch from upstream ourselves.
+                    (Decision::Lead, false)
+                } else {
+                    return None;
+                }
+            }
+            Phase::Window { claimed, .. } => {
+                // A host that leads already wins: the lowest rank among them if several do
+                // (two leaders after a lost CLAIM).
+                let leader = self
                     .heard
                     .iter()
                     .filter(eligible)
-                    .filter(|h| !h.leading && h.at >= since)
+                    .filter(|h| h.state != ClaimState::Claiming)
                     .map(|h| h.host)
-                    .chain(std::iter::once(me))
-                    .min_by_key(|&h| rank(h, name))
-                    .unwrap_or(me);
-                if best == me {
-                    Decision::Lead
-                } else {
-                    Decision::Follow(best)
+                    .min_by_key(|&h| rank(h, name));
+                match (leader, me) {
+                    (Some(host), _) => (Decision::Follow(host), false),
+                    (None, None) => return None,
+                    (None, Some(me)) => {
+                        // The claimants heard from a longest window before our claim on, and
+                        // us: each of them hears the same set (its window covers ours), so
+                        // all pick the same.
+                        let since = claimed.checked_sub(WINDOW_MAX).unwrap_or(claimed);
+                        let best = self
+                            .heard
+                            .iter()
+                            .filter(eligible)
+                            .filter(|h| h.at >= since)
+                            .map(|h| h.host)
+                            .chain(std::iter::once(me))
+                            .min_by_key(|&h| rank(h, name))
+                            .unwrap_or(me);
+                        if best == me {
+                            (Decision::Lead, true)
+                        } else {
+                            (Decision::Follow(best), false)
+                        }
+                    }
                 }
             }
         };
         let at = self.own.iter().position(|o| o.question == question)?;
+        if let Decision::Follow(leader) = decision {
+            if !serves(leader) {
+                // Chosen, but not serving yet: wait for its SERVING.
+                self.own[at].phase = Phase::Following {
+                    leader,
+                    until: now + FOLLOW_WAIT,
+                };
+                return None;
+            }
+        }
         let own = self.own.swap_remove(at);
         if decision == Decision::Lead {
-            self.lead(own.key.clone(), now);
+            self.lead(own.key.clone(), false, now);
         }
         Some(Decided {
             question,
             key: own.key,
             decision,
+            won,
         })
     }
 }
@@ -360,21 +451,30 @@ mod tests {
         assert!(c.expire(7, t0 + WINDOW_MIN / 2).is_empty());
         let d = c.expire(7, t0 + WINDOW_MIN);
         assert_eq!(d[0].decision, Decision::Lead);
-        assert!(c.leads(&key("a"), t0 + WINDOW_MIN));
-        assert!(!c.leads(&key("b"), t0 + WINDOW_MIN));
+        assert!(d[0].won);
+        let now = t0 + WINDOW_MIN;
+        assert_eq!(c.lead_state(&key("a"), now), Some(ClaimState::Leading));
+        assert_eq!(c.lead_state(&key("b"), now), None);
+        assert!(c.lead(key("a"), true, now));
+        assert!(!c.lead(key("a"), true, now));
+        assert_eq!(c.lead_state(&key("a"), now), Some(ClaimState::Serving));
         c.release("a");
-        assert!(!c.leads(&key("a"), t0 + WINDOW_MIN));
+        assert_eq!(c.lead_state(&key("a"), now), None);
     }
 
     #[test]
-    fn a_leading_ends_the_window_unless_excluded() {
+    fn a_leader_ends_the_window_unless_excluded_and_is_followed_once_it_serves() {
         let t0 = Instant::now();
         let mut c = Claims::default();
         c.mark(QuestionId(1), key("a"), &[5]);
         c.mark(QuestionId(2), key("a"), &[]);
         c.begin(QuestionId(1), t0, WINDOW_MAX);
         c.begin(QuestionId(2), t0, WINDOW_MAX);
-        let d = c.heard(5, key("a"), true, t0 + Duration::from_millis(1));
+        let t1 = t0 + Duration::from_millis(1);
+        // LEADING: question 2 follows host 5, but waits for it to serve.
+        assert!(c.heard(5, key("a"), ClaimState::Leading, t1).is_empty());
+        assert_eq!(c.next_deadline(), Some(t0 + WINDOW_MAX));
+        let d = c.heard(5, key("a"), ClaimState::Serving, t1);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].question, QuestionId(2));
         assert_eq!(d[0].decision, Decision::Follow(5));
@@ -384,15 +484,35 @@ mod tests {
     }
 
     #[test]
+    fn a_leader_that_never_serves_is_left_after_the_follow_wait() {
+        let t0 = Instant::now();
+        let mut c = Claims::default();
+        c.mark(QuestionId(1), key("a"), &[]);
+        c.begin(QuestionId(1), t0, WINDOW_MIN);
+        // LEADING: following 5, which does not serve yet.
+        assert!(c.heard(5, key("a"), ClaimState::Leading, t0).is_empty());
+        assert_eq!(c.next_deadline(), Some(t0 + FOLLOW_WAIT));
+        assert!(c.expire(9, t0 + WINDOW_MAX).is_empty());
+        // Another host's SERVING does not move it.
+        assert!(
+            c.heard(6, key("a"), ClaimState::Serving, t0 + WINDOW_MAX)
+                .is_empty()
+        );
+        let d = c.expire(9, t0 + FOLLOW_WAIT);
+        assert_eq!(d[0].decision, Decision::Lead);
+        assert!(!d[0].won);
+    }
+
+    #[test]
     fn tables_are_bounded() {
         let t0 = Instant::now();
         let mut c = Claims::default();
         for i in 0..(HEARD_LIMIT as u64 + 10) {
-            c.heard(i, key("a"), false, t0);
+            c.heard(i, key("a"), ClaimState::Claiming, t0);
         }
         assert_eq!(c.heard.len(), HEARD_LIMIT);
         for i in 0..(LEAD_LIMIT + 3) {
-            c.lead(key(&i.to_string()), t0);
+            c.lead(key(&i.to_string()), false, t0);
         }
         assert_eq!(c.leads.len(), LEAD_LIMIT);
         for i in 0..PENDING_LIMIT as u32 {

@@ -22,7 +22,7 @@ use super::peer_table::{GoneReason, Heard, Peer, PeerRef, PeerTable};
 use super::questions::{Expired, OpenQuestions, Progress, QuestionId, Rest};
 use super::summary::{self, Change, LocalSummary};
 use super::tokens::Tokens;
-use super::wire::{self, Announcement, Body, Expected, Message};
+use super::wire::{self, Announcement, Body, ClaimState, Expected, Message};
 use crate::prng::Xorshift64;
 use crate::rate_limit::RateLimit;
 
@@ -415,10 +415,10 @@ impl Discovery {
                 }
             }
             Body::Claim {
-                leading,
+                state,
                 name,
                 expected,
-            } if known => self.heard_claim(msg.host_id, from, leading, &name, expected, now),
+            } if known => self.heard_claim(msg.host_id, from, state, &name, expected, now),
             Body::SummaryRequest if known => self.send_summary(msg.host_id, now),
             Body::SummaryRequest => {
                 // From a host we have not heard announce itself yet (its ANNOUNCE answering
@@ -1149,7 +1149,7 @@ impl Discovery {
             return false;
         };
         let body = Body::Claim {
-            leading: false,
+            state: ClaimState::Claiming,
             name: key.name.as_bytes().to_vec(),
             expected: key.expected,
         };
@@ -1160,12 +1160,12 @@ impl Discovery {
         true
     }
 
-    /// A CLAIM or LEADING from known peer `host` at `from`.
+    /// A CLAIM, LEADING or SERVING from known peer `host` at `from`.
     fn heard_claim(
         &mut self,
         host: u64,
         from: SocketAddr,
-        leading: bool,
+        state: ClaimState,
         name: &[u8],
         expected: Option<Expected>,
         now: Instant,
@@ -1182,16 +1182,19 @@ impl Discovery {
             name: name.to_owned(),
             expected,
         };
-        if !leading && self.claims.leads(&key, now) && self.answer_limit.allow(from.ip(), now) {
-            // A latecomer: follow us at once.
-            let body = Body::Claim {
-                leading: true,
-                name: key.name.as_bytes().to_vec(),
-                expected,
-            };
-            self.queue_message(Dest::Peer(from), body);
+        let ours = self.claims.lead_state(&key, now);
+        if let Some(ours) = ours.filter(|_| state == ClaimState::Claiming) {
+            if self.answer_limit.allow(from.ip(), now) {
+                // A latecomer: it follows us at once.
+                let body = Body::Claim {
+                    state: ours,
+                    name: key.name.as_bytes().to_vec(),
+                    expected,
+                };
+                self.queue_message(Dest::Peer(from), body);
+            }
         }
-        for d in self.claims.heard(host, key, leading, now) {
+        for d in self.claims.heard(host, key, state, now) {
             self.settled(d);
         }
     }
@@ -1202,6 +1205,7 @@ impl Discovery {
             question,
             key,
             decision,
+            won,
         } = d;
         let peer = match decision {
             Decision::Follow(host) => {
@@ -1213,9 +1217,14 @@ impl Discovery {
                 peer
             }
             Decision::Lead => {
-                debug!("discovery: {}: leading its download", key.name);
+                let why = if won {
+                    "won the claim"
+                } else {
+                    "its leader never served it"
+                };
+                debug!("discovery: {}: leading its download ({why})", key.name);
                 let body = Body::Claim {
-                    leading: true,
+                    state: ClaimState::Leading,
                     name: key.name.into_bytes(),
                     expected: key.expected,
                 };
@@ -1234,7 +1243,26 @@ impl Discovery {
             name: file.to_owned(),
             expected,
         };
-        self.claims.lead(key, now);
+        self.claims.lead(key, false, now);
+    }
+
+    /// This host's file server streams `file` (being downloaded from upstream) as it
+    /// arrives: SERVING to the group, so that the hosts following this one fetch it now, and
+    /// CLAIMs answered SERVING until [`Self::release`].
+    pub fn serving(&mut self, file: &str, expected: Option<Expected>, now: Instant) {
+        self.clock = now;
+        let key = Key {
+            name: file.to_owned(),
+            expected,
+        };
+        if self.claims.lead(key, true, now) {
+            let body = Body::Claim {
+                state: ClaimState::Serving,
+                name: file.as_bytes().to_vec(),
+                expected,
+            };
+            self.queue_message(Dest::Group, body);
+        }
     }
 
     /// The download of `file` from upstream ended (whole, failed or given up).

@@ -119,12 +119,11 @@ pub enum Body {
         parts: u16,
         fingerprints: Vec<u32>,
     },
-    /// To the group (or unicast, `leading`, answering a CLAIM): "nobody has this file and I
-    /// mean to fetch it from upstream" (`leading` false), or "I am fetching it from upstream
-    /// now: follow me" (`leading` true). The name is raw bytes, checked by the receiver as for
-    /// WHO_HAS; `expected` as in WHO_HAS. See `claims.rs`.
+    /// To the group (or unicast, answering a CLAIM): where the sender stands on downloading
+    /// this file from upstream (see [`ClaimState`] and `claims.rs`). The name is raw bytes,
+    /// checked by the receiver as for WHO_HAS; `expected` as in WHO_HAS.
     Claim {
-        leading: bool,
+        state: ClaimState,
         name: Vec<u8>,
         expected: Option<Expected>,
     },
@@ -146,6 +145,18 @@ impl Body {
             Body::Claim { .. } => Kind::Claim,
         }
     }
+}
+
+/// The state byte of a CLAIM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum ClaimState {
+    /// "Nobody has this file: I mean to fetch it from upstream."
+    Claiming = 0,
+    /// "I lead its download from upstream (starting): follow me."
+    Leading = 1,
+    /// "I lead it and my file server streams it as it arrives: fetch it from me now."
+    Serving = 2,
 }
 
 /// One datagram: who sent it and what it says.
@@ -374,14 +385,15 @@ pub fn parse(bytes: &[u8]) -> Result<Message, WireError> {
             }
         }
         Kind::Claim => {
-            let leading = match r.u8()? {
-                0 => false,
-                1 => true,
+            let state = match r.u8()? {
+                0 => ClaimState::Claiming,
+                1 => ClaimState::Leading,
+                2 => ClaimState::Serving,
                 flag => return Err(WireError::BadFlag(flag)),
             };
             let (name, expected) = r.name_and_content()?;
             Body::Claim {
-                leading,
+                state,
                 name,
                 expected,
             }
@@ -447,11 +459,11 @@ pub fn emit(msg: &Message, out: &mut Vec<u8>) {
             put_name_and_content(out, name, *expected);
         }
         Body::Claim {
-            leading,
+            state,
             name,
             expected,
         } => {
-            out.push(u8::from(*leading));
+            out.push(*state as u8);
             put_name_and_content(out, name, *expected);
         }
         Body::Have { question } | Body::HaveNot { question } => {
@@ -646,7 +658,7 @@ mod tests {
             Message {
                 host_id: id,
                 body: Body::Claim {
-                    leading: false,
+                    state: ClaimState::Claiming,
                     name: b"zstd-1.5.6-1-x86_64.pkg.tar.zst".to_vec(),
                     expected: Some(Expected {
                         size: 5,
@@ -657,8 +669,16 @@ mod tests {
             Message {
                 host_id: id,
                 body: Body::Claim {
-                    leading: true,
+                    state: ClaimState::Leading,
                     name: b"x.sig".to_vec(),
+                    expected: None,
+                },
+            },
+            Message {
+                host_id: id,
+                body: Body::Claim {
+                    state: ClaimState::Serving,
+                    name: b"y".to_vec(),
                     expected: None,
                 },
             },
@@ -670,7 +690,7 @@ mod tests {
         let claim = Message {
             host_id: 9,
             body: Body::Claim {
-                leading: false,
+                state: ClaimState::Claiming,
                 name: b"x".to_vec(),
                 expected: Some(Expected {
                     size: 300,
@@ -694,7 +714,7 @@ mod tests {
         let leading = Message {
             host_id: 9,
             body: Body::Claim {
-                leading: true,
+                state: ClaimState::Leading,
                 name: b"x.sig".to_vec(),
                 expected: None,
             },
@@ -712,9 +732,18 @@ mod tests {
             ]
             .concat()
         );
+        let mut serving = bytes.clone();
+        serving[14] = 2;
+        assert!(matches!(
+            parse(&serving).unwrap().body,
+            Body::Claim {
+                state: ClaimState::Serving,
+                ..
+            }
+        ));
         let mut bad = bytes.clone();
-        bad[14] = 2;
-        assert_eq!(parse(&bad), Err(WireError::BadFlag(2)));
+        bad[14] = 3;
+        assert_eq!(parse(&bad), Err(WireError::BadFlag(3)));
     }
 
     fn bytes_of(msg: &Message) -> Vec<u8> {
