@@ -1170,6 +1170,9 @@ impl Daemon {
                     let _ = registry.deregister(conn.stream_mut());
                     if let Conn::Pacman(c) = conn {
                         let left = c.close();
+                        if let Some(file) = &left.lead {
+                            self.multicast.core.release(file);
+                        }
                         if let Some(wait) = left.wait {
                             match wait {
                                 Wait::Question(q) => self.multicast.core.cancel(q),

@@ -46,7 +46,14 @@ impl PacmanConn {
             match step {
                 Step::AskPeers { exclude } => {
                     let expected = cx.trust.expected(&job.file);
-                    let question = cx.discovery.ask(&job.file, expected, &exclude, cx.now);
+                    // A package download that nobody can serve is claimed: one host of
+                    // those that want it now fetches it, the others follow it.
+                    let question = if job.kind == FileKind::Package {
+                        cx.discovery
+                            .ask_to_fetch(&job.file, expected, &exclude, cx.now)
+                    } else {
+                        cx.discovery.ask(&job.file, expected, &exclude, cx.now)
+                    };
                     cx.asked.push(Wait::Question(question));
                     self.set_state(State::Lookup {
                         question,
@@ -77,19 +84,30 @@ impl PacmanConn {
                     let backed_off = cx.excluded_peers();
                     step = job.plan.next(&backed_off, job.head_sent);
                 }
-                Step::Upstream { index, url } => match cx.resolver.lookup(&url.host, cx.now) {
-                    Lookup::Ready(answer) => return self.connect_upstream(index, url, answer, cx),
-                    Lookup::Pending(lookup) => {
-                        cx.asked.push(Wait::Lookup(lookup));
-                        self.set_state(State::Resolving {
-                            lookup,
-                            since: cx.now,
-                            index,
-                            url,
-                        });
-                        return;
+                Step::Upstream { index, url } => {
+                    let whole = job.range.is_none() && !job.head_only;
+                    if job.kind == FileKind::Package && whole && !job.leads {
+                        // Latecomers that claim it follow this host.
+                        let expected = cx.trust.expected(&job.file);
+                        cx.discovery.lead(&job.file, expected, cx.now);
+                        job.leads = true;
                     }
-                },
+                    match cx.resolver.lookup(&url.host, cx.now) {
+                        Lookup::Ready(answer) => {
+                            return self.connect_upstream(index, url, answer, cx);
+                        }
+                        Lookup::Pending(lookup) => {
+                            cx.asked.push(Wait::Lookup(lookup));
+                            self.set_state(State::Resolving {
+                                lookup,
+                                since: cx.now,
+                                index,
+                                url,
+                            });
+                            return;
+                        }
+                    }
+                }
                 Step::Redirect(url) => {
                     cx.relay.policy.counters.redirects += 1;
                     debug!("{}: redirecting pacman to {}", job.file, url.to_text());
