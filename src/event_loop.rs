@@ -53,6 +53,8 @@ use crate::status;
 use crate::suspend::{self, SleepWatch};
 use crate::trust::Trust;
 
+mod spool_turn;
+
 const SIGNALS: Token = Token(0);
 const PEER_LISTENER: Token = Token(1);
 const LOCAL_V4: Token = Token(2);
@@ -387,6 +389,7 @@ impl Daemon {
         };
         let names = cache_watch::scan(cache.dirs());
         core.set_cache_names(names.iter().map(String::as_str), now);
+        let spool = spool_turn::open(settings);
         let upstreams = settings.upstreams.clone();
         if upstreams.is_empty() {
             info!("no upstream mirror: files no peer has are answered 404");
@@ -413,6 +416,7 @@ impl Daemon {
             relay: relay::Relay {
                 https: settings.https,
                 tls: relay::tls::TlsTrust::new(settings.ca_file.clone()),
+                spool,
                 ..relay::Relay::new(upstreams, settings.ban_time)
             },
             idle_sources: relay::Pool::default(),
@@ -508,6 +512,7 @@ impl Daemon {
                 self.trust.work(&self.cache);
             }
             self.fire_timers(now);
+            self.spool_turn(now);
             self.cache.expire(now);
             self.idle_sources.handle_timeout(now);
             self.flush_datagrams();
@@ -516,6 +521,7 @@ impl Daemon {
                     if self.slots.live() > 0 {
                         info!("stopping with {} transfers cut short", self.slots.live());
                     }
+                    self.relay.spool.close();
                     info!("stopped");
                     return Ok(());
                 }
@@ -539,6 +545,7 @@ impl Daemon {
             self.cache.next_expiry(),
             self.idle_sources.poll_timeout(),
             self.trust.poll_timeout(),
+            self.relay.spool.book.poll_timeout(),
         ];
         let earliest = deadlines.into_iter().flatten().min();
         // Round up to the next millisecond: a timeout that rounds down to 0
@@ -720,6 +727,7 @@ impl Daemon {
         for t in transfers {
             text.push_str(&format!("  {t}\n"));
         }
+        text.push_str(&self.spool_text(now));
         let r = &self.relay.policy.counters;
         text.push_str(&format!(
             "relay: {} requests, {} files ({} bytes) from peers, {} files ({} bytes) from upstream, {} redirects, {} not found, {} failures, {} failovers, {} bodies verified, {} wrong\n",
@@ -803,7 +811,10 @@ impl Daemon {
         let mut rescan = false;
         for change in changes {
             match change {
-                CacheChange::Added(name) => core.cache_added(&name),
+                CacheChange::Added(name) => {
+                    core.cache_added(&name);
+                    spool_turn::landed(&mut self.relay.spool, &mut self.trust, &self.cache, &name);
+                }
                 CacheChange::Removed(name) => core.cache_removed(&name),
                 CacheChange::Rescan => rescan = true,
             }
@@ -811,6 +822,10 @@ impl Daemon {
         if rescan {
             let names = cache_watch::scan(self.cache.dirs());
             core.set_cache_names(names.iter().map(String::as_str), now);
+            // The spool's files stay in the summary while shareable.
+            for name in self.relay.spool.book.names() {
+                core.cache_added(name);
+            }
         }
     }
 
@@ -818,13 +833,21 @@ impl Daemon {
         let mut buf = [0u8; 2048];
         let cache = &self.cache;
         let trust = &mut self.trust;
+        let spool = &self.relay.spool.book;
         for _ in 0..DATAGRAMS_PER_TURN {
             match self.multicast.socket.recv(&mut buf) {
-                Ok(Some((n, from))) => self.multicast.core.handle_datagram(
+                Ok(Some((n, from))) => self.multicast.core.handle_datagram_with(
                     from,
                     &buf[..n],
                     now,
-                    &mut |name, wanted| trust.answer(cache, name, wanted),
+                    &mut |name, wanted| {
+                        trust.answer(cache, name, wanted)
+                            || spool.holding(name, wanted) == Some(crate::spool::Holding::Complete)
+                    },
+                    &mut |name, wanted| match spool.holding(name, wanted) {
+                        Some(crate::spool::Holding::Fetching(bytes)) => Some(bytes),
+                        _ => None,
+                    },
                 ),
                 Ok(None) => {} // off the link: dropped and counted by the socket
 
@@ -1084,6 +1107,8 @@ impl Daemon {
                     now,
                     counters: &mut self.counters,
                     stopping,
+                    spool: &mut self.relay.spool,
+                    waiter: (index, generation),
                 }),
                 Some(Conn::Pacman(conn)) => {
                     let want = conn.run(

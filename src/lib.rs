@@ -24,6 +24,7 @@ pub mod resolver;
 pub mod serve;
 pub mod server;
 pub mod signals;
+pub mod spool;
 pub mod status;
 pub mod suspend;
 pub mod sync_db;

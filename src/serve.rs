@@ -29,6 +29,7 @@ use crate::http::{date, percent_decode};
 use crate::inbound::{Drain, HeadStep};
 use crate::net::{self, Io, Want};
 use crate::server::{Flush, HeadExpiry, ServerConn};
+use crate::spool::{Follow, FollowRefusal, Readable, Spool, Waiter};
 use crate::trust::{Trust, Verdict};
 
 /// A response that makes no progress at all (the client stopped reading).
@@ -64,6 +65,10 @@ pub struct Context<'a> {
     pub counters: &'a mut Counters,
     /// The daemon is stopping: close when idle, finish transfers in flight.
     pub stopping: bool,
+    /// Packages this host is fetching from upstream, readable as they arrive.
+    pub spool: &'a mut Spool,
+    /// This connection, as the spool wakes it when bytes arrive.
+    pub waiter: Waiter,
 }
 
 #[derive(Debug)]
@@ -73,6 +78,8 @@ struct FileBody {
     /// Exclusive.
     end: u64,
     sendfile: bool,
+    /// A spool file still being fetched: readable only as far as the spool says.
+    spool: Option<Follow>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,12 +216,37 @@ impl PeerConn {
                 self.body = None;
                 return None;
             }
-            let want = (body.end - body.offset).min(*budget as u64);
+            // A spool file is read only as far as its bytes arrived (and, for the
+            // last, were verified); then the spool wakes this connection.
+            let limit = match &body.spool {
+                None => body.end,
+                Some(follow) => match cx.spool.book.readable(follow.id) {
+                    Readable::UpTo(n) => n.min(body.end),
+                    Readable::Gone => {
+                        debug!(
+                            "peer {}: the spool file's fetch failed: closing so the peer fails over",
+                            self.server.remote
+                        );
+                        return Some(Want::Close);
+                    }
+                },
+            };
+            if body.offset >= limit {
+                if let Some(follow) = &body.spool {
+                    cx.spool.book.wait(follow.id, cx.waiter);
+                }
+                return Some(self.want(false));
+            }
+            let from_spool = body.spool.is_some();
+            let want = (limit - body.offset).min(*budget as u64);
             if body.sendfile {
                 match net::sendfile(&self.server.stream, &body.file, body.offset, want) {
                     Io::Done(n) => {
                         body.offset += n as u64;
                         cx.counters.bytes += n as u64;
+                        if from_spool {
+                            cx.spool.book.served(n as u64);
+                        }
                         *budget = budget.saturating_sub(n);
                         self.server.last_progress = cx.now;
                     }
@@ -238,6 +270,9 @@ impl PeerConn {
                         out.truncate(got);
                         body.offset += got as u64;
                         cx.counters.bytes += got as u64;
+                        if from_spool {
+                            cx.spool.book.served(got as u64);
+                        }
                     }
                     _ => return Some(Want::Close),
                 }
@@ -308,19 +343,63 @@ impl PeerConn {
         let name = request_file_name(&head.target)?;
         let file = match cx.cache.open(&name, cx.now) {
             Ok(Some(file)) => file,
-            Ok(None) => return Err((Status::NotFound, "not in the cache".into())),
+            Ok(None) => return self.answer_spool(&name, head, keep_alive, with_body, cx),
             Err(e) if e.is_malformed() => return Err((Status::BadRequest, e.to_string())),
             Err(e) => return Err((Status::NotFound, e.to_string())),
         };
         // Never a copy unlike its sync database, nor one not checked yet.
         match cx.trust.serve_verdict(&name, &file.path, file.stamp) {
             Verdict::Good | Verdict::Unchecked => {}
-            Verdict::NotYet => return Err((Status::NotFound, "not verified yet".into())),
+            Verdict::NotYet => {
+                return self
+                    .answer_spool(&name, head, keep_alive, with_body, cx)
+                    .map_err(|_| (Status::NotFound, "not verified yet".into()));
+            }
             Verdict::Bad => {
                 return Err((Status::NotFound, "unlike its sync database entry".into()));
             }
         }
         let status = self.queue_file(file, head, keep_alive, with_body, cx.counters);
+        Ok(status)
+    }
+
+    /// Answers from the spool: a package this host is fetching from upstream (or
+    /// fetched and verified), its bytes sent as they arrive.
+    fn answer_spool(
+        &mut self,
+        name: &str,
+        head: &RequestHead,
+        keep_alive: bool,
+        with_body: bool,
+        cx: &mut Context,
+    ) -> Result<Status, (Status, String)> {
+        if crate::cache::check_servable(name).is_err() {
+            return Err((Status::NotFound, "not a servable name".into()));
+        }
+        let (follow, file) = match cx.spool.follow(name) {
+            Ok(pair) => pair,
+            Err(FollowRefusal::NotHere) => {
+                return Err((Status::NotFound, "not in the cache".into()));
+            }
+            Err(FollowRefusal::TooManyFollowers) => {
+                return Err((
+                    Status::ServiceUnavailable,
+                    "the spool file has its most readers".into(),
+                ));
+            }
+        };
+        let modified = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let len = follow.size;
+        let status = self.queue_body(
+            (file, len, modified),
+            head,
+            keep_alive,
+            with_body,
+            cx.counters,
+            Some(follow),
+        );
         Ok(status)
     }
 
@@ -332,17 +411,38 @@ impl PeerConn {
         with_body: bool,
         counters: &mut Counters,
     ) -> Status {
+        self.queue_body(
+            (file.file, file.len, file.modified),
+            head,
+            keep_alive,
+            with_body,
+            counters,
+            None,
+        )
+    }
+
+    /// Queues the answer for a file of `len` bytes modified at `modified` (Unix
+    /// seconds); `spool`: a spool file, sent only as far as its bytes arrived.
+    fn queue_body(
+        &mut self,
+        (data, len, modified): (std::rc::Rc<std::fs::File>, u64, u64),
+        head: &RequestHead,
+        keep_alive: bool,
+        with_body: bool,
+        counters: &mut Counters,
+        spool: Option<Follow>,
+    ) -> Status {
         self.state = State::Send;
         let not_modified = head
             .if_modified_since
             .as_deref()
             .and_then(date::parse_unix)
-            .is_some_and(|since| file.modified <= since);
+            .is_some_and(|since| modified <= since);
         let (status, range) = if not_modified {
             (Status::NotModified, None)
         } else {
-            match range::evaluate(head.range.as_deref(), file.len) {
-                RangeRequest::Whole => (Status::Ok, Some((0, file.len))),
+            match range::evaluate(head.range.as_deref(), len) {
+                RangeRequest::Whole => (Status::Ok, Some((0, len))),
                 RangeRequest::Part(r) => (Status::PartialContent, Some((r.start, r.end + 1))),
                 RangeRequest::Unsatisfiable => (Status::RangeNotSatisfiable, None),
             }
@@ -351,7 +451,7 @@ impl PeerConn {
         response::write_head(out, status);
         match status {
             Status::RangeNotSatisfiable => {
-                response::field(out, "Content-Range", format_args!("bytes */{}", file.len));
+                response::field(out, "Content-Range", format_args!("bytes */{}", len));
                 response::field(out, "Content-Length", 0u64);
             }
             Status::NotModified => {}
@@ -363,20 +463,21 @@ impl PeerConn {
                     response::field(
                         out,
                         "Content-Range",
-                        format_args!("bytes {start}-{}/{}", end - 1, file.len),
+                        format_args!("bytes {start}-{}/{}", end - 1, len),
                     );
                 }
             }
         }
-        response::field(out, "Last-Modified", date::Imf(file.modified));
+        response::field(out, "Last-Modified", date::Imf(modified));
         response::field(out, "Accept-Ranges", "bytes");
         response::finish(out, keep_alive);
         self.body = match range {
             Some((start, end)) if with_body && end > start => Some(FileBody {
-                file: file.file,
+                file: data,
                 offset: start,
                 end,
                 sendfile: true,
+                spool,
             }),
             _ => None,
         };
@@ -384,7 +485,7 @@ impl PeerConn {
         // one send: cheaper than a sendfile call for a few kilobytes.
         if let Some(body) = self.body.as_mut() {
             let len = body.end - body.offset;
-            if len <= INLINE_BODY as u64 {
+            if len <= INLINE_BODY as u64 && body.spool.is_none() {
                 let out = &mut self.server.out;
                 let head_len = out.len();
                 out.resize(head_len + len as usize, 0);

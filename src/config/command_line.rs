@@ -234,6 +234,14 @@ Options (a value may also be given as --option=VALUE):
       --ca-file PATH         a PEM file (or a folder of them) of CA
                              certificates trusted for https:// mirrors
                              besides /etc/ssl/certs (a private CA)
+      --spool-dir DIR        where packages being fetched from upstream are
+                             written for the LAN to read while in flight
+                             (default $CACHE_DIRECTORY, systemd's
+                             CacheDirectory=, else a private folder in
+                             /tmp); emptied at start
+      --spool-size MIB       the spool's cap, 0 for no spool (default 1024)
+      --spool-keep S         seconds a finished spool file stays shareable
+                             unless pacman's cache has it (default 3600)
   -h, --help                 print this help and exit
   -V, --version              print the version and exit
 
@@ -241,8 +249,8 @@ Config file:
   Each option but -c, -h and -V can be set in the config file, one
   'Key = Value' per line: Debug, CacheDir, PacmanConf, Upstream, Port,
   LocalPort, Group, Interface, AnnounceInterval, LookupTimeout,
-  MaxConnections, Architecture, Distro, BanTime, Https, CaFile (keys match
-  in any case; a bare
+  MaxConnections, Architecture, Distro, BanTime, Https, CaFile, SpoolDir,
+  SpoolSize, SpoolKeep (keys match in any case; a bare
   'Debug' line means Debug = yes). CacheDir, Upstream and Interface may be
   repeated. '#' starts a comment. The command line wins over the file; a
   repeatable option given on the command line replaces the file's list.
@@ -291,7 +299,8 @@ mod tests {
              --port 1 --local-port 65535 --group 224.0.0.1 --interface eth0 \
              --interface wlan0 --announce-interval 3600 --lookup-timeout 10 \
              --max-connections 16384 --architecture aarch64 --distro archarm --ban-time 5 \
-             --https redirect --ca-file /etc/my-ca.pem",
+             --https redirect --ca-file /etc/my-ca.pem --spool-dir /var/cache/flocon \
+             --spool-size 0 --spool-keep 60",
         );
         let want = FileSettings {
             debug: Some(true),
@@ -313,6 +322,9 @@ mod tests {
             ban_time: Some(Duration::from_secs(5)),
             https: Some(HttpsMode::Redirect),
             ca_file: Some("/etc/my-ca.pem".into()),
+            spool_dir: Some("/var/cache/flocon".into()),
+            spool_size: Some(0),
+            spool_keep: Some(Duration::from_secs(60)),
         };
         assert_eq!(s, want);
     }

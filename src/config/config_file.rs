@@ -139,6 +139,9 @@ Distro = arch
             ban_time: None,
             https: None,
             ca_file: None,
+            spool_dir: None,
+            spool_size: None,
+            spool_keep: None,
         };
         assert_eq!(s, want);
     }

@@ -128,6 +128,11 @@ pub struct Settings {
     /// An extra CA certificate file (or folder of PEM files) trusted for
     /// `https://` mirrors, beside the system's.
     pub ca_file: Option<PathBuf>,
+    /// Where files in flight are spooled (`None`: `$CACHE_DIRECTORY`, else a private
+    /// folder for this run: see [`crate::spool::default_dir`]).
+    pub spool_dir: Option<PathBuf>,
+    /// The spool's bounds (a `max_bytes` of 0: no spool).
+    pub spool: crate::spool::Limits,
     /// Things worth a warning in the log (unknown keys, unreadable mirror lists, ...).
     pub warnings: Vec<String>,
 }
@@ -233,6 +238,14 @@ fn resolve(
         ban_time: given.ban_time.unwrap_or(DEFAULT_BAN_TIME),
         https: given.https.unwrap_or_default(),
         ca_file: given.ca_file,
+        spool_dir: given.spool_dir,
+        spool: crate::spool::Limits {
+            max_bytes: given
+                .spool_size
+                .map_or(crate::spool::book::DEFAULT_MAX_BYTES, |mib| mib << 20),
+            keep: given.spool_keep.unwrap_or(crate::spool::book::DEFAULT_KEEP),
+            ..crate::spool::Limits::default()
+        },
         warnings,
     };
     Ok(match command_line.action {

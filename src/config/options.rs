@@ -69,10 +69,13 @@ pub(super) enum Setting {
     BanTime,
     Https,
     CaFile,
+    SpoolDir,
+    SpoolSize,
+    SpoolKeep,
 }
 
 impl Setting {
-    pub(super) const ALL: [Setting; 16] = [
+    pub(super) const ALL: [Setting; 19] = [
         Setting::Debug,
         Setting::CacheDir,
         Setting::PacmanConf,
@@ -89,6 +92,9 @@ impl Setting {
         Setting::BanTime,
         Setting::Https,
         Setting::CaFile,
+        Setting::SpoolDir,
+        Setting::SpoolSize,
+        Setting::SpoolKeep,
     ];
 
     /// The command line spelling, e.g. `--cache-dir`.
@@ -110,6 +116,9 @@ impl Setting {
             Setting::BanTime => "--ban-time",
             Setting::Https => "--https",
             Setting::CaFile => "--ca-file",
+            Setting::SpoolDir => "--spool-dir",
+            Setting::SpoolSize => "--spool-size",
+            Setting::SpoolKeep => "--spool-keep",
         }
     }
 
@@ -132,6 +141,9 @@ impl Setting {
             Setting::BanTime => "BanTime",
             Setting::Https => "Https",
             Setting::CaFile => "CaFile",
+            Setting::SpoolDir => "SpoolDir",
+            Setting::SpoolSize => "SpoolSize",
+            Setting::SpoolKeep => "SpoolKeep",
         }
     }
 
@@ -211,6 +223,12 @@ pub struct FileSettings {
     pub https: Option<HttpsMode>,
     /// An extra CA certificate file, or a folder of PEM files.
     pub ca_file: Option<PathBuf>,
+    /// Where files in flight are spooled for the LAN.
+    pub spool_dir: Option<PathBuf>,
+    /// The spool's cap in MiB; 0 turns spooling off.
+    pub spool_size: Option<u64>,
+    /// How long a finished spool file stays shareable.
+    pub spool_keep: Option<Duration>,
 }
 
 impl FileSettings {
@@ -263,6 +281,25 @@ impl FileSettings {
                 });
             }
             Setting::CaFile => self.ca_file = Some(parse_file_path(value)?),
+            Setting::SpoolDir => {
+                let path = parse_file_path(value)?;
+                if !path.is_absolute() {
+                    return Err(invalid("expected an absolute directory path"));
+                }
+                self.spool_dir = Some(path);
+            }
+            Setting::SpoolSize => {
+                let mib = parse_number(value, 0, 1 << 20).ok_or_else(|| {
+                    invalid("expected a number of MiB from 0 (no spool) to 1048576")
+                })?;
+                self.spool_size = Some(mib);
+            }
+            Setting::SpoolKeep => {
+                let seconds = parse_number(value, 1, 7 * 24 * 3600).ok_or_else(|| {
+                    invalid("expected a number of seconds from 1 to 604800 (a week)")
+                })?;
+                self.spool_keep = Some(Duration::from_secs(seconds));
+            }
             Setting::Distro => {
                 if !valid_distro(value) {
                     return Err(invalid(
@@ -294,6 +331,9 @@ impl FileSettings {
             ban_time: top.ban_time.or(self.ban_time),
             https: top.https.or(self.https),
             ca_file: top.ca_file.or(self.ca_file),
+            spool_dir: top.spool_dir.or(self.spool_dir),
+            spool_size: top.spool_size.or(self.spool_size),
+            spool_keep: top.spool_keep.or(self.spool_keep),
         }
     }
 }

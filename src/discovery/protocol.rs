@@ -328,6 +328,20 @@ impl Discovery {
         now: Instant,
         has_file: &mut dyn FnMut(&str, Option<Expected>) -> bool,
     ) {
+        self.handle_datagram_with(from, bytes, now, has_file, &mut |_, _| None);
+    }
+
+    /// [`Discovery::handle_datagram`], where a WHO_HAS for a file this host does not
+    /// have but is fetching from upstream (`fetching` gives the bytes here so far) is
+    /// answered FETCHING.
+    pub fn handle_datagram_with(
+        &mut self,
+        from: SocketAddr,
+        bytes: &[u8],
+        now: Instant,
+        has_file: &mut dyn FnMut(&str, Option<Expected>) -> bool,
+        fetching: &mut dyn FnMut(&str, Option<Expected>) -> Option<u64>,
+    ) {
         self.clock = now;
         let msg = match wire::parse(bytes) {
             Ok(msg) => msg,
@@ -389,11 +403,16 @@ impl Discovery {
                     }
                     return;
                 }
-                let have = wire::file_name(&name).is_some_and(|n| has_file(n, expected));
-                let body = if have {
-                    Body::Have { question }
-                } else {
-                    Body::HaveNot { question }
+                let name = wire::file_name(&name);
+                let have = name.is_some_and(|n| has_file(n, expected));
+                let in_flight = match name {
+                    Some(n) if !have => fetching(n, expected),
+                    _ => None,
+                };
+                let body = match (have, in_flight) {
+                    (true, _) => Body::Have { question },
+                    (false, Some(bytes)) => Body::Fetching { question, bytes },
+                    (false, None) => Body::HaveNot { question },
                 };
                 self.queue_message(Dest::Peer(from), body);
             }
@@ -402,6 +421,14 @@ impl Discovery {
             }
             Body::HaveNot { question } if known => {
                 self.answered(QuestionId(question), msg.host_id, false, now)
+            }
+            // A peer fetching the file streams it as it arrives: a source like a HAVE.
+            Body::Fetching { question, bytes } if known => {
+                debug!(
+                    "discovery: peer {:016x} is fetching the file of question {question} ({bytes} bytes so far)",
+                    msg.host_id
+                );
+                self.answered(QuestionId(question), msg.host_id, true, now)
             }
             Body::SummaryDelta {
                 version,
@@ -441,6 +468,7 @@ impl Discovery {
             | Body::Claim { .. }
             | Body::Have { .. }
             | Body::HaveNot { .. }
+            | Body::Fetching { .. }
             | Body::SummaryDelta { .. }
             | Body::SummaryPart { .. } => {
                 if let Some(held) = self.bad_datagrams.check(now) {

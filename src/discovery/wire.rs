@@ -39,6 +39,7 @@ pub enum Kind {
     SummaryDelta = 7,
     SummaryRequest = 8,
     SummaryPart = 9,
+    Fetching = 10,
     Claim = 12,
 }
 
@@ -54,6 +55,7 @@ impl Kind {
             7 => Some(Kind::SummaryDelta),
             8 => Some(Kind::SummaryRequest),
             9 => Some(Kind::SummaryPart),
+            10 => Some(Kind::Fetching),
             12 => Some(Kind::Claim),
             _ => None,
         }
@@ -102,6 +104,9 @@ pub enum Body {
     Have { question: u32 },
     /// "No" to the WHO_HAS with this question id.
     HaveNot { question: u32 },
+    /// "Yes, being fetched from upstream now, `bytes` of it here so far": the
+    /// file streams from the answerer's spool as it arrives (counts as a HAVE).
+    Fetching { question: u32, bytes: u64 },
     /// To the group: the sender's cache summary moved from version `version - 1` to `version`
     /// by adding and removing these fingerprints (each list strictly ascending).
     SummaryDelta {
@@ -142,6 +147,7 @@ impl Body {
             Body::SummaryDelta { .. } => Kind::SummaryDelta,
             Body::SummaryRequest => Kind::SummaryRequest,
             Body::SummaryPart { .. } => Kind::SummaryPart,
+            Body::Fetching { .. } => Kind::Fetching,
             Body::Claim { .. } => Kind::Claim,
         }
     }
@@ -400,6 +406,10 @@ pub fn parse(bytes: &[u8]) -> Result<Message, WireError> {
         }
         Kind::Have => Body::Have { question: r.u32()? },
         Kind::HaveNot => Body::HaveNot { question: r.u32()? },
+        Kind::Fetching => Body::Fetching {
+            question: r.u32()?,
+            bytes: r.u64()?,
+        },
         Kind::SummaryDelta => {
             let version = r.version()?;
             let added = r.fingerprints(MAX_FINGERPRINTS)?;
@@ -468,6 +478,10 @@ pub fn emit(msg: &Message, out: &mut Vec<u8>) {
         }
         Body::Have { question } | Body::HaveNot { question } => {
             out.extend_from_slice(&question.to_be_bytes());
+        }
+        Body::Fetching { question, bytes } => {
+            out.extend_from_slice(&question.to_be_bytes());
+            out.extend_from_slice(&bytes.to_be_bytes());
         }
         Body::SummaryDelta {
             version,
@@ -907,7 +921,7 @@ mod tests {
         bytes[4] = 0;
         assert_eq!(parse(&bytes), Err(WireError::UnsupportedVersion(0)));
         let mut bytes = bytes_of(&samples()[2]);
-        for k in [0u8, 10, 200, 255] {
+        for k in [0u8, 11, 13, 200, 255] {
             bytes[5] = k;
             assert_eq!(parse(&bytes), Err(WireError::UnknownKind(k)));
         }

@@ -134,6 +134,9 @@ pub(super) struct Job {
     /// This host leads the file's download from upstream (discovery answers CLAIMs for it):
     /// released when the request ends.
     pub(super) leads: bool,
+    /// The spool file the body is also written to while it streams from
+    /// upstream, for the LAN to read ([`crate::spool`]).
+    pub(super) spool: Option<crate::spool::SpoolWriter>,
 }
 
 impl Job {
@@ -472,6 +475,7 @@ impl PacmanConn {
             identity: None,
             check: None,
             leads: false,
+            spool: None,
         };
         if let Some(page) = Page::at(path) {
             self.job = Some(new_job(

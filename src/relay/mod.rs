@@ -103,6 +103,8 @@ pub struct Relay {
     pub https: HttpsMode,
     /// The trust store for `https://` mirrors, read on the first fetch.
     pub tls: TlsTrust,
+    /// Packages fetched from upstream, shared with the LAN while in flight.
+    pub spool: crate::spool::Spool,
 }
 
 impl Relay {
@@ -116,6 +118,7 @@ impl Relay {
             buffers: Buffers::default(),
             https: HttpsMode::Fetch,
             tls: TlsTrust::new(None),
+            spool: crate::spool::Spool::off(),
         }
     }
 }

@@ -295,13 +295,30 @@ impl PacmanConn {
         }
     }
 
-    /// Feeds the bytes that came into the pipe since the last call to the job's body check.
-    fn feed_check(&mut self) -> Check {
-        let Some(check) = self.job.as_mut().and_then(|j| j.check.as_mut()) else {
+    /// Feeds the bytes that came into the pipe since the last call to the job's body check,
+    /// and to its spool file (the same chunk); the spool file gets its verdict with the
+    /// check's.
+    fn feed_check(&mut self, spool: &mut crate::spool::Spool, now: std::time::Instant) -> Check {
+        let Some(job) = self.job.as_mut() else {
             self.pipe.mark_checked();
             return Check::Partial;
         };
-        let verdict = check.feed(self.pipe.unchecked());
+        let Some(check) = job.check.as_mut() else {
+            self.pipe.mark_checked();
+            return Check::Partial;
+        };
+        let bytes = self.pipe.unchecked();
+        let verdict = check.feed(bytes);
+        if let Some(writer) = job.spool.as_mut() {
+            if !spool.write(writer, bytes) {
+                job.spool = None;
+            }
+        }
+        if verdict != Check::Partial {
+            if let Some(writer) = job.spool.take() {
+                spool.finish(writer, verdict == Check::Match, now);
+            }
+        }
         self.pipe.mark_checked();
         verdict
     }
@@ -309,7 +326,9 @@ impl PacmanConn {
     /// Checks the new bytes; on a mismatch, closes pacman's connection short of the last
     /// byte and bans the peers that sent any of the body (`Some`: stop here).
     fn check_new_bytes(&mut self, cx: &mut Context) -> Option<Want> {
-        if self.feed_check() != Check::Mismatch || self.state != State::Fetch {
+        if self.feed_check(&mut cx.relay.spool, cx.now) != Check::Mismatch
+            || self.state != State::Fetch
+        {
             return None;
         }
         let job = self.job.as_ref()?;
@@ -436,6 +455,19 @@ impl PacmanConn {
         job.head_sent = true;
         if let Some(check) = job.check.as_mut() {
             check.source(source.kind.peer());
+            // A whole package from upstream, from its first byte: the LAN may read it
+            // while it streams (a spool file), within the spool's bounds.
+            let from_start = check.fed() == 0 && accepted.skip == 0 && job.received == 0;
+            if from_start && job.spool.is_none() && !from_peer {
+                let expected = crate::discovery::wire::Expected {
+                    size: check.size(),
+                    sha256: check.expected(),
+                };
+                job.spool = cx.relay.spool.begin(&job.file, expected, cx.now);
+                if job.spool.is_some() {
+                    cx.discovery.cache_added(&job.file);
+                }
+            }
         }
         job.origin = Some(match source.kind {
             SourceKind::Peer(p) => Origin::Peer(p.host_id),
@@ -490,7 +522,7 @@ impl PacmanConn {
                 return self.source_failed(Failure::EndedEarly, cx);
             }
         }
-        if self.feed_check() == Check::Mismatch {
+        if self.feed_check(&mut cx.relay.spool, cx.now) == Check::Mismatch {
             // `check_new_bytes` closes pacman's connection on the next step.
             return self.close_source(source);
         }

@@ -107,6 +107,11 @@ impl BodyCheck {
         self.verdict
     }
 
+    /// The size the database gives.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Bytes fed so far.
     pub fn fed(&self) -> u64 {
         self.fed
