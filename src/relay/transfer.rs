@@ -48,7 +48,9 @@ impl PacmanConn {
                     let expected = cx.trust.expected(&job.file);
                     // A package download that nobody can serve is claimed: one host of
                     // those that want it now fetches it, the others follow it.
-                    let question = if job.kind == FileKind::Package {
+                    // (Only a whole file: a continuation cannot be streamed to followers.)
+                    let whole = job.range.is_none() && !job.head_only && !job.head_sent;
+                    let question = if job.kind == FileKind::Package && whole {
                         cx.discovery
                             .ask_to_fetch(&job.file, expected, &exclude, cx.now)
                     } else {
@@ -85,7 +87,7 @@ impl PacmanConn {
                     step = job.plan.next(&backed_off, job.head_sent);
                 }
                 Step::Upstream { index, url } => {
-                    let whole = job.range.is_none() && !job.head_only;
+                    let whole = job.range.is_none() && !job.head_only && !job.head_sent;
                     if job.kind == FileKind::Package && whole && !job.leads {
                         // Latecomers that claim it follow this host.
                         let expected = cx.trust.expected(&job.file);
@@ -466,6 +468,14 @@ impl PacmanConn {
                 job.spool = cx.relay.spool.begin(&job.file, expected, cx.now);
                 if job.spool.is_some() {
                     cx.discovery.cache_added(&job.file);
+                    // The hosts that follow this one's claim fetch it from us now.
+                    let key = cx.trust.expected(&job.file);
+                    cx.discovery.serving(&job.file, key, cx.now);
+                    job.leads = true;
+                } else if job.leads {
+                    // Not streamed to the LAN: latecomers fetch it themselves.
+                    cx.discovery.release(&job.file);
+                    job.leads = false;
                 }
             }
         }
