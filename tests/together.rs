@@ -128,7 +128,7 @@ impl Together {
         let mut conf = PacmanConf::new(&[RELAY_SERVER.to_string()]);
         conf.parallel_downloads = 5;
         let clients = (1..=hosts)
-            .map(|h| PacmanClient::of(pacman, &work.mkdir(&format!("pacman{h}")), &conf))
+            .map(|h| PacmanClient::of(pacman, &work.mkdir(format!("pacman{h}")), &conf))
             .collect();
         let mut t = Together {
             daemons: (0..=hosts).map(|_| None).collect(),
@@ -155,7 +155,7 @@ impl Together {
     /// A pacman.conf for flocon on `host` whose `DBPath` holds the repository's sync database
     /// (as `pacman -Sy` leaves it).
     fn flocon_conf(&self, host: usize) -> PathBuf {
-        let dir = self.work.join(&format!("flocon{host}"));
+        let dir = self.work.join(format!("flocon{host}"));
         let sync = dir.join("db").join("sync");
         fs::create_dir_all(&sync).unwrap();
         fs::copy(self.repo.db_file(), sync.join(format!("{TEST_REPO}.db"))).unwrap();
@@ -171,7 +171,7 @@ impl Together {
     /// Starts flocon on `host`, its cache the host's pacman cache, the mirror upstream.
     fn start(&mut self, host: usize) {
         let conf = self.flocon_conf(host).display().to_string();
-        let spool = self.work.join(&format!("flocon{host}/spool"));
+        let spool = self.work.join(format!("flocon{host}/spool"));
         let spool = spool.display().to_string();
         let url = self.mirror.server_url();
         let mut extra = vec![
