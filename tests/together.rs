@@ -35,10 +35,21 @@ const MIRROR: usize = 0;
 const START: Duration = Duration::from_secs(20);
 const READY: Duration = Duration::from_secs(30);
 const RELAY_SERVER: &str = "http://127.0.0.1:19433/$repo/os/$arch";
-/// The issue's set: 12 packages of 1.5 MB, a mirror sending 4 MB/s per connection.
+/// The issue's set: 12 packages of 1.5 MB. Its mirror sent 4 MB/s per connection (the
+/// benchmark's rate); the tests' mirror sends 1.5 MB/s, so that a run lasts seconds and the
+/// time ratio measures the sharing, not the start-up of 4 pacmans on a shared 2-core runner.
 const PACKAGES: usize = 12;
 const PACKAGE_BYTES: u64 = 1_500_000;
-const RATE: u64 = 4_000_000;
+const RATE: u64 = 1_500_000;
+const BENCH_RATE: u64 = 4_000_000;
+/// One lab at a time in this file: the times measured are compared.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 /// Goals of the issue.
 const MAX_BYTES_RATIO: f64 = 1.05;
 const MAX_TIME_RATIO: f64 = 1.3;
@@ -368,6 +379,7 @@ fn run_together(t: &Together) -> Figures {
 }
 
 fn together(test: &str, pacman: Pacman, scheme: Scheme) {
+    let _one = serial();
     let Some(t) = Together::new(test, pacman, scheme, 4, (PACKAGES, PACKAGE_BYTES), RATE) else {
         return;
     };
@@ -393,6 +405,7 @@ fn together(test: &str, pacman: Pacman, scheme: Scheme) {
 /// it came; every other host's pacman still gets it whole, the mirror's bytes.
 fn leader_killed(test: &str, pacman: Pacman) {
     const SIZE: u64 = 8_000_000;
+    let _one = serial();
     let Some(mut t) = Together::new(test, pacman, Scheme::Http, 4, (1, SIZE), 1_000_000) else {
         return;
     };
@@ -509,7 +522,7 @@ fn bench_together() {
             scheme,
             hosts,
             (PACKAGES, PACKAGE_BYTES),
-            RATE,
+            BENCH_RATE,
         ) else {
             return;
         };
