@@ -434,3 +434,26 @@ fn followers_wait_for_their_leader_to_serve_and_no_longer_than_the_follow_wait()
         }
     }
 }
+
+#[test]
+fn claims_spread_over_more_than_a_window_still_follow_the_host_that_leads() {
+    // A claims first, Y 30 ms later, B 70 ms after A; ranks B < Y < A. A's window sees Y
+    // (not B) and picks Y; Y's window sees B and follows it; B leads. A must end up on B, at
+    // once when B serves, not after the follow wait.
+    let mut by_rank = ids(3);
+    by_rank.sort_by_key(|&h| rank(h, FILE));
+    let (b, y, a) = (by_rank[0], by_rank[1], by_rank[2]);
+    let mut lan = Lan::new(&[a, y, b]);
+    let start = lan.now;
+    let qa = lan.ask(0, &[]);
+    lan.run(ms(30));
+    let qy = lan.ask(1, &[]);
+    lan.run(ms(40));
+    let qb = lan.ask(2, &[]);
+    lan.run(ms(300));
+    assert_eq!(lan.answer(2, qb).unwrap().1, None, "B leads");
+    assert_eq!(lan.answer(1, qy).unwrap().1, Some(b));
+    let (at, follow) = lan.answer(0, qa).expect("A is answered");
+    assert_eq!(follow, Some(b));
+    assert!(at - start < ms(300), "A waited {:?}", at - start);
+}

@@ -281,11 +281,7 @@ impl Claims {
             .own
             .iter()
             .filter(|o| o.key == key && !o.exclude.contains(&host))
-            .filter(|o| match o.phase {
-                Phase::Marked => false,
-                Phase::Window { .. } => true,
-                Phase::Following { leader, .. } => leader == host,
-            })
+            .filter(|o| o.phase != Phase::Marked)
             .map(|o| o.question)
             .collect();
         ready
@@ -343,28 +339,41 @@ impl Claims {
                 .filter(eligible)
                 .any(|h| h.host == host && h.state == ClaimState::Serving)
         };
+        // A host that leads already wins: if several do (two leaders after a lost CLAIM), one
+        // that serves, then the lowest rank.
+        let leader = self
+            .heard
+            .iter()
+            .filter(eligible)
+            .filter(|h| h.state != ClaimState::Claiming)
+            .min_by_key(|h| (h.state != ClaimState::Serving, rank(h.host, name)))
+            .map(|h| h.host);
         let (decision, won) = match own.phase {
             Phase::Marked => return None,
-            Phase::Following { leader, .. } => {
-                if serves(leader) {
-                    (Decision::Follow(leader), false)
+            Phase::Following {
+                leader: chosen,
+                until,
+            } => {
+                // The claimant chosen at the end of the window may itself have heard a claimant
+                // of lower rank that we did not (claims spread over more than a window): the
+                // host that says LEADING is the one that fetches.
+                let target = leader.unwrap_or(chosen);
+                if serves(target) {
+                    (Decision::Follow(target), false)
                 } else if me.is_some() {
                     // It never served: fetch from upstream ourselves.
                     (Decision::Lead, false)
                 } else {
+                    if let Some(o) = self.own.iter_mut().find(|o| o.question == question) {
+                        o.phase = Phase::Following {
+                            leader: target,
+                            until,
+                        };
+                    }
                     return None;
                 }
             }
             Phase::Window { claimed, .. } => {
-                // A host that leads already wins: the lowest rank among them if several do
-                // (two leaders after a lost CLAIM).
-                let leader = self
-                    .heard
-                    .iter()
-                    .filter(eligible)
-                    .filter(|h| h.state != ClaimState::Claiming)
-                    .map(|h| h.host)
-                    .min_by_key(|&h| rank(h, name));
                 match (leader, me) {
                     (Some(host), _) => (Decision::Follow(host), false),
                     (None, None) => return None,
@@ -493,14 +502,16 @@ mod tests {
         assert!(c.heard(5, key("a"), ClaimState::Leading, t0).is_empty());
         assert_eq!(c.next_deadline(), Some(t0 + FOLLOW_WAIT));
         assert!(c.expire(9, t0 + WINDOW_MAX).is_empty());
-        // Another host's SERVING does not move it.
-        assert!(
-            c.heard(6, key("a"), ClaimState::Serving, t0 + WINDOW_MAX)
-                .is_empty()
-        );
         let d = c.expire(9, t0 + FOLLOW_WAIT);
         assert_eq!(d[0].decision, Decision::Lead);
         assert!(!d[0].won);
+        // Following 5, which never serves, while another host leads too (a lost CLAIM): the
+        // one that serves is followed.
+        c.mark(QuestionId(2), key("b"), &[]);
+        c.begin(QuestionId(2), t0, WINDOW_MIN);
+        assert!(c.heard(5, key("b"), ClaimState::Leading, t0).is_empty());
+        let d = c.heard(6, key("b"), ClaimState::Serving, t0 + WINDOW_MAX);
+        assert_eq!(d[0].decision, Decision::Follow(6));
     }
 
     #[test]
