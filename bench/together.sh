@@ -32,4 +32,4 @@ if ! cargo test --quiet --test together bench_together -- --ignored --nocapture 
   echo "bench/together.sh: failed; the whole output is in $log" >&2
   exit 1
 fi
-grep '^together ' "$log"
+grep '^together .* hosts, ' "$log"

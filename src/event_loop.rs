@@ -545,7 +545,7 @@ impl Daemon {
             self.cache.next_expiry(),
             self.idle_sources.poll_timeout(),
             self.trust.poll_timeout(),
-            self.relay.spool.book.poll_timeout(),
+            self.relay.spool.poll_timeout(),
         ];
         let earliest = deadlines.into_iter().flatten().min();
         // Round up to the next millisecond: a timeout that rounds down to 0
@@ -700,6 +700,7 @@ impl Daemon {
                     error: std::fs::read_dir(dir).err().map(|e| e.to_string()),
                 })
                 .collect(),
+            spool: self.spool_state(now),
         }
     }
 

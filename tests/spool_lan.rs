@@ -88,7 +88,7 @@ impl Spooled {
     /// A pacman.conf for flocon on `host` naming a `DBPath` that holds the repository's
     /// sync database (as `pacman -Sy` would leave it), and its cache, made empty.
     fn host_dirs(&self, host: usize) -> (PathBuf, PathBuf) {
-        let dir = self.work.join(&format!("host{host}"));
+        let dir = self.work.join(format!("host{host}"));
         let sync = dir.join("db").join("sync");
         fs::create_dir_all(&sync).unwrap();
         fs::create_dir_all(dir.join("cache")).unwrap();
@@ -103,12 +103,17 @@ impl Spooled {
     }
 
     fn spool_dir(&self, host: usize) -> PathBuf {
-        self.work.join(&format!("host{host}")).join("spool")
+        self.work.join(format!("host{host}")).join("spool")
     }
 
     /// Starts flocon on `host` with the mirror upstream, reading the sync database, its
     /// spool in the host's folder; `cache` overrides the cache directory (a pacman's).
     fn start(&mut self, host: usize, cache: Option<&Path>) {
+        self.start_with(host, cache, &[]);
+    }
+
+    /// Like [`Spooled::start`], with `more` arguments.
+    fn start_with(&mut self, host: usize, cache: Option<&Path>, more: &[&str]) {
         let (conf, own_cache) = self.host_dirs(host);
         let cache = cache.map_or(own_cache, Path::to_path_buf);
         let (url, conf) = (self.mirror.server_url(), conf.display().to_string());
@@ -125,6 +130,8 @@ impl Spooled {
             "--spool-dir",
             &spool,
         ];
+        let mut extra = extra.to_vec();
+        extra.extend_from_slice(more);
         let args = common::flocon::daemon_args(&cache, &extra);
         let name = format!("flocon {}", if host == A { "A" } else { "B" });
         let daemon = self
@@ -263,6 +270,20 @@ fn a_file_in_flight_is_served_to_the_lan_from_the_spool() {
         "{status}"
     );
     assert!(status.contains("1 verified"), "{status}");
+    // Kept whole and verified now: a Range of it from A's peer server.
+    let a_peer = lan.lab.host(A).addr(common::flocon::PEER_PORT);
+    let raw = build_request(
+        "GET",
+        &a_peer.to_string(),
+        &format!("/{file}"),
+        &[("Range", "bytes=100-199")],
+    );
+    let part = lan
+        .lab
+        .run_in(B, || request_timeout(a_peer, &raw, Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(part.status, 206);
+    assert!(part.body == want[100..200], "the range's bytes");
     let b_daemon = lan.daemons[B].as_ref().unwrap();
     assert!(
         b_daemon
@@ -283,7 +304,8 @@ fn a_leader_killed_mid_stream_leaves_the_follower_whole() {
     lan.start(B, None);
     lan.wait_ready();
     let file = lan.files[0].clone();
-    let a_fetch = lan.fetch_in_background(A, 0);
+    // A's own client sees its connection cut: an error.
+    let a_fetch = lan.try_fetch_in_background(A, 0);
     lan.wait_status(A, "A spooling the file", |s| {
         in_flight(s, &file).is_some_and(|n| n > MB)
     });
@@ -328,13 +350,21 @@ fn a_spool_file_changed_on_disk_never_reaches_a_client_whole() {
     lan.wait_status(A, "A spooling the file", |s| {
         in_flight(s, &file).is_some_and(|n| n > MB)
     });
-    // Flip bytes A has written already, before B reads them.
-    let spool_file = fs::read_dir(lan.spool_dir(A))
+    // Flip bytes A has written already, before B reads them. The spool file has no name
+    // (O_TMPFILE): it is reached through A's descriptor for it.
+    let pid = lan.daemons[A].as_ref().unwrap().pid();
+    let spool_dir = lan.spool_dir(A);
+    let spool_file = fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "spool"))
-        .expect("A's spool file");
+        .find(|fd| fs::read_link(fd).is_ok_and(|target| target.starts_with(&spool_dir)))
+        .expect("A's spool file among its descriptors");
+    assert_eq!(
+        fs::read_dir(&spool_dir).unwrap().count(),
+        0,
+        "no name in the spool directory"
+    );
     {
         use std::os::unix::fs::FileExt;
         let f = fs::OpenOptions::new()
@@ -367,6 +397,17 @@ fn a_spool_file_changed_on_disk_never_reaches_a_client_whole() {
 /// each file once.
 #[test]
 fn pacman7_a_host_in_the_middle_of_a_batch_shares_what_it_fetched() {
+    mid_batch(true);
+}
+
+/// The control: the same batches with no spool (`--spool-size 0`) cost the mirror the files
+/// A had finished twice, since they are invisible in A's download folder.
+#[test]
+fn pacman7_without_a_spool_the_same_batches_cost_the_mirror_twice() {
+    mid_batch(false);
+}
+
+fn mid_batch(spool: bool) {
     let pacman = Pacman::V7;
     if !pacman.require("spool_lan::pacman7_mid_batch") {
         return;
@@ -382,8 +423,9 @@ fn pacman7_a_host_in_the_middle_of_a_batch_shares_what_it_fetched() {
         PacmanClient::of(pacman, dirs[0].path(), &conf),
         PacmanClient::of(pacman, dirs[1].path(), &conf),
     ];
-    lan.start(A, Some(&clients[0].cachedir));
-    lan.start(B, Some(&clients[1].cachedir));
+    let more: &[&str] = if spool { &[] } else { &["--spool-size", "0"] };
+    lan.start_with(A, Some(&clients[0].cachedir), more);
+    lan.start_with(B, Some(&clients[1].cachedir), more);
     lan.wait_ready();
     for (client, host) in clients.iter().zip([A, B]) {
         client.sync_db(Some(lan.lab.host(host).ns()));
@@ -401,11 +443,25 @@ fn pacman7_a_host_in_the_middle_of_a_batch_shares_what_it_fetched() {
         lan.files[1].clone(),
         lan.files[2].clone(),
     );
-    lan.wait_status(A, "A's small files spooled, the large one in flight", |s| {
-        s.contains(&format!("  kept {small_a}:"))
-            && s.contains(&format!("  kept {small_b}:"))
-            && in_flight(s, &large).is_some()
-    });
+    if spool {
+        lan.wait_status(A, "A's small files spooled, the large one in flight", |s| {
+            s.contains(&format!("  kept {small_a}:"))
+                && s.contains(&format!("  kept {small_b}:"))
+                && in_flight(s, &large).is_some()
+        });
+    } else {
+        // The same moment, told by the mirror: the small files sent whole, the large not yet.
+        wait_until(
+            "the mirror to have sent A's small files",
+            TRANSFER,
+            || {
+                let log = lan.mirror.access_log_now();
+                let done = |f: &str| log.iter().any(|e| e.uri == lan.repo.url_path(f));
+                (done(&small_a) && done(&small_b) && !done(&large)).then_some(())
+            },
+            || format!("{:?}", lan.mirror.access_log_now()),
+        );
+    }
     assert!(
         !clients[0].cached(&small_a).exists(),
         "pacman 7 keeps a batch's files out of the cache until the batch ends"
@@ -425,19 +481,47 @@ fn pacman7_a_host_in_the_middle_of_a_batch_shares_what_it_fetched() {
     }
     let log = lan.mirror.access_log();
     let a_ip = lan.lab.host(A).ip().to_string();
+    let package_bytes: u64 = (0..3)
+        .map(|i| fs::metadata(lan.repo.file(&lan.files[i])).unwrap().len())
+        .sum();
+    let sent: u64 = log
+        .iter()
+        .filter(|e| (0..3).any(|i| e.uri == lan.url_path(i)))
+        .map(|e| e.body_bytes)
+        .sum();
+    eprintln!(
+        "mid-batch, spool {}: the mirror sent {sent} package bytes for {package_bytes} ({:.2}x)",
+        if spool { "on" } else { "off" },
+        sent as f64 / package_bytes as f64
+    );
     for i in 0..3 {
         let asked: Vec<_> = log.iter().filter(|e| e.uri == lan.url_path(i)).collect();
-        assert_eq!(
-            asked.len(),
-            1,
-            "{} from the mirror once: {log:?}",
-            lan.files[i]
-        );
-        assert_eq!(asked[0].client, a_ip, "{:?}", asked[0]);
+        if spool {
+            assert_eq!(
+                asked.len(),
+                1,
+                "{} from the mirror once: {log:?}",
+                lan.files[i]
+            );
+            assert_eq!(asked[0].client, a_ip, "{:?}", asked[0]);
+        } else if i < 2 {
+            assert_eq!(
+                asked.len(),
+                2,
+                "{} from the mirror twice: {log:?}",
+                lan.files[i]
+            );
+        }
     }
     let status = lan.status(B);
-    assert!(
-        status.contains("3 files ("),
-        "B got the three from A: {status}"
-    );
+    if spool {
+        assert_eq!(sent, package_bytes);
+        assert!(
+            status.contains("3 files ("),
+            "B got the three from A: {status}"
+        );
+    } else {
+        assert!(sent > package_bytes);
+        assert!(status.contains("spool: off"), "{status}");
+    }
 }

@@ -1,9 +1,10 @@
 //! The discovery core as a state machine: a sequence of datagrams (raw, or well-formed
 //! messages from a few hosts), questions, cancels, joins and clock steps, driven with a fake
 //! clock, with cache summaries (versions, deltas, parts, requests), cache changes and
-//! resumes from suspend, claims (one fetcher per file: downloads asked with `ask_to_fetch`,
-//! CLAIM and LEADING from peers, leads taken and released). Checked after every step: nothing panics, the peer table and the queues stay
-//! bounded, every datagram it wants sent parses, and every question gets exactly one answer
+//! resumes from suspend, files in flight (answered FETCHING, and FETCHING answers), and claims
+//! (one fetcher per file: downloads asked with `ask_to_fetch`, CLAIM / LEADING / SERVING from
+//! peers, leads taken and released). Checked after every step: nothing panics, the peer table
+//! and the queues stay bounded, every datagram it wants sent parses, and every question gets exactly one answer
 //! unless it was cancelled, never naming a peer the question excluded.
 #![no_main]
 use std::collections::{HashMap, HashSet};
@@ -47,7 +48,13 @@ fuzz_target!(|data: &[u8]| {
             0 => {
                 let len = usize::from(bytes.next().unwrap_or(0));
                 let raw: Vec<u8> = bytes.by_ref().take(len).collect();
-                core.handle_datagram(from, &raw, now, &mut |_, _| arg & 1 == 0);
+                core.handle_datagram_with(
+                    from,
+                    &raw,
+                    now,
+                    &mut |_, _| arg & 1 == 0,
+                    &mut |_, _| (arg & 2 == 0).then_some(u64::from(arg)),
+                );
             }
             1 => {
                 let ann = Announcement {
@@ -70,7 +77,11 @@ fuzz_target!(|data: &[u8]| {
                         }),
                     },
                     4 => Body::Have { question },
-                    5 => Body::HaveNot { question },
+                    5 if arg & 1 == 0 => Body::HaveNot { question },
+                    5 => Body::Fetching {
+                        question,
+                        bytes: u64::from(arg),
+                    },
                     6 => match question % 3 {
                         0 => Body::SummaryRequest,
                         1 => Body::SummaryDelta {
@@ -96,7 +107,13 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let mut out = Vec::new();
                 emit(&Message { host_id: host, body }, &mut out);
-                core.handle_datagram(from, &out, now, &mut |_, _| arg & 1 == 0);
+                core.handle_datagram_with(
+                    from,
+                    &out,
+                    now,
+                    &mut |_, _| arg & 1 == 0,
+                    &mut |_, _| (arg & 2 == 0).then_some(u64::from(arg)),
+                );
             }
             2 => {
                 let exclude = [u64::from(arg % 6) + 1];

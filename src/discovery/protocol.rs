@@ -2191,6 +2191,106 @@ mod tests {
     }
 
     #[test]
+    fn a_file_in_flight_is_answered_fetching_and_a_cached_one_have() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        let want = Expected {
+            size: 10,
+            sha256: crate::sync_db::Sha256([7; 32]),
+        };
+        for (q, name, expected) in [
+            (1u32, &b"cached"[..], None),
+            (2, b"in-flight", Some(want)),
+            (3, b"in-flight", None),
+            (4, b"neither", Some(want)),
+            (5, b"../in-flight", None),
+        ] {
+            d.handle_datagram_with(
+                addr(9),
+                &datagram(
+                    9,
+                    Body::WhoHas {
+                        question: q,
+                        name: name.to_vec(),
+                        expected,
+                    },
+                ),
+                t0,
+                &mut |n, _| n == "cached",
+                &mut |n, e| (n == "in-flight" && e.is_none_or(|e| e == want)).then_some(4),
+            );
+        }
+        let bodies: Vec<Body> = drain_transmits(&mut d)
+            .into_iter()
+            .map(|(_, m)| m.body)
+            .collect();
+        assert_eq!(
+            bodies,
+            vec![
+                Body::Have { question: 1 },
+                Body::Fetching {
+                    question: 2,
+                    bytes: 4
+                },
+                Body::Fetching {
+                    question: 3,
+                    bytes: 4
+                },
+                Body::HaveNot { question: 4 },
+                Body::HaveNot { question: 5 },
+            ]
+        );
+    }
+
+    #[test]
+    fn fetching_answers_a_question_like_have_only_from_the_asked_peer() {
+        let t0 = Instant::now();
+        let mut d = started(t0);
+        for n in 1..=2 {
+            add_peer(&mut d, n, "arch", "x86_64", t0);
+        }
+        drain_events(&mut d);
+        let q = d.ask("f.pkg.tar.zst", None, &[], t0);
+        drain_transmits(&mut d);
+        // From an address that is not the peer's: dropped.
+        d.handle_datagram(
+            addr(7),
+            &datagram(
+                2,
+                Body::Fetching {
+                    question: q.0,
+                    bytes: 1,
+                },
+            ),
+            t0 + ms(1),
+            &mut no_files,
+        );
+        assert!(drain_events(&mut d).is_empty());
+        d.handle_datagram(
+            addr(2),
+            &datagram(
+                2,
+                Body::Fetching {
+                    question: q.0,
+                    bytes: 1,
+                },
+            ),
+            t0 + ms(2),
+            &mut no_files,
+        );
+        assert_eq!(
+            drain_events(&mut d),
+            vec![Event::Answer {
+                question: q,
+                peer: Some(PeerRef {
+                    host_id: 2,
+                    addr: "10.0.0.2:8002".parse().unwrap()
+                })
+            }]
+        );
+    }
+
+    #[test]
     fn transmit_queue_is_bounded_but_goodbye_always_fits() {
         let t0 = Instant::now();
         let mut d = started(t0);

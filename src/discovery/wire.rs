@@ -614,6 +614,13 @@ mod tests {
             },
             Message {
                 host_id: id,
+                body: Body::Fetching {
+                    question: 44,
+                    bytes: 0x0102_0304_0506_0708,
+                },
+            },
+            Message {
+                host_id: id,
                 body: Body::HaveNot { question: 43 },
             },
             Message {
@@ -908,6 +915,24 @@ mod tests {
         assert_eq!(parse(b"xy"), Err(WireError::BadMagic));
         assert_eq!(parse(b""), Err(WireError::TooShort));
         assert_eq!(parse(b"FLO"), Err(WireError::TooShort));
+    }
+
+    #[test]
+    fn fetching_layout() {
+        let msg = Message {
+            host_id: 0x0102_0304_0506_0708,
+            body: Body::Fetching {
+                question: 1,
+                bytes: 300,
+            },
+        };
+        let want: &[u8] = &[
+            0x46, 0x4C, 0x4F, 0x43, 0x02, 0x0A, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0,
+            0, 0x01, 0x2C,
+        ];
+        assert_eq!(bytes_of(&msg), want);
+        assert_eq!(parse(want), Ok(msg));
+        assert_eq!(parse(&want[..want.len() - 1]), Err(WireError::Truncated));
     }
 
     #[test]

@@ -15,20 +15,21 @@ use crate::spool::{self, Spool};
 use crate::trust::Trust;
 
 /// The spool of `settings`: its directory (given, or systemd's
-/// `$CACHE_DIRECTORY`, or a private one for this run), made and emptied.
+/// `$CACHE_DIRECTORY`, both flocon's own: made and emptied; else the
+/// temporary directory, where nameless spool files leave nothing behind).
 pub(super) fn open(settings: &Settings) -> Spool {
     if settings.spool.max_bytes == 0 {
         info!("no spool (SpoolSize = 0): files in flight are not shared with the LAN");
         return Spool::off();
     }
-    let (dir, private) = match &settings.spool_dir {
-        Some(dir) => (dir.clone(), false),
+    let (dir, ours) = match &settings.spool_dir {
+        Some(dir) => (dir.clone(), true),
         None => spool::default_dir(
             std::env::var("CACHE_DIRECTORY").ok().as_deref(),
             &std::env::temp_dir(),
         ),
     };
-    let (spool, problem) = Spool::open(&dir, private, settings.spool);
+    let (spool, problem) = Spool::open(&dir, ours, settings.spool);
     if let Some(why) = problem {
         warn!("{why}");
     }
@@ -47,6 +48,18 @@ pub(super) fn landed(spool: &mut Spool, trust: &mut Trust, cache: &Cache, name: 
 }
 
 impl Daemon {
+    /// The spool's part of the status snapshot.
+    pub(super) fn spool_state(&self, now: Instant) -> crate::status::SpoolState {
+        let spool = &self.relay.spool;
+        crate::status::SpoolState {
+            dir: spool.dir().map(std::path::Path::to_path_buf),
+            max_bytes: spool.book.limits().max_bytes,
+            used_bytes: spool.book.used(),
+            files: spool.book.status(now),
+            counters: spool.book.counters,
+        }
+    }
+
     /// The spool's lines of the status page.
     pub(super) fn spool_text(&self, now: Instant) -> String {
         let spool = &self.relay.spool;
@@ -80,6 +93,20 @@ impl Daemon {
     /// Removes spool files that went (and their names from the summary), and
     /// queues the peer connections that bytes arrived for.
     pub(super) fn spool_turn(&mut self, now: Instant) {
+        if self.relay.spool.look_due(now) {
+            let kept: Vec<String> = self
+                .relay
+                .spool
+                .book
+                .status(now)
+                .into_iter()
+                .filter(|f| f.complete)
+                .map(|f| f.name)
+                .collect();
+            for name in kept {
+                landed(&mut self.relay.spool, &mut self.trust, &self.cache, &name);
+            }
+        }
         let mut gone = Vec::new();
         self.relay.spool.handle_timeout(now, &mut gone);
         for name in gone {

@@ -54,10 +54,10 @@ pub struct Spool {
     pub book: SpoolBook,
     /// `None`: spooling is off (no usable directory).
     dir: Option<PathBuf>,
-    /// Remove the directory itself at stop (a private one made for this run).
-    remove_dir: bool,
     files: HashMap<SpoolId, Rc<File>>,
     refusals: RateLimit,
+    /// When the finished files are next compared with pacman's cache.
+    next_look: Option<Instant>,
 }
 
 impl Spool {
@@ -66,19 +66,22 @@ impl Spool {
         Spool {
             book: SpoolBook::new(Limits::default()),
             dir: None,
-            remove_dir: false,
             files: HashMap::new(),
             refusals: RateLimit::default(),
+            next_look: None,
         }
     }
 
-    /// The spool in `dir`, made if missing (mode 0700) and emptied of what a
-    /// previous run left; `remove_dir` removes it at stop. On failure spooling
-    /// is off and the returned line says why.
-    pub fn open(dir: &Path, remove_dir: bool, limits: Limits) -> (Spool, Option<String>) {
+    /// The spool in `dir`. Spool files have no name there (`O_TMPFILE`, or
+    /// unlinked at once where the file system lacks it): only flocon's own
+    /// descriptors reach them, and the kernel frees their space when the last
+    /// closes, even after a crash. With `ours` (flocon's own directory) it is
+    /// made if missing (mode 0700) and emptied of `*.spool` files an older run
+    /// left. On failure spooling is off and the returned line says why.
+    pub fn open(dir: &Path, ours: bool, limits: Limits) -> (Spool, Option<String>) {
         let mut spool = Spool::off();
         spool.book = SpoolBook::new(limits);
-        match prepare(dir) {
+        match prepare(dir, ours) {
             Ok(removed) => {
                 info!(
                     "spool directory {} ({} MiB at most, {} left from a previous run removed)",
@@ -87,7 +90,6 @@ impl Spool {
                     removed
                 );
                 spool.dir = Some(dir.to_path_buf());
-                spool.remove_dir = remove_dir;
                 (spool, None)
             }
             Err(e) => {
@@ -102,10 +104,6 @@ impl Spool {
 
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
-    }
-
-    fn path(dir: &Path, id: SpoolId) -> PathBuf {
-        dir.join(format!("{}.spool", id.0))
     }
 
     /// Starts spooling `name`, fetched from upstream as `expected`: `None` when
@@ -137,19 +135,15 @@ impl Spool {
                 return None;
             }
         };
-        let path = Spool::path(dir, writing.id);
-        let opened = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path);
-        match opened {
+        match unnamed_file(dir, writing.id) {
             Ok(file) => {
                 let file = Rc::new(file);
                 self.files.insert(writing.id, Rc::clone(&file));
-                debug!("spool: {name} -> {}", path.display());
+                debug!(
+                    "spool: {name} -> spool file {} in {}",
+                    writing.id.0,
+                    dir.display()
+                );
                 Some(SpoolWriter {
                     writing,
                     file,
@@ -159,8 +153,8 @@ impl Spool {
             Err(e) => {
                 if let Some(held) = self.refusals.check(now) {
                     warn!(
-                        "spool: cannot create {}: {e} ({held} more held back)",
-                        path.display()
+                        "spool: cannot create a file in {}: {e} ({held} more held back)",
+                        dir.display()
                     );
                 }
                 self.book.fail(writing.id);
@@ -210,66 +204,111 @@ impl Spool {
     }
 
     /// Fails dropped fetches, removes finished files kept long enough, and
-    /// deletes the files of every entry that went: the names that left (for
-    /// the cache summary).
+    /// drops the files of every entry that went (their space is freed when the
+    /// last reader closes them): the names that left (for the cache summary).
     pub fn handle_timeout(&mut self, now: Instant, gone: &mut Vec<String>) {
         self.book.reap();
         self.book.handle_timeout(now);
         while let Some(removed) = self.book.poll_removed() {
             self.files.remove(&removed.id);
-            if let Some(dir) = &self.dir {
-                let path = Spool::path(dir, removed.id);
-                if let Err(e) = std::fs::remove_file(&path) {
-                    if e.kind() != io::ErrorKind::NotFound {
-                        warn!("spool: cannot remove {}: {e}", path.display());
-                    }
-                }
-            }
             debug!("spool: {} removed ({:?})", removed.name, removed.why);
             gone.push(removed.name);
         }
     }
 
-    /// Removes every spool file, and the directory if it was made for this run.
-    pub fn close(&mut self) {
-        self.files.clear();
-        if let Some(dir) = self.dir.take() {
-            let _ = empty(&dir);
-            if self.remove_dir {
-                let _ = std::fs::remove_dir(&dir);
+    /// Whether the finished files are due to be compared with pacman's cache now
+    /// (every [`LOOK_EVERY`] while there are any).
+    pub fn look_due(&mut self, now: Instant) -> bool {
+        if !self.book.status(now).iter().any(|f| f.complete) {
+            self.next_look = None;
+            return false;
+        }
+        match self.next_look {
+            Some(at) if now < at => false,
+            Some(_) => {
+                self.next_look = Some(now + LOOK_EVERY);
+                true
+            }
+            None => {
+                self.next_look = Some(now + LOOK_EVERY);
+                false
             }
         }
     }
+
+    /// When [`Spool::look_due`] or a finished file's time is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.next_look, self.book.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Drops every spool file (their space is freed as their readers close).
+    pub fn close(&mut self) {
+        self.files.clear();
+        self.dir = None;
+    }
 }
 
-/// The spool directory for `CACHE_DIRECTORY` (systemd's `CacheDirectory=`,
-/// maybe a `:`-separated list: its first entry), else a private one under the
-/// temporary directory for this run (`true`: remove it at stop).
+/// The spool directory: `CACHE_DIRECTORY` (systemd's `CacheDirectory=`, maybe a
+/// `:`-separated list: its first entry; `true`: flocon's own), else the
+/// temporary directory (shared: not emptied, and nothing is left in it since
+/// spool files have no name).
 pub fn default_dir(cache_directory: Option<&str>, temp: &Path) -> (PathBuf, bool) {
     if let Some(first) = cache_directory
         .and_then(|v| v.split(':').next())
         .filter(|d| d.starts_with('/'))
     {
-        return (PathBuf::from(first), false);
+        return (PathBuf::from(first), true);
     }
-    (
-        temp.join(format!("flocon-spool-{}", std::process::id())),
-        true,
-    )
+    (temp.to_path_buf(), false)
 }
 
-/// Makes `dir` if missing (0700), and removes the `*.spool` files in it.
-fn prepare(dir: &Path) -> io::Result<usize> {
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
+/// With `ours`, makes `dir` if missing (0700) and removes the `*.spool` files in
+/// it; otherwise only checks that it is a directory.
+fn prepare(dir: &Path, ours: bool) -> io::Result<usize> {
+    if ours {
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
     }
-    let meta = std::fs::symlink_metadata(dir)?;
-    if !meta.is_dir() {
+    if !std::fs::metadata(dir)?.is_dir() {
         return Err(io::Error::other("not a directory"));
     }
-    empty(dir)
+    if ours { empty(dir) } else { Ok(0) }
+}
+
+/// A new spool file in `dir` with no name: `O_TMPFILE`, or where the file
+/// system does not have it, a `<pid>-<id>.spool` made and unlinked at once.
+fn unnamed_file(dir: &Path, id: SpoolId) -> io::Result<File> {
+    let anonymous = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(dir);
+    match anonymous {
+        Ok(file) => return Ok(file),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) => {}
+        Err(e) => return Err(e),
+    }
+    let path = dir.join(format!("{}-{}.spool", std::process::id(), id.0));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
 }
 
 /// Removes the spool files (`*.spool`) in `dir`; nothing else is touched.
@@ -301,9 +340,9 @@ fn free_bytes(dir: &Path) -> io::Result<u64> {
     Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
-/// How often the loop looks at the spool when nothing else is due (dropped
-/// writers are reaped each pass anyway).
-pub const LOOK_EVERY: Duration = Duration::from_secs(60);
+/// How often finished spool files are compared with pacman's cache (a large
+/// cached copy is hashed in the background, so its hash may be known only later).
+pub const LOOK_EVERY: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
@@ -340,6 +379,11 @@ mod tests {
             sha256: Sha256([1; 32]),
         };
         let mut w = spool.begin("a", expected, t0).unwrap();
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "the spool file has no name"
+        );
         assert!(spool.write(&mut w, b"abc"));
         let (follow, file) = spool.follow("a").unwrap();
         assert_eq!(spool.book.readable(follow.id), Readable::UpTo(3));
@@ -354,9 +398,23 @@ mod tests {
         spool.handle_timeout(t0 + Duration::from_secs(7200), &mut gone);
         assert_eq!(gone, ["a"]);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-        std::fs::remove_file(dir.join("keep.txt")).unwrap();
         spool.close();
-        assert!(!dir.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_shared_directory_is_neither_made_nor_emptied() {
+        let dir = temp("shared");
+        let (spool, err) = Spool::open(&dir, false, Limits::default());
+        assert!(err.is_some_and(|e| e.contains("not shared")), "missing");
+        assert_eq!(spool.dir(), None);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("7.spool"), b"someone's").unwrap();
+        let (spool, err) = Spool::open(&dir, false, Limits::default());
+        assert_eq!(err, None);
+        assert_eq!(spool.dir(), Some(dir.as_path()));
+        assert!(dir.join("7.spool").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -382,6 +440,7 @@ mod tests {
         assert_eq!(gone, ["a"]);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
         spool.close();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -402,6 +461,43 @@ mod tests {
         assert!(spool.begin("a", expected, Instant::now()).is_none());
         assert_eq!(spool.book.counters.refused, 1);
         spool.close();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn finished_files_are_looked_at_every_so_often_and_only_while_there_are_some() {
+        let dir = temp("look");
+        let (mut spool, _) = Spool::open(
+            &dir,
+            true,
+            Limits {
+                free_floor: 0,
+                ..Limits::default()
+            },
+        );
+        let t0 = Instant::now();
+        assert!(!spool.look_due(t0));
+        assert_eq!(spool.poll_timeout(), None);
+        let expected = Expected {
+            size: 1,
+            sha256: Sha256([1; 32]),
+        };
+        let mut w = spool.begin("a", expected, t0).unwrap();
+        assert!(spool.write(&mut w, b"x"));
+        assert!(!spool.look_due(t0), "nothing finished yet");
+        spool.finish(w, true, t0);
+        assert!(!spool.look_due(t0), "the first look is one period later");
+        assert_eq!(spool.poll_timeout(), Some(t0 + LOOK_EVERY));
+        assert!(!spool.look_due(t0 + LOOK_EVERY / 2));
+        assert!(spool.look_due(t0 + LOOK_EVERY));
+        spool.book.in_cache("a", expected);
+        let mut gone = Vec::new();
+        spool.handle_timeout(t0 + LOOK_EVERY, &mut gone);
+        assert_eq!(gone, ["a"]);
+        assert!(!spool.look_due(t0 + LOOK_EVERY * 3));
+        assert_eq!(spool.poll_timeout(), None);
+        spool.close();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -409,14 +505,16 @@ mod tests {
         let tmp = Path::new("/tmp");
         assert_eq!(
             default_dir(Some("/var/cache/flocon"), tmp),
-            (PathBuf::from("/var/cache/flocon"), false)
+            (PathBuf::from("/var/cache/flocon"), true)
         );
         assert_eq!(
             default_dir(Some("/var/cache/flocon:/var/cache/x"), tmp).0,
             PathBuf::from("/var/cache/flocon")
         );
-        let (dir, private) = default_dir(Some("relative"), tmp);
-        assert!(private && dir.starts_with("/tmp"));
-        assert!(default_dir(None, tmp).1);
+        assert_eq!(
+            default_dir(Some("relative"), tmp),
+            (tmp.to_path_buf(), false)
+        );
+        assert_eq!(default_dir(None, tmp), (tmp.to_path_buf(), false));
     }
 }

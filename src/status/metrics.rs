@@ -237,6 +237,42 @@ pub fn render(s: &Snapshot) -> String {
     ] {
         family(o, name, "counter", help).sample(&[], value);
     }
+    let sp = &s.spool;
+    let in_flight = sp.files.iter().filter(|f| !f.complete).count();
+    let mut f = family(
+        o,
+        "flocon_spool_files",
+        "gauge",
+        "Packages in the spool, shared with the LAN: being fetched from upstream, or kept whole.",
+    );
+    f.sample(&[("state", "in_flight")], in_flight);
+    f.sample(&[("state", "kept")], sp.files.len() - in_flight);
+    family(
+        o,
+        "flocon_spool_followers",
+        "gauge",
+        "Peer connections reading spool files now.",
+    )
+    .sample(&[], sp.files.iter().map(|f| f.followers).sum::<usize>());
+    for (name, help, value) in [
+        (
+            "flocon_spool_bytes_served_total",
+            "Bytes peers read from this host's spool: bytes the LAN did not download again.",
+            sp.counters.bytes_served,
+        ),
+        (
+            "flocon_spool_files_total",
+            "Packages fetched from upstream and spooled for the LAN.",
+            sp.counters.files,
+        ),
+        (
+            "flocon_spool_not_spooled_total",
+            "Packages fetched without spooling for lack of room (size cap or free-space floor).",
+            sp.counters.refused,
+        ),
+    ] {
+        family(o, name, "counter", help).sample(&[], value);
+    }
     out
 }
 

@@ -51,6 +51,19 @@ pub struct Snapshot {
     /// Peer connections open now.
     pub server_connections: usize,
     pub cache_dirs: Vec<CacheDir>,
+    /// Packages fetched from upstream and shared while in flight.
+    pub spool: SpoolState,
+}
+
+/// The spool (issue 15): its files, and what it saved the LAN.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpoolState {
+    /// `None`: no spool.
+    pub dir: Option<PathBuf>,
+    pub max_bytes: u64,
+    pub used_bytes: u64,
+    pub files: Vec<crate::spool::SpoolStatus>,
+    pub counters: crate::spool::SpoolCounters,
 }
 
 /// The multicast side: where the group is joined, and whether peers are heard.

@@ -140,6 +140,36 @@ pub fn json(s: &Snapshot) -> String {
     }
     w.close_object();
 
+    let sp = &s.spool;
+    w.key("spool").open_object();
+    w.key("dir")
+        .opt_string(sp.dir.as_ref().map(|d| d.to_string_lossy()).as_deref());
+    for (name, value) in [
+        ("max_bytes", sp.max_bytes),
+        ("used_bytes", sp.used_bytes),
+        ("files_spooled", sp.counters.files),
+        ("verified", sp.counters.verified),
+        ("failed", sp.counters.failed),
+        ("not_spooled", sp.counters.refused),
+        ("bytes_served_to_peers", sp.counters.bytes_served),
+        ("followers_refused", sp.counters.followers_refused),
+    ] {
+        w.key(name).number(value);
+    }
+    w.key("files").open_array();
+    for f in &sp.files {
+        w.open_object();
+        w.key("file").string(&f.name);
+        w.key("written").number(f.written);
+        w.key("size").number(f.size);
+        w.key("complete").boolean(f.complete);
+        w.key("followers").number(f.followers as u64);
+        w.key("secs").number(f.secs);
+        w.close_object();
+    }
+    w.close_array();
+    w.close_object();
+
     w.key("cache_dirs").open_array();
     for d in &s.cache_dirs {
         w.open_object();
@@ -214,7 +244,49 @@ mod tests {
             path: "/var/cache/pacman/pkg".into(),
             error: Some("permission denied".into()),
         });
+        s.spool = SpoolState {
+            dir: Some("/var/cache/flocon".into()),
+            max_bytes: 1 << 30,
+            used_bytes: 300,
+            files: vec![crate::spool::SpoolStatus {
+                name: "big-1-1-x86_64.pkg.tar.zst".into(),
+                written: 120,
+                size: 300,
+                complete: false,
+                followers: 2,
+                secs: 3,
+            }],
+            counters: crate::spool::SpoolCounters {
+                bytes_served: 240,
+                ..Default::default()
+            },
+        };
         s
+    }
+
+    #[test]
+    fn the_spool_in_json_and_in_the_status_text() {
+        let text = json(&sample());
+        let v = parse(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let sp = v.get("spool").unwrap();
+        assert_eq!(sp.str_at("dir"), Some("/var/cache/flocon"));
+        assert_eq!(sp.u64_at("bytes_served_to_peers"), Some(240));
+        let f = &sp.get("files").unwrap().as_array()[0];
+        assert_eq!(f.str_at("file"), Some("big-1-1-x86_64.pkg.tar.zst"));
+        assert_eq!(
+            (f.u64_at("written"), f.u64_at("size"), f.u64_at("followers")),
+            (Some(120), Some(300), Some(2))
+        );
+        let shown = crate::status::show::status(&v);
+        assert!(
+            shown.contains("  in flight big-1-1-x86_64.pkg.tar.zst: 120/300 bytes, 2 followers"),
+            "{shown}"
+        );
+        assert!(shown.contains("240 bytes served to peers"), "{shown}");
+        let metrics = crate::status::metrics::render(&sample());
+        assert!(metrics.contains("flocon_spool_files{state=\"in_flight\"} 1\n"));
+        assert!(metrics.contains("flocon_spool_followers 2\n"));
+        assert!(metrics.contains("flocon_spool_bytes_served_total 240\n"));
     }
 
     #[test]

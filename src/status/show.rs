@@ -174,6 +174,32 @@ pub fn status(v: &Value) -> String {
         );
     }
 
+    if let Some(sp) = v.get("spool").filter(|sp| sp.str_at("dir").is_some()) {
+        let files = sp.get("files").map(Value::as_array).unwrap_or(&[]);
+        let served = sp.u64_at("bytes_served_to_peers").unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "\nspool (files in flight shared with the LAN): {} files, {served} bytes served to peers ({})",
+            files.len(),
+            bytes(served)
+        );
+        for f in files {
+            let state = if f.get("complete") == Some(&Value::Bool(true)) {
+                "kept"
+            } else {
+                "in flight"
+            };
+            let _ = writeln!(
+                out,
+                "  {state} {}: {}/{} bytes, {} followers",
+                text(f, "file"),
+                num(f, "written"),
+                num(f, "size"),
+                num(f, "followers"),
+            );
+        }
+    }
+
     let r = v.get("relay").unwrap_or(&none);
     let peer_bytes = r.u64_at("bytes_from_peers").unwrap_or(0);
     let upstream_bytes = r.u64_at("bytes_from_upstream").unwrap_or(0);
