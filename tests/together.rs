@@ -79,6 +79,25 @@ struct Together {
     lab: Lab,
     work: TempDir,
     hosts: usize,
+    /// Files in flight are shared (the spool on); off (`--spool-size 0`): every host fetches
+    /// its own, as before issue 15 (the benchmark's control).
+    sharing: bool,
+}
+
+/// What a lab is made of.
+struct Setup {
+    pacman: Pacman,
+    scheme: Scheme,
+    /// flocon hosts (the mirror is one more).
+    hosts: usize,
+    /// Packages per set and the payload bytes of each.
+    packages: (usize, u64),
+    /// The mirror's bytes a second per connection.
+    rate: u64,
+    /// Package sets for the runs of one host alone.
+    references: usize,
+    /// Files in flight shared (a spool); off: `--spool-size 0`, as before issue 15.
+    sharing: bool,
 }
 
 fn relay_addr() -> std::net::SocketAddr {
@@ -89,15 +108,16 @@ impl Together {
     /// `hosts` flocon hosts with `pacman`, `count` packages of `size` bytes in each set, a
     /// mirror sending `rate` bytes a second per connection over `scheme`. `None` when the lab
     /// cannot be made (not root) or a tool is missing.
-    fn new(
-        test: &str,
-        pacman: Pacman,
-        scheme: Scheme,
-        hosts: usize,
-        (count, size): (usize, u64),
-        rate: u64,
-        references: usize,
-    ) -> Option<Together> {
+    fn new(test: &str, setup: Setup) -> Option<Together> {
+        let Setup {
+            pacman,
+            scheme,
+            hosts,
+            packages: (count, size),
+            rate,
+            references,
+            sharing,
+        } = setup;
         if !pacman.require(test) {
             return None;
         }
@@ -162,6 +182,7 @@ impl Together {
             lab,
             work,
             hosts,
+            sharing,
         };
         for h in 1..=hosts {
             t.start(h);
@@ -209,6 +230,9 @@ impl Together {
         ];
         if let Some(ca) = &self._ca {
             extra.extend(["--ca-file", ca.cert.to_str().unwrap()]);
+        }
+        if !self.sharing {
+            extra.extend(["--spool-size", "0"]);
         }
         let cache = self.clients[host - 1].cachedir.clone();
         let args = common::flocon::daemon_args(&cache, &extra);
@@ -388,7 +412,7 @@ fn run_together(t: &Together) -> Figures {
     let gets = log.iter().filter(|e| uris.contains(&e.uri)).count();
     let sent = t.mirror_bytes(&t.shared);
     let set = t.set_bytes(&t.shared);
-    if sent as f64 > MAX_BYTES_RATIO * set as f64 {
+    if t.sharing && sent as f64 > MAX_BYTES_RATIO * set as f64 {
         t.show_claims();
     }
     Figures {
@@ -404,12 +428,15 @@ fn together(test: &str, pacman: Pacman, scheme: Scheme) {
     let _one = serial();
     let Some(t) = Together::new(
         test,
-        pacman,
-        scheme,
-        4,
-        (PACKAGES, PACKAGE_BYTES),
-        RATE,
-        REFERENCE_RUNS,
+        Setup {
+            pacman,
+            scheme,
+            hosts: 4,
+            packages: (PACKAGES, PACKAGE_BYTES),
+            rate: RATE,
+            references: REFERENCE_RUNS,
+            sharing: true,
+        },
     ) else {
         return;
     };
@@ -433,7 +460,18 @@ fn together(test: &str, pacman: Pacman, scheme: Scheme) {
 fn leader_killed(test: &str, pacman: Pacman) {
     const SIZE: u64 = 8_000_000;
     let _one = serial();
-    let Some(mut t) = Together::new(test, pacman, Scheme::Http, 4, (1, SIZE), 1_000_000, 0) else {
+    let Some(mut t) = Together::new(
+        test,
+        Setup {
+            pacman,
+            scheme: Scheme::Http,
+            hosts: 4,
+            packages: (1, SIZE),
+            rate: 1_000_000,
+            references: 0,
+            sharing: true,
+        },
+    ) else {
         return;
     };
     let all: Vec<usize> = (1..=t.hosts).collect();
@@ -531,8 +569,9 @@ mod pacman7 {
     }
 }
 
-/// `bench/together.sh`: 8 hosts (`FLOCON_TOGETHER_HOSTS`), pacman 6, http and https; prints
-/// the figures.
+/// `bench/together.sh`: 8 hosts (`FLOCON_TOGETHER_HOSTS`), pacman 6, http and https, each
+/// with files in flight shared and, as the control (what flocon did before), not shared
+/// (`--spool-size 0`: no spool, no claims); prints the figures.
 #[test]
 #[ignore = "a benchmark: bench/together.sh runs it"]
 fn bench_together() {
@@ -542,20 +581,32 @@ fn bench_together() {
         .unwrap_or(8);
     let mut lines = Vec::new();
     for scheme in [Scheme::Http, Scheme::Https] {
-        let label = format!("together {scheme:?}");
-        let Some(t) = Together::new(
-            &label,
-            Pacman::V6,
-            scheme,
-            hosts,
-            (PACKAGES, PACKAGE_BYTES),
-            BENCH_RATE,
-            REFERENCE_RUNS,
-        ) else {
-            return;
-        };
-        let f = run_together(&t);
-        lines.push(f.line(&label));
+        for sharing in [false, true] {
+            let label = format!(
+                "together {scheme:?} {}",
+                if sharing {
+                    "shared"
+                } else {
+                    "not shared (control)"
+                }
+            );
+            let Some(t) = Together::new(
+                &label,
+                Setup {
+                    pacman: Pacman::V6,
+                    scheme,
+                    hosts,
+                    packages: (PACKAGES, PACKAGE_BYTES),
+                    rate: BENCH_RATE,
+                    references: REFERENCE_RUNS,
+                    sharing,
+                },
+            ) else {
+                return;
+            };
+            let f = run_together(&t);
+            lines.push(f.line(&label));
+        }
     }
     for l in &lines {
         println!("{l}");
