@@ -25,7 +25,7 @@ bash ci/install-packages.sh base tests
 
 export FLOCON_TOGETHER_HOSTS=${FLOCON_TOGETHER_HOSTS:-8}
 mkdir -p bench/out
-log=bench/out/together.log
+log=bench/out/together-$(date -u +%Y%m%d-%H%M%S).log
 # The test profile is optimised (Cargo.toml): the same flocon binary the tests run.
 if ! cargo test --quiet --test together bench_together -- --ignored --nocapture --test-threads 1 >"$log" 2>&1; then
   tail -n 40 "$log" >&2
@@ -33,3 +33,4 @@ if ! cargo test --quiet --test together bench_together -- --ignored --nocapture 
   exit 1
 fi
 grep '^together .* hosts, ' "$log"
+echo "(the whole output: $log)"

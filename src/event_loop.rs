@@ -871,7 +871,10 @@ impl Daemon {
         {
             self.multicast.core.handle_resume(now, slept);
         }
-        if self.again_discovery {
+        // A timer that is due may decide on what arrived (a claim window ending): read what
+        // came since the poll first.
+        let due = self.multicast.core.poll_timeout().is_some_and(|t| t <= now);
+        if self.again_discovery || due {
             self.again_discovery = false;
             self.receive_datagrams(now);
         }

@@ -9,8 +9,9 @@
 //! fetcher per file: the others follow it), every copy is the mirror's, byte for byte, and the
 //! slowest host finishes within 1.3 times the time of one host alone (measured in the same
 //! lab just before: the median of 3 runs, each on another host and another package set of
-//! the same sizes and other bytes). And with the leader
-//! of a file killed (SIGKILL) halfway, every follower still completes with the right bytes.
+//! the same sizes and other bytes). And with the leader of a file killed (SIGKILL) or stalled
+//! (SIGSTOP) halfway, every follower still completes with the right bytes (the rest from the
+//! mirror by `Range`).
 //!
 //! `bench_together` (ignored; `bench/together.sh` runs it) is the same with 8 hosts and
 //! prints the figures of docs/performance.md.
@@ -455,9 +456,18 @@ fn together(test: &str, pacman: Pacman, scheme: Scheme) {
     );
 }
 
-/// The leader of the one file (the host whose spool has it in flight) is killed when half of
-/// it came; every other host's pacman still gets it whole, the mirror's bytes.
-fn leader_killed(test: &str, pacman: Pacman) {
+/// What happens to the leader halfway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// SIGKILL: its connections reset.
+    Killed,
+    /// SIGSTOP: its connections stay open and silent (the followers' stall timeout, 4 s).
+    Stalled,
+}
+
+/// The leader of the one file (the host whose spool has it in flight) dies or stalls when
+/// half of it came; every other host's pacman still gets it whole, the mirror's bytes.
+fn leader_fails(test: &str, pacman: Pacman, fault: Fault) {
     const SIZE: u64 = 8_000_000;
     let _one = serial();
     let Some(mut t) = Together::new(
@@ -507,12 +517,27 @@ fn leader_killed(test: &str, pacman: Pacman) {
                 .join("\n---\n")
         },
     );
-    eprintln!("{test}: killing host {leader}, the leader");
-    t.daemons[leader].as_mut().unwrap().kill();
-    let outputs: Vec<_> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+    eprintln!("{test}: host {leader}, the leader: {fault:?}");
+    let daemon = t.daemons[leader].as_mut().unwrap();
+    match fault {
+        Fault::Killed => drop(daemon.kill()),
+        Fault::Stalled => daemon.signal(libc::SIGSTOP),
+    }
     let followers: Vec<usize> = all.iter().copied().filter(|&h| h != leader).collect();
+    let mut runs: Vec<_> = runs.into_iter().map(Some).collect();
+    let mut outputs: Vec<Option<std::process::Output>> = (0..runs.len()).map(|_| None).collect();
     for &h in &followers {
-        let out = &outputs[h - 1];
+        outputs[h - 1] = runs[h - 1].take().map(|r| r.join().unwrap());
+    }
+    if fault == Fault::Stalled {
+        // Its pacman ends too once it runs again (its result is not the point).
+        t.daemons[leader].as_mut().unwrap().signal(libc::SIGCONT);
+    }
+    for r in runs.into_iter().flatten() {
+        let _ = r.join();
+    }
+    for &h in &followers {
+        let out = outputs[h - 1].as_ref().unwrap();
         assert!(
             out.status.success(),
             "host {h}'s pacman failed: {}",
@@ -546,7 +571,20 @@ mod pacman6 {
 
     #[test]
     fn the_leader_killed_halfway_leaves_every_follower_whole() {
-        leader_killed("together::pacman6::leader_killed", Pacman::V6);
+        leader_fails(
+            "together::pacman6::leader_killed",
+            Pacman::V6,
+            Fault::Killed,
+        );
+    }
+
+    #[test]
+    fn the_leader_stalled_halfway_leaves_every_follower_whole() {
+        leader_fails(
+            "together::pacman6::leader_stalled",
+            Pacman::V6,
+            Fault::Stalled,
+        );
     }
 }
 
@@ -565,7 +603,20 @@ mod pacman7 {
 
     #[test]
     fn the_leader_killed_halfway_leaves_every_follower_whole() {
-        leader_killed("together::pacman7::leader_killed", Pacman::V7);
+        leader_fails(
+            "together::pacman7::leader_killed",
+            Pacman::V7,
+            Fault::Killed,
+        );
+    }
+
+    #[test]
+    fn the_leader_stalled_halfway_leaves_every_follower_whole() {
+        leader_fails(
+            "together::pacman7::leader_stalled",
+            Pacman::V7,
+            Fault::Stalled,
+        );
     }
 }
 
