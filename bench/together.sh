@@ -7,7 +7,10 @@
 # lab just before on a set of the same sizes (docs/performance.md, "All hosts at once").
 #
 #   sudo bash bench/together.sh
-#   sudo FLOCON_TOGETHER_HOSTS=4 bash bench/together.sh
+#   sudo FLOCON_TOGETHER_HOSTS=4 FLOCON_TOGETHER_RATE=1500000 bash bench/together.sh
+#
+# Each scheme runs twice: files in flight not shared (--spool-size 0: no spool and no claims,
+# what flocon did before; the control) and shared.
 #
 # Uses the harness of tests/together.rs (its ignored test `bench_together`) and Debian's
 # pacman 6 (the [tests] section). Needs root: it makes network namespaces (deleted at the end);

@@ -620,7 +620,8 @@ mod pacman7 {
     }
 }
 
-/// `bench/together.sh`: 8 hosts (`FLOCON_TOGETHER_HOSTS`), pacman 6, http and https, each
+/// `bench/together.sh`: 8 hosts (`FLOCON_TOGETHER_HOSTS`), a mirror at 4 MB/s per connection
+/// (`FLOCON_TOGETHER_RATE`, bytes a second), pacman 6, http and https, each
 /// with files in flight shared and, as the control (what flocon did before), not shared
 /// (`--spool-size 0`: no spool, no claims); prints the figures.
 #[test]
@@ -630,6 +631,10 @@ fn bench_together() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
+    let rate = std::env::var("FLOCON_TOGETHER_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BENCH_RATE);
     let mut lines = Vec::new();
     for scheme in [Scheme::Http, Scheme::Https] {
         for sharing in [false, true] {
@@ -648,7 +653,7 @@ fn bench_together() {
                     scheme,
                     hosts,
                     packages: (PACKAGES, PACKAGE_BYTES),
-                    rate: BENCH_RATE,
+                    rate,
                     references: REFERENCE_RUNS,
                     sharing,
                 },
