@@ -525,3 +525,34 @@ fn mid_batch(spool: bool) {
         assert!(status.contains("spool: off"), "{status}");
     }
 }
+
+/// A file larger than the spool's cap streams to pacman unspooled, with one clear log line;
+/// the LAN then gets it from the mirror as before (never a partial or unverified file).
+#[test]
+fn a_file_that_does_not_fit_streams_unshared_with_a_log_line() {
+    let Some(mut lan) = Spooled::new("spool_lan::no_room", &[("too-big", 3 * MB)], 2 * MB) else {
+        return;
+    };
+    lan.start_with(A, None, &["--spool-size", "1"]);
+    lan.start(B, None);
+    lan.wait_ready();
+    let a_fetch = lan.fetch_in_background(A, 0);
+    let line = lan.daemons[A].as_ref().unwrap().wait_for_line_containing(
+        "streams to pacman without being shared while in flight",
+        TRANSFER,
+    );
+    assert!(line.contains(&lan.files[0]), "{line}");
+    assert!(line.contains("cap of 1048576 bytes"), "{line}");
+    let b = lan.fetch_in_background(B, 0).join().unwrap();
+    let a = a_fetch.join().unwrap();
+    let want = lan.mirror_bytes(0);
+    assert!(
+        a.body == want && b.body == want,
+        "both whole, the mirror's bytes"
+    );
+    let log = lan.mirror.access_log();
+    let asked = log.iter().filter(|e| e.uri == lan.url_path(0)).count();
+    assert_eq!(asked, 2, "each host from the mirror: {log:?}");
+    let status = lan.status(A);
+    assert!(status.contains("1 not spooled (no room)"), "{status}");
+}

@@ -237,8 +237,8 @@ Options (a value may also be given as --option=VALUE):
       --spool-dir DIR        where packages being fetched from upstream are
                              written for the LAN to read while in flight
                              (default $CACHE_DIRECTORY, systemd's
-                             CacheDirectory=, else the temporary
-                             directory); the files have no name there
+                             CacheDirectory=, else /var/tmp); the files
+                             have no name there
       --spool-size MIB       the spool's cap, 0 for no spool (default 1024)
       --spool-keep S         seconds a finished spool file stays shareable
                              unless pacman's cache has it (default 3600)

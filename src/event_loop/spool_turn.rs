@@ -4,6 +4,7 @@
 //!
 //! Owns only that plumbing: the rules are the spool book's.
 
+use std::path::Path;
 use std::time::Instant;
 
 use log::{info, warn};
@@ -15,8 +16,8 @@ use crate::spool::{self, Spool};
 use crate::trust::Trust;
 
 /// The spool of `settings`: its directory (given, or systemd's
-/// `$CACHE_DIRECTORY`, both flocon's own: made and emptied; else the
-/// temporary directory, where nameless spool files leave nothing behind).
+/// `$CACHE_DIRECTORY`, both flocon's own: made and emptied; else `/var/tmp`
+/// (or the temporary directory), where nameless spool files leave nothing behind).
 pub(super) fn open(settings: &Settings) -> Spool {
     if settings.spool.max_bytes == 0 {
         info!("no spool (SpoolSize = 0): files in flight are not shared with the LAN");
@@ -24,10 +25,16 @@ pub(super) fn open(settings: &Settings) -> Spool {
     }
     let (dir, ours) = match &settings.spool_dir {
         Some(dir) => (dir.clone(), true),
-        None => spool::default_dir(
-            std::env::var("CACHE_DIRECTORY").ok().as_deref(),
-            &std::env::temp_dir(),
-        ),
+        None => {
+            // /var/tmp is on disk where /tmp is often memory (tmpfs).
+            let var_tmp = Path::new("/var/tmp");
+            let temp = if var_tmp.is_dir() {
+                var_tmp.to_path_buf()
+            } else {
+                std::env::temp_dir()
+            };
+            spool::default_dir(std::env::var("CACHE_DIRECTORY").ok().as_deref(), &temp)
+        }
     };
     let (spool, problem) = Spool::open(&dir, ours, settings.spool);
     if let Some(why) = problem {

@@ -513,6 +513,13 @@ impl SpoolBook {
         self.entries.iter().map(|e| e.name.as_str())
     }
 
+    /// Whether a finished file is here.
+    pub fn has_complete(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(e.phase, Phase::Complete { .. }))
+    }
+
     /// Whether `name` is in the spool (for the cache summary).
     pub fn contains(&self, name: &str) -> bool {
         self.entries.iter().any(|e| e.name == name)

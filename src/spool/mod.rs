@@ -5,8 +5,9 @@
 //!
 //! [`book`] is the pure bookkeeping (what is here, how far, who follows, what
 //! fits, when each file goes); this module is its thin file shell: it owns the
-//! spool directory (made and emptied at start), creates, writes and deletes the
-//! spool files, measures the free space (`statvfs`) and logs. It does not read
+//! spool directory (made and emptied at start when it is flocon's own), creates
+//! the spool files without a name (`O_TMPFILE`: nothing is ever left behind),
+//! writes them, drops them, measures the free space (`statvfs`) and logs. It does not read
 //! sockets or decide which fetch is spooled: the relay writes the bytes it
 //! streams ([`Spool::begin`], [`Spool::write`], [`Spool::finish`]), the peer
 //! server reads them ([`Spool::follow`]), discovery answers from
@@ -219,7 +220,7 @@ impl Spool {
     /// Whether the finished files are due to be compared with pacman's cache now
     /// (every [`LOOK_EVERY`] while there are any).
     pub fn look_due(&mut self, now: Instant) -> bool {
-        if !self.book.status(now).iter().any(|f| f.complete) {
+        if !self.book.has_complete() {
             self.next_look = None;
             return false;
         }
