@@ -48,10 +48,11 @@ impl PacmanConn {
                     let expected = cx.trust.expected(&job.file);
                     // A package download that nobody can serve is claimed: one host of
                     // those that want it now fetches it, the others follow it.
-                    // (Only a whole file: a continuation cannot be streamed to followers; and
-                    // only with a spool, which is how a leader streams it to them.)
+                    // (Only a whole file checked against the database: a continuation or an
+                    // unchecked body cannot be spooled, and the spool is how a leader streams
+                    // it to its followers.)
                     let whole = job.range.is_none() && !job.head_only && !job.head_sent;
-                    let whole = whole && cx.relay.spool.dir().is_some();
+                    let whole = whole && job.check.is_some() && cx.relay.spool.dir().is_some();
                     let question = if job.kind == FileKind::Package && whole {
                         cx.discovery
                             .ask_to_fetch(&job.file, expected, &exclude, cx.now)
@@ -90,7 +91,7 @@ impl PacmanConn {
                 }
                 Step::Upstream { index, url } => {
                     let whole = job.range.is_none() && !job.head_only && !job.head_sent;
-                    let whole = whole && cx.relay.spool.dir().is_some();
+                    let whole = whole && job.check.is_some() && cx.relay.spool.dir().is_some();
                     if job.kind == FileKind::Package && whole && !job.leads {
                         // Latecomers that claim it follow this host.
                         let expected = cx.trust.expected(&job.file);
