@@ -97,7 +97,7 @@ fuzz_target!(|data: &[u8]| {
                         },
                     },
                     _ => Body::Claim {
-                        state: match question % 3 { 0 => ClaimState::Claiming, 1 => ClaimState::Leading, _ => ClaimState::Serving },
+                        state: match question % 4 { 0 => ClaimState::Claiming, 1 => ClaimState::Leading, 2 => ClaimState::Serving, _ => ClaimState::Released },
                         name: FILES[usize::from(arg) % 3].as_bytes().to_vec(),
                         expected: (question & 2 != 0).then_some(Expected {
                             size: 1,

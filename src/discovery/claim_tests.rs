@@ -457,3 +457,23 @@ fn claims_spread_over_more_than_a_window_still_follow_the_host_that_leads() {
     assert_eq!(follow, Some(b));
     assert!(at - start < ms(300), "A waited {:?}", at - start);
 }
+
+#[test]
+fn a_leader_that_gives_up_before_serving_frees_its_followers_at_once() {
+    let ids = ids(3);
+    let leader = best(&ids);
+    let mut lan = Lan::new(&ids);
+    lan.serve_after = None;
+    let q: Vec<QuestionId> = (0..3).map(|i| lan.ask(i, &[])).collect();
+    lan.run(ms(200));
+    // Its upstream failed, or its spool refused the file: the relay releases it.
+    let l = lan.index(leader);
+    let released = lan.now;
+    lan.hosts[l].release(FILE);
+    lan.run(ms(50));
+    for i in (0..3).filter(|&i| i != l) {
+        let (at, follow) = lan.answer(i, q[i]).expect("answered");
+        assert_eq!(follow, None, "it fetches itself");
+        assert!(at - released < ms(5), "{:?}", at - released);
+    }
+}

@@ -113,7 +113,7 @@ struct Heard {
 impl Heard {
     fn kept(&self) -> Duration {
         match self.state {
-            ClaimState::Claiming => 2 * WINDOW_MAX,
+            ClaimState::Claiming | ClaimState::Released => 2 * WINDOW_MAX,
             ClaimState::Leading | ClaimState::Serving => LEADING_KEPT,
         }
     }
@@ -238,9 +238,20 @@ impl Claims {
         true
     }
 
-    /// The download of `name` from upstream ended (whole, failed or abandoned).
-    pub fn release(&mut self, name: &str) {
-        self.leads.retain(|l| l.key.name != name);
+    /// The download of `name` from upstream ended (whole, failed or abandoned). Returns the
+    /// leads of it that never served (their followers are told RELEASED, not to wait).
+    pub fn release(&mut self, name: &str) -> Vec<Key> {
+        let mut unserved = Vec::new();
+        self.leads.retain(|l| {
+            if l.key.name != name {
+                return true;
+            }
+            if !l.serving {
+                unserved.push(l.key.clone());
+            }
+            false
+        });
+        unserved
     }
 
     /// Names of the files this host leads, oldest first.
@@ -248,10 +259,32 @@ impl Claims {
         self.leads.iter().map(|l| l.key.name.as_str())
     }
 
-    /// A CLAIM, LEADING or SERVING from known peer `host` about `key`, at `now`. Returns the
-    /// own claims it settles: those in their window that may follow `host`, and those
-    /// following `host` when it serves.
-    pub fn heard(&mut self, host: u64, key: Key, state: ClaimState, now: Instant) -> Vec<Decided> {
+    /// A CLAIM, LEADING, SERVING or RELEASED from known peer `host` about `key`, at `now`
+    /// (`me`: this host's id). Returns the own claims it settles: those in their window that
+    /// may follow `host`, those following `host` when it serves, and those following it when
+    /// it gives up (they fetch from upstream themselves, or follow another host that serves).
+    pub fn heard(
+        &mut self,
+        host: u64,
+        key: Key,
+        state: ClaimState,
+        me: u64,
+        now: Instant,
+    ) -> Vec<Decided> {
+        if state == ClaimState::Released {
+            self.heard.retain(|h| !(h.host == host && h.key == key));
+            let left: Vec<QuestionId> = self
+                .own
+                .iter()
+                .filter(|o| o.key == key)
+                .filter(|o| matches!(o.phase, Phase::Following { leader, .. } if leader == host))
+                .map(|o| o.question)
+                .collect();
+            return left
+                .into_iter()
+                .filter_map(|q| self.settle(q, Some(me), now))
+                .collect();
+        }
         match self
             .heard
             .iter_mut()
@@ -467,8 +500,10 @@ mod tests {
         assert!(c.lead(key("a"), true, now));
         assert!(!c.lead(key("a"), true, now));
         assert_eq!(c.lead_state(&key("a"), now), Some(ClaimState::Serving));
-        c.release("a");
+        assert!(c.release("a").is_empty(), "it served");
         assert_eq!(c.lead_state(&key("a"), now), None);
+        c.lead(key("b"), false, now);
+        assert_eq!(c.release("b"), vec![key("b")]);
     }
 
     #[test]
@@ -481,9 +516,9 @@ mod tests {
         c.begin(QuestionId(2), t0, WINDOW_MAX);
         let t1 = t0 + Duration::from_millis(1);
         // LEADING: question 2 follows host 5, but waits for it to serve.
-        assert!(c.heard(5, key("a"), ClaimState::Leading, t1).is_empty());
+        assert!(c.heard(5, key("a"), ClaimState::Leading, 9, t1).is_empty());
         assert_eq!(c.next_deadline(), Some(t0 + WINDOW_MAX));
-        let d = c.heard(5, key("a"), ClaimState::Serving, t1);
+        let d = c.heard(5, key("a"), ClaimState::Serving, 9, t1);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].question, QuestionId(2));
         assert_eq!(d[0].decision, Decision::Follow(5));
@@ -499,7 +534,7 @@ mod tests {
         c.mark(QuestionId(1), key("a"), &[]);
         c.begin(QuestionId(1), t0, WINDOW_MIN);
         // LEADING: following 5, which does not serve yet.
-        assert!(c.heard(5, key("a"), ClaimState::Leading, t0).is_empty());
+        assert!(c.heard(5, key("a"), ClaimState::Leading, 9, t0).is_empty());
         assert_eq!(c.next_deadline(), Some(t0 + FOLLOW_WAIT));
         assert!(c.expire(9, t0 + WINDOW_MAX).is_empty());
         let d = c.expire(9, t0 + FOLLOW_WAIT);
@@ -509,9 +544,16 @@ mod tests {
         // one that serves is followed.
         c.mark(QuestionId(2), key("b"), &[]);
         c.begin(QuestionId(2), t0, WINDOW_MIN);
-        assert!(c.heard(5, key("b"), ClaimState::Leading, t0).is_empty());
-        let d = c.heard(6, key("b"), ClaimState::Serving, t0 + WINDOW_MAX);
+        assert!(c.heard(5, key("b"), ClaimState::Leading, 9, t0).is_empty());
+        let d = c.heard(6, key("b"), ClaimState::Serving, 9, t0 + WINDOW_MAX);
         assert_eq!(d[0].decision, Decision::Follow(6));
+        // Following 5, which gives up before serving (RELEASED): fetch at once, no wait.
+        c.mark(QuestionId(3), key("c"), &[]);
+        c.begin(QuestionId(3), t0, WINDOW_MIN);
+        assert!(c.heard(5, key("c"), ClaimState::Leading, 9, t0).is_empty());
+        let d = c.heard(5, key("c"), ClaimState::Released, 9, t0 + WINDOW_MAX);
+        assert_eq!(d[0].decision, Decision::Lead);
+        assert_eq!(c.next_deadline(), None);
     }
 
     #[test]
@@ -519,7 +561,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Claims::default();
         for i in 0..(HEARD_LIMIT as u64 + 10) {
-            c.heard(i, key("a"), ClaimState::Claiming, t0);
+            c.heard(i, key("a"), ClaimState::Claiming, 9, t0);
         }
         assert_eq!(c.heard.len(), HEARD_LIMIT);
         for i in 0..(LEAD_LIMIT + 3) {

@@ -1222,7 +1222,7 @@ impl Discovery {
                 self.queue_message(Dest::Peer(from), body);
             }
         }
-        for d in self.claims.heard(host, key, state, now) {
+        for d in self.claims.heard(host, key, state, self.me.host_id, now) {
             self.settled(d);
         }
     }
@@ -1295,7 +1295,15 @@ impl Discovery {
 
     /// The download of `file` from upstream ended (whole, failed or given up).
     pub fn release(&mut self, file: &str) {
-        self.claims.release(file);
+        // Its followers wait for it to serve: tell them not to, when it never did.
+        for key in self.claims.release(file) {
+            let body = Body::Claim {
+                state: ClaimState::Released,
+                name: key.name.into_bytes(),
+                expected: key.expected,
+            };
+            self.queue_message(Dest::Group, body);
+        }
     }
 
     /// Whether this host leads the download of `file` (by name, any content).

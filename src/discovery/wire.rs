@@ -163,6 +163,9 @@ pub enum ClaimState {
     Leading = 1,
     /// "I lead it and my file server streams it as it arrives: fetch it from me now."
     Serving = 2,
+    /// "I led it but will not serve it (my download ended before my file server could stream
+    /// it): do not wait for me."
+    Released = 3,
 }
 
 /// One datagram: who sent it and what it says.
@@ -395,6 +398,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message, WireError> {
                 0 => ClaimState::Claiming,
                 1 => ClaimState::Leading,
                 2 => ClaimState::Serving,
+                3 => ClaimState::Released,
                 flag => return Err(WireError::BadFlag(flag)),
             };
             let (name, expected) = r.name_and_content()?;
@@ -763,8 +767,8 @@ mod tests {
             }
         ));
         let mut bad = bytes.clone();
-        bad[14] = 3;
-        assert_eq!(parse(&bad), Err(WireError::BadFlag(3)));
+        bad[14] = 4;
+        assert_eq!(parse(&bad), Err(WireError::BadFlag(4)));
     }
 
     fn bytes_of(msg: &Message) -> Vec<u8> {
