@@ -965,7 +965,10 @@ impl Daemon {
         {
             self.multicast.core.handle_resume(now, slept);
         }
-        if self.again_discovery {
+        // A timer that is due may decide on what arrived (a claim window ending): read what
+        // came since the poll first.
+        let due = self.multicast.core.poll_timeout().is_some_and(|t| t <= now);
+        if self.again_discovery || due {
             self.again_discovery = false;
             self.receive_datagrams(now);
         }
@@ -1337,6 +1340,9 @@ impl Daemon {
                     let _ = registry.deregister(conn.stream_mut());
                     if let Conn::Pacman(c) = conn {
                         let left = c.close();
+                        if let Some(file) = &left.lead {
+                            self.multicast.core.release(file);
+                        }
                         if let Some(wait) = left.wait {
                             match wait {
                                 Wait::Question(q) => self.multicast.core.cancel(q),

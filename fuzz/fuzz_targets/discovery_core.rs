@@ -1,17 +1,19 @@
 //! The discovery core as a state machine: a sequence of datagrams (raw, or well-formed
 //! messages from a few hosts), questions, cancels, joins and clock steps, driven with a fake
 //! clock, with cache summaries (versions, deltas, parts, requests), cache changes, static
-//! peers and resumes from suspend, and files in flight (answered FETCHING, and FETCHING answers); sources
-//! are IPv4 addresses and IPv6 link-local ones on two interfaces (a host heard on both families
-//! is one peer). Checked after every step: nothing panics, the peer table and the queues stay
-//! bounded, every datagram it wants sent parses, and every question gets exactly one answer
-//! unless it was cancelled.
+//! peers and resumes from suspend, files in flight (answered FETCHING, and FETCHING answers),
+//! and claims (one fetcher per file: downloads asked with `ask_to_fetch`, CLAIM / LEADING /
+//! SERVING from peers, leads taken and released); sources are IPv4 addresses and IPv6
+//! link-local ones on two interfaces (a host heard on both families is one peer). Checked after
+//! every step: nothing panics, the peer table and the queues stay bounded, every datagram it
+//! wants sent parses, and every question gets exactly one answer unless it was cancelled,
+//! never naming a peer the question excluded.
 #![no_main]
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use flocon::discovery::wire::{Announcement, Body, Expected, Message};
+use flocon::discovery::wire::{Announcement, Body, ClaimState, Expected, Message};
 use flocon::discovery::{
     Discovery, Event, Identity, JoinReport, Params, QuestionId, TRANSMIT_QUEUE_LIMIT, emit,
     fingerprint, parse,
@@ -37,18 +39,19 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut core = Discovery::new(me, params, now, 7);
     let mut open: HashSet<QuestionId> = HashSet::new();
+    let mut excluded: HashMap<QuestionId, u64> = HashMap::new();
     let mut cancelled: HashSet<QuestionId> = HashSet::new();
     let mut bytes = data.iter().copied();
     while let Some(op) = bytes.next() {
         let arg = bytes.next().unwrap_or(0);
         let host = u64::from(arg % 6) + 1; // 1 is this host's own id
-        let from: SocketAddr = match (op / 11) % 3 {
+        let from: SocketAddr = match (op / 12) % 3 {
             0 => format!("10.0.0.{}:19432", arg % 6),
             n => format!("[fe80::{}%{n}]:19432", arg % 6),
         }
         .parse()
         .unwrap();
-        match op % 11 {
+        match op % 12 {
             0 => {
                 let len = usize::from(bytes.next().unwrap_or(0));
                 let raw: Vec<u8> = bytes.by_ref().take(len).collect();
@@ -100,7 +103,14 @@ fuzz_target!(|data: &[u8]| {
                             fingerprints: if arg & 4 == 0 { vec![fingerprint(FILES[0])] } else { vec![] },
                         },
                     },
-                    _ => Body::HaveNot { question },
+                    _ => Body::Claim {
+                        state: match question % 4 { 0 => ClaimState::Claiming, 1 => ClaimState::Leading, 2 => ClaimState::Serving, _ => ClaimState::Released },
+                        name: FILES[usize::from(arg) % 3].as_bytes().to_vec(),
+                        expected: (question & 2 != 0).then_some(Expected {
+                            size: 1,
+                            sha256: Sha256([arg & 1; 32]),
+                        }),
+                    },
                 };
                 let mut out = Vec::new();
                 emit(&Message { host_id: host, body }, &mut out);
@@ -119,8 +129,14 @@ fuzz_target!(|data: &[u8]| {
                     size: 1,
                     sha256: Sha256([arg; 32]),
                 });
-                let q = core.ask(FILES[usize::from(arg) % 3], expected, &exclude, now);
+                let file = FILES[usize::from(arg) % 3];
+                let q = if bytes.next().unwrap_or(0) & 1 == 0 {
+                    core.ask(file, expected, &exclude, now)
+                } else {
+                    core.ask_to_fetch(file, expected, &exclude, now)
+                };
                 assert!(open.insert(q), "question id {q:?} reused while open");
+                excluded.insert(q, exclude[0]);
             }
             3 => {
                 if let Some(&q) = open.iter().next() {
@@ -151,6 +167,22 @@ fuzz_target!(|data: &[u8]| {
             }
             8 => core.cache_added(FILES[usize::from(arg) % 3]),
             9 => core.cache_removed(FILES[usize::from(arg) % 3]),
+            10 => {
+                let file = FILES[usize::from(arg) % 3];
+                if arg & 1 == 0 {
+                    let expected = (arg & 2 != 0).then_some(Expected {
+                        size: 1,
+                        sha256: Sha256([arg & 1; 32]),
+                    });
+                    if arg & 4 == 0 {
+                        core.lead(file, expected, now);
+                    } else {
+                        core.serving(file, expected, now);
+                    }
+                } else {
+                    core.release(file);
+                }
+            }
             _ => {
                 if arg & 1 == 0 {
                     core.set_cache_names(FILES.iter().take(usize::from(arg) % 4).copied(), now);
@@ -178,6 +210,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(open.remove(&question), "answer to a question not open");
                 if let Some(p) = peer {
                     assert_ne!(p.host_id, 1, "this host answered itself");
+                    assert_ne!(Some(&p.host_id), excluded.get(&question), "an excluded peer");
                 }
             }
         }
@@ -191,8 +224,9 @@ fuzz_target!(|data: &[u8]| {
         }));
     }
     // Every open question ends by its deadline: one per wave, and a question has at most
-    // as many waves as there are peers.
-    for _ in 0..8 {
+    // as many waves as there are peers; then a claim's window and its wait for a leader to
+    // serve (at most 3 s).
+    for _ in 0..20 {
         now += Duration::from_millis(300);
         core.handle_timeout(now);
         while let Some(event) = core.poll_event() {

@@ -50,6 +50,9 @@
 //! `new` and `rejoin` go out on the new memberships.
 
 mod answer_limit;
+#[cfg(test)]
+mod claim_tests;
+mod claims;
 mod host;
 mod identity;
 mod join_schedule;
@@ -65,6 +68,7 @@ mod summary;
 mod tokens;
 pub mod wire;
 
+pub use claims::{WINDOW_MAX as CLAIM_WINDOW_MAX, rank as claim_rank};
 pub use host::random_seed;
 pub use identity::{Identity, Params, sanitize_label};
 pub use join_schedule::{JOIN_LOG_EVERY, JOIN_RETRY_EVERY, JOIN_RETRY_FOR, JoinNote, JoinReport};

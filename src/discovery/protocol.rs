@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::answer_limit::AnswerLimit;
+use super::claims::{self, Claims, Decided, Decision, Key};
 use super::identity::{Identity, Params};
 use super::join_schedule::{JoinNote, JoinReport, JoinSchedule};
 use super::peer_table::{GoneReason, Heard, Peer, PeerRef, PeerTable};
 use super::questions::{Expired, OpenQuestions, Progress, QuestionId, Rest};
 use super::summary::{self, Change, LocalSummary};
 use super::tokens::Tokens;
-use super::wire::{self, Announcement, Body, Expected, Message};
+use super::wire::{self, Announcement, Body, ClaimState, Expected, Message};
 use crate::prng::Xorshift64;
 use crate::rate_limit::RateLimit;
 
@@ -126,6 +127,8 @@ pub struct Discovery {
     hello_answer_due: Option<Instant>,
     /// Answers per source address (no reflection at a forged source).
     answer_limit: AnswerLimit,
+    /// One fetcher per file: claims heard, own claims, files this host leads.
+    claims: Claims,
     /// SUMMARY_REQUESTs from hosts not yet heard: (host id, source, when).
     early_requests: Vec<(u64, SocketAddr, Instant)>,
     /// The latest `now` seen, for rate-limited warnings from methods that take no `now`.
@@ -184,6 +187,7 @@ impl Discovery {
             hello_answer_due: None,
             early_requests: Vec::new(),
             answer_limit: AnswerLimit::new(now),
+            claims: Claims::default(),
             clock: now,
             table_full: RateLimit::default(),
             queue_full: RateLimit::default(),
@@ -477,6 +481,11 @@ impl Discovery {
                     }
                 }
             }
+            Body::Claim {
+                state,
+                name,
+                expected,
+            } if known => self.heard_claim(msg.host_id, from, state, &name, expected, now),
             Body::SummaryRequest if known => self.send_summary(msg.host_id, now),
             Body::SummaryRequest => {
                 // From a host we have not heard announce itself yet (its ANNOUNCE answering
@@ -493,9 +502,10 @@ impl Discovery {
                 parts,
                 fingerprints,
             } if known => self.summary_part(msg.host_id, version, part, parts, &fingerprints),
-            // Answers, summaries and GOODBYE count only from a peer in the table, at its
-            // address.
+            // Answers, summaries, claims and GOODBYE count only from a peer in the table, at
+            // its address.
             Body::Goodbye
+            | Body::Claim { .. }
             | Body::Have { .. }
             | Body::HaveNot { .. }
             | Body::Fetching { .. }
@@ -655,6 +665,10 @@ impl Discovery {
             self.peer_gone(peer, GoneReason::Silent);
         }
 
+        for d in self.claims.expire(self.me.host_id, now) {
+            self.settled(d);
+        }
+
         let mut expired = Vec::new();
         let mut resend = Vec::new();
         self.questions.expire(now, &mut expired, &mut resend);
@@ -715,6 +729,7 @@ impl Discovery {
                 .min(),
             self.peers.next_expiry(),
             self.questions.next_deadline(),
+            self.claims.next_deadline(),
             self.join.next_try(),
         ]
         .into_iter()
@@ -748,12 +763,45 @@ impl Discovery {
         exclude: &[u64],
         now: Instant,
     ) -> QuestionId {
+        self.ask_inner(file, expected, exclude, now, false)
+    }
+
+    /// [`Self::ask`] for a file this host is about to download: when nobody has it, the file
+    /// is claimed first (see `claims.rs`, one fetcher per file), and the answer is then the
+    /// peer that leads its download from upstream (follow it: fetch from its file server), or
+    /// `None` when this host leads (fetch from upstream; [`Self::release`] when done). Peers
+    /// in `exclude` are never followed.
+    pub fn ask_to_fetch(
+        &mut self,
+        file: &str,
+        expected: Option<Expected>,
+        exclude: &[u64],
+        now: Instant,
+    ) -> QuestionId {
+        self.ask_inner(file, expected, exclude, now, true)
+    }
+
+    fn ask_inner(
+        &mut self,
+        file: &str,
+        expected: Option<Expected>,
+        exclude: &[u64],
+        now: Instant,
+        fetch: bool,
+    ) -> QuestionId {
         self.clock = now;
         let id = self.questions.allocate();
         if !wire::is_valid_file_name(file) {
             debug!("discovery: not asking about unfit file name {file:?}");
             self.answer_nobody(id);
             return id;
+        }
+        if fetch {
+            let key = Key {
+                name: file.to_owned(),
+                expected,
+            };
+            let _ = self.claims.mark(id, key, exclude);
         }
         if self.questions.is_full() {
             if let Some(held) = self.too_many_questions.check(now) {
@@ -862,6 +910,7 @@ impl Discovery {
     /// Forget question `q`: no answer will come for it (a queued one is removed).
     pub fn cancel(&mut self, q: QuestionId) {
         self.questions.cancel(q);
+        self.claims.forget(q);
         self.events
             .retain(|e| !matches!(e, Event::Answer { question, .. } if *question == q));
     }
@@ -1138,6 +1187,7 @@ impl Discovery {
         }
         match progress {
             Progress::Found(h) => {
+                self.claims.forget(q);
                 let peer = self.peers.get(h).map(Peer::peer_ref);
                 self.events.push_back(Event::Answer { question: q, peer });
             }
@@ -1147,10 +1197,165 @@ impl Discovery {
     }
 
     fn answer_nobody(&mut self, question: QuestionId) {
+        if self.claims.is_marked(question) && self.claim(question) {
+            return; // answered when the claim is settled
+        }
+        self.claims.forget(question);
         self.events.push_back(Event::Answer {
             question,
             peer: None,
         });
+    }
+
+    /// Nobody has the file of marked question `question`: multicast a CLAIM and wait the
+    /// window. `false` (nothing sent) when no peer could claim it too.
+    fn claim(&mut self, question: QuestionId) -> bool {
+        let Some((key, exclude)) = self.claims.marked(question) else {
+            return false;
+        };
+        let mut window = None;
+        for p in self.peers.iter() {
+            if (p.compatible || key.expected.is_some()) && !exclude.contains(&p.host_id) {
+                let own = p.answers.wait(claims::WINDOW_MAX);
+                window = Some(window.map_or(own, |w: Duration| w.max(own)));
+            }
+        }
+        let Some(window) = window else {
+            return false;
+        };
+        let body = Body::Claim {
+            state: ClaimState::Claiming,
+            name: key.name.as_bytes().to_vec(),
+            expected: key.expected,
+        };
+        self.queue_message(Dest::Group, body);
+        if let Some(d) = self.claims.begin(question, self.clock, window) {
+            self.settled(d);
+        }
+        true
+    }
+
+    /// A CLAIM, LEADING or SERVING from known peer `host` at `from`.
+    fn heard_claim(
+        &mut self,
+        host: u64,
+        from: SocketAddr,
+        state: ClaimState,
+        name: &[u8],
+        expected: Option<Expected>,
+        now: Instant,
+    ) {
+        let Some(name) = wire::file_name(name) else {
+            return;
+        };
+        // Without the content, only a host of this distribution and architecture has the
+        // same file under that name (as for WHO_HAS).
+        if expected.is_none() && !self.peers.get(host).is_some_and(|p| p.compatible) {
+            return;
+        }
+        let key = Key {
+            name: name.to_owned(),
+            expected,
+        };
+        let ours = self.claims.lead_state(&key, now);
+        if let Some(ours) = ours.filter(|_| state == ClaimState::Claiming) {
+            if self.answer_limit.allow(from.ip(), now) {
+                // A latecomer: it follows us at once.
+                let body = Body::Claim {
+                    state: ours,
+                    name: key.name.as_bytes().to_vec(),
+                    expected,
+                };
+                self.queue_message(Dest::Peer(from), body);
+            }
+        }
+        for d in self.claims.heard(host, key, state, self.me.host_id, now) {
+            self.settled(d);
+        }
+    }
+
+    /// A claim was settled: answer its question, and say LEADING to the group if we lead.
+    fn settled(&mut self, d: Decided) {
+        let Decided {
+            question,
+            key,
+            decision,
+            won,
+        } = d;
+        let peer = match decision {
+            Decision::Follow(host) => {
+                let peer = self.peers.get(host).map(Peer::peer_ref);
+                debug!(
+                    "discovery: {}: following peer {host:016x}, which fetches it",
+                    key.name
+                );
+                peer
+            }
+            Decision::Lead => {
+                let why = if won {
+                    "won the claim"
+                } else {
+                    "its leader never served it"
+                };
+                debug!("discovery: {}: leading its download ({why})", key.name);
+                let body = Body::Claim {
+                    state: ClaimState::Leading,
+                    name: key.name.into_bytes(),
+                    expected: key.expected,
+                };
+                self.queue_message(Dest::Group, body);
+                None
+            }
+        };
+        self.events.push_back(Event::Answer { question, peer });
+    }
+
+    /// This host downloads `file` from upstream from now on (it claimed it, or nobody else
+    /// could): a CLAIM for it is answered LEADING until [`Self::release`].
+    pub fn lead(&mut self, file: &str, expected: Option<Expected>, now: Instant) {
+        self.clock = now;
+        let key = Key {
+            name: file.to_owned(),
+            expected,
+        };
+        self.claims.lead(key, false, now);
+    }
+
+    /// This host's file server streams `file` (being downloaded from upstream) as it
+    /// arrives: SERVING to the group, so that the hosts following this one fetch it now, and
+    /// CLAIMs answered SERVING until [`Self::release`].
+    pub fn serving(&mut self, file: &str, expected: Option<Expected>, now: Instant) {
+        self.clock = now;
+        let key = Key {
+            name: file.to_owned(),
+            expected,
+        };
+        if self.claims.lead(key, true, now) {
+            let body = Body::Claim {
+                state: ClaimState::Serving,
+                name: file.as_bytes().to_vec(),
+                expected,
+            };
+            self.queue_message(Dest::Group, body);
+        }
+    }
+
+    /// The download of `file` from upstream ended (whole, failed or given up).
+    pub fn release(&mut self, file: &str) {
+        // Its followers wait for it to serve: tell them not to, when it never did.
+        for key in self.claims.release(file) {
+            let body = Body::Claim {
+                state: ClaimState::Released,
+                name: key.name.into_bytes(),
+                expected: key.expected,
+            };
+            self.queue_message(Dest::Group, body);
+        }
+    }
+
+    /// Whether this host leads the download of `file` (by name, any content).
+    pub fn is_leading(&self, file: &str) -> bool {
+        self.claims.led().any(|n| n == file)
     }
 
     fn push_peer_event(&mut self, e: Event) {

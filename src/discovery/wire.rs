@@ -46,6 +46,7 @@ pub enum Kind {
     SummaryRequest = 8,
     SummaryPart = 9,
     Fetching = 10,
+    Claim = 12,
 }
 
 impl Kind {
@@ -61,6 +62,7 @@ impl Kind {
             8 => Some(Kind::SummaryRequest),
             9 => Some(Kind::SummaryPart),
             10 => Some(Kind::Fetching),
+            12 => Some(Kind::Claim),
             _ => None,
         }
     }
@@ -128,6 +130,14 @@ pub enum Body {
         parts: u16,
         fingerprints: Vec<u32>,
     },
+    /// To the group (or unicast, answering a CLAIM): where the sender stands on downloading
+    /// this file from upstream (see [`ClaimState`] and `claims.rs`). The name is raw bytes,
+    /// checked by the receiver as for WHO_HAS; `expected` as in WHO_HAS.
+    Claim {
+        state: ClaimState,
+        name: Vec<u8>,
+        expected: Option<Expected>,
+    },
 }
 
 impl Body {
@@ -144,8 +154,24 @@ impl Body {
             Body::SummaryRequest => Kind::SummaryRequest,
             Body::SummaryPart { .. } => Kind::SummaryPart,
             Body::Fetching { .. } => Kind::Fetching,
+            Body::Claim { .. } => Kind::Claim,
         }
     }
+}
+
+/// The state byte of a CLAIM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum ClaimState {
+    /// "Nobody has this file: I mean to fetch it from upstream."
+    Claiming = 0,
+    /// "I lead its download from upstream (starting): follow me."
+    Leading = 1,
+    /// "I lead it and my file server streams it as it arrives: fetch it from me now."
+    Serving = 2,
+    /// "I led it but will not serve it (my download ended before my file server could stream
+    /// it): do not wait for me."
+    Released = 3,
 }
 
 /// One datagram: who sent it and what it says.
@@ -313,6 +339,22 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A length-prefixed file name and the content flag with its optional size and SHA-256
+    /// (WHO_HAS, CLAIM).
+    fn name_and_content(&mut self) -> Result<(Vec<u8>, Option<Expected>), WireError> {
+        let len = usize::from(self.u8()?);
+        let name = self.take(len)?.to_vec();
+        let expected = match self.u8()? {
+            0 => None,
+            1 => Some(Expected {
+                size: self.u64()?,
+                sha256: Sha256(self.array()?),
+            }),
+            flag => return Err(WireError::BadFlag(flag)),
+        };
+        Ok((name, expected))
+    }
+
     fn finish(&self) -> Result<(), WireError> {
         if self.at == self.bytes.len() {
             Ok(())
@@ -350,18 +392,24 @@ pub fn parse(bytes: &[u8]) -> Result<Message, WireError> {
         Kind::Goodbye => Body::Goodbye,
         Kind::WhoHas => {
             let question = r.u32()?;
-            let len = usize::from(r.u8()?);
-            let name = r.take(len)?.to_vec();
-            let expected = match r.u8()? {
-                0 => None,
-                1 => Some(Expected {
-                    size: r.u64()?,
-                    sha256: Sha256(r.array()?),
-                }),
-                flag => return Err(WireError::BadFlag(flag)),
-            };
+            let (name, expected) = r.name_and_content()?;
             Body::WhoHas {
                 question,
+                name,
+                expected,
+            }
+        }
+        Kind::Claim => {
+            let state = match r.u8()? {
+                0 => ClaimState::Claiming,
+                1 => ClaimState::Leading,
+                2 => ClaimState::Serving,
+                3 => ClaimState::Released,
+                flag => return Err(WireError::BadFlag(flag)),
+            };
+            let (name, expected) = r.name_and_content()?;
+            Body::Claim {
+                state,
                 name,
                 expected,
             }
@@ -428,15 +476,15 @@ pub fn emit(msg: &Message, out: &mut Vec<u8>) {
             expected,
         } => {
             out.extend_from_slice(&question.to_be_bytes());
-            put_bytes(out, name, MAX_NAME_LEN);
-            match expected {
-                None => out.push(0),
-                Some(e) => {
-                    out.push(1);
-                    out.extend_from_slice(&e.size.to_be_bytes());
-                    out.extend_from_slice(&e.sha256.0);
-                }
-            }
+            put_name_and_content(out, name, *expected);
+        }
+        Body::Claim {
+            state,
+            name,
+            expected,
+        } => {
+            out.push(*state as u8);
+            put_name_and_content(out, name, *expected);
         }
         Body::Have { question } | Body::HaveNot { question } => {
             out.extend_from_slice(&question.to_be_bytes());
@@ -472,6 +520,19 @@ pub fn emit(msg: &Message, out: &mut Vec<u8>) {
                 out,
                 &fingerprints[..fingerprints.len().min(MAX_FINGERPRINTS)],
             );
+        }
+    }
+}
+
+/// A file name (cut to 255 bytes) and the content flag with its size and SHA-256.
+fn put_name_and_content(out: &mut Vec<u8>, name: &[u8], expected: Option<Expected>) {
+    put_bytes(out, name, MAX_NAME_LEN);
+    match expected {
+        None => out.push(0),
+        Some(e) => {
+            out.push(1);
+            out.extend_from_slice(&e.size.to_be_bytes());
+            out.extend_from_slice(&e.sha256.0);
         }
     }
 }
@@ -625,7 +686,95 @@ mod tests {
                     &"a".repeat(MAX_LABEL_LEN),
                 )),
             },
+            Message {
+                host_id: id,
+                body: Body::Claim {
+                    state: ClaimState::Claiming,
+                    name: b"zstd-1.5.6-1-x86_64.pkg.tar.zst".to_vec(),
+                    expected: Some(Expected {
+                        size: 5,
+                        sha256: Sha256([0x11; 32]),
+                    }),
+                },
+            },
+            Message {
+                host_id: id,
+                body: Body::Claim {
+                    state: ClaimState::Leading,
+                    name: b"x.sig".to_vec(),
+                    expected: None,
+                },
+            },
+            Message {
+                host_id: id,
+                body: Body::Claim {
+                    state: ClaimState::Serving,
+                    name: b"y".to_vec(),
+                    expected: None,
+                },
+            },
         ]
+    }
+
+    #[test]
+    fn claim_layout_byte_by_byte() {
+        let claim = Message {
+            host_id: 9,
+            body: Body::Claim {
+                state: ClaimState::Claiming,
+                name: b"x".to_vec(),
+                expected: Some(Expected {
+                    size: 300,
+                    sha256: Sha256([7; 32]),
+                }),
+            },
+        };
+        let expected: Vec<u8> = [
+            &b"FLOC"[..],
+            &[2, 12],
+            &[0, 0, 0, 0, 0, 0, 0, 9],
+            &[0],
+            &[1],
+            b"x",
+            &[1],
+            &[0, 0, 0, 0, 0, 0, 1, 44],
+            &[7; 32],
+        ]
+        .concat();
+        assert_eq!(bytes_of(&claim), expected);
+        let leading = Message {
+            host_id: 9,
+            body: Body::Claim {
+                state: ClaimState::Leading,
+                name: b"x.sig".to_vec(),
+                expected: None,
+            },
+        };
+        let bytes = bytes_of(&leading);
+        assert_eq!(
+            bytes,
+            [
+                &b"FLOC"[..],
+                &[2, 12],
+                &[0, 0, 0, 0, 0, 0, 0, 9],
+                &[1, 5],
+                b"x.sig",
+                &[0]
+            ]
+            .concat()
+        );
+        let mut serving = bytes.clone();
+        serving[14] = 2;
+        assert!(matches!(
+            parse(&serving).unwrap().body,
+            Body::Claim {
+                state: ClaimState::Serving,
+                ..
+            }
+        ));
+        let mut bad = bytes.clone();
+        bad[14] = 4;
+        assert_eq!(parse(&bad), Err(WireError::BadFlag(4)));
     }
 
     fn bytes_of(msg: &Message) -> Vec<u8> {
@@ -807,7 +956,7 @@ mod tests {
         bytes[4] = 0;
         assert_eq!(parse(&bytes), Err(WireError::UnsupportedVersion(0)));
         let mut bytes = bytes_of(&samples()[2]);
-        for k in [0u8, 11, 200, 255] {
+        for k in [0u8, 11, 13, 200, 255] {
             bytes[5] = k;
             assert_eq!(parse(&bytes), Err(WireError::UnknownKind(k)));
         }

@@ -131,6 +131,9 @@ pub(super) struct Job {
     pub(super) identity: Option<FileIdentity>,
     /// The body checked against it while it streams, when it can be.
     pub(super) check: Option<BodyCheck>,
+    /// This host leads the file's download from upstream (discovery answers CLAIMs for it):
+    /// released when the request ends.
+    pub(super) leads: bool,
     /// The spool file the body is also written to while it streams from
     /// upstream, for the LAN to read ([`crate::spool`]).
     pub(super) spool: Option<crate::spool::SpoolWriter>,
@@ -471,6 +474,7 @@ impl PacmanConn {
             started,
             identity: None,
             check: None,
+            leads: false,
             spool: None,
         };
         if let Some(page) = Page::at(path) {
@@ -566,7 +570,9 @@ impl PacmanConn {
     pub(super) fn response_done(&mut self, cx: &mut Context) {
         self.drop_source();
         cx.relay.buffers.give_buffer(self.pipe.release());
-        self.job = None;
+        if let Some(job) = self.job.take().filter(|j| j.leads) {
+            cx.discovery.release(&job.file);
+        }
         match self.server.response_done(cx.now, cx.stopping) {
             Some(until) => self.set_state(State::Linger { until }),
             None => self.set_state(State::Head),

@@ -245,6 +245,9 @@ impl Page {
 /// cancel, and its source sockets (registered or not) to park or close.
 pub struct Leftovers {
     pub wait: Option<Wait>,
+    /// The file whose download from upstream this connection led: release it
+    /// (`Discovery::release`).
+    pub lead: Option<String>,
     pub sockets: Vec<Release>,
 }
 

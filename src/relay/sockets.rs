@@ -102,6 +102,7 @@ impl PacmanConn {
         }
         Leftovers {
             wait,
+            lead: self.job.take().filter(|j| j.leads).map(|j| j.file),
             sockets: std::mem::take(&mut self.released),
         }
     }

@@ -46,7 +46,19 @@ impl PacmanConn {
             match step {
                 Step::AskPeers { exclude } => {
                     let expected = cx.trust.expected(&job.file);
-                    let question = cx.discovery.ask(&job.file, expected, &exclude, cx.now);
+                    // A package download that nobody can serve is claimed: one host of
+                    // those that want it now fetches it, the others follow it.
+                    // (Only a whole file checked against the database: a continuation or an
+                    // unchecked body cannot be spooled, and the spool is how a leader streams
+                    // it to its followers.)
+                    let whole = job.range.is_none() && !job.head_only && !job.head_sent;
+                    let whole = whole && job.check.is_some() && cx.relay.spool.dir().is_some();
+                    let question = if job.kind == FileKind::Package && whole {
+                        cx.discovery
+                            .ask_to_fetch(&job.file, expected, &exclude, cx.now)
+                    } else {
+                        cx.discovery.ask(&job.file, expected, &exclude, cx.now)
+                    };
                     cx.asked.push(Wait::Question(question));
                     self.set_state(State::Lookup {
                         question,
@@ -77,19 +89,31 @@ impl PacmanConn {
                     let backed_off = cx.excluded_peers();
                     step = job.plan.next(&backed_off, job.head_sent);
                 }
-                Step::Upstream { index, url } => match cx.resolver.lookup(&url.host, cx.now) {
-                    Lookup::Ready(answer) => return self.connect_upstream(index, url, answer, cx),
-                    Lookup::Pending(lookup) => {
-                        cx.asked.push(Wait::Lookup(lookup));
-                        self.set_state(State::Resolving {
-                            lookup,
-                            since: cx.now,
-                            index,
-                            url,
-                        });
-                        return;
+                Step::Upstream { index, url } => {
+                    let whole = job.range.is_none() && !job.head_only && !job.head_sent;
+                    let whole = whole && job.check.is_some() && cx.relay.spool.dir().is_some();
+                    if job.kind == FileKind::Package && whole && !job.leads {
+                        // Latecomers that claim it follow this host.
+                        let expected = cx.trust.expected(&job.file);
+                        cx.discovery.lead(&job.file, expected, cx.now);
+                        job.leads = true;
                     }
-                },
+                    match cx.resolver.lookup(&url.host, cx.now) {
+                        Lookup::Ready(answer) => {
+                            return self.connect_upstream(index, url, answer, cx);
+                        }
+                        Lookup::Pending(lookup) => {
+                            cx.asked.push(Wait::Lookup(lookup));
+                            self.set_state(State::Resolving {
+                                lookup,
+                                since: cx.now,
+                                index,
+                                url,
+                            });
+                            return;
+                        }
+                    }
+                }
                 Step::Redirect(url) => {
                     cx.relay.policy.counters.redirects += 1;
                     debug!("{}: redirecting pacman to {}", job.file, url.to_text());
@@ -448,6 +472,14 @@ impl PacmanConn {
                 job.spool = cx.relay.spool.begin(&job.file, expected, cx.now);
                 if job.spool.is_some() {
                     cx.discovery.cache_added(&job.file);
+                    // The hosts that follow this one's claim fetch it from us now.
+                    let key = cx.trust.expected(&job.file);
+                    cx.discovery.serving(&job.file, key, cx.now);
+                    job.leads = true;
+                } else if job.leads {
+                    // Not streamed to the LAN: latecomers fetch it themselves.
+                    cx.discovery.release(&job.file);
+                    job.leads = false;
                 }
             }
         }
