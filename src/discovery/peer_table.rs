@@ -17,6 +17,12 @@ use super::rtt::AnswerTime;
 use super::summary::PeerSummary;
 use super::wire::Announcement;
 
+/// How long after a host's entry is made its address in the other IP family may still be bound:
+/// a dual-stack host sends every group datagram on both families, so both arrive within its
+/// first HELLOs; the margin covers an IPv6 link-local address still in duplicate address
+/// detection (1 to 2 s with Linux's defaults) when the host started.
+pub const SECOND_FAMILY_WINDOW: Duration = Duration::from_secs(10);
+
 /// The source addresses (IP and UDP port) a host id is bound to: one per IP family, each the
 /// first heard in that family, with when it was last heard from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -93,6 +99,8 @@ pub struct Peer {
     pub arch: String,
     /// When its last ANNOUNCE or HELLO arrived.
     pub last_heard: Instant,
+    /// When its entry was made (its first ANNOUNCE or HELLO).
+    pub first_heard: Instant,
     /// Same distribution and architecture as this host: only such peers are asked for files.
     pub compatible: bool,
     /// What it holds, as far as its cache summary tells.
@@ -199,17 +207,20 @@ impl PeerTable {
     ) -> Heard {
         let addr = with_port(from, ann.tcp_port);
         let compatible = ann.distro == self.my_distro && ann.arch == self.my_arch;
-        let (expiry, gap) = (self.expiry, self.expiry / 2);
+        let gap = self.expiry / 2;
         if let Some(peer) = self.peers.get_mut(&host_id) {
+            let young = now.saturating_duration_since(peer.first_heard) < SECOND_FAMILY_WINDOW;
             let slot = peer.bound.slot(from);
             match *slot {
                 Some((bound, _)) if bound == from => {}
-                // Bound elsewhere in this family and heard there lately: not this host.
-                Some((_, at)) if now.saturating_duration_since(at) < expiry => {
-                    return Heard::Moved;
-                }
-                // Not heard in this family yet (or not for the expiry time): bound here now.
-                _ => {}
+                // Bound elsewhere in this family: not this host.
+                Some(_) => return Heard::Moved,
+                // Not heard in this family yet: bound here only while the entry is young (a
+                // host on both families is heard on both within its first HELLOs). Later, an
+                // address of the other family is another host that copied the id: it could
+                // otherwise dismiss, empty or answer for a peer heard on one family only.
+                None if young => {}
+                None => return Heard::Moved,
             }
             *slot = Some((from, now));
             let udp = peer.bound.preferred(gap).unwrap_or(from);
@@ -269,6 +280,7 @@ impl PeerTable {
             distro: ann.distro.clone(),
             arch: ann.arch.clone(),
             last_heard: now,
+            first_heard: now,
             compatible,
             summary: PeerSummary::default(),
             answers: AnswerTime::default(),
@@ -496,16 +508,52 @@ mod tests {
         // IPv4 heard again: back to it.
         t.heard(1, from("10.0.0.1"), &a, t2);
         assert_eq!(t.get(1).unwrap().udp, from("10.0.0.1"));
-        // A binding silent for the expiry time gives way to a new address in its family.
+        // A binding silent for the expiry time does not give way to another address (a host
+        // whose addresses change takes a new id).
         let t3 = t2 + Duration::from_secs(180);
         t.heard(1, v6("fe80::1", 2), &a, t3 - Duration::from_secs(1));
-        assert_eq!(t.heard(1, from("10.0.0.9"), &a, t3), Heard::Refreshed);
-        assert!(!t.get(1).unwrap().is_from(from("10.0.0.1")));
+        assert_eq!(t.heard(1, from("10.0.0.9"), &a, t3), Heard::Moved);
+        assert!(t.get(1).unwrap().is_from(from("10.0.0.1")));
         // A restart is recognised from either family's address.
         match t.heard(2, v6("fe80::1", 2), &a, t3) {
             Heard::Replaced { old, new } => assert_eq!((old.host_id, new.host_id), (1, 2)),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A host heard on IPv4 only (IPv6 off, or an older flocon): another host that copies its
+    /// id cannot bind itself as that host's IPv6 address once the entry is past its first
+    /// seconds, and so cannot dismiss, empty or answer for it.
+    #[test]
+    fn the_other_family_is_bound_only_while_the_entry_is_young() {
+        let t0 = Instant::now();
+        let mut t = PeerTable::new(4, Duration::from_secs(180), "arch", "x86_64");
+        let a = ann(8080, "arch", "x86_64");
+        let v6 = |ip: &str| {
+            SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip.parse().unwrap(),
+                19432,
+                0,
+                2,
+            ))
+        };
+        assert!(matches!(
+            t.heard(1, from("10.0.0.5"), &a, t0),
+            Heard::New(_)
+        ));
+        let late = t0 + SECOND_FAMILY_WINDOW;
+        t.heard(1, from("10.0.0.5"), &a, late);
+        assert_eq!(t.heard(1, v6("fe80::bad"), &a, late), Heard::Moved);
+        assert!(!t.get(1).unwrap().is_from(v6("fe80::bad")));
+        // A dual-stack host's IPv6 copy, even one delayed by duplicate address detection, is
+        // bound while the entry is young.
+        assert!(matches!(
+            t.heard(2, from("10.0.0.6"), &a, t0),
+            Heard::New(_)
+        ));
+        let dad = t0 + Duration::from_secs(2);
+        assert_eq!(t.heard(2, v6("fe80::6"), &a, dad), Heard::Refreshed);
+        assert!(t.get(2).unwrap().is_from(v6("fe80::6")));
     }
 
     #[test]
