@@ -114,6 +114,11 @@ impl Spooled {
 
     /// Like [`Spooled::start`], with `more` arguments.
     fn start_with(&mut self, host: usize, cache: Option<&Path>, more: &[&str]) {
+        self.start_upstream(host, cache, more, true);
+    }
+
+    /// Like [`Spooled::start_with`]; without `upstream`, flocon has no mirror at all.
+    fn start_upstream(&mut self, host: usize, cache: Option<&Path>, more: &[&str], upstream: bool) {
         let (conf, own_cache) = self.host_dirs(host);
         let cache = cache.map_or(own_cache, Path::to_path_buf);
         let (url, conf) = (self.mirror.server_url(), conf.display().to_string());
@@ -123,14 +128,15 @@ impl Spooled {
             "arch",
             "--architecture",
             ARCH,
-            "--upstream",
-            &url,
             "--pacman-conf",
             &conf,
             "--spool-dir",
             &spool,
         ];
         let mut extra = extra.to_vec();
+        if upstream {
+            extra.extend(["--upstream", &url]);
+        }
         extra.extend_from_slice(more);
         let args = common::flocon::daemon_args(&cache, &extra);
         let name = format!("flocon {}", if host == A { "A" } else { "B" });
@@ -555,4 +561,28 @@ fn a_file_that_does_not_fit_streams_unshared_with_a_log_line() {
     assert_eq!(asked, 2, "each host from the mirror: {log:?}");
     let status = lan.status(A);
     assert!(status.contains("1 not spooled (no room)"), "{status}");
+}
+
+/// A claim whose leader never streams the file (it has no mirror to fetch it from: 404) is
+/// released when the leader's request ends: the other host, which claimed the same file at
+/// the same moment and follows the leader, answers at once instead of waiting out the 3 s a
+/// follower gives its leader to start serving.
+#[test]
+fn a_leader_with_nothing_to_fetch_from_frees_its_followers_at_once() {
+    let Some(mut lan) = Spooled::new("spool_lan::released", &[("gone-one", MB)], 4 * MB) else {
+        return;
+    };
+    lan.start_upstream(A, None, &[], false);
+    lan.start_upstream(B, None, &[], false);
+    lan.wait_ready();
+    let started = std::time::Instant::now();
+    let a = lan.try_fetch_in_background(A, 0);
+    let b = lan.try_fetch_in_background(B, 0);
+    let (a, b) = (a.join().unwrap().unwrap(), b.join().unwrap().unwrap());
+    let took = started.elapsed();
+    assert_eq!((a.status, b.status), (404, 404));
+    assert!(
+        took < Duration::from_secs(2),
+        "both answered in {took:?}: a follower waited for a leader that had nothing to serve"
+    );
 }

@@ -275,6 +275,12 @@ impl PacmanConn {
             waited.as_millis(),
             peer.map_or_else(|| "nobody".to_owned(), |p| p.addr.to_string())
         );
+        // Nobody to follow and this host won the file's claim: it leads, whatever comes next
+        // (a fetch, a redirect, a 404, pacman gone), and releases the lead when the request
+        // ends, so that its followers do not wait for it in vain.
+        if peer.is_none() && !job.leads && cx.discovery.is_leading(&job.file) {
+            job.leads = true;
+        }
         let backed_off = cx.excluded_peers();
         let step = job.plan.answered(peer, &backed_off, job.head_sent);
         self.set_state(State::Fetch);

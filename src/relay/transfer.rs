@@ -18,6 +18,7 @@ use super::source::{Source, SourceKind, SourceStep};
 use super::verify::Check;
 use super::{Context, Wait, encode_path_segment};
 use crate::cache::FileKind;
+use crate::config::HttpsMode;
 use crate::config::expand;
 use crate::http::response::{ResponseHead, Status};
 use crate::net::{self, Io, Want};
@@ -53,7 +54,16 @@ impl PacmanConn {
                     // it to its followers.)
                     let whole = job.range.is_none() && !job.head_only && !job.head_sent;
                     let whole = whole && job.check.is_some() && cx.relay.spool.dir().is_some();
-                    let question = if job.kind == FileKind::Package && whole {
+                    // (And only when its first mirror is fetched, not redirected to: a
+                    // redirected download goes through nobody's spool.)
+                    let redirected = cx.relay.https == HttpsMode::Redirect
+                        && cx
+                            .relay
+                            .upstreams
+                            .templates_for(&job.repo)
+                            .first()
+                            .is_some_and(|t| t.starts_with("https://"));
+                    let question = if job.kind == FileKind::Package && whole && !redirected {
                         cx.discovery
                             .ask_to_fetch(&job.file, expected, &exclude, cx.now)
                     } else {
