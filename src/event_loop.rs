@@ -907,6 +907,9 @@ impl Daemon {
             }
         }
         if rescan {
+            // Spool files that went before the rescan must not be taken off the summary it
+            // builds (the cache may hold the same names).
+            self.relay.spool.handle_timeout(now, &mut Vec::new());
             let names = cache_watch::scan(self.cache.dirs());
             core.set_cache_names(names.iter().map(String::as_str), now);
             // The spool's files stay in the summary while shareable.

@@ -450,10 +450,14 @@ impl SpoolBook {
     }
 
     /// pacman's cache holds `name` now, with this content: a finished spool file of
-    /// the same content is not needed any more (one still being written stays).
+    /// the same content is not needed any more (one still being written stays, and one still
+    /// read stays until its last reader is done: the next look removes it).
     pub fn in_cache(&mut self, name: &str, content: Expected) {
         if let Some(i) = self.entries.iter().position(|e| {
-            e.name == name && e.expected == content && matches!(e.phase, Phase::Complete { .. })
+            e.name == name
+                && e.expected == content
+                && matches!(e.phase, Phase::Complete { .. })
+                && e.followers() == 0
         }) {
             self.remove_at(i, RemoveReason::InCache);
         }
@@ -487,10 +491,13 @@ impl SpoolBook {
         }
     }
 
-    /// When a finished file is due to go.
+    /// When a finished file is due to go. One still read past its time is not a deadline (it
+    /// would stay in the past and spin the loop): it goes at the first
+    /// [`SpoolBook::handle_timeout`] after its last reader is done.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.entries
             .iter()
+            .filter(|e| e.followers() == 0)
             .filter_map(|e| match e.phase {
                 Phase::Complete { until } => Some(until),
                 Phase::Writing => None,
@@ -734,9 +741,14 @@ mod tests {
         b.in_cache("c", content(10, 3));
         assert!(!b.contains("c"));
         assert_eq!(b.poll_removed().unwrap().why, RemoveReason::InCache);
-        // A follower keeps it past its time until it is done.
+        // A follower keeps it past its time until it is done, and its time is then no
+        // deadline (one in the past would wake the loop at once, again and again).
         let f = b.follow("a").unwrap();
         b.handle_timeout(t0 + Duration::from_secs(61));
+        assert!(b.contains("a"));
+        assert_eq!(b.poll_timeout(), None);
+        // Nor does the cache take it from its reader.
+        b.in_cache("a", content(10, 1));
         assert!(b.contains("a"));
         drop(f);
         b.handle_timeout(t0 + Duration::from_secs(61));

@@ -211,9 +211,11 @@ impl Spool {
         self.book.reap();
         self.book.handle_timeout(now);
         while let Some(removed) = self.book.poll_removed() {
-            self.files.remove(&removed.id);
             debug!("spool: {} removed ({:?})", removed.name, removed.why);
-            gone.push(removed.name);
+            // Only a file that was made was shared (and counted in the cache summary).
+            if self.files.remove(&removed.id).is_some() {
+                gone.push(removed.name);
+            }
         }
     }
 
