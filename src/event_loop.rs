@@ -143,6 +143,7 @@ struct Slots {
 impl Slots {
     /// Adds a connection; `peer_ip` is the source address of a peer connection.
     fn insert(&mut self, conn: Conn, peer_ip: Option<IpAddr>) -> (usize, u32) {
+        let peer_ip = peer_ip.map(source_key);
         match conn {
             Conn::Peer(_) => self.peers += 1,
             Conn::Pacman(_) => self.pacman += 1,
@@ -200,9 +201,25 @@ impl Slots {
         self.peers + self.pacman
     }
 
-    /// Peer connections open from `ip`.
+    /// Peer connections open from `ip` (from its /64, for IPv6).
     fn peers_at(&self, ip: IpAddr) -> usize {
-        self.per_address.get(&ip).copied().unwrap_or(0)
+        self.per_address.get(&source_key(ip)).copied().unwrap_or(0)
+    }
+}
+
+/// What the per-address connection limit counts `ip` as: an IPv4 address as itself (also when
+/// mapped into IPv6), an IPv6 address as its /64, which one host can fill with as many
+/// addresses as it likes.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -1487,4 +1504,20 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_key;
+    use std::net::IpAddr;
+
+    #[test]
+    fn the_connection_limit_counts_an_ipv6_host_by_its_64() {
+        let key = |s: &str| source_key(s.parse::<IpAddr>().unwrap()).to_string();
+        assert_eq!(key("10.0.0.7"), "10.0.0.7");
+        assert_eq!(key("::ffff:10.0.0.7"), "10.0.0.7");
+        assert_eq!(key("fe80::1:2:3:4"), "fe80::");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 /// At most one line per this period.
 pub const EVERY: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RateLimit {
     last: Option<Instant>,
     suppressed: u64,

@@ -1,7 +1,8 @@
 //! What was refused for want of the secret: datagrams and peer requests, in all and per
 //! source address (at most [`MAX_SOURCES`] addresses; past that the one heard from longest
 //! ago is forgotten), for the status page, the JSON status and the metrics. The first
-//! refusal from each address is logged as a warning, the next ones at debug level.
+//! refusal from each address is logged as a warning, at most one a minute (a host cycling
+//! through more addresses than are tallied cannot flood the log), the others at debug level.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -29,6 +30,7 @@ pub struct Refusals {
     /// Peer requests answered 403 since start.
     pub requests: u64,
     sources: Vec<SourceTally>,
+    warnings: crate::rate_limit::RateLimit,
 }
 
 impl Refusals {
@@ -37,8 +39,11 @@ impl Refusals {
         self.datagrams += 1;
         let first = self.source(ip, now).datagrams == 0;
         self.source(ip, now).datagrams += 1;
-        if first {
-            log::warn!("secret: refused a datagram from {ip}: {why} (further ones at debug level)");
+        if let Some(held) = first.then(|| self.warnings.check(now)).flatten() {
+            log::warn!(
+                "secret: refused a datagram from {ip}: {why} (further ones at debug level; \
+                 {held} first refusals from other addresses held back)"
+            );
         } else {
             log::debug!("secret: refused a datagram from {ip}: {why}");
         }
@@ -49,9 +54,10 @@ impl Refusals {
         self.requests += 1;
         let first = self.source(ip, now).requests == 0;
         self.source(ip, now).requests += 1;
-        if first {
+        if let Some(held) = first.then(|| self.warnings.check(now)).flatten() {
             log::warn!(
-                "secret: refused a request from {ip}: {why}, 403 (further ones at debug level)"
+                "secret: refused a request from {ip}: {why}, 403 (further ones at debug level; \
+                 {held} first refusals from other addresses held back)"
             );
         } else {
             log::debug!("secret: refused a request from {ip}: {why}, 403");
