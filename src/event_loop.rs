@@ -44,6 +44,7 @@ use crate::discovery::{
     self, Discovery, Event, Identity, MulticastSocket, Params, StaticPeers, Transmit,
 };
 use crate::http::response::{self, Status};
+use crate::memory::{self, idle::IdleTrim};
 use crate::net::Want;
 use crate::netlink::LinkWatch;
 use crate::rate_limit::RateLimit;
@@ -273,6 +274,8 @@ pub struct Daemon {
     cache_watch: Option<CacheWatch>,
     /// Notices a suspend (boot time jumping ahead of the monotonic clock).
     sleep: SleepWatch,
+    /// When to give memory back (after start-up, and after each busy spell).
+    idle_trim: IdleTrim,
     /// When a rejoin is due after link or address events, and when the last one was.
     rejoin_at: Option<Instant>,
     last_link_rejoin: Option<Instant>,
@@ -504,6 +507,7 @@ impl Daemon {
             links,
             cache_watch,
             sleep: SleepWatch::default(),
+            idle_trim: IdleTrim::default(),
             rejoin_at: None,
             last_link_rejoin: None,
             links_changed: false,
@@ -596,6 +600,7 @@ impl Daemon {
             self.cache.expire(now);
             self.idle_sources.handle_timeout(now);
             self.flush_datagrams();
+            self.give_back_when_idle(now);
             if let Some(stop_by) = self.stop_by {
                 if self.slots.live() == 0 || now >= stop_by {
                     if self.slots.live() > 0 {
@@ -627,6 +632,7 @@ impl Daemon {
             self.idle_sources.poll_timeout(),
             self.trust.poll_timeout(),
             self.relay.spool.poll_timeout(),
+            self.idle_trim.poll_timeout(),
         ];
         let earliest = deadlines.into_iter().flatten().min();
         // Round up to the next millisecond: a timeout that rounds down to 0
@@ -636,6 +642,36 @@ impl Daemon {
                 .checked_add(Duration::from_micros(999))
                 .unwrap_or(Duration::MAX)
         })
+    }
+
+    fn memory_state(&self) -> status::MemoryState {
+        let resident = memory::resident();
+        status::MemoryState {
+            resident_bytes: resident.map(|r| r.total_kib * 1024),
+            anonymous_bytes: resident.map(|r| r.anonymous_kib * 1024),
+            given_back: self.idle_trim.count,
+        }
+    }
+
+    /// Gives memory back once the loop has been quiet for [`memory::idle::QUIET`]: no
+    /// connection, no sync database being read, no name being resolved (the resolver thread
+    /// then maps nothing, which [`memory::give_back`] needs).
+    fn give_back_when_idle(&mut self, now: Instant) {
+        let busy = self.slots.live() > 0
+            || self.trust.is_busy()
+            || self.resolver.in_flight() > 0
+            || self.stop_by.is_some();
+        self.idle_trim.handle_turn(now, busy);
+        if self.idle_trim.handle_timeout(now) {
+            let done = memory::give_back();
+            let kib = |r: Option<memory::Resident>| r.map_or(0, |r| r.total_kib);
+            debug!(
+                "idle: gave memory back, resident {} KiB -> {} KiB ({} read-only mappings dropped)",
+                kib(done.before),
+                kib(done.after),
+                done.mappings
+            );
+        }
     }
 
     fn on_signals(&mut self, now: Instant) {
@@ -789,6 +825,7 @@ impl Daemon {
             static_peers: m.static_peers.describe(),
             secret: self.secret.as_ref().map(|_| self.refusals.status()),
             spool: self.spool_state(now),
+            memory: self.memory_state(),
         }
     }
 
@@ -821,6 +858,12 @@ impl Daemon {
             text.push_str(&format!("  {t}\n"));
         }
         text.push_str(&self.spool_text(now));
+        if let Some(r) = memory::resident() {
+            text.push_str(&format!(
+                "memory: {} KiB resident, {} KiB of it its own; given back after {} quiet spells\n",
+                r.total_kib, r.anonymous_kib, self.idle_trim.count
+            ));
+        }
         let r = &self.relay.policy.counters;
         text.push_str(&format!(
             "relay: {} requests, {} files ({} bytes) from peers, {} files ({} bytes) from upstream, {} redirects, {} not found, {} failures, {} failovers, {} bodies verified, {} wrong\n",

@@ -14,6 +14,7 @@ pub mod event_loop;
 pub mod http;
 pub mod inbound;
 pub mod journal;
+pub mod memory;
 pub mod net;
 pub mod netlink;
 pub mod notify;

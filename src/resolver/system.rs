@@ -107,6 +107,11 @@ impl SystemResolver {
         self.core.poll_event()
     }
 
+    /// Names the thread was asked and has not answered (it may be in `getaddrinfo`).
+    pub fn in_flight(&self) -> usize {
+        self.core.in_flight()
+    }
+
     fn send_requests(&mut self, now: Instant) {
         while let Some(name) = self.core.poll_request() {
             match self.requests.try_send(name) {

@@ -284,6 +284,33 @@ pub fn render(s: &Snapshot) -> String {
     ] {
         family(o, name, "counter", help).sample(&[], value);
     }
+    let mem = &s.memory;
+    if let Some(resident) = mem.resident_bytes {
+        // The name every Prometheus client library's process collector uses.
+        family(
+            o,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes (VmRSS).",
+        )
+        .sample(&[], resident);
+    }
+    if let Some(anonymous) = mem.anonymous_bytes {
+        family(
+            o,
+            "flocon_memory_anonymous_bytes",
+            "gauge",
+            "The daemon's own resident memory (RssAnon): heap, stacks, copied pages.",
+        )
+        .sample(&[], anonymous);
+    }
+    family(
+        o,
+        "flocon_memory_given_back_total",
+        "counter",
+        "Quiet spells after which the daemon unmapped unused code and trimmed its heap.",
+    )
+    .sample(&[], mem.given_back);
     out
 }
 

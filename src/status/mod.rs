@@ -57,6 +57,17 @@ pub struct Snapshot {
     pub secret: Option<SecretStatus>,
     /// Packages fetched from upstream and shared while in flight.
     pub spool: SpoolState,
+    pub memory: MemoryState,
+}
+
+/// The daemon's memory (README "Memory"): resident now, and how often it was given back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemoryState {
+    /// `VmRSS` and `RssAnon` in bytes; `None` without `/proc`.
+    pub resident_bytes: Option<u64>,
+    pub anonymous_bytes: Option<u64>,
+    /// Quiet spells after which memory was given back.
+    pub given_back: u64,
 }
 
 /// What was refused for want of the shared secret.

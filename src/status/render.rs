@@ -211,6 +211,13 @@ pub fn json(s: &Snapshot) -> String {
     w.close_array();
     w.close_object();
 
+    let mem = &s.memory;
+    w.key("memory").open_object();
+    w.key("resident_bytes").opt_number(mem.resident_bytes);
+    w.key("anonymous_bytes").opt_number(mem.anonymous_bytes);
+    w.key("given_back").number(mem.given_back);
+    w.close_object();
+
     w.key("cache_dirs").open_array();
     for d in &s.cache_dirs {
         w.open_object();
@@ -306,7 +313,49 @@ mod tests {
                 ..Default::default()
             },
         };
+        s.memory = MemoryState {
+            resident_bytes: Some(1_600_000),
+            anonymous_bytes: Some(300_000),
+            given_back: 3,
+        };
         s
+    }
+
+    #[test]
+    fn the_memory_in_json_metrics_and_the_status_text() {
+        let text = json(&sample());
+        let v = parse(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let mem = v.get("memory").unwrap();
+        assert_eq!(mem.u64_at("resident_bytes"), Some(1_600_000));
+        assert_eq!(mem.u64_at("anonymous_bytes"), Some(300_000));
+        assert_eq!(mem.u64_at("given_back"), Some(3));
+        let shown = crate::status::show::status(&v);
+        assert!(
+            shown.contains(
+                "memory: 1.5 MiB resident, 293.0 KiB of it its own; given back after 3 quiet spells"
+            ),
+            "{shown}"
+        );
+        let metrics = crate::status::metrics::render(&sample());
+        assert!(
+            metrics.contains("process_resident_memory_bytes 1600000\n"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("flocon_memory_anonymous_bytes 300000\n"));
+        assert!(metrics.contains("flocon_memory_given_back_total 3\n"));
+        // Without /proc: nulls, no gauge, and no line.
+        let mut s = sample();
+        s.memory = MemoryState::default();
+        let v = parse(&json(&s)).unwrap();
+        assert!(
+            v.get("memory")
+                .unwrap()
+                .get("resident_bytes")
+                .unwrap()
+                .is_null()
+        );
+        assert!(!crate::status::show::status(&v).contains("memory:"));
+        assert!(!crate::status::metrics::render(&s).contains("process_resident"));
     }
 
     #[test]

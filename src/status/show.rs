@@ -240,6 +240,20 @@ pub fn status(v: &Value) -> String {
         }
     }
 
+    if let Some(mem) = v.get("memory") {
+        if let (Some(resident), Some(own)) =
+            (mem.u64_at("resident_bytes"), mem.u64_at("anonymous_bytes"))
+        {
+            let _ = writeln!(
+                out,
+                "\nmemory: {} resident, {} of it its own; given back after {} quiet spells",
+                bytes(resident),
+                bytes(own),
+                num(mem, "given_back"),
+            );
+        }
+    }
+
     let r = v.get("relay").unwrap_or(&none);
     let peer_bytes = r.u64_at("bytes_from_peers").unwrap_or(0);
     let upstream_bytes = r.u64_at("bytes_from_upstream").unwrap_or(0);
