@@ -11,7 +11,8 @@
 //! lab just before: the median of 3 runs, each on another host and another package set of
 //! the same sizes and other bytes). And with the leader of a file killed (SIGKILL) or stalled
 //! (SIGSTOP) halfway, every follower still completes with the right bytes (the rest from the
-//! mirror by `Range`).
+//! mirror by `Range`). And a host that banned the leader of a file fetches it itself at once,
+//! while the others follow that leader.
 //!
 //! `bench_together` (ignored; `bench/together.sh` runs it) is the same with 8 hosts and
 //! prints the figures of docs/performance.md.
@@ -556,8 +557,234 @@ fn leader_fails(test: &str, pacman: Pacman, fault: Fault) {
     assert_eq!(whole[0].client, t.lab.host(leader).ip().to_string());
 }
 
+/// The host ids of the flocon hosts, from their start-up lines (index: lab host).
+fn host_ids(t: &Together) -> Vec<u64> {
+    (0..=t.hosts)
+        .map(|h| match &t.daemons[h] {
+            None => 0,
+            Some(d) => d
+                .lines()
+                .iter()
+                .find_map(|l| common::flocon::parse_startup_line(l))
+                .map(|(id, _, _)| id)
+                .expect("a start-up line with the host id"),
+        })
+        .collect()
+}
+
+/// GET of `file` through `host`'s relay, from inside `host`, in a thread (a body cut short
+/// is an error).
+fn get_in_background(
+    t: &Together,
+    host: usize,
+    file: &str,
+) -> thread::JoinHandle<std::io::Result<common::http::Response>> {
+    let ns = t.lab.host(host).ns().to_owned();
+    let raw = build_request("GET", "localhost:19433", &t.repo.url_path(file), &[]);
+    thread::spawn(move || {
+        common::lab::in_netns(&ns, || {
+            request_timeout(relay_addr(), &raw, Duration::from_secs(60))
+        })
+    })
+}
+
+/// A host that banned the leader of a file (it sent it bytes unlike the sync database once)
+/// never follows it, nor one of its followers: it fetches the file itself at once, while the
+/// others, which have no reason to distrust the leader, follow it. Three hosts, their roles
+/// given by the claim rank of their (random) host ids: on the files chosen, A ranks first,
+/// C second and B last, so that B, leaving A out, would otherwise pick C, which follows A,
+/// and wait the follow wait (3 s) for it in vain. B bans A first: A streams another file
+/// from the mirror into its spool, the test flips bytes of A's spool file, and B's request
+/// for that file is served by A and caught. Then the three ask their relays for the chosen
+/// files at the same moment (GETs, as pacman's: pacman's own start-up would spread them over
+/// more than a claim window): every host gets `200` and the mirror's bytes, A sends B
+/// nothing, B never follows A nor waits for a leader that does not serve, and the mirror
+/// sends each file whole at most twice.
+fn banned_leader(test: &str, pacman: Pacman) {
+    const SIZE: u64 = 1_000_000;
+    let _one = serial();
+    let Some(t) = Together::new(
+        test,
+        Setup {
+            pacman,
+            scheme: Scheme::Http,
+            hosts: 3,
+            packages: (24, SIZE),
+            rate: 500_000,
+            references: 1,
+            sharing: true,
+        },
+    ) else {
+        return;
+    };
+    // The roles whose rank order the most files of the set have (at least 24 / 6).
+    let ids = host_ids(&t);
+    let rank = |h: usize, f: &str| flocon::discovery::claim_rank(ids[h], f);
+    let roles = [
+        [1, 2, 3],
+        [1, 3, 2],
+        [2, 1, 3],
+        [2, 3, 1],
+        [3, 1, 2],
+        [3, 2, 1],
+    ];
+    let fits = |[a, c, b]: [usize; 3], f: &str| rank(a, f) < rank(c, f) && rank(c, f) < rank(b, f);
+    let [a, c, b] = roles
+        .into_iter()
+        .max_by_key(|&r| t.shared.iter().filter(|(_, f)| fits(r, f)).count())
+        .unwrap();
+    let chosen: Vec<(String, String)> = t
+        .shared
+        .iter()
+        .filter(|(_, f)| fits([a, c, b], f))
+        .take(4)
+        .cloned()
+        .collect();
+    assert!(chosen.len() >= 4, "{chosen:?}");
+    eprintln!(
+        "{test}: A is host {a} ({:016x}), C host {c} ({:016x}), B host {b} ({:016x}); files {:?}",
+        ids[a],
+        ids[c],
+        ids[b],
+        chosen.iter().map(|(_, f)| f).collect::<Vec<_>>()
+    );
+
+    // B bans A.
+    let bait = t.references[0][0].1.clone();
+    let a_fetch = get_in_background(&t, a, &bait);
+    let prefix = format!("  in flight {bait}: ");
+    wait_until(
+        "A spooling the bait",
+        Duration::from_secs(30),
+        || {
+            t.try_status(a).filter(|s| {
+                s.lines()
+                    .filter_map(|l| l.strip_prefix(&prefix))
+                    .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+                    .any(|n| n > 100_000)
+            })
+        },
+        || t.try_status(a).unwrap_or_default(),
+    );
+    let pid = t.daemons[a].as_ref().unwrap().pid();
+    let spool_dir = t.work.join(format!("flocon{a}/spool"));
+    let spool_file = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|fd| fs::read_link(fd).is_ok_and(|target| target.starts_with(&spool_dir)))
+        .expect("A's spool file among its descriptors");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(&spool_file)
+            .unwrap();
+        f.write_all_at(b"not the mirror's bytes", 1000).unwrap();
+    }
+    let _ = get_in_background(&t, b, &bait).join().unwrap();
+    let _ = a_fetch.join().unwrap();
+    let banned = format!("banned peer {:016x}", ids[a]);
+    let status = t.try_status(b).unwrap_or_default();
+    assert!(status.contains(&banned), "B did not ban A: {status}");
+
+    t.mirror.clear_access_log();
+    let a_lines = t.daemons[a].as_ref().unwrap().line_count();
+    let b_lines = t.daemons[b].as_ref().unwrap().line_count();
+    let c_lines = t.daemons[c].as_ref().unwrap().line_count();
+    // Every request at the same moment (a GET through each host's relay, as pacman's would
+    // be: pacman's own start-up spreads them over more than a claim window).
+    let barrier = Arc::new(Barrier::new(3 * chosen.len()));
+    let gets: Vec<_> = [a, b, c]
+        .into_iter()
+        .flat_map(|h| chosen.iter().map(move |(_, f)| (h, f.clone())))
+        .map(|(h, f)| {
+            let ns = t.lab.host(h).ns().to_owned();
+            let raw = build_request("GET", "localhost:19433", &t.repo.url_path(&f), &[]);
+            let barrier = Arc::clone(&barrier);
+            let run = thread::spawn(move || {
+                common::lab::in_netns(&ns, || {
+                    barrier.wait();
+                    let t0 = Instant::now();
+                    let r = request_timeout(relay_addr(), &raw, Duration::from_secs(60));
+                    (r, t0.elapsed())
+                })
+            });
+            (h, f, run)
+        })
+        .collect();
+    for (h, f, run) in gets {
+        let (r, took) = run.join().unwrap();
+        let r = r.unwrap_or_else(|e| panic!("host {h}: GET {f}: {e}"));
+        assert_eq!(r.status, 200, "host {h}: GET {f}");
+        assert!(
+            r.body == fs::read(t.repo.file(&f)).unwrap(),
+            "host {h}: {f} differs from the mirror's"
+        );
+        eprintln!("{test}: host {h}: {f} in {took:?}");
+    }
+    let since = |h: usize, from: usize| t.daemons[h].as_ref().unwrap().lines().split_off(from);
+    let (a_log, b_log, c_log) = (since(a, a_lines), since(b, b_lines), since(c, c_lines));
+    let b_peer = format!("peer {}:", t.lab.host(b).ip());
+    let log = t.mirror.access_log();
+    for (_, f) in &chosen {
+        let to_b: Vec<&String> = a_log
+            .iter()
+            .filter(|l| l.contains(&b_peer) && l.contains(f.as_str()))
+            .collect();
+        assert!(to_b.is_empty(), "A served B {f}: {to_b:?}");
+        let about = |log: &[String], what: &str| {
+            log.iter()
+                .filter(|l| l.contains(&format!("{f}: {what}")))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let followed_a = about(&b_log, &format!("following peer {:016x}", ids[a]));
+        assert!(followed_a.is_empty(), "B followed A: {followed_a:?}");
+        let waited = about(&b_log, "leading its download (its leader never served it)");
+        assert!(
+            waited.is_empty(),
+            "B waited for a leader in vain: {waited:?}"
+        );
+        let uri = t.repo.url_path(f);
+        let whole: Vec<&str> = log
+            .iter()
+            .filter(|e| e.uri == uri && e.range == "-")
+            .map(|e| e.client.as_str())
+            .collect();
+        assert!(
+            !whole.is_empty() && whole.len() <= 2,
+            "{f}: whole GETs from {whole:?}"
+        );
+    }
+    // The claims crossed: for some file, B won its claim (not merely found nobody to claim
+    // with) while C followed a leader (A or B: whichever served first).
+    assert!(
+        chosen.iter().any(|(_, f)| {
+            let said = |log: &[String], what: &str| {
+                log.iter().any(|l| l.contains(&format!("{f}: {what}")))
+            };
+            said(&b_log, "leading its download (won the claim)") && said(&c_log, "following peer")
+        }),
+        "no file that B won and C followed: the test proves nothing\n{}",
+        [&a_log, &b_log, &c_log]
+            .iter()
+            .flat_map(|log| log.iter().filter(|l| l.contains("discovery: ")))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let status = t.try_status(b).unwrap_or_default();
+    assert!(status.contains(&banned), "the ban ended: {status}");
+}
+
 mod pacman6 {
     use super::*;
+
+    #[test]
+    fn a_host_that_banned_the_leader_fetches_itself_at_once() {
+        banned_leader("together::pacman6::banned_leader", Pacman::V6);
+    }
 
     #[test]
     fn four_hosts_at_once_over_http_fetch_each_file_once() {

@@ -477,3 +477,53 @@ fn a_leader_that_gives_up_before_serving_frees_its_followers_at_once() {
         assert!(at - released < ms(5), "{:?}", at - released);
     }
 }
+
+#[test]
+fn a_host_that_shuns_the_leader_fetches_itself_at_once_while_the_others_follow_it() {
+    // Ranks A < C < D < B. B has banned A (A sent it bytes unlike the database): it never
+    // follows A, and the others, which have no reason to distrust A, do. B must not pick C
+    // either (C follows A and never fetches): it fetches itself at the end of its window,
+    // not after the follow wait.
+    let mut by_rank = ids(4);
+    by_rank.sort_by_key(|&h| rank(h, FILE));
+    let (a, c, d, b) = (by_rank[0], by_rank[1], by_rank[2], by_rank[3]);
+    let mut lan = Lan::new(&[a, c, d, b]);
+    let start = lan.now;
+    let qa = lan.ask(0, &[]);
+    let qc = lan.ask(1, &[]);
+    let qb = lan.ask(3, &[a]);
+    lan.run(WINDOW_MAX * 2);
+    assert_eq!(lan.answer(0, qa).expect("A is answered").1, None, "A leads");
+    assert_eq!(lan.answer(1, qc).expect("C is answered").1, Some(a));
+    let (at, follow) = lan.answer(3, qb).expect("B is answered within two windows");
+    assert_eq!(follow, None, "B fetches itself");
+    assert!(at - start <= WINDOW_MAX * 2, "B waited {:?}", at - start);
+    assert!(lan.hosts[3].is_leading(FILE));
+
+    // A leads already (and serves) when B and D claim together: A answers both claims; D
+    // follows A at once, B fetches itself rather than wait for D.
+    let mut lan = Lan::new(&[a, c, d, b]);
+    let qa = lan.ask(0, &[]);
+    let qc = lan.ask(1, &[]);
+    lan.run(ms(500));
+    assert_eq!(lan.answer(0, qa).unwrap().1, None);
+    assert_eq!(lan.answer(1, qc).unwrap().1, Some(a));
+    let asked = lan.now;
+    let qd = lan.ask(2, &[]);
+    let qb = lan.ask(3, &[a]);
+    lan.run(WINDOW_MAX * 2);
+    assert_eq!(lan.answer(2, qd).expect("D is answered").1, Some(a));
+    let (at, follow) = lan.answer(3, qb).expect("B is answered within two windows");
+    assert_eq!(follow, None, "B fetches itself");
+    assert!(at - asked <= WINDOW_MAX * 2, "B waited {:?}", at - asked);
+
+    // B and A alone: B has nobody it would follow, so it claims nothing and is answered at
+    // once (A, which has nothing against B, may follow it once it serves).
+    let mut lan = Lan::new(&[a, b]);
+    let asked = lan.now;
+    let qa = lan.ask(0, &[]);
+    let qb = lan.ask(1, &[a]);
+    lan.run(WINDOW_MAX * 2);
+    assert!(lan.answer(0, qa).is_some());
+    assert_eq!(lan.answer(1, qb).unwrap(), (asked, None));
+}

@@ -10,7 +10,10 @@
 //! can stream the file (its upstream answered and its spool file is open); a follower's
 //! lookup is answered with the leader only then, or after [`FOLLOW_WAIT`] with nobody (it
 //! fetches from upstream itself). A leader answers every later CLAIM for the file with where
-//! it stands, so latecomers follow it at once. A leader beats any claimant.
+//! it stands, so latecomers follow it at once. A leader beats any claimant. A host never
+//! follows one it leaves out (banned, backed off, tried for this request); when such a host
+//! would lead, the others (which may trust it) follow it, so this one fetches for itself at
+//! once instead of following one of them.
 //!
 //! This module owns the tables (claims heard, own claims, files this host leads) and the
 //! decisions; it never sends, reads a clock or knows about peers' addresses: `protocol.rs`
@@ -413,18 +416,31 @@ impl Claims {
                     (None, Some(me)) => {
                         // The claimants heard from a longest window before our claim on, and
                         // us: each of them hears the same set (its window covers ours), so
-                        // all pick the same.
+                        // all pick the same. A host we never follow (banned, tried, backed
+                        // off) may be one the others do follow: if it claims too and ranks
+                        // first, or answered our claim with LEADING or SERVING (it is alive
+                        // and leads), none of them fetches for us, so we fetch ourselves now
+                        // rather than follow one of them for the follow wait. (A leader that
+                        // died says nothing more: the hosts it left, which all leave it out,
+                        // pick a new one among themselves. A host every other one bans costs
+                        // a fetch from upstream each, never a wait.)
                         let since = claimed.checked_sub(WINDOW_MAX).unwrap_or(claimed);
+                        let current = |h: &&Heard| h.key == own.key && now < h.at + h.kept();
+                        let shunned = |h: &Heard| own.exclude.contains(&h.host);
                         let best = self
                             .heard
                             .iter()
-                            .filter(eligible)
+                            .filter(current)
                             .filter(|h| h.at >= since)
+                            .filter(|h| !shunned(h) || h.state == ClaimState::Claiming)
                             .map(|h| h.host)
                             .chain(std::iter::once(me))
                             .min_by_key(|&h| rank(h, name))
                             .unwrap_or(me);
-                        if best == me {
+                        let shunned_leads = self.heard.iter().filter(current).any(|h| {
+                            shunned(h) && h.state != ClaimState::Claiming && h.at >= claimed
+                        });
+                        if best == me || own.exclude.contains(&best) || shunned_leads {
                             (Decision::Lead, true)
                         } else {
                             (Decision::Follow(best), false)
