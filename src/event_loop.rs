@@ -276,6 +276,8 @@ pub struct Daemon {
     sleep: SleepWatch,
     /// When to give memory back (after start-up, and after each busy spell).
     idle_trim: IdleTrim,
+    /// Turns spent reading the sync databases: work, for [`IdleTrim`].
+    database_turns: u64,
     /// When a rejoin is due after link or address events, and when the last one was.
     rejoin_at: Option<Instant>,
     last_link_rejoin: Option<Instant>,
@@ -508,6 +510,7 @@ impl Daemon {
             cache_watch,
             sleep: SleepWatch::default(),
             idle_trim: IdleTrim::default(),
+            database_turns: 0,
             rejoin_at: None,
             last_link_rejoin: None,
             links_changed: false,
@@ -653,16 +656,21 @@ impl Daemon {
         }
     }
 
-    /// Gives memory back once the loop has been quiet for [`memory::idle::QUIET`]: no
-    /// connection, no sync database being read, no name being resolved (the resolver thread
-    /// then maps nothing, which [`memory::give_back`] needs).
+    /// Gives memory back once the loop has been quiet for [`memory::idle::QUIET`] after
+    /// work: no connection, no sync database being read, no name being resolved (the
+    /// resolver thread then maps nothing, which [`memory::give_back`] needs).
     fn give_back_when_idle(&mut self, now: Instant) {
+        if self.trust.is_busy() {
+            self.database_turns += 1;
+        }
+        let work =
+            self.relay.policy.counters.requests + self.counters.requests + self.database_turns;
         let busy = self.slots.live() > 0
             || self.trust.is_busy()
             || self.resolver.in_flight() > 0
             || self.stop_by.is_some();
-        self.idle_trim.handle_turn(now, busy);
-        if self.idle_trim.handle_timeout(now) {
+        self.idle_trim.handle_turn(now, busy, work);
+        if self.idle_trim.handle_timeout(now, work) {
             let done = memory::give_back();
             let kib = |r: Option<memory::Resident>| r.map_or(0, |r| r.total_kib);
             debug!(

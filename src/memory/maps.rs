@@ -4,9 +4,12 @@
 //! A mapping may be dropped (`MADV_DONTNEED`) only when doing so cannot change what the
 //! process reads from it: a private mapping of a file (a path, not `[vdso]` or `[heap]`),
 //! readable and never writable (`r-xp` or `r--p`), none of whose pages was ever copied on
-//! write (`Anonymous: 0 kB`; the RELRO pages that the dynamic linker relocated, or text a
-//! debugger put a breakpoint in, are copies). Its pages then all equal the file's, and a
-//! later access maps the same bytes again from the page cache.
+//! write: `Anonymous: 0 kB` for the copies in memory and `Swap: 0 kB` for those swapped out
+//! (the RELRO pages that the dynamic linker relocated, or text a debugger put a breakpoint in,
+//! are copies; a copy the kernel swapped out counts under `Swap` only, and dropping it would
+//! bring back the file's unrelocated bytes). Both lines must be there and say 0. Its pages
+//! then all equal the file's, and a later access maps the same bytes again from the page
+//! cache.
 
 /// One mapping that may be dropped: `[start, end)`, page-aligned as the kernel lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +41,8 @@ pub fn droppable(smaps: &str) -> Vec<Droppable> {
         let kib = words.next().and_then(|v| v.parse::<u64>().ok());
         match key {
             "Rss:" => m.rss_kib = kib,
-            "Anonymous:" => m.anonymous_zero = kib == Some(0),
+            "Anonymous:" => m.anonymous_zero = Some(kib == Some(0)),
+            "Swap:" => m.swap_zero = Some(kib == Some(0)),
             _ => {}
         }
     }
@@ -53,12 +57,15 @@ struct Mapping {
     end: usize,
     allowed: bool,
     rss_kib: Option<u64>,
-    anonymous_zero: bool,
+    /// What the `Anonymous:` and `Swap:` lines said (`None`: no such line).
+    anonymous_zero: Option<bool>,
+    swap_zero: Option<bool>,
 }
 
 impl Mapping {
     fn finish(self) -> Option<Droppable> {
-        (self.allowed && self.anonymous_zero && self.start < self.end).then_some(Droppable {
+        let never_copied = self.anonymous_zero == Some(true) && self.swap_zero == Some(true);
+        (self.allowed && never_copied && self.start < self.end).then_some(Droppable {
             start: self.start,
             end: self.end,
             rss_kib: self.rss_kib?,
@@ -91,7 +98,8 @@ fn header(line: &str) -> Option<Mapping> {
         end,
         allowed,
         rss_kib: None,
-        anonymous_zero: false,
+        anonymous_zero: None,
+        swap_zero: None,
     })
 }
 
@@ -128,27 +136,34 @@ mod tests {
 Size:                528 kB
 Rss:                 236 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 5559c96a9000-5559c98a8000 r-xp 00083000 fe:00 5375460                    /usr/bin/flocon
 Size:               2044 kB
 Rss:                1212 kB
 Pss:                1212 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 VmFlags: rd ex mr mw me
 5559c98a8000-5559c98b2000 r--p 00281000 fe:00 5375460                    /usr/bin/flocon
 Rss:                  40 kB
 Anonymous:            40 kB
+Swap:                  0 kB
 5559e73d3000-5559e73f4000 rw-p 00000000 00:00 0                          [heap]
 Rss:                 108 kB
 Anonymous:           108 kB
+Swap:                  0 kB
 7f9d035a3000-7f9d035a5000 rw-p 001d3000 fe:00 326279                     /usr/lib/libc.so.6
 Rss:                   8 kB
 Anonymous:             8 kB
+Swap:                  0 kB
 7f9d035e3000-7f9d035e5000 r-xp 00000000 00:00 0                          [vdso]
 Rss:                   4 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 7f9d03616000-7f9d03618000 r-xp 00031000 fe:00 325843                     /usr/lib/my lib.so
 Rss:                   8 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 ";
 
     #[test]
@@ -178,6 +193,26 @@ Anonymous:             0 kB
     }
 
     #[test]
+    fn a_mapping_with_a_copy_in_swap_is_kept() {
+        // A relocated RELRO page the kernel swapped out is no longer "Anonymous" but "Swap":
+        // dropping the mapping would map the file's unrelocated bytes back.
+        let text = "\
+7f9d0359f000-7f9d035a3000 r--p 001cf000 fe:00 326279 /usr/lib/libc.so.6
+Rss:                   0 kB
+Anonymous:             0 kB
+Swap:                  4 kB
+SwapPss:               4 kB
+";
+        assert_eq!(droppable(text), vec![]);
+        // Without a Swap line at all (a kernel or a read that does not say): kept too.
+        let text = "7f00-8f00 r--p 0 fe:00 1 /usr/lib/libc.so.6\nRss: 4 kB\nAnonymous: 0 kB\n";
+        assert_eq!(droppable(text), vec![]);
+        let text =
+            "7f00-8f00 r--p 0 fe:00 1 /usr/lib/libc.so.6\nRss: 4 kB\nAnonymous: 0 kB\nSwap: 0 kB\n";
+        assert_eq!(droppable(text).len(), 1);
+    }
+
+    #[test]
     fn a_mapping_without_its_anonymous_line_is_kept() {
         // Older kernels, or a cut-short read: without the proof that nothing was copied,
         // nothing is dropped.
@@ -192,11 +227,11 @@ Anonymous:             0 kB
     fn garbage_drops_nothing() {
         for text in [
             "",
-            "zz-yy r-xp 0 fe:00 1 /x\nAnonymous: 0 kB\nRss: 1 kB\n",
-            "8f00-7f00 r-xp 0 fe:00 1 /x\nAnonymous: 0 kB\nRss: 1 kB\n",
-            "7f00-8f00 r-xp 0 fe00 1 /x\nAnonymous: 0 kB\nRss: 1 kB\n",
-            "7f00-8f00 rwxp 0 fe:00 1 /x\nAnonymous: 0 kB\nRss: 1 kB\n",
-            "7f00-8f00 r-xs 0 fe:00 1 /x\nAnonymous: 0 kB\nRss: 1 kB\n",
+            "zz-yy r-xp 0 fe:00 1 /x\nAnonymous: 0 kB\nSwap: 0 kB\nRss: 1 kB\n",
+            "8f00-7f00 r-xp 0 fe:00 1 /x\nAnonymous: 0 kB\nSwap: 0 kB\nRss: 1 kB\n",
+            "7f00-8f00 r-xp 0 fe00 1 /x\nAnonymous: 0 kB\nSwap: 0 kB\nRss: 1 kB\n",
+            "7f00-8f00 rwxp 0 fe:00 1 /x\nAnonymous: 0 kB\nSwap: 0 kB\nRss: 1 kB\n",
+            "7f00-8f00 r-xs 0 fe:00 1 /x\nAnonymous: 0 kB\nSwap: 0 kB\nRss: 1 kB\n",
             "Anonymous: 0 kB\nRss: 1 kB\n",
         ] {
             assert_eq!(droppable(text), vec![], "{text:?}");
