@@ -273,6 +273,23 @@ INNER
     done
     ((passed == 4)) || fail "--boot: flocon used $passed of the 4 sockets of flocon.socket"
     ok "--boot: the TCP listeners come from flocon.socket"
+    # Memory is given back once the daemon has been quiet for 10 s (src/memory/): madvise
+    # and malloc_trim under the unit's system call filter and MemoryDenyWriteExecute. Read
+    # VmRSS without connecting: a connection would keep the daemon busy.
+    local main rss0 rss
+    main=$(in_ns systemctl show -P MainPID flocon.service)
+    rss0=$(in_ns grep -m1 '^VmRSS:' "/proc/$main/status" | tr -dc 0-9)
+    rss=$rss0
+    for ((i = 0; i < 100; i++)); do
+      rss=$(in_ns grep -m1 '^VmRSS:' "/proc/$main/status" | tr -dc 0-9)
+      ((rss * 10 < rss0 * 7)) && break
+      sleep 0.25
+    done
+    if ((rss * 10 < rss0 * 7)); then
+      ok "--boot: memory given back when quiet (VmRSS $rss0 -> $rss kB)"
+    else
+      fail "--boot: VmRSS $rss0 -> $rss kB in 25 s: memory not given back under the unit"
+    fi
     in_ns systemctl reload flocon.service || fail "--boot: systemctl reload"
     sleep 1
     state=$(unit_state)

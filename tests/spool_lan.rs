@@ -360,12 +360,8 @@ fn a_spool_file_changed_on_disk_never_reaches_a_client_whole() {
     // (O_TMPFILE): it is reached through A's descriptor for it.
     let pid = lan.daemons[A].as_ref().unwrap().pid();
     let spool_dir = lan.spool_dir(A);
-    let spool_file = fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|fd| fs::read_link(fd).is_ok_and(|target| target.starts_with(&spool_dir)))
-        .expect("A's spool file among its descriptors");
+    let spool_file =
+        common::fd_under(pid, &spool_dir).expect("A's spool file among its descriptors");
     assert_eq!(
         fs::read_dir(&spool_dir).unwrap().count(),
         0,

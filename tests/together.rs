@@ -668,12 +668,8 @@ fn banned_leader(test: &str, pacman: Pacman) {
     );
     let pid = t.daemons[a].as_ref().unwrap().pid();
     let spool_dir = t.work.join(format!("flocon{a}/spool"));
-    let spool_file = fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|fd| fs::read_link(fd).is_ok_and(|target| target.starts_with(&spool_dir)))
-        .expect("A's spool file among its descriptors");
+    let spool_file =
+        common::fd_under(pid, &spool_dir).expect("A's spool file among its descriptors");
     {
         use std::os::unix::fs::FileExt;
         let f = fs::OpenOptions::new()

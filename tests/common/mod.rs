@@ -247,6 +247,16 @@ pub fn free_port() -> u16 {
 }
 
 /// `127.0.0.1:<free port>`.
+/// The descriptor of process `pid` open on a file under `dir` (`/proc/PID/fd/N`): how a test
+/// reaches a spool file, which has no name (`O_TMPFILE`).
+pub fn fd_under(pid: u32, dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|fd| std::fs::read_link(fd).is_ok_and(|target| target.starts_with(dir)))
+}
+
 pub fn free_loopback_addr() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()))
 }
