@@ -65,10 +65,13 @@ struct Mapping {
 impl Mapping {
     fn finish(self) -> Option<Droppable> {
         let never_copied = self.anonymous_zero == Some(true) && self.swap_zero == Some(true);
+        // Nothing resident, nothing to drop. (Also what an emulator's made-up smaps says, such
+        // as qemu-user's, whose other lines are zeros too.)
+        let rss_kib = self.rss_kib.filter(|&kib| kib > 0)?;
         (self.allowed && never_copied && self.start < self.end).then_some(Droppable {
             start: self.start,
             end: self.end,
-            rss_kib: self.rss_kib?,
+            rss_kib,
         })
     }
 }
@@ -210,6 +213,10 @@ SwapPss:               4 kB
         let text =
             "7f00-8f00 r--p 0 fe:00 1 /usr/lib/libc.so.6\nRss: 4 kB\nAnonymous: 0 kB\nSwap: 0 kB\n";
         assert_eq!(droppable(text).len(), 1);
+        // Nothing resident: nothing to drop.
+        let text =
+            "7f00-8f00 r--p 0 fe:00 1 /usr/lib/libc.so.6\nRss: 0 kB\nAnonymous: 0 kB\nSwap: 0 kB\n";
+        assert_eq!(droppable(text), vec![]);
     }
 
     #[test]
