@@ -16,8 +16,6 @@
 pub struct Droppable {
     pub start: usize,
     pub end: usize,
-    /// Its resident size, in KiB, when it was read.
-    pub rss_kib: u64,
 }
 
 /// The mappings of `smaps` (the text of `/proc/self/smaps`) that may be dropped, in order.
@@ -67,11 +65,10 @@ impl Mapping {
         let never_copied = self.anonymous_zero == Some(true) && self.swap_zero == Some(true);
         // Nothing resident, nothing to drop. (Also what an emulator's made-up smaps says, such
         // as qemu-user's, whose other lines are zeros too.)
-        let rss_kib = self.rss_kib.filter(|&kib| kib > 0)?;
-        (self.allowed && never_copied && self.start < self.end).then_some(Droppable {
+        let resident = self.rss_kib.is_some_and(|kib| kib > 0);
+        (self.allowed && never_copied && resident && self.start < self.end).then_some(Droppable {
             start: self.start,
             end: self.end,
-            rss_kib,
         })
     }
 }
@@ -176,20 +173,17 @@ Swap:                  0 kB
             vec![
                 Droppable {
                     start: 0x5559c9625000,
-                    end: 0x5559c96a9000,
-                    rss_kib: 236
+                    end: 0x5559c96a9000
                 },
                 Droppable {
                     start: 0x5559c96a9000,
-                    end: 0x5559c98a8000,
-                    rss_kib: 1212
+                    end: 0x5559c98a8000
                 },
                 // RELRO (copied pages), the heap, a writable mapping and the vDSO are not;
                 // a path with a space is still a file.
                 Droppable {
                     start: 0x7f9d03616000,
-                    end: 0x7f9d03618000,
-                    rss_kib: 8
+                    end: 0x7f9d03618000
                 },
             ]
         );
